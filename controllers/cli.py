@@ -1,0 +1,58 @@
+"""The `parallax` command line: a thin layer over the library functions."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controllers.scenario import ScenarioError, load_scenario
+from controllers.validate import footprints
+
+app = typer.Typer(
+    help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error (no traceback) and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) -> None:
+    """Check a scenario and print each configuration's GPUs, weights and KV-cache capacity."""
+    try:
+        r = load_scenario(scenario)
+    except ScenarioError as e:
+        fail(str(e))
+        return
+    s = r.scenario
+    console.print(f"[bold]{s.name}[/]: {r.model.name} {s.dtype.value} (KV {s.resolved_kv_dtype.value}) on "
+                  f"{s.hardware.nodes}×{s.hardware.gpus_per_node} {r.gpu.name}, engine {s.engine.kind}")
+    table = Table("config", "tp", "pp", "replicas", "GPUs", "weights/GPU (GB)", "KV/GPU (GB)",
+                  "KV tokens/replica", "seqs/replica", "fits")
+    for f in footprints(r):
+        table.add_row(f.name, str(f.tp), str(f.pp), str(f.replicas), str(f.gpus),
+                      f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
+                      f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

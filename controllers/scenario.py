@@ -1,0 +1,201 @@
+"""The scenario file: the one description of an experiment, and its validation.
+
+Every problem is reported as `FILE: FIELD: what is wrong; the fix`, never as a traceback.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+
+from controllers.config import ControllerConfig
+from deployments.catalog.gpus import GpuSpec, resolve_gpu
+from deployments.catalog.memory import check_parallelism, plan_memory, weight_bytes_per_gpu
+from deployments.catalog.models import ModelSpec, resolve_model
+from deployments.config import DeploymentSpec
+from loadgen.config import LoadConfig, TrafficClass
+from monitoring.config import MonitoringConfig
+
+
+class Scenario(DeploymentSpec):
+    """Deployment + traffic classes + load + controller + monitoring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    classes: list[TrafficClass] = Field(min_length=1)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @property
+    def default_class(self) -> str:
+        return self.server.default_class or self.classes[0].name
+
+    def class_named(self, name: str) -> TrafficClass:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message lists every problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {field}: {msg}" for field, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated scenario with its catalog entries looked up."""
+
+    scenario: Scenario
+    model: ModelSpec
+    gpu: GpuSpec
+    source: str
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
+                      "gamma", "constant", "closed", "ramp", "steps", "trace"}:
+            continue  # discriminated-union tag: not a field the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif err["type"] == "missing":
+            msg = "required field is missing; add it"
+        problems.append((_loc(err["loc"]), msg))
+    return problems
+
+
+def parse_scenario(data: object, source: str = "<scenario>", base_dir: Path | None = None) -> Resolved:
+    """Validate already-loaded YAML data and resolve its catalog references."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, [("(top level)", "expected a mapping of scenario fields")])
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(source, _pydantic_problems(e)) from None
+    return check_scenario(scenario, source, base_dir)
+
+
+def load_scenario(path: str | Path) -> Resolved:
+    """Read, validate and resolve a scenario YAML file."""
+    p = Path(path)
+    source = str(p)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(source, [("(file)", "no such file; check the path")]) from None
+    except IsADirectoryError:
+        raise ScenarioError(source, [("(file)", "is a folder; give a scenario .yaml file")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ScenarioError(source, [(where, f"YAML syntax error: {problem}")]) from None
+    return parse_scenario(data, source, p.parent)
+
+
+def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | None = None) -> Resolved:
+    """Checks that need the catalog or span several fields."""
+    problems: list[tuple[str, str]] = []
+    model = gpu = None
+    try:
+        model = resolve_model(s.model, base_dir)
+    except ValueError as e:
+        problems.append(("model", str(e)))
+    try:
+        gpu = resolve_gpu(s.hardware.gpu, base_dir)
+    except ValueError as e:
+        problems.append(("hardware.gpu", str(e)))
+
+    names = [c.name for c in s.configurations]
+    for i, c in enumerate(s.configurations):
+        if names.count(c.name) > 1:
+            problems.append((f"configurations[{i}].name", f"duplicate configuration name {c.name!r}"))
+        if c.tp > s.hardware.gpus_per_node:
+            problems.append((f"configurations[{i}].tp",
+                             f"tp={c.tp} exceeds the {s.hardware.gpus_per_node} GPUs of one node; "
+                             "TP must stay inside a node"))
+        elif c.gpus_per_replica > s.hardware.gpus_per_node and not c.spread_pp_over_nodes:
+            problems.append((f"configurations[{i}]",
+                             f"tp×pp={c.gpus_per_replica} exceeds one node's {s.hardware.gpus_per_node} "
+                             "GPUs; set spread_pp_over_nodes: true or lower pp"))
+        if model is not None:
+            try:
+                check_parallelism(model, c.tp, c.pp)
+            except ValueError as e:
+                problems.append((f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e)))
+                continue
+            if gpu is not None:
+                plan = plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp,
+                                   s.engine.gpu_memory_utilization, s.engine.max_num_batched_tokens,
+                                   s.engine.block_size)
+                if not plan.fits:
+                    total = weight_bytes_per_gpu(model, s.dtype, 1, 1) / 1e9
+                    problems.append((
+                        f"configurations[{i}]",
+                        f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; "
+                        f"{c.name} (tp{c.tp}×pp{c.pp}) gives {c.gpus_per_replica}×{gpu.memory_gb:.0f} GB "
+                        f"and leaves no room for KV cache; raise tp or pp, or use a smaller dtype",
+                    ))
+    used = sum(c.gpus for c in s.configurations)
+    if used > s.hardware.total_gpus:
+        problems.append(("configurations",
+                         f"the configurations need {used} GPUs side by side but hardware has "
+                         f"{s.hardware.total_gpus} ({s.hardware.nodes} node(s) × {s.hardware.gpus_per_node}); "
+                         "raise hardware.nodes or remove configurations"))
+    if gpu is not None and not gpu.supports(s.dtype):
+        try:
+            gpu.compute_dtype(s.dtype)
+        except ValueError as e:
+            problems.append(("dtype", f"{e}; use one of {', '.join(d.value for d in gpu.peak_tflops)}"))
+
+    total_share = sum(c.share for c in s.classes)
+    if abs(total_share - 1.0) > 1e-6:
+        problems.append(("classes", f"class shares sum to {total_share:g}, not 1; adjust the share fields"))
+    cnames = [c.name for c in s.classes]
+    for i, tc in enumerate(s.classes):
+        if cnames.count(tc.name) > 1:
+            problems.append((f"classes[{i}].name", f"duplicate class name {tc.name!r}"))
+        for field, dist in (("input", tc.input), ("output", tc.output)):
+            path = getattr(dist, "path", None)
+            if path is not None and not _find(path, base_dir).exists():
+                problems.append((f"classes[{i}].{field}.path", f"{path}: no such file"))
+    if s.server.default_class is not None and s.server.default_class not in cnames:
+        problems.append(("server.default_class",
+                         f"{s.server.default_class!r} is not a class; use one of {', '.join(cnames)}"))
+    trace = getattr(s.load.arrival, "path", None)
+    if trace is not None and not _find(trace, base_dir).exists():
+        problems.append(("load.arrival.path", f"{trace}: no such file"))
+    if s.engine.kind == "vllm" and not s.engine.model_path:
+        problems.append(("engine.model_path", "the vllm engine needs a local model folder; set model_path"))
+
+    if problems or model is None or gpu is None:
+        raise ScenarioError(source, problems)
+    return Resolved(scenario=s, model=model, gpu=gpu, source=source)
+
+
+def _find(p: Path, base_dir: Path | None) -> Path:
+    return p if p.is_absolute() or base_dir is None or p.exists() else base_dir / p

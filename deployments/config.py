@@ -1,0 +1,93 @@
+"""Configuration of what is deployed: model, dtype, hardware, engine and the parallel configurations."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deployments.catalog.dtypes import Dtype, parse_dtype
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hardware(_Strict):
+    gpu: str = Field(description="GPU catalog name, or a path to a YAML GPU spec")
+    gpus_per_node: int = Field(default=8, gt=0)
+    nodes: int = Field(default=1, gt=0)
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+class ParallelConfig(_Strict):
+    """One candidate deployment: TP×PP GPUs per replica, `replicas` data-parallel copies."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=48)
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    replicas: int = Field(default=1, gt=0)
+    spread_pp_over_nodes: bool = Field(
+        default=False, description="allow PP stages on different nodes (STRICT_PACK otherwise)"
+    )
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_replica * self.replicas
+
+
+class EngineConfig(_Strict):
+    """Engine choice and the vLLM-style scheduling knobs both engines share."""
+
+    kind: Literal["sim", "vllm"] = "sim"
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_num_seqs: int = Field(default=256, gt=0)
+    max_num_batched_tokens: int = Field(default=8192, gt=0)
+    block_size: int = Field(default=16, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0)
+    time_scale: float = Field(
+        default=1.0, gt=0, description="sim only: wall seconds per simulated second (>1 slows the clock)"
+    )
+    stream_interval_ms: float = Field(
+        default=0.0, ge=0, description="coalesce streamed tokens into one SSE event per interval"
+    )
+    model_path: str | None = Field(default=None, description="vllm only: local model folder")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm only: extra engine args")
+    seed: int = 0
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Ray's metrics export port")
+    default_class: str | None = None
+    max_ongoing_requests: int = Field(default=1024, gt=0)
+    api_key_env: str | None = Field(default=None, description="env var holding an optional Bearer key")
+
+
+class DeploymentSpec(_Strict):
+    """The deployment half of a scenario."""
+
+    model: str
+    dtype: Dtype = Dtype.bf16
+    kv_dtype: Dtype | None = Field(default=None, description="default: bf16 (fp32 for fp32 models)")
+    hardware: Hardware
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    configurations: list[ParallelConfig] = Field(min_length=1)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @field_validator("dtype", "kv_dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: object) -> object:
+        return parse_dtype(v) if isinstance(v, str) else v
+
+    @property
+    def resolved_kv_dtype(self) -> Dtype:
+        if self.kv_dtype is not None:
+            return self.kv_dtype
+        return Dtype.fp32 if self.dtype == Dtype.fp32 else Dtype.bf16

@@ -1,0 +1,59 @@
+"""The seam between the LLMServer deployment and an engine (`sim` or `vllm`)."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request as the engine sees it."""
+
+    request_id: str
+    prompt: str
+    max_tokens: int
+    sla_class: str
+    prompt_token_ids: list[int] | None = None
+    ignore_eos: bool = True
+    temperature: float = 0.0
+    arrival_time: float = 0.0  # time.monotonic() when the server received it
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """Tokens the engine produced since the previous chunk (several when coalesced)."""
+
+    text: str
+    num_tokens: int
+    finished: bool = False
+    finish_reason: str | None = None   # "length" | "stop" | "abort"
+    prompt_tokens: int = 0             # set on the first chunk
+
+
+@dataclass
+class EngineStats:
+    """Engine-internal gauges the LLMServer exports (vLLM's own names on the real engine)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    preemptions: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """An LLM engine inside one LLMServer replica."""
+
+    async def start(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        """Stream the request's output; the last chunk has finished=True."""
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def count_prompt_tokens(self, prompt: str) -> int: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,207 @@
+"""Configuration of the load generator: SLA classes, length distributions and arrival processes.
+
+Part of the scenario file (`classes:` and `load:`); the loadgen package owns these schemas.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SLO(_Strict):
+    """Per-request latency objectives of a class, and the share of requests that must meet them.
+
+    A request meets its SLO when its TTFT, its mean TPOT and its E2E latency are each within the
+    targets given. `attainment` is the fraction of requests that must meet it: "p99 TTFT ≤ 450 ms"
+    is `ttft_ms: 450, attainment: 0.99`.
+    """
+
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2e_ms: float | None = Field(default=None, gt=0)
+    attainment: float = Field(default=0.9, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "SLO":
+        if self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None:
+            raise ValueError("give at least one of ttft_ms, tpot_ms, e2e_ms")
+        return self
+
+
+class FixedLength(_Strict):
+    kind: Literal["fixed"] = "fixed"
+    value: int = Field(gt=0)
+
+
+class UniformLength(_Strict):
+    kind: Literal["uniform"] = "uniform"
+    min: int = Field(gt=0)
+    max: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformLength":
+        if self.max < self.min:
+            raise ValueError("max must be ≥ min")
+        return self
+
+
+class NormalLength(_Strict):
+    kind: Literal["normal"] = "normal"
+    mean: float = Field(gt=0)
+    std: float = Field(ge=0)
+    min: int = Field(default=1, gt=0)
+    max: int | None = Field(default=None, gt=0)
+
+
+class LognormalLength(_Strict):
+    """Lognormal with the given mean (tokens) and `sigma` of the underlying normal."""
+
+    kind: Literal["lognormal"] = "lognormal"
+    mean: float = Field(gt=0)
+    sigma: float = Field(gt=0)
+    min: int = Field(default=1, gt=0)
+    max: int | None = Field(default=None, gt=0)
+
+
+class EmpiricalLength(_Strict):
+    """Lengths drawn from a file of integers (one per line, or a CSV/JSONL column)."""
+
+    kind: Literal["empirical"] = "empirical"
+    path: Path
+    column: str | None = None
+
+
+class PresetLength(_Strict):
+    """The average lengths of a dataset used by the study (see PRESETS)."""
+
+    kind: Literal["preset"] = "preset"
+    name: Literal["longalpaca", "short-mix-70b", "mlperf-summarization-405b", "short-mix-405b"]
+
+
+LengthDist = Annotated[
+    FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength | PresetLength,
+    Field(discriminator="kind"),
+]
+
+# (mean input tokens, mean output tokens) of the study's datasets (arXiv 2603.05692).
+PRESETS: dict[str, tuple[int, int]] = {
+    "longalpaca": (9092, 208),
+    "short-mix-70b": (106, 26),
+    "mlperf-summarization-405b": (9428, 684),
+    "short-mix-405b": (89, 20),
+}
+
+
+class TrafficClass(_Strict):
+    """One SLA class of traffic."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    share: float = Field(gt=0, le=1, description="fraction of requests in this class")
+    slo: SLO
+    input: LengthDist
+    output: LengthDist
+
+    def mean_lengths(self) -> tuple[float, float]:
+        """Mean input and output tokens, where the distribution states it (files are read lazily)."""
+        return _mean(self.input, 0), _mean(self.output, 1)
+
+
+def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+          | PresetLength, which: int) -> float:
+    match dist:
+        case FixedLength(value=v):
+            return float(v)
+        case UniformLength(min=lo, max=hi):
+            return (lo + hi) / 2
+        case NormalLength(mean=m) | LognormalLength(mean=m):
+            return float(m)
+        case PresetLength(name=n):
+            return float(PRESETS[n][which])
+        case EmpiricalLength(path=p):
+            values = [float(x) for x in Path(p).read_text().split() if x.strip()]
+            return sum(values) / len(values) if values else 0.0
+    raise AssertionError(dist)
+
+
+class PoissonArrival(_Strict):
+    kind: Literal["poisson"] = "poisson"
+    rate: float = Field(default=1.0, gt=0, description="requests per second")
+
+
+class GammaArrival(_Strict):
+    """Gamma inter-arrival times; burstiness = squared coefficient of variation (1 = Poisson)."""
+
+    kind: Literal["gamma"] = "gamma"
+    rate: float = Field(default=1.0, gt=0)
+    burstiness: float = Field(default=1.0, gt=0)
+
+
+class ConstantArrival(_Strict):
+    kind: Literal["constant"] = "constant"
+    rate: float = Field(default=1.0, gt=0)
+
+
+class ClosedLoop(_Strict):
+    """A fixed number of users, each sending its next request when the previous one ends."""
+
+    kind: Literal["closed"] = "closed"
+    concurrency: int = Field(default=1, gt=0)
+
+
+class RampArrival(_Strict):
+    """Poisson arrivals whose rate moves linearly from `start_rate` to `end_rate` over the run."""
+
+    kind: Literal["ramp"] = "ramp"
+    start_rate: float = Field(gt=0)
+    end_rate: float = Field(gt=0)
+
+
+class Step(_Strict):
+    at_s: float = Field(ge=0)
+    rate: float = Field(gt=0)
+
+
+class StepArrival(_Strict):
+    """Poisson arrivals whose rate changes at given times."""
+
+    kind: Literal["steps"] = "steps"
+    steps: list[Step] = Field(min_length=1)
+
+
+class TraceArrival(_Strict):
+    """Replay of a timestamped trace (CSV or JSONL: timestamp, input tokens, output tokens, class)."""
+
+    kind: Literal["trace"] = "trace"
+    path: Path
+    time_scale: float = Field(default=1.0, gt=0, description="multiply the trace's gaps by this")
+
+
+Arrival = Annotated[
+    PoissonArrival | GammaArrival | ConstantArrival | ClosedLoop | RampArrival | StepArrival | TraceArrival,
+    Field(discriminator="kind"),
+]
+
+
+class LoadConfig(_Strict):
+    """How traffic is offered: an arrival process, optionally swept over several rates."""
+
+    arrival: Arrival = Field(default_factory=PoissonArrival)
+    rates: list[float] = Field(
+        default_factory=list,
+        description="sweep: run the arrival process at each rate (or concurrency) in turn",
+    )
+    duration_s: float = Field(default=30.0, gt=0, description="length of each sweep step")
+    warmup_s: float = Field(default=0.0, ge=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="per-request timeout")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _positive_rates(self) -> "LoadConfig":
+        if any(r <= 0 for r in self.rates):
+            raise ValueError("every rate in the sweep must be > 0")
+        return self
