@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from loadgen.errors import LoadError
 from loadgen.records import RequestRecord, Status
 
 CONFIG_HEADER = "x-parallax-config"
@@ -106,6 +107,22 @@ class StreamingClient:
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
+
+    async def check(self, timeout_s: float = 5.0) -> None:
+        """Fail early, with a clear message, when the target cannot be reached at all.
+
+        This also opens the connection the first request will reuse, so it pays no connect time.
+        """
+        assert self._session is not None, "use the client as an async context manager"
+        try:
+            async with asyncio.timeout(timeout_s), self._session.get(self.target + "/v1/models",
+                                                                     headers=self.headers) as resp:
+                await resp.read()
+        except aiohttp.ClientConnectorError as e:
+            raise LoadError(f"cannot reach {self.target}: {e.os_error.strerror or e}; is the server running, "
+                            "and is --target right?") from None
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise LoadError(f"cannot reach {self.target}: {type(e).__name__} {e}; is the server running?") from None
 
     def body(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         b: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "min_tokens": max_tokens,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import aiohttp
 import numpy as np
 
 from loadgen.client import Api, Clock, Planned, StreamingClient
@@ -31,20 +30,10 @@ from loadgen.summary import LoadSummary, meets_slo, summarize
 FATAL_STATUS = (401, 403, 404)
 
 
-async def check_target(target: str, timeout_s: float = 5.0) -> None:
-    """Fail early, with a clear message, when the target cannot be reached at all."""
+def check_url(target: str) -> None:
     u = urlparse(target)
     if u.scheme not in ("http", "https") or not u.netloc:
         raise LoadError(f"--target {target!r}: give the server's base URL, e.g. http://127.0.0.1:8000")
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s, \
-                s.get(target.rstrip("/") + "/v1/models") as resp:
-            await resp.read()
-    except aiohttp.ClientConnectorError as e:
-        raise LoadError(f"cannot reach {target}: {e.os_error.strerror or e}; is the server running, "
-                        "and is --target right?") from None
-    except (TimeoutError, aiohttp.ClientError) as e:
-        raise LoadError(f"cannot reach {target}: {type(e).__name__} {e}; is the server running?") from None
 
 
 class _Run:
@@ -127,7 +116,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     workload = Workload(classes, base_dir)
     plan = build_plan(classes, load, workload, base_dir)
     prompts = PromptFactory(load_tokenizer(Path(tokenizer)) if tokenizer else None, seed=load.seed)
-    await check_target(target)
+    check_url(target)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     slos = {c.name: c.slo for c in classes}
@@ -150,6 +139,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
         with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
             async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
                                        count_tokens=prompts.count, clock=clock) as client:
+                await client.check()
                 run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed)
                 interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
     finally:
