@@ -95,7 +95,9 @@ def _arrival(kind: str, rate: float | None, burstiness: float, concurrency: int,
     try:
         return TypeAdapter(Arrival).validate_python(data)
     except ValidationError as e:
-        raise LoadError(f"--arrival {kind}: {e.errors()[0]['msg']}") from None
+        err = e.errors()[0]
+        flag = {"path": "--trace"}.get(str(err["loc"][-1]), f"--{err['loc'][-1]}")
+        raise LoadError(f"--arrival {kind}: {flag}: {err['msg']}") from None
 
 
 def summary_table(s: LoadSummary) -> Table:
@@ -115,6 +117,8 @@ def summary_table(s: LoadSummary) -> Table:
 
 
 def _print_summary(s: LoadSummary, records: list[Any]) -> None:
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table to 80 columns
+        console.width = max(console.width, 160)
     console.print(summary_table(s))
     if s.lateness_p50_s is not None and s.lateness_p99_s is not None:
         console.print(f"sent {s.sent}/{s.records} records; send lateness p50 {s.lateness_p50_s * 1000:.2f} ms, "

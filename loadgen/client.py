@@ -8,6 +8,7 @@ text (tokenizer or word count), and the per-chunk counts are scaled to the final
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class StreamingClient:
                                                                      headers=self.headers) as resp:
                 await resp.read()
         except aiohttp.ClientConnectorError as e:
-            raise LoadError(f"cannot reach {self.target}: {e.os_error.strerror or e}; is the server running, "
+            raise LoadError(f"cannot reach {self.target}: {_reason(e)}; is the server running, "
                             "and is --target right?") from None
         except (TimeoutError, aiohttp.ClientError) as e:
             raise LoadError(f"cannot reach {self.target}: {type(e).__name__} {e}; is the server running?") from None
@@ -148,7 +149,7 @@ class StreamingClient:
             sink(self._record(p, s, scheduled_perf))
             raise
         except aiohttp.ClientConnectorError as e:
-            s.status, s.error = "error", f"cannot connect to {self.target}: {e.os_error.strerror or e}"
+            s.status, s.error = "error", f"cannot connect to {self.target}: {_reason(e)}"
         except (aiohttp.ClientError, OSError) as e:
             what = type(e).__name__
             s.status = "error"
@@ -237,6 +238,10 @@ class StreamingClient:
             status=s.status,
             http_status=s.http_status, error=s.error,
         )
+
+
+def _reason(e: aiohttp.ClientConnectorError) -> str:
+    return os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
 
 
 def _gaps(times: list[float], tokens: list[float], total: int) -> list[float]:
