@@ -132,14 +132,14 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     if metrics and on_metrics_port:
         on_metrics_port(metrics.port)
     view = LiveView(sum(s.length_s for s in plan)) if progress else None
-    clock = Clock()
     durations: dict[int, float] = {}
     interrupted = False
     try:
         with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
             async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
-                                       count_tokens=prompts.count, clock=clock) as client:
+                                       count_tokens=prompts.count) as client:
                 await client.check()
+                client.clock = clock = Clock()  # the schedule starts now, after the preflight
                 run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed)
                 interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
     finally:

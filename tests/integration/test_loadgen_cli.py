@@ -46,7 +46,7 @@ def test_sigint_still_writes_records_and_summary(server, tmp_path):
             (out / "records.jsonl").is_file() and len((out / "records.jsonl").read_text().splitlines()) >= 10):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=20)
+    _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     records = read_records(out)
