@@ -26,11 +26,12 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass  # noqa: E402
-from loadgen.records import read_records  # noqa: E402
-from loadgen.runner import run_load  # noqa: E402
+from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
+from loadgen.records import read_records
+from loadgen.runner import run_load
 
 TOKENS = 8
+LOOP = asyncio.new_event_loop
 
 
 def _serve(port_out: "mp.Queue[int]") -> None:
@@ -135,7 +136,8 @@ async def loadgen(url: str, rate: float, duration: float) -> tuple[list[float], 
 
 def measure(name: str, fn: Callable, url: str, rate: float, duration: float) -> dict:
     cpu0, t0 = time.process_time(), time.perf_counter()
-    lateness, ok = asyncio.run(fn(url, rate, duration))
+    with asyncio.Runner(loop_factory=LOOP) as runner:
+        lateness, ok = runner.run(fn(url, rate, duration))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     late = np.array(lateness) * 1000
     n = int(rate * duration)
@@ -149,7 +151,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 800])
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--uvloop", action="store_true", help="run the clients on uvloop's event loop")
     args = ap.parse_args()
+    if args.uvloop:
+        import uvloop
+        global LOOP
+        LOOP = uvloop.new_event_loop
     q: mp.Queue[int] = mp.get_context("spawn").Queue()
     server = mp.get_context("spawn").Process(target=_serve, args=(q,), daemon=True)
     server.start()

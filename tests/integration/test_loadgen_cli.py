@@ -60,7 +60,7 @@ def test_load_then_summarize_with_other_slos(server, tmp_path):
     out = tmp_path / "run"
     r = runner.invoke(app, ["load", "--target", server, "--class", "chat:share=0.5,in=8,out=5,ttft_ms=1000",
                             "--class", "batch:share=0.5,in=20-40,out=5,e2e_ms=5000", "--arrival", "constant",
-                            "--rate", "20", "--duration", "1", "--out", str(out), "--no-progress"])
+                            "--rate", "20", "--duration", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "cfg-a" in r.output and "records and summary in" in r.output
     records = read_records(out)
