@@ -156,6 +156,8 @@ class StreamingClient:
             s.error = f"connection dropped after {len(s.chunk_times)} chunks ({what}: {e})" if s.send else str(e)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             s.status, s.error = "error", f"malformed stream event: {e}"
+        except Exception as e:  # whatever else went wrong, the request still gets its one record
+            s.status, s.error = "error", f"{type(e).__name__}: {e}"
         sink(self._record(p, s, scheduled_perf))
 
     async def _exchange(self, p: Planned, prompt: str, s: _Stream) -> None:
@@ -174,7 +176,8 @@ class StreamingClient:
             await self._read_events(resp, s)
         if not s.finished:
             s.status = "error"
-            s.error = f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+            s.error = (f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+                       + ("" if s.chunk_times else "; is the server streaming server-sent events (data: lines)?"))
 
     async def _read_events(self, resp: aiohttp.ClientResponse, s: _Stream) -> None:
         prev_usage = 0

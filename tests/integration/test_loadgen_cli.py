@@ -96,3 +96,17 @@ def test_invalid_trace_row_and_unreachable_target(tmp_path):
     assert r.exit_code == 2 and "cannot reach http://127.0.0.1:9: Connection refused" in " ".join(r.output.split())
     r = runner.invoke(app, ["summarize", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "cannot read records" in " ".join(r.output.split())
+
+
+def test_load_from_a_scenario_file(server, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    r = runner.invoke(app, ["load", "--target", server, "--scenario", str(root / "scenarios" / "demo.yaml"),
+                            "--rate", "6", "--duration", "1", "--out", str(tmp_path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    records = read_records(tmp_path)
+    assert {x.sla_class for x in records} <= {"chat", "summarize"} and len(records) >= 2
+    assert all(x.status == "ok" and x.rate_step == 0 for x in records)
+    for x in records:   # the simulated engine's contract: prompt tokens = whitespace-separated words
+        assert x.prompt_tokens == x.planned_prompt_tokens and x.output_tokens == x.max_tokens
+    meta = json.loads((tmp_path / "load-meta.json").read_text())
+    assert meta["load"]["rates"] == [6.0] and meta["classes"][0]["slo"]["ttft_ms"] == 450
