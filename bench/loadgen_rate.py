@@ -75,8 +75,9 @@ async def _open_loop(rate: float, duration: float, send: Callable[[], Awaitable[
     ok = 0
     errors: dict[str, int] = {}
 
-    async def one() -> None:
+    async def one(due: float) -> None:
         nonlocal ok
+        lateness.append(time.perf_counter() - due)  # as the load generator stamps it: just before sending
         try:
             done = await send()  # not `ok += await ...`: that reads ok before the await
             ok += done
@@ -90,8 +91,7 @@ async def _open_loop(rate: float, duration: float, send: Callable[[], Awaitable[
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        lateness.append(time.perf_counter() - due)
-        task = asyncio.create_task(one())
+        task = asyncio.create_task(one(due))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)

@@ -15,6 +15,7 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
+from loadgen.lengths import resolve_path
 from loadgen.records import META_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, rescore, summarize
@@ -155,8 +156,9 @@ def load_cmd(
 ) -> None:
     """Send SLA-tagged streaming traffic to an OpenAI-compatible server and record every request."""
     try:
-        classes, load, base_dir = _inputs(scenario, class_, arrival, rate, burstiness, concurrency, trace,
-                                          duration, warmup, timeout, seed)
+        classes, load, base_dir, model_path = _inputs(scenario, class_, arrival, rate, burstiness, concurrency,
+                                                      trace, duration, warmup, timeout, seed)
+        tokenizer = tokenizer or model_path  # a vllm scenario's own model folder gives exact prompt lengths
         if api not in ("completions", "chat"):
             raise LoadError(f"--api {api!r}: use completions or chat")
     except LoadError as e:
@@ -186,8 +188,9 @@ def load_cmd(
 
 def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate: list[float], burstiness: float,
             concurrency: int, trace: Path | None, duration: float | None, warmup: float | None,
-            timeout: float | None, seed: int | None) -> tuple[list[TrafficClass], LoadConfig, Path | None]:
-    base_dir = None
+            timeout: float | None, seed: int | None
+            ) -> tuple[list[TrafficClass], LoadConfig, Path | None, Path | None]:
+    base_dir = model_path = None
     if scenario is not None:
         if class_:
             raise LoadError("give either --scenario or --class, not both")
@@ -196,6 +199,8 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         except ScenarioError as e:
             raise LoadError(str(e)) from None
         classes, load, base_dir = list(r.scenario.classes), r.scenario.load, scenario.parent
+        if r.scenario.engine.kind == "vllm" and r.scenario.engine.model_path:
+            model_path = resolve_path(Path(r.scenario.engine.model_path), base_dir)
     else:
         classes = [parse_class(c) for c in class_] or [parse_class("default:share=1")]
         total = sum(c.share for c in classes)
@@ -216,7 +221,7 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
     except ValidationError as e:
         err = e.errors()[0]
         raise LoadError(f"load option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return classes, load, base_dir
+    return classes, load, base_dir, model_path
 
 
 def summarize_cmd(

@@ -118,7 +118,10 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     prompts = PromptFactory(load_tokenizer(Path(tokenizer)) if tokenizer else None, seed=load.seed)
     check_url(target)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
     slos = {c.name: c.slo for c in classes}
     meta: dict[str, Any] = {
         "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
@@ -192,7 +195,7 @@ async def _drive(run: _Run, plan: list[StepPlan], clock: Clock, durations: dict[
         for t in [main, refresh, *waiters, *run.inflight]:
             t.cancel()
         await asyncio.gather(main, refresh, *waiters, *run.inflight, return_exceptions=True)
-    if (stopped and not main.done()) or (stopped and plan and plan[-1].index not in durations):
+    if stopped:
         _record_partial_step(plan, durations, clock)
     return stopped
 

@@ -166,3 +166,16 @@ async def test_stop_event_cancels_and_records_in_flight(tmp_path):
     assert summary.interrupted and len(records) == sent and 3 <= sent <= 7   # 6 on an idle machine
     assert {r.status for r in records} == {"cancelled"}
     assert summary.step_durations_s[0] == pytest.approx(0.6, abs=0.3)
+
+
+async def test_busy_metrics_port_and_bad_out_dir(server, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(LoadError, match=f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}"):
+            await run_load(server.url, [cls("ok")], LoadConfig(duration_s=0.1), tmp_path, metrics_port=port)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LoadError, match="cannot create the run folder"):
+        await run_load(server.url, [cls("ok")], LoadConfig(duration_s=0.1), tmp_path / "file" / "run")
