@@ -16,7 +16,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.lengths import resolve_path
-from loadgen.records import META_FILE, read_records
+from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, rescore, summarize
 
@@ -177,7 +177,8 @@ def load_cmd(
     try:
         summary = asyncio.run(main())
     except LoadError as e:
-        _fail(f"{e}\n(records so far are in {run_dir})" if (run_dir / META_FILE).exists() else str(e))
+        records = run_dir / RECORDS_FILE
+        _fail(f"{e}\n(records so far are in {run_dir})" if records.is_file() and records.stat().st_size else str(e))
         return
     _print_summary(summary, read_records(run_dir))
     console.print(f"records and summary in {run_dir}")

@@ -118,36 +118,35 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     prompts = PromptFactory(load_tokenizer(Path(tokenizer)) if tokenizer else None, seed=load.seed)
     check_url(target)
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
     slos = {c.name: c.slo for c in classes}
-    meta: dict[str, Any] = {
-        "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
-        "load": load.model_dump(mode="json"), "started_at": time.time(),
-        "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
-                   "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
-                   "warmup_s": s.warmup_s} for s in plan],
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=1))
-    metrics = ClientMetrics(metrics_port) if metrics_port is not None else None
-    if metrics and on_metrics_port:
-        on_metrics_port(metrics.port)
-    view = LiveView(sum(s.length_s for s in plan)) if progress else None
     durations: dict[int, float] = {}
-    interrupted = False
-    try:
-        with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
-            async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
-                                       count_tokens=prompts.count) as client:
-                await client.check()
+    async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
+                               count_tokens=prompts.count) as client:
+        await client.check()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
+        meta: dict[str, Any] = {
+            "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
+            "load": load.model_dump(mode="json"), "started_at": time.time(),
+            "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
+                       "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
+                       "warmup_s": s.warmup_s} for s in plan],
+        }
+        (out / META_FILE).write_text(json.dumps(meta, indent=1))
+        metrics = ClientMetrics(metrics_port) if metrics_port is not None else None
+        if metrics and on_metrics_port:
+            on_metrics_port(metrics.port)
+        view = LiveView(sum(s.length_s for s in plan)) if progress else None
+        try:
+            with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
                 client.clock = clock = Clock()  # the schedule starts now, after the preflight
                 run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed)
                 interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
-    finally:
-        if metrics:
-            metrics.close()
+        finally:
+            if metrics:
+                metrics.close()
     summary = summarize(run.records, slos, durations, interrupted=interrupted)
     meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted}
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
