@@ -8,6 +8,7 @@ dispatcher never waits for a response. Every request that was due produces exact
 import asyncio
 import contextlib
 import json
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,15 @@ from loadgen.summary import LoadSummary, meets_slo, summarize
 
 # HTTP answers that will not get better by retrying: stop the run at the first one if nothing succeeded.
 FATAL_STATUS = (401, 403, 404)
+
+
+def raise_fd_limit() -> None:
+    """Every request in flight holds a connection: allow as many open files as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def check_url(target: str) -> None:
@@ -117,6 +127,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     plan = build_plan(classes, load, workload, base_dir)
     prompts = PromptFactory(load_tokenizer(Path(tokenizer)) if tokenizer else None, seed=load.seed)
     check_url(target)
+    raise_fd_limit()
     out = Path(out_dir)
     slos = {c.name: c.slo for c in classes}
     durations: dict[int, float] = {}
