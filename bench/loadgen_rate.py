@@ -11,8 +11,10 @@ requests and client CPU time per request. "Sustained" = every request completed 
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -151,6 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 800])
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the clients this many times per rate")
     ap.add_argument("--uvloop", action="store_true", help="run the clients on uvloop's event loop")
     args = ap.parse_args()
     if args.uvloop:
@@ -163,14 +166,16 @@ def main() -> None:
     url = f"http://127.0.0.1:{q.get(timeout=30)}"
     rows = []
     try:
-        for rate in args.rates:
-            for name, fn in (("loadgen", loadgen), ("aiohttp", aiohttp_baseline), ("httpx", httpx_baseline)):
-                rows.append(measure(name, fn, url, rate, args.duration))
-                r = rows[-1]
-                print(f"{r['client']:8s} {r['rate']:6.0f} req/s: sent {r['sent']:5d} ok {r['ok']:5d} "
-                      f"achieved {r['achieved']:7.1f}/s  lateness p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} "
-                      f"max {r['max_ms']:7.2f} ms  cpu {r['cpu_ms_per_req']:.2f} ms/req  "
-                      f"{'sustained' if r['sustained'] else 'NOT sustained'}", flush=True)
+        for rate, _, (name, fn) in itertools.product(args.rates, range(args.repeat), (
+                ("loadgen", loadgen), ("aiohttp", aiohttp_baseline), ("httpx", httpx_baseline))):
+            load1 = os.getloadavg()[0]
+            rows.append(measure(name, fn, url, rate, args.duration))
+            r = rows[-1]
+            print(f"{r['client']:8s} {r['rate']:6.0f} req/s: sent {r['sent']:5d} ok {r['ok']:5d} "
+                  f"achieved {r['achieved']:7.1f}/s  lateness p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} "
+                  f"max {r['max_ms']:7.2f} ms  cpu {r['cpu_ms_per_req']:.2f} ms/req  "
+                  f"{'sustained' if r['sustained'] else 'NOT sustained'}  (load avg {load1:.1f} on "
+                  f"{os.cpu_count()} CPUs)", flush=True)
     finally:
         server.terminate()
         server.join(10)
