@@ -94,7 +94,7 @@ async def test_trace_replays_with_recorded_timing(server, tmp_path):
     records = sorted(read_records(tmp_path / "run"), key=lambda r: r.scheduled_time)
     t0 = records[0].scheduled_time
     assert [r.scheduled_time - t0 for r in records] == pytest.approx(gaps, abs=1e-6)
-    assert [r.send_time - t0 for r in records] == pytest.approx(gaps, abs=0.005)
+    assert [r.send_time - t0 for r in records] == pytest.approx(gaps, abs=0.05)
     assert [r.sla_class for r in records] == ["a", "b", "a", "b", "a"]
     assert [r.prompt_tokens for r in records] == [5, 6, 7, 8, 9]
 
