@@ -179,3 +179,15 @@ async def test_busy_metrics_port_and_bad_out_dir(server, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(LoadError, match="cannot create the run folder"):
         await run_load(server.url, [cls("ok")], LoadConfig(duration_s=0.1), tmp_path / "file" / "run")
+
+
+async def test_server_going_away_mid_run_still_gives_every_record(tmp_path):
+    srv = SSEServer(ttft_s=0.01, itl_s=0.005).__enter__()
+    asyncio.get_running_loop().call_later(0.5, srv.__exit__, None, None, None)
+    load = LoadConfig(arrival=ConstantArrival(rate=20), duration_s=1.0, timeout_s=2)
+    summary = await run_load(srv.url, [cls("ok")], load, tmp_path)
+    records = read_records(tmp_path)
+    assert len(records) == summary.records == 20           # every scheduled request, served or not
+    refused = [r for r in records if r.status == "error"]
+    assert refused and all(r.error == f"cannot connect to {srv.url}: Connection refused" for r in refused)
+    assert sum(r.status == "ok" for r in records) >= 5
