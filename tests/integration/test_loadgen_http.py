@@ -189,5 +189,7 @@ async def test_server_going_away_mid_run_still_gives_every_record(tmp_path):
     records = read_records(tmp_path)
     assert len(records) == summary.records == 20           # every scheduled request, served or not
     refused = [r for r in records if r.status == "error"]
-    assert refused and all(r.error == f"cannot connect to {srv.url}: Connection refused" for r in refused)
+    # (one request may be cut in flight as the server closes)
+    assert refused and sum(r.error == f"cannot connect to {srv.url}: Connection refused" for r in refused) >= len(
+        refused) - 1
     assert sum(r.status == "ok" for r in records) >= 5
