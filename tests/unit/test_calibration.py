@@ -4,8 +4,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.calibration import predict
+from controllers.scenario import ScenarioError, load_scenario
 from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_70B
@@ -68,3 +70,28 @@ def test_model_predicts_held_out_measurements() -> None:
     assert len(held_out) > 2 * len(fitted) > 0
     assert statistics.median(held_out) <= 0.15
     assert statistics.median(fitted) <= 0.15
+
+
+def _scenario_with(tmp_path: Path, engine_lines: str, gpu: str = "mi325x") -> Path:
+    demo = (Path(__file__).resolve().parents[2] / "scenarios" / "demo.yaml").read_text()
+    text = demo.replace("engine:\n  kind: sim\n", f"engine:\n  kind: sim\n{engine_lines}").replace(
+        "gpu: mi325x", f"gpu: {gpu}")
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_scenario_names_a_calibration_file(tmp_path: Path) -> None:
+    (tmp_path / "cal.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: 3.0\n")
+    r = load_scenario(_scenario_with(tmp_path, "  calibration: cal.yaml\n"))
+    assert r.scenario.engine.calibration == "cal.yaml"
+    (tmp_path / "bad.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: -1\n")
+    with pytest.raises(ScenarioError, match=r"engine\.calibration: .*families\.cdna3\.host_decode_ms"):
+        load_scenario(_scenario_with(tmp_path, "  calibration: bad.yaml\n"))
+
+
+def test_scenario_with_a_gpu_family_without_constants_is_refused(tmp_path: Path) -> None:
+    spec = GPUS["h100-sxm"].model_dump(mode="json") | {"name": "v100", "family": "volta"}
+    (tmp_path / "v100.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ScenarioError, match=r"hardware\.gpu: no calibration for GPU family 'volta'"):
+        load_scenario(_scenario_with(tmp_path, "", gpu="v100.yaml"))

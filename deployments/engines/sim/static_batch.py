@@ -25,6 +25,7 @@ class StaticBatchResult:
     decode_step_ms: float      # mean decode step (TPOT) over the OSL steps
     output_tokens_per_s: float
     max_batch: int             # largest B whose PP·B sequences of ISL+OSL tokens fit in the KV cache
+    global_batch: int          # sequences in flight per replica: PP·B
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> term -> share of time
 
     @property
@@ -73,5 +74,6 @@ def static_batch(perf: PerfModel, batch_size: int, isl: int, osl: int, replicas:
         decode_step_ms=decode_s * 1e3,
         output_tokens_per_s=pp * b * osl * replicas / total_s,
         max_batch=max_static_batch(perf, isl, osl, gpu_memory_utilization, block_size),
+        global_batch=pp * b,
         breakdown={"prefill": _shares(prefill.terms), "decode": _shares(decode_terms)},
     )
