@@ -125,7 +125,7 @@ def test_step_is_cheap_and_independent_of_batch_size() -> None:
             perf.step(s)
     elapsed = time.perf_counter() - t0
     # 100,000 steps: an offline run of 10,000 requests needs a few hundred thousand in under 10 s.
-    assert elapsed < 2.0, f"100k steps took {elapsed:.2f} s"
+    assert elapsed < 2.5, f"100k steps took {elapsed:.2f} s"
 
 
 def test_bad_parallelism_is_refused_with_a_clear_message() -> None:
