@@ -111,7 +111,8 @@ def summary_table(s: LoadSummary) -> Table:
     for g in rows:
         target = "" if g.meets_target is None else (" ✓" if g.meets_target else " ✗")
         t.add_row("all" if g.rate_step is None else str(g.rate_step),
-                  f"{g.offered_rate:.3g}" if g.offered_rate else "-", g.config, g.sla_class, str(g.count),
+                  f"{g.offered_rate:.3g}" if g.offered_rate else f"{g.concurrency} users" if g.concurrency else "-",
+                  g.config, g.sla_class, str(g.count),
                   str(g.ok), str(g.errors + g.timeouts), pp(g.ttft_s), pp(g.tpot_s), f"{g.output_tokens_per_s:.1f}",
                   f"{g.request_throughput:.2f}", f"{g.slo_attainment:.0%}{target}", f"{g.goodput:.2f}")
     return t
