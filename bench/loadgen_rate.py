@@ -28,12 +28,13 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.cli import event_loop_factory
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
 
 TOKENS = 8
-LOOP = asyncio.new_event_loop
+LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
 
 
 def _serve(port_out: "mp.Queue[int]") -> None:
@@ -154,12 +155,11 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 800])
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=1, help="alternate the clients this many times per rate")
-    ap.add_argument("--uvloop", action="store_true", help="run the clients on uvloop's event loop")
+    ap.add_argument("--asyncio", action="store_true", help="asyncio's own event loop, not uvloop (the CLI's)")
     args = ap.parse_args()
-    if args.uvloop:
-        import uvloop
-        global LOOP
-        LOOP = uvloop.new_event_loop
+    global LOOP
+    LOOP = (None if args.asyncio else event_loop_factory()) or asyncio.new_event_loop
+    print(f"event loop: {LOOP.__module__}.{LOOP.__qualname__}")
     q: mp.Queue[int] = mp.get_context("spawn").Queue()
     server = mp.get_context("spawn").Process(target=_serve, args=(q,), daemon=True)
     server.start()

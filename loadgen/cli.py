@@ -4,6 +4,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,16 @@ def _print_summary(s: LoadSummary, records: list[Any]) -> None:
         err_console.print(f"[yellow]{n} request(s):[/] {msg}", highlight=False)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (it comes with ray[serve]): its timers wake closer to the schedule
+    (send lateness p50 ~0.2 ms against ~0.8 ms for asyncio's loop in bench/loadgen_rate.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def load_cmd(
     target: str = typer.Option(..., help="server base URL, e.g. http://127.0.0.1:8000"),
     scenario: Path | None = typer.Option(None, help="scenario YAML: its classes and load section"),
@@ -176,7 +187,8 @@ def load_cmd(
                               on_metrics_port=lambda p: console.print(f"client metrics on http://127.0.0.1:{p}/metrics"))
 
     try:
-        summary = asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
+            summary = loop_runner.run(main())
     except LoadError as e:
         records = run_dir / RECORDS_FILE
         _fail(f"{e}\n(records so far are in {run_dir})" if records.is_file() and records.stat().st_size else str(e))
