@@ -190,11 +190,15 @@ def load_cmd(
         with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
             summary = loop_runner.run(main())
     except LoadError as e:
-        records = run_dir / RECORDS_FILE
-        _fail(f"{e}\n(records so far are in {run_dir})" if records.is_file() and records.stat().st_size else str(e))
+        written = run_dir / RECORDS_FILE
+        _fail(f"{e}\n(records so far are in {run_dir})" if written.is_file() and written.stat().st_size else str(e))
         return
-    _print_summary(summary, read_records(run_dir))
+    records = read_records(run_dir)
+    _print_summary(summary, records)
     console.print(f"records and summary in {run_dir}")
+    if records and not any(r.status == "ok" for r in records):
+        err_console.print("[bold red]error:[/] no request succeeded; see the errors above")
+        raise typer.Exit(1)
     if summary.interrupted:
         err_console.print("interrupted: records and summary written")
         raise typer.Exit(130)
