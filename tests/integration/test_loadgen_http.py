@@ -110,7 +110,7 @@ async def test_coalesced_chunks_chat_api_and_model_field(tmp_path):
         # 4 events carrying 3, 3, 3, 1 tokens: each later event's gap is split over its tokens
         itl = r.itl_s
         assert len(itl) == 7 and itl[0] == itl[1] == itl[2] and itl[3] == itl[4] == itl[5]
-        assert 0 < sum(itl) <= r.e2e_s - r.ttft_s + 1e-6
+        assert 0 <= sum(itl) <= r.e2e_s - r.ttft_s + 1e-6   # 0 if a busy client read all events at once
         assert r.tpot_s == pytest.approx((r.e2e_s - r.ttft_s) / 9)
 
 
