@@ -68,6 +68,7 @@ def test_concurrency_mode_is_a_closed_loop() -> None:
     (["--output-len", "10", "--max-throughput"], "missing --input-len"),
     (["--input-len", "10", "--output-len", "10", "--max-throughput", "--pp", "81"], "deeper than"),
     (["--input-len", "200000", "--output-len", "10", "--max-throughput"], "--input-len 200000"),
+    (["--input-len", "10", "--output-len", "10", "--max-throughput", "--plot", "x.png"], "give --scenario"),
 ])
 def test_bad_input_gives_a_clear_error(args: list[str], message: str) -> None:
     res = runner.invoke(app, [*BASE, *args])

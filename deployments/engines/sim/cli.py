@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deployments.catalog.dtypes import parse_dtype
+from deployments.catalog.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.config import EngineConfig
@@ -54,6 +54,8 @@ def simulate_cmd(
     if scenario is not None:
         _scenario(scenario, plot, seed, as_json)
         return
+    if plot is not None:
+        _fail("--plot draws a scenario's sweep; give --scenario FILE too")
     missing = [flag for flag, v in (("--model", model), ("--gpu", gpu), ("--input-len", input_len),
                                     ("--output-len", output_len)) if v is None]
     if missing:
@@ -70,7 +72,7 @@ def simulate_cmd(
         m = resolve_model(model)
         g = resolve_gpu(gpu)
         d = parse_dtype(dtype)
-        kv = parse_dtype(kv_dtype) if kv_dtype else (d if d.value == "fp32" else parse_dtype("bf16"))
+        kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
         engine = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, seed=seed)
         factory = ReplicaFactory(m, g, d, kv, tp, pp, engine)
         if batch_size is not None:
