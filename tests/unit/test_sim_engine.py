@@ -16,10 +16,10 @@ from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import distribution
 
 
-def spec(model: str = "llama-3.1-8b", tp: int = 1, **engine: object) -> DeploymentSpec:
+def spec(model: str = "llama-3.1-8b", tp: int = 1, pp: int = 1, **engine: object) -> DeploymentSpec:
     return DeploymentSpec(model=model, dtype="fp8", hardware=Hardware(gpu="h100-sxm"),
                           engine=EngineConfig.model_validate(engine),
-                          configurations=[ParallelConfig(name="c", tp=tp)])
+                          configurations=[ParallelConfig(name="c", tp=tp, pp=pp)])
 
 
 def engine_for(s: DeploymentSpec) -> SimEngine:
@@ -46,8 +46,9 @@ def test_output_text_is_one_word_per_token_and_deterministic() -> None:
     assert text != output_words(8, "r1", 0, 12)
 
 
-async def test_stream_yields_every_token_then_finishes() -> None:
-    eng = engine_for(spec(time_scale=0.01))   # 100x faster than real time: tokens pile up between wakes
+@pytest.mark.parametrize(("model", "tp", "pp"), [("llama-3.1-8b", 1, 1), ("llama-3.1-70b", 4, 2)])
+async def test_stream_yields_every_token_then_finishes(model: str, tp: int, pp: int) -> None:
+    eng = engine_for(spec(model, tp, pp, time_scale=0.01))   # 100x faster than real time: tokens pile up
     await eng.start()
     try:
         chunks = await collect(eng, request("a", 30, 17))
