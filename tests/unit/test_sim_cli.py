@@ -128,3 +128,13 @@ def test_scenario_errors_are_reported_per_field(tmp_path: Path) -> None:
                     " output: {kind: fixed, value: 5}}]\n")
     res = runner.invoke(app, ["simulate", "--scenario", str(path)])
     assert res.exit_code == 2 and "configurations[0].tp" in res.output
+
+
+def test_scenario_with_an_unsweepable_arrival_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ramp.yaml"
+    path.write_text("name: r\nmodel: llama-3.1-8b\nhardware: {gpu: h100-sxm}\nconfigurations: [{name: a}]\n"
+                    "classes: [{name: c, share: 1, slo: {ttft_ms: 100}, input: {kind: fixed, value: 5},"
+                    " output: {kind: fixed, value: 5}}]\n"
+                    "load: {arrival: {kind: ramp, start_rate: 1, end_rate: 5}}\n")
+    res = runner.invoke(app, ["simulate", "--scenario", str(path)])
+    assert res.exit_code == 2 and "load.arrival" in res.output and "ramp" in res.output
