@@ -86,8 +86,9 @@ class SimEngine:
         return count_prompt_tokens(prompt)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
-        """Queue the request now (ValueError if it cannot fit); the iterator streams its tokens as the
-        simulated clock reaches them.
+        """Check the request now (ValueError if it can never fit); it joins the engine when the caller
+        starts iterating, at `request.arrival_time` if set, and streams its tokens as the simulated
+        clock reaches them.
         """
         if self._loop is None:
             raise RuntimeError("SimEngine.start() was not awaited")
