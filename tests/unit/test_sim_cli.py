@@ -80,6 +80,7 @@ def test_impossible_configurations_are_refused_like_validate() -> None:
     base = ["simulate", "--input-len", "10", "--output-len", "10", "--max-throughput"]
     cases = [
         (["--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "3"], "does not divide"),
+        (["--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "16"], "TP must stay inside a node"),
         (["--model", "llama-3.1-405b", "--gpu", "h100-sxm", "--tp", "2"], "no room for the KV cache"),
         (["--model", "llama-3.1-70b", "--gpu", "h900"], "unknown GPU"),
         (["--model", "llama-9", "--gpu", "h100-sxm"], "unknown model"),

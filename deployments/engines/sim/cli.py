@@ -14,7 +14,7 @@ from rich.table import Table
 from deployments.catalog.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from deployments.config import EngineConfig
+from deployments.config import EngineConfig, Hardware
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
@@ -68,6 +68,9 @@ def simulate_cmd(
               + (f" (got {', '.join(modes)})" if modes else ""))
     if request_rate is not None and request_rate <= 0:
         _fail("--request-rate must be > 0 requests/s")
+    node = Hardware.model_fields["gpus_per_node"].default
+    if tp > node:
+        _fail(f"tp={tp} exceeds the {node} GPUs of one node; TP must stay inside a node")
     try:
         m = resolve_model(model)
         g = resolve_gpu(gpu)
