@@ -141,6 +141,8 @@ async def test_realtime_matches_offline_percentiles() -> None:
     offline = run_offline(factory, reqs).records
 
     eng = engine_for(s)
+    simulated: dict[str, list[float]] = {}
+    eng.core.on_finish = lambda seq, t: simulated.__setitem__(seq.request_id, seq.token_times)
     await eng.start()
     ttft: list[float] = []
     tpot: list[float] = []
@@ -160,6 +162,8 @@ async def test_realtime_matches_offline_percentiles() -> None:
         await asyncio.gather(*(client(i, r) for i, r in enumerate(reqs)))
     finally:
         await eng.shutdown()
+    for rec in offline:   # the simulated schedule itself is the offline one
+        assert simulated[rec.request_id] == pytest.approx(rec.token_times, abs=1e-9)
     for name, live, off in (("ttft", ttft, [r.ttft for r in offline]), ("tpot", tpot, [r.tpot for r in offline])):
         a, b = distribution(live), distribution(off)
         for q in ("p50", "p90", "p99"):
