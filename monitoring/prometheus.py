@@ -86,8 +86,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 # metric named `vllm:x` (its HELP/TYPE keep the colon; prometheus/client_python#1177), so a plain vLLM
 # server's metrics would be stored as `vllm_*`. Rename them back to vLLM's documented `vllm:` names.
 # (The regex is anchored: Ray's `ray_vllm_*` names are untouched.)
-VLLM_COLON_RELABEL = {"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__",
-                      "replacement": "vllm:$1"}
+def _vllm_colon_relabel() -> dict[str, Any]:
+    return {"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__", "replacement": "vllm:$1"}
 
 
 def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float = 1.0,
@@ -101,7 +101,7 @@ def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float 
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": list(rule_files),
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": addrs}],
-                            "metric_relabel_configs": [dict(VLLM_COLON_RELABEL)]} for job, addrs in jobs.items()],
+                            "metric_relabel_configs": [_vllm_colon_relabel()]} for job, addrs in jobs.items()],
     }
 
 
