@@ -158,8 +158,7 @@ def start_prometheus(run_dir: Path, targets: Sequence[ScrapeTarget], rules: dict
         chosen = port or free_port()
         url = f"http://127.0.0.1:{chosen}"
         cmd = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'data'}",
-               f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{chosen}",
-               "--web.enable-lifecycle"]
+               f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{chosen}"]
         with log.open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
