@@ -132,7 +132,7 @@ def emit_client(rec: Recorder, rnd: random.Random) -> None:
 def emit_controller(rec: Recorder, rnd: random.Random) -> None:
     p = m.CONTROLLER_PREFIX
     for k in CLASSES:
-        best = rnd.choice(CONFIGS).name
+        best = CONFIGS[int(time.time()) % len(CONFIGS)].name  # the choice flips every second
         for c in CONFIGS:
             rec.set(p + m.ROUTING_WEIGHT, 0.9 if c.name == best else 0.1, {"sla_class": k, "config": c.name})
             rec.set(p + m.PREDICTED_HEADROOM, rnd.uniform(0, 1), {"sla_class": k, "config": c.name})
