@@ -8,7 +8,9 @@ from rich.table import Table
 
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from deployments.engines.sim.cli import simulate_cmd
 from loadgen.cli import load_cmd, summarize_cmd
+from monitoring.cli import dashboards_app, prometheus_app
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -51,6 +53,9 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
+app.command("simulate")(simulate_cmd)
+app.add_typer(prometheus_app, name="prometheus")
+app.add_typer(dashboards_app, name="dashboards")
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
 
