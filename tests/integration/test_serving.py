@@ -256,7 +256,8 @@ def test_scenario_larger_than_the_cluster_fails_fast(served: Served) -> None:
 
 
 def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
-    @serve.deployment(placement_group_bundles=[{"CPU": 0.01, "GPU": 1}], ray_actor_options={"num_cpus": 0.01})
+    @serve.deployment(placement_group_bundles=[{"CPU": 0.01, "GPU": 1}], ray_actor_options={"num_cpus": 0.01},
+                      graceful_shutdown_timeout_s=1)
     class NeedsAGpu:
         def __call__(self) -> str:
             return "never"
