@@ -151,9 +151,11 @@ def main() -> None:
         t0 = asyncio.run(drive(info.url, sends, scale, [c.name for c in r.scenario.configurations]))
         wall = time.monotonic() - wall0
     finally:
-        teardown()
-        ray.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
 
     bad = [s for s in sends if s.status != 200 or s.tokens != s.output_len or s.first is None]
     events = sum(s.events for s in sends)

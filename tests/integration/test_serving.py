@@ -78,10 +78,12 @@ def served() -> Iterator[Served]:
         info = deploy(r, port=free_port(), timeout_s=120)
         yield Served(r, info, metrics_port, gcs, folder)
     finally:
-        teardown()
-        ray.shutdown()
-        os.environ.pop(KEY_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            os.environ.pop(KEY_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def client(s: Served) -> openai.OpenAI:
