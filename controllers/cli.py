@@ -10,6 +10,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
+from monitoring.cli import dashboards_app, prometheus_app
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -57,6 +58,8 @@ app.command("status")(status_cmd)
 app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
 app.command("simulate")(simulate_cmd)
+app.add_typer(prometheus_app, name="prometheus")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def main() -> None:
