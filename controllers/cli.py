@@ -8,6 +8,7 @@ from rich.table import Table
 
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
 from loadgen.cli import load_cmd, summarize_cmd
 from monitoring.cli import dashboards_app, prometheus_app
@@ -53,6 +54,10 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
+app.command("up")(up_cmd)
+app.command("status")(status_cmd)
+app.command("down")(down_cmd)
+app.command("serve-config")(serve_config_cmd)
 app.command("simulate")(simulate_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
