@@ -111,3 +111,24 @@ def test_router_failure_keeps_state_and_retries(setup: tuple[Controller, Prom, R
     router.broken = False
     now[0] += 2
     assert [d.chosen for d in c.tick()] == ["tp8"] and c.router_error is None
+
+
+def test_live_view_shows_weights_attainment_decisions_and_staleness(
+        setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+    from rich.console import Console
+
+    from controllers.live_view import render
+
+    c, prom, _router, now = setup
+    prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 0.2, ("tp4pp2", "chat"): 0.2})
+    c.tick()
+    con = Console(record=True, width=160)
+    con.print(render(c, "step 1/3"))
+    out = con.export_text()
+    assert "tp8" in out and "100%" in out and "0.90" in out and "chat → tp8: first choice" in out
+    prom.down = True
+    now[0] += 2
+    c.tick()
+    con = Console(record=True, width=160)
+    con.print(render(c))
+    assert "STALE: ConnectionError" in con.export_text()
