@@ -50,6 +50,12 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
+from controllers.commands import compare_cmd, report_cmd  # noqa: E402
+
+app.command("report")(report_cmd)
+app.command("compare")(compare_cmd)
+
+
 def main() -> None:
     app()
 
