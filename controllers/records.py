@@ -1,4 +1,4 @@
-"""Per-request records of a run folder, reduced to what the report needs, and their summaries."""
+"""Per-request records of a run folder (from the load generator), reduced for the report, and summaries."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,34 +24,23 @@ class Rec:
     offered_rate: float | None   # the sweep step's rate (None without a sweep)
 
 
-def _first(row: Mapping[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if row.get(k) is not None:
-            return row[k]
-    return None
-
-
 def from_row(row: Mapping[str, Any]) -> Rec:
-    """One JSONL record of the load generator."""
-    status = row.get("status", "ok")
-    ok = bool(row["ok"]) if "ok" in row else status == "ok"
-    rate = _first(row, "offered_rate", "rate")
+    """One JSONL record of the load generator (loadgen.records.RequestRecord)."""
+    ok = row.get("status") == "ok"
+    start = row.get("send_time") if row.get("send_time") is not None else row.get("scheduled_time")
+    rate = row.get("offered_rate")
     return Rec(
-        config=str(_first(row, "config") or "?"),
-        sla_class=str(_first(row, "sla_class") or "?"),
-        ok=ok,
-        slo_met=bool(_first(row, "slo_met")) and ok,
-        ttft_s=_first(row, "ttft_s", "ttft"),
-        tpot_s=_first(row, "tpot_s", "tpot"),
-        e2e_s=_first(row, "e2e_s", "e2e"),
-        output_tokens=int(_first(row, "output_tokens") or 0),
-        start_s=float(_first(row, "start_s", "start", "sent_at", "t") or 0.0),
+        config=str(row.get("config") or "?"), sla_class=str(row.get("sla_class") or "?"), ok=ok,
+        slo_met=bool(row.get("slo_met")) and ok, ttft_s=row.get("ttft_s"), tpot_s=row.get("tpot_s"),
+        e2e_s=row.get("e2e_s"), output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
         offered_rate=float(rate) if rate is not None else None,
     )
 
 
 def load_records(path: Path) -> list[Rec]:
-    return [from_row(r) for r in read_jsonl(path)]
+    """The measured requests: warm-up requests and requests never sent (run interrupted) are left out."""
+    return [from_row(r) for r in read_jsonl(path)
+            if not r.get("warmup") and r.get("status") != "cancelled"]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ def make_run(folder: Path, seed: int = 0) -> Path:
             ttft = rnd.uniform(0.05, 0.3) if fast else rnd.uniform(0.5, 3.0)
             rows.append({"config": cfg, "sla_class": cls, "status": "ok" if i != 7 else "error",
                          "slo_met": fast and i != 7, "ttft_s": ttft, "tpot_s": rnd.uniform(0.01, 0.05),
-                         "e2e_s": ttft + 3, "output_tokens": 100, "start_s": t + i * 0.5, "offered_rate": rate})
+                         "e2e_s": ttft + 3, "output_tokens": 100, "send_time": t + i * 0.5, "offered_rate": rate})
+        rows.append({"config": "tp8", "sla_class": "chat", "status": "cancelled", "send_time": None,
+                     "scheduled_time": t + 31, "offered_rate": rate})
         t += 30
     (folder / rf.RECORDS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
     for k in range(10):
