@@ -6,8 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from controllers.commands import compare_cmd, report_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from loadgen.cli import load_cmd, summarize_cmd
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -50,8 +52,8 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
-from controllers.commands import compare_cmd, report_cmd  # noqa: E402
-
+app.command("load")(load_cmd)
+app.command("summarize")(summarize_cmd)
 app.command("report")(report_cmd)
 app.command("compare")(compare_cmd)
 
