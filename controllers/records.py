@@ -19,6 +19,7 @@ class Rec:
     ttft_s: float | None
     tpot_s: float | None
     e2e_s: float | None
+    prompt_tokens: int
     output_tokens: int
     start_s: float
     offered_rate: float | None   # the sweep step's rate (None without a sweep)
@@ -32,7 +33,9 @@ def from_row(row: Mapping[str, Any]) -> Rec:
     return Rec(
         config=str(row.get("config") or "?"), sla_class=str(row.get("sla_class") or "?"), ok=ok,
         slo_met=bool(row.get("slo_met")) and ok, ttft_s=row.get("ttft_s"), tpot_s=row.get("tpot_s"),
-        e2e_s=row.get("e2e_s"), output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
+        e2e_s=row.get("e2e_s"),
+        prompt_tokens=int(row.get("prompt_tokens") or row.get("planned_prompt_tokens") or 0),
+        output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
         offered_rate=float(rate) if rate is not None else None,
     )
 

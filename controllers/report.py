@@ -84,14 +84,15 @@ def class_outcome(run: Run) -> list[dict[str, Any]]:
     """Per (class, configuration): measured figures over the whole run, routing share, prediction."""
     final = run.final_weights()
     preds = {(p["sla_class"], p["config"]): p for p in run.whatif.get("predictions", [])}
+    last_rate = run.whatif.get("offered_rate")
     rows = []
     for tc in run.scenario.classes:
         for c in run.scenario.configurations:
             recs = [r for r in run.records if r.sla_class == tc.name and r.config == c.name]
-            s: Summary = summarize(recs)
+            last = [r for r in recs if r.offered_rate == last_rate] if last_rate is not None else recs
             w = final.get(tc.name, {}).get(c.name)
-            rows.append({"sla_class": tc.name, "config": c.name, "summary": s, "weight": w,
-                         "prediction": preds.get((tc.name, c.name))})
+            rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs),
+                         "last": summarize(last), "weight": w, "prediction": preds.get((tc.name, c.name))})
     return rows
 
 
@@ -101,22 +102,26 @@ def _outcome_table(run: Run) -> str:
     head = ("<tr><th class=l>class</th><th class=l>config</th><th>final weight</th><th>requests</th>"
             "<th>errors</th><th>attainment</th><th>goodput (req/s)</th><th>p90 TTFT (ms)</th>"
             "<th>p90 TPOT (ms)</th><th>predicted attainment</th><th>predicted headroom</th>"
-            "<th class=l>prediction vs measurement</th></tr>")
+            "<th class=l>prediction vs measurement (last sweep step)</th></tr>")
     body = []
     for r in rows:
         s: Summary = r["summary"]
         slo = run.scenario.class_named(r["sla_class"]).slo
         meets = s.n > 0 and s.attainment >= slo.attainment
         p = r["prediction"]
+        last: Summary = r["last"]
         shares = final.get(r["sla_class"], {})
         chosen = r["weight"] is not None and r["weight"] == max(shares.values(), default=None)
-        if p is None or s.n == 0:
+        if p is None or last.n == 0:
             verdict = "–"
-        elif bool(p["meets"]) == meets:
-            verdict = "<span class=ok>agree</span>"
         else:
-            verdict = (f"<span class=bad>disagree</span>: simulator predicted "
-                       f"{'meeting' if p['meets'] else 'missing'} the SLO at {p['rate']:.2f} req/s alone")
+            measured = f"measured {last.attainment:.0%} over {last.n} requests in that step"
+            if bool(p["meets"]) == (last.attainment >= slo.attainment):
+                verdict = f"<span class=ok>agree</span> ({measured})"
+            else:
+                verdict = (f"<span class=bad>disagree</span>: simulator predicted "
+                           f"{'meeting' if p['meets'] else 'missing'} the SLO at {p['rate']:.2f} req/s alone; "
+                           f"{measured}")
         cls = "chosen" if chosen else ""
         body.append(
             f"<tr class='{cls}'><td class=l>{html.escape(r['sla_class'])}</td><td class=l>{html.escape(r['config'])}"

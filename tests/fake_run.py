@@ -41,7 +41,7 @@ def make_run(folder: Path, seed: int = 0) -> Path:
     rf.append_decision(folder, Decision(1024.0, "chat", "best-per-class", {"tp8": 0.9, "tp4pp2": 0.05, "pp8": 0.05},
                                         {}, "tp8", "first choice: tp8 (attainment 100%)"))
     (folder / rf.WHATIF_JSON).write_text(json.dumps({
-        "note": "test prediction",
+        "note": "test prediction", "offered_rate": 2.0,
         "predictions": [{"sla_class": "chat", "config": "tp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.5,
                          "meets": True},
                         {"sla_class": "chat", "config": "pp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.2,
