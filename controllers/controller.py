@@ -16,10 +16,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from controllers import runfolder
 from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
 from controllers.scenario import Scenario
-from controllers.scoreboard import Query, Scoreboard, collect
+from controllers.scoreboard import Query, Sample, Scoreboard, collect
 from monitoring import metrics as m
+from monitoring.promql import PromClient
 
 log = logging.getLogger(__name__)
+
+
+def prom_query(client: PromClient) -> Query:
+    """The scoreboard's query callable over the monitoring package's client."""
+    def query(expr: str) -> list[Sample]:
+        return [(s.labels, s.value) for s in client.query(expr)]
+    return query
 
 
 class Router(Protocol):
