@@ -33,7 +33,8 @@ def loss(values: dict[str, float]) -> float:
 
 
 def fit() -> dict[str, float]:
-    values = {k: min(hi, max(lo, float(getattr(FAMILIES["hopper"], k)))) for k, (lo, hi) in BOUNDS.items()}
+    # Start from the geometric middle of every range, so the fit does not depend on the current constants.
+    values = {k: math.sqrt(lo * hi) for k, (lo, hi) in BOUNDS.items()}
     best = loss(values)
     step = 0.5
     while step > 0.01:

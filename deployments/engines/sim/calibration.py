@@ -44,7 +44,7 @@ class FamilyConstants(BaseModel):
 HOPPER = FamilyConstants(
     gemm_flops_fraction=0.674,
     gemm_m_half=32.0,
-    hbm_fraction=0.717,
+    hbm_fraction=0.714,
     attn_flops_fraction=0.75,
     attn_hbm_fraction=0.9,
     layer_overhead_us=20.0,

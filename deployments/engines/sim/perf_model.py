@@ -48,7 +48,8 @@ class PerfModel:
         self._m_half = c.gemm_m_half
         self._gemm_frac = c.gemm_flops_fraction
 
-        attn_dtype = Dtype.fp32 if dtype == Dtype.fp32 else Dtype.bf16
+        # Attention runs in the activations' 16-bit format (fp32 for fp32 models).
+        attn_dtype = Dtype.fp32 if dtype == Dtype.fp32 else Dtype.bf16 if gpu.supports(Dtype.bf16) else Dtype.fp16
         attn_peak = gpu.peak_flops(attn_dtype) * c.attn_flops_fraction
         # Prefill: 2 GEMM-like products (QKᵀ, PV) of 2 FLOPs per multiply-add per query-key pair and head dim.
         self._attn_pair_s = 4.0 * q_heads * hd / attn_peak
