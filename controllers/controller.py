@@ -74,6 +74,7 @@ class Controller:
         self.configs = [c.name for c in scenario.configurations]
         self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
+        self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
         self.state = PolicyState(equal_weights(list(self.slos), self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)
         self.decisions: list[Decision] = []
@@ -100,7 +101,8 @@ class Controller:
         """One controller step; returns the routing changes applied."""
         now = self.clock()
         board = self.read(now)
-        new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now)
+        new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now,
+                                    self.tokens_per_request)
         if decisions:
             try:
                 self.router.set_weights(new_state.weights)

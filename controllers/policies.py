@@ -185,22 +185,51 @@ class PolicyState:
 
     weights: Weights
     classes: dict[str, ClassState] = field(default_factory=dict)
+    last_switch: float = float("-inf")   # last time any class moved away from a working incumbent
 
 
 def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str],
-         state: PolicyState, cfg: ControllerConfig, now: float) -> tuple[PolicyState, list[Decision]]:
-    """One controller step over every class; returns the new state and the changes made."""
+         state: PolicyState, cfg: ControllerConfig, now: float,
+         tokens_per_request: Mapping[str, float] | None = None) -> tuple[PolicyState, list[Decision]]:
+    """One controller step over every class; returns the new state and the changes made.
+
+    best-per-class moves at most one class per step away from a working incumbent, and only once
+    `min_dwell_s` has passed since the last such move, so that each move is measured before the next
+    (classes share configurations: moving one changes what the others see). When several want to move,
+    the heaviest on its incumbent goes first (requests/s × tokens per request): moving it relieves most.
+    Draining a failing configuration and first choices are never held back.
+    """
     if policy == "observe" or board.stale:
         return state, []
     weights: Weights = {}
     classes = dict(state.classes)
     decisions = []
+    proposals: dict[str, tuple[dict[str, float], ClassState, str, dict[str, Evidence]]] = {}
+    if policy == "best-per-class":
+        for cls, slo in slos.items():
+            cs = classes.get(cls, ClassState())
+            proposals[cls] = best_per_class(board, slo, cls, configs, state.weights.get(cls, {}), cs, cfg, now)
+        moves = [cls for cls, (_, new, _, ev) in proposals.items()
+                 if _is_move(classes.get(cls, ClassState()), new, ev)]
+        allowed = None
+        if moves and now - state.last_switch >= cfg.min_dwell_s:
+            tpr = tokens_per_request or {}
+            allowed = max(moves, key=lambda c: board.pair(classes[c].incumbent or "", c).request_rate * tpr.get(c, 1.0))
+        for cls in moves:
+            if cls != allowed:
+                cs = classes[cls]
+                w = _split(cs.incumbent or "", [c for c in configs if c != cs.incumbent
+                                                 and not proposals[cls][3][c].failing], cfg.explore_share)
+                proposals[cls] = (w, cs, f"keeping {cs.incumbent}: another class moves first", proposals[cls][3])
+    last_switch = state.last_switch
     for cls, slo in slos.items():
         cur = state.weights.get(cls, {})
         cs = classes.get(cls, ClassState())
         if policy == "best-per-class":
-            w, cs_new, reason, ev = best_per_class(board, slo, cls, configs, cur, cs, cfg, now)
+            w, cs_new, reason, ev = proposals[cls]
             chosen = cs_new.incumbent
+            if _is_move(cs, cs_new, ev):
+                last_switch = now
         elif policy == "proportional":
             w, reason, ev = proportional(board, slo, cls, configs, cur, cfg)
             must_drain = any(ev[c].failing and cur.get(c, 0.0) > 0 for c in configs)
@@ -217,7 +246,13 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
         classes[cls] = cs_new
         if _changed(cur, full):
             decisions.append(Decision(now, cls, policy, full, dict(cur), chosen, reason, ev))
-    return PolicyState(weights, classes), decisions
+    return PolicyState(weights, classes, last_switch), decisions
+
+
+def _is_move(old: ClassState, new: ClassState, ev: Mapping[str, Evidence]) -> bool:
+    """A switch away from a working incumbent (not a first choice, not a drain)."""
+    return (old.incumbent is not None and new.incumbent != old.incumbent
+            and not ev[old.incumbent].failing)
 
 
 def _changed(a: Mapping[str, float], b: Mapping[str, float], tol: float = 1e-6) -> bool:
