@@ -63,13 +63,12 @@ def _met(ttft: float, tpot: float, e2e: float, slo: SLO) -> bool:
 
 def predict(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, rate: float,
             lengths: Sequence[tuple[int, int]], duration_s: float, seed: int = 0) -> dict[str, Any]:
-    """Simulate `rate` req/s of class `tc` alone on configuration `c`; latencies in wall seconds."""
+    """Simulate `rate` req/s of class `tc` alone on configuration `c` (engine clock)."""
     n = int(min(MAX_REQUESTS, max(MIN_REQUESTS, rate * duration_s)))
     result = run_offline(_core_factory(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
-    scale = resolved.scenario.engine.time_scale
-    ttft = np.array([r.ttft for r in result.records]) * scale
-    tpot = np.array([r.tpot for r in result.records]) * scale
-    e2e = np.array([r.e2e for r in result.records]) * scale
+    ttft = np.array([r.ttft for r in result.records])
+    tpot = np.array([r.tpot for r in result.records])
+    e2e = np.array([r.e2e for r in result.records])
     met = [_met(a, b, x, tc.slo) for a, b, x in zip(ttft, tpot, e2e, strict=True)]
 
     def q(a: np.ndarray) -> Quantiles:
@@ -108,9 +107,10 @@ def _observed(records: Sequence[Rec], tc: TrafficClass) -> list[tuple[int, int]]
 def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
     """Predictions at each class's observed rate in the run's last sweep step (the final routing's load)."""
     s = resolved.scenario
+    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
     rates = sorted({r.offered_rate for r in records if r.offered_rate is not None})
     last = [r for r in records if r.offered_rate == rates[-1]] if rates else list(records)
-    span = s.load.duration_s if rates else (
+    span = s.load.duration_s / scale if rates else (
         max((r.start_s for r in last), default=0.0) - min((r.start_s for r in last), default=0.0))
     preds = []
     for tc in s.classes:
@@ -120,13 +120,17 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
             continue
         lengths = _observed(records, tc)
         for c in s.configurations:
-            preds.append(predict(resolved, c, tc, rate, lengths, s.load.duration_s, seed=s.load.seed))
+            p = predict(resolved, c, tc, rate, lengths, s.load.duration_s / scale, seed=s.load.seed)
+            p["capacity"] = capacity(resolved, c, tc, lengths, s.load.duration_s / scale, seed=s.load.seed)
+            p["capacity_ratio"] = p["capacity"] / rate
+            preds.append(p)
     isl = max(tc.mean_lengths()[0] for tc in s.classes)
     ctx = sum(tc.share * (tc.mean_lengths()[0] + tc.mean_lengths()[1] / 2) for tc in s.classes)
     return {
-        "note": (f"Simulated offline ({s.engine.kind} cost model, time_scale {s.engine.time_scale:g}) at the "
-                 f"rate each class was observed to arrive in the last sweep step, each class alone on each "
-                 f"configuration; live, the classes share the configurations they are routed to."),
+        "note": ("Simulated offline with the sim engine's cost model and scheduler, at the rate each class was "
+                 "observed to arrive in the last sweep step, each class alone on each configuration (live, the "
+                 "classes share the configurations they are routed to). Capacity: the highest rate of that class "
+                 "alone at which the configuration still meets the class's SLO attainment target."),
         "offered_rate": rates[-1] if rates else None,
         "predictions": preds,
         "cost_terms": cost_terms(resolved, math.ceil(isl), math.ceil(ctx)),
@@ -140,7 +144,10 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
 def write_whatif(resolved: Resolved, folder: Path) -> Path:
     """whatif.json of a run folder, from its records."""
     out = folder / rf.WHATIF_JSON
-    out.write_text(json.dumps(whatif(resolved, load_records(folder / rf.RECORDS_JSONL)), indent=1))
+    s = resolved.scenario
+    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    recs = load_records(folder / rf.RECORDS_JSONL, scale, {c.name: c.slo for c in s.classes})
+    out.write_text(json.dumps(whatif(resolved, recs), indent=1))
     return out
 
 
