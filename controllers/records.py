@@ -23,7 +23,8 @@ class Rec:
     prompt_tokens: int
     output_tokens: int
     start_s: float
-    offered_rate: float | None   # the sweep step's rate (None without a sweep)
+    rate_step: int               # index of the sweep step (0 without a sweep)
+    offered_rate: float | None   # requests/s of this class the step offered (None: closed loop)
 
 
 def from_row(row: Mapping[str, Any]) -> Rec:
@@ -37,7 +38,7 @@ def from_row(row: Mapping[str, Any]) -> Rec:
         e2e_s=row.get("e2e_s"),
         prompt_tokens=int(row.get("prompt_tokens") or row.get("planned_prompt_tokens") or 0),
         output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
-        offered_rate=float(rate) if rate is not None else None,
+        rate_step=int(row.get("rate_step") or 0), offered_rate=float(rate) if rate is not None else None,
     )
 
 

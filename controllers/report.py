@@ -83,22 +83,21 @@ def engine_time_scale(s: Scenario) -> float:
     return s.engine.time_scale if s.engine.kind == "sim" else 1.0
 
 
-def _duration(run: Run) -> float | None:
+def _duration(run: Run) -> float:
     """One sweep step, in engine seconds."""
-    s = run.scenario
-    return s.load.duration_s / engine_time_scale(s) if s.load.rates else None
+    return run.scenario.load.duration_s / engine_time_scale(run.scenario)
 
 
 def class_outcome(run: Run) -> list[dict[str, Any]]:
     """Per (class, configuration): measured figures over the whole run, routing share, prediction."""
     final = run.final_weights()
     preds = {(p["sla_class"], p["config"]): p for p in run.whatif.get("predictions", [])}
-    last_rate = run.whatif.get("offered_rate")
+    last_step = run.whatif.get("rate_step")
     rows = []
     for tc in run.scenario.classes:
         for c in run.scenario.configurations:
             recs = [r for r in run.records if r.sla_class == tc.name and r.config == c.name]
-            last = [r for r in recs if r.offered_rate == last_rate] if last_rate is not None else recs
+            last = [r for r in recs if r.rate_step == last_step] if last_step is not None else recs
             w = final.get(tc.name, {}).get(c.name)
             rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs),
                          "last": summarize(last), "weight": w, "prediction": preds.get((tc.name, c.name))})
@@ -178,7 +177,7 @@ def render_report(folder: Path) -> Path:
     gpus = {c.name: c.gpus for c in s.configurations}
     figs: list[tuple[str, Path, str]] = []
     if run.records:
-        dur = _duration(run) or 1.0
+        dur = _duration(run)
         figs.append(("Latency vs throughput", figures.latency_vs_throughput(
             run.records, gpus, dur, folder / "latency_throughput.png"),
             "Each point is one step of the rate sweep, measured on the traffic routed to that configuration."))

@@ -108,10 +108,9 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
     """Predictions at each class's observed rate in the run's last sweep step (the final routing's load)."""
     s = resolved.scenario
     scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
-    rates = sorted({r.offered_rate for r in records if r.offered_rate is not None})
-    last = [r for r in records if r.offered_rate == rates[-1]] if rates else list(records)
-    span = s.load.duration_s / scale if rates else (
-        max((r.start_s for r in last), default=0.0) - min((r.start_s for r in last), default=0.0))
+    step = max((r.rate_step for r in records), default=0)
+    last = [r for r in records if r.rate_step == step]
+    span = s.load.duration_s / scale
     preds = []
     for tc in s.classes:
         n = sum(1 for r in last if r.sla_class == tc.name)
@@ -131,7 +130,7 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
                  "observed to arrive in the last sweep step, each class alone on each configuration (live, the "
                  "classes share the configurations they are routed to). Capacity: the highest rate of that class "
                  "alone at which the configuration still meets the class's SLO attainment target."),
-        "offered_rate": rates[-1] if rates else None,
+        "rate_step": step,
         "predictions": preds,
         "cost_terms": cost_terms(resolved, math.ceil(isl), math.ceil(ctx)),
         "cost_note": (f"One prefill step of a {min(math.ceil(isl), s.engine.max_num_batched_tokens)}-token "

@@ -41,7 +41,7 @@ def test_whatif_predicts_at_the_observed_rate_of_the_last_step(demo: Resolved, t
     run = make_run(tmp_path / "r")
     recs = load_records(run / "records.jsonl")
     out = whatif(demo, recs)
-    assert out["offered_rate"] == 2.0
+    assert out["rate_step"] == 1
     chat = [p for p in out["predictions"] if p["sla_class"] == "chat"]
     assert {p["config"] for p in chat} == {"tp8", "tp4pp2", "pp8"}
     assert chat[0]["rate"] == pytest.approx(30 / demo.scenario.load.duration_s)
