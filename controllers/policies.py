@@ -209,18 +209,8 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
         for cls, slo in slos.items():
             cs = classes.get(cls, ClassState())
             proposals[cls] = best_per_class(board, slo, cls, configs, state.weights.get(cls, {}), cs, cfg, now)
-        moves = [cls for cls, (_, new, _, ev) in proposals.items()
-                 if _is_move(classes.get(cls, ClassState()), new, ev)]
-        allowed = None
-        if moves and now - state.last_switch >= cfg.min_dwell_s:
-            tpr = tokens_per_request or {}
-            allowed = max(moves, key=lambda c: board.pair(classes[c].incumbent or "", c).request_rate * tpr.get(c, 1.0))
-        for cls in moves:
-            if cls != allowed:
-                cs = classes[cls]
-                w = _split(cs.incumbent or "", [c for c in configs if c != cs.incumbent
-                                                 and not proposals[cls][3][c].failing], cfg.explore_share)
-                proposals[cls] = (w, cs, f"keeping {cs.incumbent}: another class moves first", proposals[cls][3])
+        proposals = _one_move(board, slos, configs, classes, proposals, cfg, now, state.last_switch,
+                              tokens_per_request or {})
     last_switch = state.last_switch
     for cls, slo in slos.items():
         cur = state.weights.get(cls, {})
@@ -247,6 +237,53 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
         if _changed(cur, full):
             decisions.append(Decision(now, cls, policy, full, dict(cur), chosen, reason, ev))
     return PolicyState(weights, classes, last_switch), decisions
+
+
+def _load(board: Scoreboard, config: str, cls: str, tokens_per_request: Mapping[str, float]) -> float:
+    """Tokens/s a class brings to a configuration (requests/s × tokens per request)."""
+    return board.pair(config, cls).request_rate * tokens_per_request.get(cls, 1.0)
+
+
+Proposal = tuple[dict[str, float], ClassState, str, dict[str, Evidence]]
+
+
+def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str], classes: Mapping[str, ClassState],
+              proposals: dict[str, Proposal], cfg: ControllerConfig, now: float, last_switch: float,
+              tokens_per_request: Mapping[str, float]) -> dict[str, Proposal]:
+    """Keep at most one switch away from a working incumbent, and none while the last one settles.
+
+    A configuration that misses a class's SLO is overloaded by everything routed to it: the class that
+    brings it the most tokens/s moves (to its best alternative that meets its own SLO), whether or not
+    it is the one that suffers, because moving it relieves the configuration most.
+    """
+    out = dict(proposals)
+    wanting = [c for c, (_, new, _, ev) in proposals.items() if _is_move(classes.get(c, ClassState()), new, ev)]
+    for c in wanting:   # hold every switch back; the chosen one is put back below
+        cs = classes[c]
+        inc = cs.incumbent or ""
+        live = [k for k in configs if k != inc and not proposals[c][3][k].failing]
+        out[c] = (_split(inc, live, cfg.explore_share), cs, f"keeping {inc}: one move at a time", proposals[c][3])
+    if not wanting or now - last_switch < cfg.min_dwell_s:
+        return out
+    victim = max(wanting, key=lambda c: _load(board, classes[c].incumbent or "", c, tokens_per_request))
+    overloaded = classes[victim].incumbent or ""
+    if not _meets(proposals[victim][3][overloaded], slos[victim]):
+        sharers = [c for c in slos if classes.get(c, ClassState()).incumbent == overloaded]
+        heaviest = max(sharers, key=lambda c: _load(board, overloaded, c, tokens_per_request))
+        if heaviest != victim:
+            ev = proposals[heaviest][3]
+            alts = [k for k in configs if k != overloaded and not ev[k].failing
+                    and ev[k].samples >= cfg.min_samples and _meets(ev[k], slos[heaviest])]
+            if alts:
+                to = max(alts, key=lambda k: _rank_key(ev[k], slos[heaviest]))
+                live = [k for k in configs if k != to and not ev[k].failing]
+                reason = (f"{overloaded} misses {victim}'s SLO (attainment "
+                          f"{proposals[victim][3][overloaded].attainment or 0:.0%}); {heaviest} brings it the most "
+                          f"load, so {heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
+                out[heaviest] = (_split(to, live, cfg.explore_share), ClassState(to, now), reason, ev)
+                return out
+    out[victim] = proposals[victim]
+    return out
 
 
 def _is_move(old: ClassState, new: ClassState, ev: Mapping[str, Evidence]) -> bool:

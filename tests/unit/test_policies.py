@@ -140,3 +140,16 @@ def test_draining_is_not_held_back_by_the_one_move_rule() -> None:
               pair("tp8", 0.0, error_rate=1.0, cls="sum"), pair("pp8", 1.0, cls="sum"))
     _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0)
     assert {d.sla_class: d.weights["tp8"] for d in ds} == {"chat": 0.0, "sum": 0.0}
+
+
+def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_meets_its_slo() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.5), pair("pp8", 1.0, ttft90=0.3),            # chat suffers on tp8
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.5, cls="sum"))
+    new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                   tokens_per_request={"chat": 170, "sum": 4300})
+    assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
+    assert "tp8 misses chat's SLO" in ds[0].reason and "sum brings it the most load" in ds[0].reason
+    assert new.classes["chat"].incumbent == "tp8" and new.last_switch == 0
