@@ -147,7 +147,7 @@ def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_mee
     slos = {"chat": SLO_CHAT, "sum": slo_sum}
     st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
     b = board(pair("tp8", 0.5), pair("pp8", 1.0, ttft90=0.3),            # chat suffers on tp8
-              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.5, cls="sum"))
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum"))
     new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
                    tokens_per_request={"chat": 170, "sum": 4300})
     assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
