@@ -138,7 +138,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
                       f"drained, routed to {best}")
         else:
             reason = f"first choice: {best} (attainment {ev[best].attainment or 0:.0%})"
-    elif best != inc and dwell_ok and (inc not in judged or _better(ev[best], ev[inc], slo, cfg.hysteresis)):
+    elif best != inc and dwell_ok and inc in judged and _better(ev[best], ev[inc], slo, cfg.hysteresis):
         chosen, reason = best, _why(best, inc, ev, slo)
         new_state = ClassState(best, now)
     else:

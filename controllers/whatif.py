@@ -120,7 +120,7 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
         lengths = _observed(records, tc)
         for c in s.configurations:
             p = predict(resolved, c, tc, rate, lengths, s.load.duration_s / scale, seed=s.load.seed)
-            p["capacity"] = capacity(resolved, c, tc, lengths, s.load.duration_s / scale, seed=s.load.seed)
+            p["capacity"] = capacity(resolved, c, tc, lengths, s.load.duration_s / scale, seed=s.load.seed, steps=3)
             p["capacity_ratio"] = p["capacity"] / rate
             preds.append(p)
     isl = max(tc.mean_lengths()[0] for tc in s.classes)

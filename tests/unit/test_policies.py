@@ -153,3 +153,10 @@ def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_mee
     assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
     assert "tp8 misses chat's SLO" in ds[0].reason and "sum brings it the most load" in ds[0].reason
     assert new.classes["chat"].incumbent == "tp8" and new.last_switch == 0
+
+
+def test_a_new_incumbent_without_samples_yet_is_kept() -> None:
+    b = board(pair("tp8", 1.0, samples=2), pair("pp8", 1.0, ttft90=0.05))
+    st = ClassState("tp8", since=-100)
+    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0)
+    assert new.incumbent == "tp8" and reason == "keeping tp8"
