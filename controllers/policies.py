@@ -252,9 +252,10 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
               tokens_per_request: Mapping[str, float]) -> dict[str, Proposal]:
     """Keep at most one switch away from a working incumbent, and none while the last one settles.
 
-    A configuration that misses a class's SLO is overloaded by everything routed to it: the class that
-    brings it the most tokens/s moves (to its best alternative that meets its own SLO), whether or not
-    it is the one that suffers, because moving it relieves the configuration most.
+    A configuration that misses a class's SLO (or leaves it less headroom than the hysteresis margin) is
+    overloaded by everything routed to it: the class that brings it the most tokens/s moves (to its best
+    alternative that meets its own SLO), whether or not it is the one that suffers, because moving it
+    relieves the configuration most.
     """
     out = dict(proposals)
     wanting = [c for c, (_, new, _, ev) in proposals.items() if _is_move(classes.get(c, ClassState()), new, ev)]
@@ -267,7 +268,8 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
         return out
     victim = max(wanting, key=lambda c: _load(board, classes[c].incumbent or "", c, tokens_per_request))
     overloaded = classes[victim].incumbent or ""
-    if not _meets(proposals[victim][3][overloaded], slos[victim]):
+    at_risk = proposals[victim][3][overloaded]
+    if not _meets(at_risk, slos[victim]) or (at_risk.headroom is not None and at_risk.headroom < cfg.hysteresis):
         sharers = [c for c in slos if classes.get(c, ClassState()).incumbent == overloaded]
         heaviest = max(sharers, key=lambda c: _load(board, overloaded, c, tokens_per_request))
         if heaviest != victim:
@@ -277,9 +279,9 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
             if alts:
                 to = max(alts, key=lambda k: _rank_key(ev[k], slos[heaviest]))
                 live = [k for k in configs if k != to and not ev[k].failing]
-                reason = (f"{overloaded} misses {victim}'s SLO (attainment "
-                          f"{proposals[victim][3][overloaded].attainment or 0:.0%}); {heaviest} brings it the most "
-                          f"load, so {heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
+                reason = (f"{overloaded} puts {victim}'s SLO at risk (attainment {at_risk.attainment or 0:.0%}, "
+                          f"headroom {at_risk.headroom or 0:.0%}); {heaviest} brings it the most load, so "
+                          f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
                 out[heaviest] = (_split(to, live, cfg.explore_share), ClassState(to, now), reason, ev)
                 return out
     out[victim] = proposals[victim]

@@ -151,7 +151,7 @@ def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_mee
     new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
                    tokens_per_request={"chat": 170, "sum": 4300})
     assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
-    assert "tp8 misses chat's SLO" in ds[0].reason and "sum brings it the most load" in ds[0].reason
+    assert "tp8 puts chat's SLO at risk" in ds[0].reason and "sum brings it the most load" in ds[0].reason
     assert new.classes["chat"].incumbent == "tp8" and new.last_switch == 0
 
 
@@ -160,3 +160,13 @@ def test_a_new_incumbent_without_samples_yet_is_kept() -> None:
     st = ClassState("tp8", since=-100)
     _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0)
     assert new.incumbent == "tp8" and reason == "keeping tp8"
+
+
+def test_a_class_at_the_edge_of_its_slo_on_a_shared_config_also_sheds_the_heaviest() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.93, ttft90=0.44), pair("pp8", 1.0, ttft90=0.1),   # chat meets, 2% headroom
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum"))
+    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0, tokens_per_request={"chat": 170, "sum": 4300})
+    assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
