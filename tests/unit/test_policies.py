@@ -168,5 +168,6 @@ def test_a_class_at_the_edge_of_its_slo_on_a_shared_config_also_sheds_the_heavie
     st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
     b = board(pair("tp8", 0.93, ttft90=0.44), pair("pp8", 1.0, ttft90=0.1),   # chat meets, 2% headroom
               pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum"))
-    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0, tokens_per_request={"chat": 170, "sum": 4300})
+    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                 tokens_per_request={"chat": 170, "sum": 4300})
     assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
