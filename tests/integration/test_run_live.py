@@ -119,7 +119,7 @@ def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
     assert drains, decisions
     when = drains[0]["time"] - t0
     assert FAIL_AT_S <= when <= FAIL_AT_S + DRAIN_WITHIN_S, (when, drains[0]["reason"])
-    assert drains[0]["evidence"]["tp1x2"]["failing"]
+    assert drains[0]["evidence"]["tp1x2"]["failing"] and "tp1x2 is failing" in drains[0]["reason"]
     records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
     late = [r for r in records if r["sla_class"] == "doc" and r["config"] == "tp1x2"
             and (r["send_time"] or 0) - t0 > when + 2]
