@@ -292,6 +292,8 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
                 new = ClassState(to, now, proposals[heaviest][1].quarantine)
                 out[heaviest] = (_split(to, live, cfg.explore_share), new, reason, ev)
                 return out
+            if _meets(at_risk, slos[victim]):
+                return out   # still within its SLO: wait for evidence on the heavier class's alternatives
     out[victim] = proposals[victim]
     return out
 

@@ -184,3 +184,14 @@ def test_a_drained_config_stays_out_for_the_quarantine_then_is_probed_again() ->
     assert ds == [] and st.weights["chat"]["pp8"] == 0.0
     st, ds = step("best-per-class", quiet, slos, ["tp8", "pp8"], st, CFG, now=CFG.window_s * 3 + 1)
     assert st.weights["chat"]["pp8"] == pytest.approx(0.1)            # probed again with the exploration share
+
+
+def test_a_class_at_the_edge_waits_while_the_heavier_class_has_no_measured_alternative() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.93, ttft90=0.44), pair("pp8", 1.0, ttft90=0.1),
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum", samples=2))
+    new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                   tokens_per_request={"chat": 170, "sum": 4300})
+    assert ds == [] and new.classes["chat"].incumbent == "tp8"
