@@ -3,7 +3,9 @@
 Goodput is compared per routed request (the share of a class's requests that met every SLO, i.e. the
 attainment), because a configuration's absolute goodput grows with the share of traffic it is given.
 Among configurations that meet the class's attainment target, the one with the largest latency
-headroom at the target's percentile wins: it keeps meeting the SLO furthest as load grows.
+headroom at the target's percentile wins: it keeps meeting the SLO furthest as load grows. Once
+chosen, a configuration keeps the class while it meets the SLO with headroom to spare (at least the
+hysteresis margin): challengers are measured on the exploration share only, which flatters them.
 """
 
 from collections.abc import Mapping, Sequence
@@ -104,7 +106,10 @@ def _better(ch: Evidence, inc: Evidence, slo: SLO, hysteresis: float) -> bool:
     if ch_meets != inc_meets:
         return ch_meets
     if ch_meets:
-        return (ch.headroom or 0.0) > (inc.headroom or 0.0) + hysteresis
+        # An incumbent with headroom to spare stays: a challenger's headroom is measured on the
+        # exploration share only and would look better than it is under the class's full load.
+        at_risk = (inc.headroom or 0.0) < hysteresis
+        return at_risk and (ch.headroom or 0.0) > (inc.headroom or 0.0) + hysteresis
     return (ch.attainment or 0.0) > (inc.attainment or 0.0) * (1 + hysteresis) + 1e-9
 
 

@@ -195,3 +195,12 @@ def test_a_class_at_the_edge_waits_while_the_heavier_class_has_no_measured_alter
     new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
                    tokens_per_request={"chat": 170, "sum": 4300})
     assert ds == [] and new.classes["chat"].incumbent == "tp8"
+
+
+def test_an_incumbent_with_headroom_to_spare_is_not_left_for_a_flattered_challenger() -> None:
+    b = board(pair("tp8", 0.97, ttft90=0.3), pair("pp8", 1.0, ttft90=0.05))  # headroom 33% vs 89%
+    _, new, _, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    assert new.incumbent == "tp8"
+    b = board(pair("tp8", 0.97, ttft90=0.42), pair("pp8", 1.0, ttft90=0.05))  # at risk: 7% headroom
+    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    assert new.incumbent == "pp8" and "more latency headroom" in reason
