@@ -75,6 +75,8 @@ class Controller:
         self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
         self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
+        self.time_scale = scenario.engine.time_scale if scenario.engine.kind == "sim" else 1.0
+        self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
         self.state = PolicyState(equal_weights(list(self.slos), self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)
         self.decisions: list[Decision] = []
@@ -118,12 +120,24 @@ class Controller:
         for d in decisions:
             self.metrics.decisions.labels(d.sla_class, d.chosen or "", d.policy).inc()
         self.metrics.show(new_state.weights, board.stale)
+        if not board.stale:
+            self._show_predicted_headroom(board)
         if self.folder is not None:
             runfolder.append_scoreboard(self.folder, board)
             runfolder.append_weights(self.folder, now, new_state.weights, board.stale)
             for d in decisions:
                 runfolder.append_decision(self.folder, d)
         return decisions
+
+    def _show_predicted_headroom(self, board: Scoreboard) -> None:
+        """1 − (the class's measured arrival rate on the engine clock) / (its predicted capacity on each
+        configuration): what is left if the whole class went there; ≤ −1 where it cannot go at all."""
+        for cls in self.slos:
+            rate = sum(board.pair(cfg, cls).request_rate for cfg in self.configs) * self.time_scale
+            for cfg in self.configs:
+                cap = self.capacities.get((cls, cfg))
+                if cap is not None and rate > 0:
+                    self.metrics.headroom.labels(cls, cfg).set(1 - rate / cap if cap > 0 else -1.0)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval_s):

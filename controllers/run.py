@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -29,7 +30,7 @@ from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved
-from controllers.whatif import write_whatif
+from controllers.whatif import planned_capacities, write_whatif
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
 from monitoring.prometheus import ScrapeTarget, attach_prometheus, free_port, start_prometheus, stop_prometheus
@@ -118,6 +119,10 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     interrupted = False
     error: str | None = None
     controller: Controller | None = None
+    capacities: dict[tuple[str, str], float] = {}
+    predictor = threading.Thread(target=lambda: capacities.update(planned_capacities(resolved)),
+                                 name="parallax-capacity", daemon=True)
+    predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
     with ExitStack() as stack:
         try:
             console.print("starting Ray and deploying the configurations …")
@@ -142,6 +147,7 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             router = HttpRouter(url)
             stack.callback(router.close)
             controller = Controller(s, prom_query(client), router, folder, metrics)
+            controller.capacities = capacities
             controller.apply_initial()
             controller.start()
             stack.callback(controller.stop)
@@ -157,6 +163,7 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     if controller is not None:
         console.print(f"{len(controller.decisions)} routing decisions")
     report = None
+    predictor.join()
     try:
         write_whatif(resolved, folder)
     except Exception as e:  # the report is still worth having without the prediction

@@ -109,6 +109,18 @@ def _observed(records: Sequence[Rec], tc: TrafficClass) -> list[tuple[int, int]]
     return [(max(1, round(isl)), max(1, round(osl)))]
 
 
+def planned_capacities(resolved: Resolved) -> dict[tuple[str, str], float]:
+    """Capacity of every (class, configuration) for the class's planned mean lengths (before any traffic)."""
+    s = resolved.scenario
+    out = {}
+    for tc in s.classes:
+        isl, osl = tc.mean_lengths()
+        lengths = [(max(1, round(isl)), max(1, round(osl)))]
+        for c in s.configurations:
+            out[(tc.name, c.name)] = capacity(resolved, c, tc, lengths, s.load.duration_s, s.load.seed, steps=3)
+    return out
+
+
 def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
     """Predictions at each class's observed rate in the run's last sweep step (the final routing's load)."""
     s = resolved.scenario

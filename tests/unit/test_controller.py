@@ -132,3 +132,15 @@ def test_live_view_shows_weights_attainment_decisions_and_staleness(
     con = Console(record=True, width=160)
     con.print(render(c))
     assert "STALE: ConnectionError" in con.export_text()
+
+
+def test_predicted_headroom_is_exported_from_the_simulators_capacity(
+        setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+    c, prom, _router, _now = setup
+    c.capacities = {("chat", "tp8"): 40.0, ("chat", "pp8"): 0.0}
+    prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 1.0})   # 2 + 2 req/s wall
+    c.tick()
+    text = generate_latest(c.metrics.registry).decode()
+    rate = 4.0 * c.time_scale                                           # engine clock
+    assert f'parallax_controller_predicted_headroom{{config="tp8",sla_class="chat"}} {1 - rate / 40}' in text
+    assert 'parallax_controller_predicted_headroom{config="pp8",sla_class="chat"} -1.0' in text
