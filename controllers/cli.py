@@ -10,6 +10,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
+from loadgen.cli import load_cmd, summarize_cmd
 from monitoring.cli import dashboards_app, prometheus_app
 
 app = typer.Typer(
@@ -60,6 +61,8 @@ app.command("serve-config")(serve_config_cmd)
 app.command("simulate")(simulate_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
+app.command("load")(load_cmd)
+app.command("summarize")(summarize_cmd)
 
 
 def main() -> None:
