@@ -106,13 +106,16 @@ class TrafficClass(_Strict):
     input: LengthDist
     output: LengthDist
 
-    def mean_lengths(self) -> tuple[float, float]:
-        """Mean input and output tokens, where the distribution states it (files are read lazily)."""
-        return _mean(self.input, 0), _mean(self.output, 1)
+    def mean_lengths(self, base_dir: Path | None = None) -> tuple[float, float]:
+        """Mean input and output tokens, where the distribution states it (files are read lazily,
+        relative paths from `base_dir`, the scenario's folder)."""
+        return mean_length(self.input, 0, base_dir), mean_length(self.output, 1, base_dir)
 
 
-def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
-          | PresetLength, which: int) -> float:
+def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+                | PresetLength, which: int, base_dir: Path | None = None) -> float:
+    """Mean of one length distribution (`which`: 0 input, 1 output, for presets); ValueError or
+    OSError when an empirical file is not a list of numbers."""
     match dist:
         case FixedLength(value=v):
             return float(v)
@@ -123,7 +126,9 @@ def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | E
         case PresetLength(name=n):
             return float(PRESETS[n][which])
         case EmpiricalLength(path=p):
-            values = [float(x) for x in Path(p).read_text().split() if x.strip()]
+            if not p.is_absolute() and base_dir is not None and not p.exists():
+                p = base_dir / p
+            values = [float(x) for x in p.read_text().split() if x.strip()]
             return sum(values) / len(values) if values else 0.0
     raise AssertionError(dist)
 

@@ -67,7 +67,30 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             parent.append(parent[key])
         if not isinstance(data, dict):
             break
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if isinstance(classes, list) and classes and isinstance(classes[0], dict) and draw(st.booleans()):
+        # a length file next to the scenario: numbers, words, binary, a folder, or missing
+        classes[0][draw(st.sampled_from(["input", "output"]))] = {
+            "kind": "empirical", "path": draw(st.sampled_from([*sorted(LENGTH_FILES), "missing.txt"]))}
     return data
+
+
+LENGTH_FILES: dict[str, bytes | None] = {
+    "lens.txt": b"12\n40\n7\n", "words.txt": b"twelve\nforty\n", "blob.bin": b"\xff\xfe\x00\x81", "dir": None}
+
+
+def _write_scenario(folder: Path, data: object) -> Path:
+    for name, content in LENGTH_FILES.items():
+        if content is None:
+            (folder / name).mkdir(exist_ok=True)
+        else:
+            (folder / name).write_bytes(content)
+    path = folder / "s.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+EDITS = ["", ":", "- ", "{", "]", "\t", "\n  ", "&a", "*a", "!!python/name:os.system ", "%", "9", "-", "'"]
 
 
 @st.composite
@@ -77,8 +100,7 @@ def mutated_text(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(text)))
         j = draw(st.integers(i, min(len(text), i + 8)))
-        text = text[:i] + draw(st.sampled_from(["", ":", "- ", "{", "]", "\t", "\n  ", "&a", "*a", "!!python/name:os.system ",
-                                                "%", "9", "-", "'"])) + text[j:]
+        text = text[:i] + draw(st.sampled_from(EDITS)) + text[j:]
     return text
 
 
@@ -117,9 +139,7 @@ FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(data=mutated())
 def test_mutated_scenarios_are_valid_or_clearly_rejected(data: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    _check_file(path)
+    _check_file(_write_scenario(tmp_path, data))
 
 
 @FUZZ
@@ -132,9 +152,10 @@ def test_corrupted_yaml_is_clearly_rejected(text: str, tmp_path: Path) -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated())
-def test_validate_cli_exits_2_naming_a_field(data: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+def test_validate_cli_exits_2_naming_a_field(data: dict[str, Any], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_scenario(tmp_path, data)
+    monkeypatch.chdir(tmp_path.parent)  # relative length files resolve from the scenario's folder, not the cwd
     result = CliRunner().invoke(app, ["validate", str(path)])
     out = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert "Traceback" not in out
