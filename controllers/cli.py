@@ -9,6 +9,7 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
+from loadgen.cli import load_cmd, summarize_cmd
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -55,6 +56,8 @@ app.command("up")(up_cmd)
 app.command("status")(status_cmd)
 app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
+app.command("load")(load_cmd)
+app.command("summarize")(summarize_cmd)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from deployments.catalog.memory import check_parallelism, plan_memory, weight_by
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import DeploymentSpec
 from loadgen.config import LoadConfig, TrafficClass, mean_length
+from loadgen.errors import LoadError
 from monitoring.config import MonitoringConfig
 
 
@@ -186,9 +187,8 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
             elif path is not None:
                 try:
                     mean_length(dist, which, base_dir)
-                except (OSError, ValueError, UnicodeDecodeError) as e:
-                    problems.append((f"classes[{i}].{field}.path",
-                                     f"{path}: cannot read lengths ({e}); give one integer per line"))
+                except LoadError as e:
+                    problems.append((f"classes[{i}].{field}.path", str(e)))
     if s.server.default_class is not None and s.server.default_class not in cnames:
         problems.append(("server.default_class",
                          f"{s.server.default_class!r} is not a class; use one of {', '.join(cnames)}"))

@@ -97,42 +97,6 @@ PRESETS: dict[str, tuple[int, int]] = {
 }
 
 
-class TrafficClass(_Strict):
-    """One SLA class of traffic."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
-    share: float = Field(gt=0, le=1, description="fraction of requests in this class")
-    slo: SLO
-    input: LengthDist
-    output: LengthDist
-
-    def mean_lengths(self, base_dir: Path | None = None) -> tuple[float, float]:
-        """Mean input and output tokens, where the distribution states it (files are read lazily,
-        relative paths from `base_dir`, the scenario's folder)."""
-        return mean_length(self.input, 0, base_dir), mean_length(self.output, 1, base_dir)
-
-
-def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
-                | PresetLength, which: int, base_dir: Path | None = None) -> float:
-    """Mean of one length distribution (`which`: 0 input, 1 output, for presets); ValueError or
-    OSError when an empirical file is not a list of numbers."""
-    match dist:
-        case FixedLength(value=v):
-            return float(v)
-        case UniformLength(min=lo, max=hi):
-            return (lo + hi) / 2
-        case NormalLength(mean=m) | LognormalLength(mean=m):
-            return float(m)
-        case PresetLength(name=n):
-            return float(PRESETS[n][which])
-        case EmpiricalLength(path=p):
-            if not p.is_absolute() and base_dir is not None and not p.exists():
-                p = base_dir / p
-            values = [float(x) for x in p.read_text().split() if x.strip()]
-            return sum(values) / len(values) if values else 0.0
-    raise AssertionError(dist)
-
-
 class PoissonArrival(_Strict):
     kind: Literal["poisson"] = "poisson"
     rate: float = Field(default=1.0, gt=0, description="requests per second")
@@ -190,6 +154,46 @@ Arrival = Annotated[
     PoissonArrival | GammaArrival | ConstantArrival | ClosedLoop | RampArrival | StepArrival | TraceArrival,
     Field(discriminator="kind"),
 ]
+
+
+class TrafficClass(_Strict):
+    """One SLA class of traffic."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    share: float = Field(gt=0, le=1, description="fraction of requests in this class")
+    slo: SLO
+    input: LengthDist
+    output: LengthDist
+    arrival: Arrival | None = Field(
+        default=None,
+        description="this class's own arrival process (e.g. so its rate can step up alone); "
+        "classes without one share load.arrival, split by their shares",
+    )
+
+    def mean_lengths(self, base_dir: Path | None = None) -> tuple[float, float]:
+        """Mean input and output tokens, where the distribution states it (files are read lazily,
+        relative paths also from `base_dir`, the scenario's folder)."""
+        return mean_length(self.input, 0, base_dir), mean_length(self.output, 1, base_dir)
+
+
+def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+                | PresetLength, which: int, base_dir: Path | None = None) -> float:
+    """Mean of one length distribution (`which`: 0 input, 1 output); LoadError for a bad lengths file."""
+    match dist:
+        case FixedLength(value=v):
+            return float(v)
+        case UniformLength(min=lo, max=hi):
+            return (lo + hi) / 2
+        case NormalLength(mean=m) | LognormalLength(mean=m):
+            return float(m)
+        case PresetLength(name=n):
+            return float(PRESETS[n][which])
+        case EmpiricalLength(path=p, column=col):
+            from loadgen.lengths import read_lengths, resolve_path  # lengths imports this module
+
+            values = read_lengths(resolve_path(p, base_dir), col)
+            return sum(values) / len(values)
+    raise AssertionError(dist)
 
 
 class LoadConfig(_Strict):
