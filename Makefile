@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev
 
-.PHONY: setup demo test lint unit clean prometheus
+.PHONY: setup demo test lint unit clean prometheus chromium
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) prometheus chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,13 @@ prometheus:
 	  echo "installing Debian's prometheus package"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+# Headless Chromium checks the rendered report (figures load, no console errors).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium package"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
 	$(VENV)/bin/parallax validate scenarios/demo.yaml

@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from controllers.commands import compare_cmd, report_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
@@ -58,6 +59,8 @@ app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
+app.command("report")(report_cmd)
+app.command("compare")(compare_cmd)
 
 
 def main() -> None:
