@@ -10,6 +10,7 @@ from controllers.commands import compare_cmd, report_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
+from deployments.kuberay_cli import kuberay_cmd
 from loadgen.cli import load_cmd, summarize_cmd
 
 app = typer.Typer(
@@ -57,6 +58,7 @@ app.command("up")(up_cmd)
 app.command("status")(status_cmd)
 app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
+app.command("kuberay")(kuberay_cmd)
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
 app.command("report")(report_cmd)

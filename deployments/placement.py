@@ -16,8 +16,6 @@ from typing import Any
 
 from deployments.config import ParallelConfig
 
-REPLICA_CPUS = 0.1  # CPU of the replica actor, in bundle 0
-
 
 @dataclass(frozen=True)
 class ReplicaPlacement:
@@ -30,8 +28,8 @@ class ReplicaPlacement:
         return {"placement_group_bundles": self.bundles, "placement_group_strategy": self.strategy}
 
 
-def replica_placement(cfg: ParallelConfig, replica_cpus: float = REPLICA_CPUS) -> ReplicaPlacement:
-    """The placement group of one replica of `cfg`."""
+def replica_placement(cfg: ParallelConfig, replica_cpus: float) -> ReplicaPlacement:
+    """The placement group of one replica of `cfg`; the replica actor's `replica_cpus` go in bundle 0."""
     if cfg.spread_pp_over_nodes and cfg.pp > 1:
         bundles = [{"GPU": float(cfg.tp)} for _ in range(cfg.pp)]
         strategy = "PACK"

@@ -51,7 +51,7 @@ def node_names() -> dict[str, str]:
 
 def deploy(cfg: ParallelConfig) -> list[list[str]]:
     """Deploy `cfg` as a Serve app; the node name of every bundle of every replica's placement group."""
-    p = replica_placement(cfg)
+    p = replica_placement(cfg, 0.1)
     app = Probe.options(name=cfg.name, num_replicas=cfg.replicas, ray_actor_options={"num_cpus": p.bundles[0]["CPU"]},
                         **p.as_deployment_options()).bind()
     serve.run(app, name=cfg.name, route_prefix=f"/{cfg.name}")

@@ -11,7 +11,7 @@ def cfg(name: str, tp: int = 1, pp: int = 1, replicas: int = 1, spread: bool = F
 
 
 def test_default_replica_is_one_node_one_bundle_per_gpu() -> None:
-    p = replica_placement(cfg("tp4pp2", tp=4, pp=2))
+    p = replica_placement(cfg("tp4pp2", tp=4, pp=2), 1.0)
     assert p.strategy == "STRICT_PACK"
     assert len(p.bundles) == 8
     assert sum(b["GPU"] for b in p.bundles) == 8
@@ -19,14 +19,14 @@ def test_default_replica_is_one_node_one_bundle_per_gpu() -> None:
 
 
 def test_spread_replica_keeps_each_tp_group_in_one_bundle() -> None:
-    p = replica_placement(cfg("tp4pp2", tp=4, pp=2, spread=True))
+    p = replica_placement(cfg("tp4pp2", tp=4, pp=2, spread=True), 1.0)
     assert p.strategy == "PACK"
     assert [b["GPU"] for b in p.bundles] == [4, 4]
     assert p.as_deployment_options()["placement_group_strategy"] == "PACK"
 
 
 def test_spread_flag_without_pp_changes_nothing() -> None:
-    assert replica_placement(cfg("tp8", tp=8, spread=True)) == replica_placement(cfg("tp8", tp=8))
+    assert replica_placement(cfg("tp8", tp=8, spread=True), 1.0) == replica_placement(cfg("tp8", tp=8), 1.0)
 
 
 def test_gpu_nodes_reads_alive_gpu_nodes() -> None:
