@@ -99,3 +99,12 @@ def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict
         free[node] -= gpus
         plan[name][replica].append(node)
     return plan
+
+
+def inter_node_hops(cfg: ParallelConfig, gpus_per_node: int) -> int:
+    """Pipeline transfers that cross nodes when a spread replica's stages fill nodes in order: one per
+    extra node it needs (0 for a replica kept on one node)."""
+    if not (cfg.spread_pp_over_nodes and cfg.pp > 1):
+        return 0
+    stages_per_node = max(1, gpus_per_node // cfg.tp)
+    return -(-cfg.pp // stages_per_node) - 1

@@ -3,7 +3,7 @@
 import pytest
 
 from deployments.config import ParallelConfig
-from deployments.placement import Node, PlacementError, gpu_nodes, plan_nodes, replica_placement
+from deployments.placement import Node, PlacementError, gpu_nodes, inter_node_hops, plan_nodes, replica_placement
 
 
 def cfg(name: str, tp: int = 1, pp: int = 1, replicas: int = 1, spread: bool = False) -> ParallelConfig:
@@ -66,3 +66,10 @@ def test_fragmented_cluster_is_refused_with_the_counts() -> None:
 def test_tp_group_larger_than_any_node_is_refused() -> None:
     with pytest.raises(PlacementError, match=r"a TP group needs 8 GPUs.*largest node has 4; lower tp$"):
         plan_nodes([cfg("tp8pp2", tp=8, pp=2, spread=True)], [Node("a", 4), Node("b", 4), Node("c", 4)])
+
+
+@pytest.mark.parametrize(("tp", "pp", "spread", "per_node", "hops"), [
+    (4, 2, False, 8, 0), (4, 2, True, 8, 0), (4, 4, True, 8, 1), (2, 8, True, 4, 3), (1, 8, True, 3, 2),
+])
+def test_inter_node_hops(tp: int, pp: int, spread: bool, per_node: int, hops: int) -> None:
+    assert inter_node_hops(cfg("c", tp=tp, pp=pp, spread=spread), per_node) == hops
