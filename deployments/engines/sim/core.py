@@ -58,13 +58,17 @@ class EngineCore:
         """Requests submitted and not finished: what a least-loaded dispatcher compares."""
         return self._unfinished
 
-    def submit(self, seq: Sequence, at: float) -> None:
-        """Queue `seq` to arrive at simulated time `at` (not earlier than now)."""
+    def check(self, seq: Sequence) -> None:
+        """Raise ValueError when `seq` could never fit this replica."""
         if seq.prompt_len + seq.max_tokens > self.max_model_len:
             raise ValueError(
                 f"request {seq.request_id}: prompt ({seq.prompt_len}) + max_tokens ({seq.max_tokens}) tokens "
                 f"exceed this replica's {self.max_model_len}-token limit (KV cache / max_model_len); "
                 "send a shorter request")
+
+    def submit(self, seq: Sequence, at: float) -> None:
+        """Queue `seq` to arrive at simulated time `at` (not earlier than now)."""
+        self.check(seq)
         seq.arrival = max(at, self.now)
         heapq.heappush(self._arrivals, (seq.arrival, self._counter, seq))
         self._counter += 1
