@@ -93,7 +93,7 @@ VLLM_COLON_RELABEL = {"source_labels": ["__name__"], "regex": "vllm_(.+)", "targ
 def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float = 1.0,
                       rule_files: Sequence[str] = ()) -> dict[str, Any]:
     """prometheus.yml as data: one job per target name, static 127.0.0.1 targets."""
-    interval = f"{scrape_interval_s:g}s"
+    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"  # Prometheus durations take no fractions
     jobs: dict[str, list[str]] = {}
     for t in targets:
         jobs.setdefault(t.job, []).append(t.address)
