@@ -29,7 +29,7 @@ BOUNDS = {
 def loss(values: dict[str, float]) -> float:
     hopper = FAMILIES["hopper"].model_copy(update=values)
     cal = Calibration(families={**FAMILIES, "hopper": hopper})
-    return sum(math.log(r.predicted / r.measured) ** 2 for r in predict(cal) if r.fit)
+    return sum(math.log(r.predicted / r.measured) ** 2 for r, _ in predict(cal) if r.fit)
 
 
 def fit() -> dict[str, float]:

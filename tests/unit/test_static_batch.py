@@ -9,7 +9,10 @@ from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, LinkSpec
 from deployments.catalog.memory import plan_memory
 from deployments.catalog.models import LLAMA_3_1_70B, LLAMA_3_1_405B
+from deployments.config import EngineConfig
+from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.perf_model import PerfModel
+from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.static_batch import StaticBatchResult, max_static_batch, static_batch
 from deployments.engines.sim.work import BatchShape
 
@@ -157,3 +160,17 @@ def test_max_batch_is_what_the_kv_cache_holds() -> None:
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         static_batch(perf("70b-mi325x", 1, 1), 0, 100, 10)
+
+
+def test_simulator_reproduces_static_batch_when_run_as_one_batch() -> None:
+    """B requests queued at once, all prefilled in one iteration: the event-driven simulator over the same
+    performance model gives the static mode's TTFT and mean decode step."""
+    model, gpu, dtype, kv, _, _ = SETUPS["70b-mi325x"]
+    b, isl, osl = 4, 1000, 50
+    factory = ReplicaFactory(model, gpu, dtype, kv, 2, 1, EngineConfig(max_num_batched_tokens=b * isl))
+    res = run_offline(factory, [RequestSpec(isl, osl) for _ in range(b)])
+    static = static_batch(factory.cost_model, b, isl, osl)
+    for r in res.records:
+        assert r.ttft * 1e3 == pytest.approx(static.prefill_ms, rel=1e-6)
+        # The simulator's context counts the token being decoded too: at most one token per step apart.
+        assert r.tpot * 1e3 == pytest.approx(static.decode_step_ms, rel=1e-3)

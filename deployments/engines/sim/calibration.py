@@ -40,22 +40,38 @@ class FamilyConstants(BaseModel):
         return self.gemm_flops_fraction * m / (m + self.gemm_m_half)
 
 
-# Fitted on Hopper (H100 / H200) by bench/fit_calibration.py; see deployments/engines/sim/MODEL.md.
+# Hopper (H100 / H200). "fitted": by bench/fit_calibration.py on the `fit: true` rows of
+# bench/data/calibration.yaml (see MODEL.md for the fit and the held-out error); "fixed": set from public
+# microbenchmarks / first principles, because the data cannot tell them apart from the fitted ones.
 HOPPER = FamilyConstants(
-    gemm_flops_fraction=0.674,
-    gemm_m_half=32.0,
-    hbm_fraction=0.714,
-    attn_flops_fraction=0.75,
-    attn_hbm_fraction=0.9,
-    layer_overhead_us=20.0,
-    link_fraction=0.75,
-    ring_step_us=2.0,
-    oneshot_us=6.0,
-    p2p_us=8.0,
-    host_prefill_ms=4.0,
-    host_decode_ms=2.0,
-    host_per_seq_us=0.1,
+    gemm_flops_fraction=0.674,  # fitted; cuBLAS/TRT-LLM FP8 GEMMs on H100 reach ~0.6-0.8 of dense peak
+    gemm_m_half=32.0,           # fitted, at its lower bound (half a 64-row wgmma tile); no mid-M data
+    hbm_fraction=0.714,         # fitted; weight streaming incl. launch tails (STREAM-like copies ~0.9)
+    attn_flops_fraction=0.75,   # fitted, at its upper bound: FlashAttention-3 reaches ~0.75 of bf16 peak
+    attn_hbm_fraction=0.9,      # fitted, at its upper bound: TRT-LLM's XQA decode kernels stream KV near peak
+    layer_overhead_us=20.0,     # fixed: ~10 kernels per layer × ~2 µs launch gap / ramp / tail
+    link_fraction=0.75,         # fixed: nccl-tests all-reduce bus bandwidth ≈ 0.75-0.8 of NVLink 4
+    ring_step_us=2.0,           # fixed: NCCL small-message all-reduce ~25-30 µs at 8 GPUs = 14 ring steps
+    oneshot_us=6.0,             # fixed: vLLM / TRT-LLM custom one-shot all-reduce, ~5-8 µs on NVSwitch
+    p2p_us=8.0,                 # fixed: one NCCL send/recv of a small message over NVLink
+    host_prefill_ms=4.0,        # fixed: scheduling + sampling + output of a step run without CUDA graphs
+    host_decode_ms=2.0,         # fixed: the same with CUDA graphs replayed (vLLM/TRT-LLM: ~1-3 ms)
+    host_per_seq_us=0.1,        # fitted, at its lower bound: per-sequence bookkeeping is negligible in TRT-LLM
 )
+
+# MI300X / MI325X: no measurements here. Public GEMM analyses (e.g. SemiAnalysis' MI300X vs H100
+# benchmarking, Dec 2024) put MI300X's achieved matrix throughput near 45-55 % of its datasheet peak, a
+# clearly smaller share than H100's: Hopper's plateaus × 0.75 (≈ 0.5). Collective and p2p latencies:
+# assumed twice NCCL-over-NVSwitch (RCCL over a mesh without a switch; an assumption, not a fit). HBM
+# streams at a similar share (~0.8 of 5.3 TB/s reported in the same analyses). Host path: the same
+# engine software.
+CDNA3 = HOPPER.model_copy(update={
+    "gemm_flops_fraction": 0.75 * HOPPER.gemm_flops_fraction,
+    "attn_flops_fraction": 0.75 * HOPPER.attn_flops_fraction,
+    "ring_step_us": 2 * HOPPER.ring_step_us,
+    "oneshot_us": 2 * HOPPER.oneshot_us,
+    "p2p_us": 2 * HOPPER.p2p_us,
+})
 
 FAMILIES: dict[str, FamilyConstants] = {
     "hopper": HOPPER,
@@ -65,26 +81,9 @@ FAMILIES: dict[str, FamilyConstants] = {
     # B200: no measurements here. Same engines and host path; larger GEMM tiles need more rows to fill
     # 148 SMs at twice Hopper's per-SM rate, so the half-plateau M doubles. NVLink 5 latencies as Hopper.
     "blackwell": HOPPER.model_copy(update={"gemm_m_half": 2 * HOPPER.gemm_m_half}),
-    # MI300X / MI325X: no measurements here. Public GEMM microbenchmarks (e.g. SemiAnalysis, "MI300X vs
-    # H100", Dec 2024) saw hipBLASLt reach a clearly smaller share of the datasheet peak than cuBLAS on
-    # H100 (about 0.45-0.55 vs 0.7 for bf16): we scale Hopper's plateau by 0.75. RCCL's small-message
-    # latency over Infinity Fabric is about twice NCCL's over NVSwitch in the same reports; HBM3 streams
-    # at a similar share. Host path the same software (vLLM/ROCm).
-    "cdna3": HOPPER.model_copy(update={
-        "gemm_flops_fraction": 0.75 * HOPPER.gemm_flops_fraction,
-        "attn_flops_fraction": 0.75 * HOPPER.attn_flops_fraction,
-        "ring_step_us": 2 * HOPPER.ring_step_us,
-        "oneshot_us": 2 * HOPPER.oneshot_us,
-        "p2p_us": 2 * HOPPER.p2p_us,
-    }),
+    "cdna3": CDNA3,
     # MI355X: CDNA-4 with CDNA-3's software stack; assumed to behave like CDNA-3 at its own peaks.
-    "cdna4": HOPPER.model_copy(update={
-        "gemm_flops_fraction": 0.75 * HOPPER.gemm_flops_fraction,
-        "attn_flops_fraction": 0.75 * HOPPER.attn_flops_fraction,
-        "ring_step_us": 2 * HOPPER.ring_step_us,
-        "oneshot_us": 2 * HOPPER.oneshot_us,
-        "p2p_us": 2 * HOPPER.p2p_us,
-    }),
+    "cdna4": CDNA3,
 }
 
 
