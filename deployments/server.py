@@ -75,8 +75,8 @@ class LLMServer:
             self.metrics.set_engine_stats(st.running, st.waiting, st.kv_cache_usage, st.preemptions)
             await asyncio.sleep(STATS_PERIOD_S)
 
-    def _admit(self, job: Job) -> tuple[GenerationRequest, int]:
-        """Turn a job into an engine request, or raise the 400 the client gets."""
+    def _admit(self, job: Job) -> tuple[GenerationRequest, int, AsyncIterator[TokenChunk]]:
+        """Hand a job to the engine, or raise the 400 the client gets (the engine may refuse it too)."""
         if job.sla_class not in self.slos:
             raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
         n = self.engine.count_prompt_tokens(job.prompt)
@@ -88,14 +88,17 @@ class LLMServer:
         req = GenerationRequest(request_id=job.request_id, prompt=job.prompt, max_tokens=job.max_tokens,
                                 min_tokens=job.min_tokens, sla_class=job.sla_class, ignore_eos=job.ignore_eos,
                                 temperature=job.temperature, arrival_time=time.monotonic())
-        return req, n
+        try:
+            return req, n, self.engine.generate(req)
+        except ValueError as e:
+            raise api.OpenAIError(400, str(e), param="max_tokens", code="request_too_large") from None
 
-    async def _run(self, req: GenerationRequest, prompt_tokens: int, p: _Progress
-                   ) -> AsyncIterator[TokenChunk]:
+    async def _run(self, req: GenerationRequest, prompt_tokens: int, stream: AsyncIterator[TokenChunk],
+                   p: _Progress) -> AsyncIterator[TokenChunk]:
         """The engine's stream, with timing and ITL kept in `p`; aborts the engine request if cut short."""
         p.prompt_tokens = prompt_tokens
         try:
-            async for chunk in self.engine.generate(req):
+            async for chunk in stream:
                 now = time.time()
                 if chunk.num_tokens:
                     if p.first_at is None:
@@ -133,7 +136,7 @@ class LLMServer:
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
         """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
         try:
-            req, n = self._admit(job)
+            req, n, stream = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             yield {"status": e.status, "body": e.body()}
@@ -143,7 +146,7 @@ class LLMServer:
         created = int(job.arrival_wall)
         first = True
         try:
-            async for chunk in self._run(req, n, p):
+            async for chunk in self._run(req, n, stream, p):
                 if chunk.num_tokens or chunk.finished:
                     yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
                                            p.finish_reason if chunk.finished else None, first=first)
@@ -162,14 +165,14 @@ class LLMServer:
     async def complete(self, job: Job) -> dict[str, Any]:
         """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
         try:
-            req, n = self._admit(job)
+            req, n, stream = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             return {"status": e.status, "body": e.body()}
         p = _Progress(started=time.time())
         parts: list[str] = []
         try:
-            async for chunk in self._run(req, n, p):
+            async for chunk in self._run(req, n, stream, p):
                 parts.append(chunk.text)
         except Exception as e:
             logger.exception("request %s failed in the engine", job.request_id)

@@ -6,7 +6,7 @@ from controllers.scenario import Resolved
 from deployments.config import ParallelConfig
 from deployments.engines.base import Engine
 
-# kind -> "module:Class"; every class takes (spec, parallel config, model, gpu), in that order.
+# kind -> "module:Class"; every class takes (spec, parallel config, model, gpu), positionally.
 ENGINES = {
     "sim": "deployments.engines.sim.engine:SimEngine",
     "vllm": "deployments.engines.vllm.engine:VllmEngine",
