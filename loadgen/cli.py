@@ -15,7 +15,8 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
-from loadgen.records import META_FILE, read_records
+from loadgen.lengths import resolve_path
+from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, rescore, summarize
 
@@ -95,7 +96,9 @@ def _arrival(kind: str, rate: float | None, burstiness: float, concurrency: int,
     try:
         return TypeAdapter(Arrival).validate_python(data)
     except ValidationError as e:
-        raise LoadError(f"--arrival {kind}: {e.errors()[0]['msg']}") from None
+        err = e.errors()[0]
+        flag = {"path": "--trace"}.get(str(err["loc"][-1]), f"--{err['loc'][-1]}")
+        raise LoadError(f"--arrival {kind}: {flag}: {err['msg']}") from None
 
 
 def summary_table(s: LoadSummary) -> Table:
@@ -115,6 +118,8 @@ def summary_table(s: LoadSummary) -> Table:
 
 
 def _print_summary(s: LoadSummary, records: list[Any]) -> None:
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table to 80 columns
+        console.width = max(console.width, 160)
     console.print(summary_table(s))
     if s.lateness_p50_s is not None and s.lateness_p99_s is not None:
         console.print(f"sent {s.sent}/{s.records} records; send lateness p50 {s.lateness_p50_s * 1000:.2f} ms, "
@@ -151,8 +156,9 @@ def load_cmd(
 ) -> None:
     """Send SLA-tagged streaming traffic to an OpenAI-compatible server and record every request."""
     try:
-        classes, load, base_dir = _inputs(scenario, class_, arrival, rate, burstiness, concurrency, trace,
-                                          duration, warmup, timeout, seed)
+        classes, load, base_dir, model_path = _inputs(scenario, class_, arrival, rate, burstiness, concurrency,
+                                                      trace, duration, warmup, timeout, seed)
+        tokenizer = tokenizer or model_path  # a vllm scenario's own model folder gives exact prompt lengths
         if api not in ("completions", "chat"):
             raise LoadError(f"--api {api!r}: use completions or chat")
     except LoadError as e:
@@ -172,7 +178,8 @@ def load_cmd(
     try:
         summary = asyncio.run(main())
     except LoadError as e:
-        _fail(f"{e}\n(records so far are in {run_dir})" if (run_dir / META_FILE).exists() else str(e))
+        records = run_dir / RECORDS_FILE
+        _fail(f"{e}\n(records so far are in {run_dir})" if records.is_file() and records.stat().st_size else str(e))
         return
     _print_summary(summary, read_records(run_dir))
     console.print(f"records and summary in {run_dir}")
@@ -183,8 +190,9 @@ def load_cmd(
 
 def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate: list[float], burstiness: float,
             concurrency: int, trace: Path | None, duration: float | None, warmup: float | None,
-            timeout: float | None, seed: int | None) -> tuple[list[TrafficClass], LoadConfig, Path | None]:
-    base_dir = None
+            timeout: float | None, seed: int | None
+            ) -> tuple[list[TrafficClass], LoadConfig, Path | None, Path | None]:
+    base_dir = model_path = None
     if scenario is not None:
         if class_:
             raise LoadError("give either --scenario or --class, not both")
@@ -193,6 +201,8 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         except ScenarioError as e:
             raise LoadError(str(e)) from None
         classes, load, base_dir = list(r.scenario.classes), r.scenario.load, scenario.parent
+        if r.scenario.engine.kind == "vllm" and r.scenario.engine.model_path:
+            model_path = resolve_path(Path(r.scenario.engine.model_path), base_dir)
     else:
         classes = [parse_class(c) for c in class_] or [parse_class("default:share=1")]
         total = sum(c.share for c in classes)
@@ -213,7 +223,7 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
     except ValidationError as e:
         err = e.errors()[0]
         raise LoadError(f"load option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return classes, load, base_dir
+    return classes, load, base_dir, model_path
 
 
 def summarize_cmd(

@@ -8,6 +8,7 @@ text (tokenizer or word count), and the per-chunk counts are scaled to the final
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from loadgen.errors import LoadError
 from loadgen.records import RequestRecord, Status
 
 CONFIG_HEADER = "x-parallax-config"
@@ -107,6 +109,22 @@ class StreamingClient:
         if self._session is not None:
             await self._session.close()
 
+    async def check(self, timeout_s: float = 5.0) -> None:
+        """Fail early, with a clear message, when the target cannot be reached at all.
+
+        This also opens the connection the first request will reuse, so it pays no connect time.
+        """
+        assert self._session is not None, "use the client as an async context manager"
+        try:
+            async with asyncio.timeout(timeout_s), self._session.get(self.target + "/v1/models",
+                                                                     headers=self.headers) as resp:
+                await resp.read()
+        except aiohttp.ClientConnectorError as e:
+            raise LoadError(f"cannot reach {self.target}: {_reason(e)}; is the server running, "
+                            "and is --target right?") from None
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise LoadError(f"cannot reach {self.target}: {type(e).__name__} {e}; is the server running?") from None
+
     def body(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         b: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "min_tokens": max_tokens,
                              "ignore_eos": True, "temperature": 0.0, "stream": True,
@@ -131,13 +149,15 @@ class StreamingClient:
             sink(self._record(p, s, scheduled_perf))
             raise
         except aiohttp.ClientConnectorError as e:
-            s.status, s.error = "error", f"cannot connect to {self.target}: {e.os_error.strerror or e}"
+            s.status, s.error = "error", f"cannot connect to {self.target}: {_reason(e)}"
         except (aiohttp.ClientError, OSError) as e:
             what = type(e).__name__
             s.status = "error"
             s.error = f"connection dropped after {len(s.chunk_times)} chunks ({what}: {e})" if s.send else str(e)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             s.status, s.error = "error", f"malformed stream event: {e}"
+        except Exception as e:  # whatever else went wrong, the request still gets its one record
+            s.status, s.error = "error", f"{type(e).__name__}: {e}"
         sink(self._record(p, s, scheduled_perf))
 
     async def _exchange(self, p: Planned, prompt: str, s: _Stream) -> None:
@@ -156,7 +176,8 @@ class StreamingClient:
             await self._read_events(resp, s)
         if not s.finished:
             s.status = "error"
-            s.error = f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+            s.error = (f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+                       + ("" if s.chunk_times else "; is the server streaming server-sent events (data: lines)?"))
 
     async def _read_events(self, resp: aiohttp.ClientResponse, s: _Stream) -> None:
         prev_usage = 0
@@ -220,6 +241,10 @@ class StreamingClient:
             status=s.status,
             http_status=s.http_status, error=s.error,
         )
+
+
+def _reason(e: aiohttp.ClientConnectorError) -> str:
+    return os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
 
 
 def _gaps(times: list[float], tokens: list[float], total: int) -> list[float]:

@@ -65,6 +65,7 @@ class SSEServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/log", self._log)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -72,6 +73,9 @@ class SSEServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()
         self._loop.run_forever()
+
+    async def _log(self, request: web.Request) -> web.Response:
+        return web.json_response({"arrived": self.log.arrived, "events": self.log.events, "count": self.log.count})
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model_field}]})
@@ -132,3 +136,20 @@ class SSEServer:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def main() -> None:
+    """Run standalone (own process, so its timing does not share a GIL with the client): prints the URL."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ttft", type=float, default=0.02)
+    ap.add_argument("--itl", type=float, default=0.01)
+    a = ap.parse_args()
+    with SSEServer(ttft_s=a.ttft, itl_s=a.itl) as srv:
+        print(srv.url, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
+
+
+if __name__ == "__main__":
+    main()
