@@ -46,7 +46,8 @@ class ScrapeTarget:
 
 @dataclass
 class PrometheusHandle:
-    """A Prometheus this process started (pid set) or attached to (attached=True)."""
+    """A Prometheus this process started (pid set) or attached to (attached=True); `folder` is where its
+    files and state live ("" for an attached server recorded nowhere)."""
 
     url: str
     port: int
@@ -86,8 +87,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 # metric named `vllm:x` (its HELP/TYPE keep the colon; prometheus/client_python#1177), so a plain vLLM
 # server's metrics would be stored as `vllm_*`. Rename them back to vLLM's documented `vllm:` names.
 # (The regex is anchored: Ray's `ray_vllm_*` names are untouched.)
-VLLM_COLON_RELABEL = {"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__",
-                      "replacement": "vllm:$1"}
+def _vllm_colon_relabel() -> dict[str, Any]:
+    return {"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__", "replacement": "vllm:$1"}
 
 
 def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float = 1.0,
@@ -101,7 +102,7 @@ def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float 
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": list(rule_files),
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": addrs}],
-                            "metric_relabel_configs": [dict(VLLM_COLON_RELABEL)]} for job, addrs in jobs.items()],
+                            "metric_relabel_configs": [_vllm_colon_relabel()]} for job, addrs in jobs.items()],
     }
 
 
@@ -158,8 +159,7 @@ def start_prometheus(run_dir: Path, targets: Sequence[ScrapeTarget], rules: dict
         chosen = port or free_port()
         url = f"http://127.0.0.1:{chosen}"
         cmd = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'data'}",
-               f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{chosen}",
-               "--web.enable-lifecycle"]
+               f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{chosen}"]
         with log.open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
@@ -189,9 +189,10 @@ def attach_prometheus(url: str, run_dir: Path | None = None, timeout_s: float = 
     if not wait_ready(url, timeout_s):
         raise PrometheusLaunchError(f"the Prometheus at {url} (monitoring.prometheus_url) is not ready: "
                                     f"{url}/-/ready did not answer 200 within {timeout_s:g} s; check the URL")
-    port = httpx.URL(url).port or 80
-    folder = _folder(run_dir) if run_dir else Path()
-    handle = PrometheusHandle(url=url, port=port, folder=str(folder), attached=True)
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    folder = str(_folder(run_dir).resolve()) if run_dir else ""
+    handle = PrometheusHandle(url=url, port=port, folder=folder, attached=True)
     if run_dir is not None:
         _write_state(run_dir, handle)
     return handle
@@ -255,8 +256,9 @@ def stop_prometheus(handle: PrometheusHandle, timeout_s: float = 10.0) -> bool:
     if not handle.attached:
         stopped = handle.pid is not None and _alive(handle.pid)
         _terminate(handle, timeout_s)
-    with contextlib.suppress(FileNotFoundError):
-        (Path(handle.folder) / STATE_FILE).unlink()
+    if handle.folder:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(handle.folder) / STATE_FILE).unlink()
     return stopped
 
 
