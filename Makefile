@@ -30,7 +30,7 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
-	$(VENV)/bin/parallax validate scenarios/demo.yaml
+	$(VENV)/bin/parallax run scenarios/demo.yaml --check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

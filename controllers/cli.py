@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from controllers.commands import compare_cmd, report_cmd
+from controllers.commands import compare_cmd, report_cmd, run_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
@@ -66,6 +66,7 @@ app.command("report")(report_cmd)
 app.command("compare")(compare_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
+app.command("run")(run_cmd)
 
 
 def main() -> None:

@@ -45,3 +45,30 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run
         fail(str(e))
         return
     console.print(f"comparison: {page}")
+
+
+def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
+            out: Path = typer.Option(Path("runs"), help="folder that receives the run folder"),
+            live: bool = typer.Option(True, help="live terminal view of the scoreboard and decisions"),
+            check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
+    """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
+    from controllers.cli import fail
+    from controllers.run import run_scenario
+    from controllers.scenario import ScenarioError, load_scenario
+
+    try:
+        resolved = load_scenario(scenario)
+    except ScenarioError as e:
+        fail(str(e))
+        return
+    result = run_scenario(resolved, out, console, live=live)
+    if result.error:
+        fail(f"run failed: {result.error}; what was recorded is in {result.folder}")
+    if result.interrupted:
+        console.print(f"[yellow]interrupted[/]; partial run written to {result.folder}")
+    if check and result.report is not None:
+        page = check_page(result.report)
+        if not page.ok:
+            fail(f"{result.report}: the page does not render cleanly: broken figures {page.broken}, "
+                 f"console errors {page.console_errors}")
+        console.print(f"checked in Chromium: {page.images} figures render, no console errors")

@@ -20,10 +20,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from controllers import runfolder
 from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
 from controllers.scenario import Scenario
-from controllers.scoreboard import Query, Scoreboard, collect
+from controllers.scoreboard import Query, Sample, Scoreboard, collect
 from monitoring import metrics as m
+from monitoring.promql import PromClient
 
 log = logging.getLogger(__name__)
+
+
+def prom_query(client: PromClient) -> Query:
+    """The scoreboard's query callable over the monitoring package's client."""
+    def query(expr: str) -> list[Sample]:
+        return [(s.labels, s.value) for s in client.query(expr)]
+    return query
 
 
 class Router(Protocol):
@@ -70,6 +78,7 @@ class Controller:
         self.configs = [c.name for c in scenario.configurations]
         self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
+        self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
         self.state = PolicyState(equal_weights(list(self.slos), self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)
         self.decisions: list[Decision] = []
@@ -111,7 +120,8 @@ class Controller:
         now = self.clock()
         board = self.read(now)
         down = self.read_health()
-        new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now)
+        new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now,
+                                    self.tokens_per_request)
         routed = drain(new_state.weights, down)
         if down != self.down:
             decisions = decisions + health_decisions(now, routed, self.applied or new_state.weights, down, self.down)

@@ -31,8 +31,8 @@ def latency_vs_throughput(recs: Sequence[Rec], gpus: Mapping[str, int], duration
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for (cfg,), rs in sorted(group(recs, "config").items()):
         pts = []
-        for (rate,), step in sorted(group(rs, "offered_rate").items(), key=lambda kv: kv[0][0] or 0):
-            s = summarize(step, duration_s if rate is not None else None)
+        for _, step in sorted(group(rs, "rate_step").items()):
+            s = summarize(step, duration_s)
             if s.e2e_p90 is not None:
                 pts.append((s.output_tps / max(gpus.get(cfg, 1), 1), s.e2e_p90))
         if pts:
@@ -53,9 +53,9 @@ def slo_vs_rate(recs: Sequence[Rec], classes: Sequence[str], duration_s: float, 
         mine = [r for r in recs if r.sla_class == cls]
         for cfg in _configs(mine):
             pts = []
-            for (rate,), step in group([r for r in mine if r.config == cfg], "offered_rate").items():
+            for _, step in group([r for r in mine if r.config == cfg], "rate_step").items():
                 s = summarize(step, duration_s)
-                pts.append((rate or 0.0, s.attainment, s.goodput))
+                pts.append((step[0].offered_rate or 0.0, s.attainment, s.goodput))
             pts.sort()
             if pts:
                 x, att, good = zip(*pts, strict=True)
@@ -64,7 +64,7 @@ def slo_vs_rate(recs: Sequence[Rec], classes: Sequence[str], duration_s: float, 
         axes[0][j].set_title(f"{cls}: SLO attainment")
         axes[0][j].set_ylim(-0.05, 1.05)
         axes[1][j].set_title(f"{cls}: goodput (req/s)")
-        axes[1][j].set_xlabel("offered rate, all classes (req/s)")
+        axes[1][j].set_xlabel(f"offered rate of {cls} (req/s)")
         for ax in (axes[0][j], axes[1][j]):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

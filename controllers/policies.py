@@ -138,7 +138,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
                       f"drained, routed to {best}")
         else:
             reason = f"first choice: {best} (attainment {ev[best].attainment or 0:.0%})"
-    elif best != inc and dwell_ok and (inc not in judged or _better(ev[best], ev[inc], slo, cfg.hysteresis)):
+    elif best != inc and dwell_ok and inc in judged and _better(ev[best], ev[inc], slo, cfg.hysteresis):
         chosen, reason = best, _why(best, inc, ev, slo)
         new_state = ClassState(best, now)
     else:
@@ -185,22 +185,41 @@ class PolicyState:
 
     weights: Weights
     classes: dict[str, ClassState] = field(default_factory=dict)
+    last_switch: float = float("-inf")   # last time any class moved away from a working incumbent
 
 
 def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str],
-         state: PolicyState, cfg: ControllerConfig, now: float) -> tuple[PolicyState, list[Decision]]:
-    """One controller step over every class; returns the new state and the changes made."""
+         state: PolicyState, cfg: ControllerConfig, now: float,
+         tokens_per_request: Mapping[str, float] | None = None) -> tuple[PolicyState, list[Decision]]:
+    """One controller step over every class; returns the new state and the changes made.
+
+    best-per-class moves at most one class per step away from a working incumbent, and only once
+    `min_dwell_s` has passed since the last such move, so that each move is measured before the next
+    (classes share configurations: moving one changes what the others see). When several want to move,
+    the heaviest on its incumbent goes first (requests/s × tokens per request): moving it relieves most.
+    Draining a failing configuration and first choices are never held back.
+    """
     if policy == "observe" or board.stale:
         return state, []
     weights: Weights = {}
     classes = dict(state.classes)
     decisions = []
+    proposals: dict[str, tuple[dict[str, float], ClassState, str, dict[str, Evidence]]] = {}
+    if policy == "best-per-class":
+        for cls, slo in slos.items():
+            cs = classes.get(cls, ClassState())
+            proposals[cls] = best_per_class(board, slo, cls, configs, state.weights.get(cls, {}), cs, cfg, now)
+        proposals = _one_move(board, slos, configs, classes, proposals, cfg, now, state.last_switch,
+                              tokens_per_request or {})
+    last_switch = state.last_switch
     for cls, slo in slos.items():
         cur = state.weights.get(cls, {})
         cs = classes.get(cls, ClassState())
         if policy == "best-per-class":
-            w, cs_new, reason, ev = best_per_class(board, slo, cls, configs, cur, cs, cfg, now)
+            w, cs_new, reason, ev = proposals[cls]
             chosen = cs_new.incumbent
+            if _is_move(cs, cs_new, ev):
+                last_switch = now
         elif policy == "proportional":
             w, reason, ev = proportional(board, slo, cls, configs, cur, cfg)
             must_drain = any(ev[c].failing and cur.get(c, 0.0) > 0 for c in configs)
@@ -217,7 +236,62 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
         classes[cls] = cs_new
         if _changed(cur, full):
             decisions.append(Decision(now, cls, policy, full, dict(cur), chosen, reason, ev))
-    return PolicyState(weights, classes), decisions
+    return PolicyState(weights, classes, last_switch), decisions
+
+
+def _load(board: Scoreboard, config: str, cls: str, tokens_per_request: Mapping[str, float]) -> float:
+    """Tokens/s a class brings to a configuration (requests/s × tokens per request)."""
+    return board.pair(config, cls).request_rate * tokens_per_request.get(cls, 1.0)
+
+
+Proposal = tuple[dict[str, float], ClassState, str, dict[str, Evidence]]
+
+
+def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str], classes: Mapping[str, ClassState],
+              proposals: dict[str, Proposal], cfg: ControllerConfig, now: float, last_switch: float,
+              tokens_per_request: Mapping[str, float]) -> dict[str, Proposal]:
+    """Keep at most one switch away from a working incumbent, and none while the last one settles.
+
+    A configuration that misses a class's SLO (or leaves it less headroom than the hysteresis margin) is
+    overloaded by everything routed to it: the class that brings it the most tokens/s moves (to its best
+    alternative that meets its own SLO), whether or not it is the one that suffers, because moving it
+    relieves the configuration most.
+    """
+    out = dict(proposals)
+    wanting = [c for c, (_, new, _, ev) in proposals.items() if _is_move(classes.get(c, ClassState()), new, ev)]
+    for c in wanting:   # hold every switch back; the chosen one is put back below
+        cs = classes[c]
+        inc = cs.incumbent or ""
+        live = [k for k in configs if k != inc and not proposals[c][3][k].failing]
+        out[c] = (_split(inc, live, cfg.explore_share), cs, f"keeping {inc}: one move at a time", proposals[c][3])
+    if not wanting or now - last_switch < cfg.min_dwell_s:
+        return out
+    victim = max(wanting, key=lambda c: _load(board, classes[c].incumbent or "", c, tokens_per_request))
+    overloaded = classes[victim].incumbent or ""
+    at_risk = proposals[victim][3][overloaded]
+    if not _meets(at_risk, slos[victim]) or (at_risk.headroom is not None and at_risk.headroom < cfg.hysteresis):
+        sharers = [c for c in slos if classes.get(c, ClassState()).incumbent == overloaded]
+        heaviest = max(sharers, key=lambda c: _load(board, overloaded, c, tokens_per_request))
+        if heaviest != victim:
+            ev = proposals[heaviest][3]
+            alts = [k for k in configs if k != overloaded and not ev[k].failing
+                    and ev[k].samples >= cfg.min_samples and _meets(ev[k], slos[heaviest])]
+            if alts:
+                to = max(alts, key=lambda k: _rank_key(ev[k], slos[heaviest]))
+                live = [k for k in configs if k != to and not ev[k].failing]
+                reason = (f"{overloaded} puts {victim}'s SLO at risk (attainment {at_risk.attainment or 0:.0%}, "
+                          f"headroom {at_risk.headroom or 0:.0%}); {heaviest} brings it the most load, so "
+                          f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
+                out[heaviest] = (_split(to, live, cfg.explore_share), ClassState(to, now), reason, ev)
+                return out
+    out[victim] = proposals[victim]
+    return out
+
+
+def _is_move(old: ClassState, new: ClassState, ev: Mapping[str, Evidence]) -> bool:
+    """A switch away from a working incumbent (not a first choice, not a drain)."""
+    return (old.incumbent is not None and new.incumbent != old.incumbent
+            and not ev[old.incumbent].failing)
 
 
 def _changed(a: Mapping[str, float], b: Mapping[str, float], tol: float = 1e-6) -> bool:

@@ -1,13 +1,14 @@
 """Per-request records of a run folder (from the load generator), reduced for the report, and summaries."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controllers.runfolder import read_jsonl
+from loadgen.config import SLO
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class Rec:
     prompt_tokens: int
     output_tokens: int
     start_s: float
-    offered_rate: float | None   # the sweep step's rate (None without a sweep)
+    rate_step: int               # index of the sweep step (0 without a sweep)
+    offered_rate: float | None   # requests/s of this class the step offered (None: closed loop)
 
 
 def from_row(row: Mapping[str, Any]) -> Rec:
@@ -36,14 +38,40 @@ def from_row(row: Mapping[str, Any]) -> Rec:
         e2e_s=row.get("e2e_s"),
         prompt_tokens=int(row.get("prompt_tokens") or row.get("planned_prompt_tokens") or 0),
         output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
-        offered_rate=float(rate) if rate is not None else None,
+        rate_step=int(row.get("rate_step") or 0), offered_rate=float(rate) if rate is not None else None,
     )
 
 
-def load_records(path: Path) -> list[Rec]:
-    """The measured requests: warm-up requests and requests never sent (run interrupted) are left out."""
-    return [from_row(r) for r in read_jsonl(path)
-            if not r.get("warmup") and r.get("status") != "cancelled"]
+def load_records(path: Path, time_scale: float = 1.0, slos: Mapping[str, SLO] | None = None) -> list[Rec]:
+    """The measured requests: warm-up requests and requests never sent (run interrupted) are left out.
+
+    With a simulated engine whose clock runs `time_scale` times slower than the wall, times are
+    converted to the engine's clock (the clock the simulated GPUs live in, and the server-side metrics
+    use), rates likewise, and the SLOs are re-judged on those times.
+    """
+    recs = [from_row(r) for r in read_jsonl(path) if not r.get("warmup") and r.get("status") != "cancelled"]
+    if time_scale == 1.0:
+        return recs
+    return [to_engine_clock(r, time_scale, slos.get(r.sla_class) if slos else None) for r in recs]
+
+
+def _div(x: float | None, k: float) -> float | None:
+    return None if x is None else x / k
+
+
+def to_engine_clock(r: Rec, k: float, slo: SLO | None) -> Rec:
+    ttft, tpot, e2e = _div(r.ttft_s, k), _div(r.tpot_s, k), _div(r.e2e_s, k)
+    met = r.slo_met if slo is None else r.ok and meets(ttft, tpot, e2e, slo)
+    return replace(r, ttft_s=ttft, tpot_s=tpot, e2e_s=e2e, start_s=r.start_s / k, slo_met=met,
+                   offered_rate=None if r.offered_rate is None else r.offered_rate * k)
+
+
+def meets(ttft: float | None, tpot: float | None, e2e: float | None, slo: SLO) -> bool:
+    """The load generator's rule: TTFT, mean TPOT and E2E each within target (a missing TPOT passes)."""
+    if ttft is None or e2e is None:
+        return False
+    return all(target is None or value is None or value * 1000 <= target
+               for value, target in ((ttft, slo.ttft_ms), (tpot, slo.tpot_ms), (e2e, slo.e2e_ms)))
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ class Run:
 
     @property
     def t0(self) -> float:
-        times = [r.start_s for r in self.records] + [float(r["time"]) for r in self.weights]
-        return min(times) if times else 0.0
+        """Wall-clock start of the controller's time series."""
+        return min((float(r["time"]) for r in self.weights), default=0.0)
 
     def final_weights(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -60,8 +60,10 @@ def read_run(folder: Path) -> Run:
     except Exception as e:
         raise RunFolderError(f"{path}: not a valid resolved scenario ({e})") from None
     whatif_path = folder / rf.WHATIF_JSON
+    records = load_records(folder / rf.RECORDS_JSONL, engine_time_scale(scenario),
+                           {c.name: c.slo for c in scenario.classes})
     return Run(
-        folder=folder, scenario=scenario, records=load_records(folder / rf.RECORDS_JSONL),
+        folder=folder, scenario=scenario, records=records,
         scoreboard=rf.read_csv(folder / rf.SCOREBOARD_CSV), weights=rf.read_csv(folder / rf.WEIGHTS_CSV),
         decisions=rf.read_jsonl(folder / rf.DECISIONS_JSONL),
         whatif=json.loads(whatif_path.read_text()) if whatif_path.exists() else {},
@@ -76,20 +78,26 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x * 1000:.0f}"
 
 
-def _duration(run: Run) -> float | None:
-    return run.scenario.load.duration_s if run.scenario.load.rates else None
+def engine_time_scale(s: Scenario) -> float:
+    """Wall seconds per engine second (only the simulated engine has a clock of its own)."""
+    return s.engine.time_scale if s.engine.kind == "sim" else 1.0
+
+
+def _duration(run: Run) -> float:
+    """One sweep step, in engine seconds."""
+    return run.scenario.load.duration_s / engine_time_scale(run.scenario)
 
 
 def class_outcome(run: Run) -> list[dict[str, Any]]:
     """Per (class, configuration): measured figures over the whole run, routing share, prediction."""
     final = run.final_weights()
     preds = {(p["sla_class"], p["config"]): p for p in run.whatif.get("predictions", [])}
-    last_rate = run.whatif.get("offered_rate")
+    last_step = run.whatif.get("rate_step")
     rows = []
     for tc in run.scenario.classes:
         for c in run.scenario.configurations:
             recs = [r for r in run.records if r.sla_class == tc.name and r.config == c.name]
-            last = [r for r in recs if r.offered_rate == last_rate] if last_rate is not None else recs
+            last = [r for r in recs if r.rate_step == last_step] if last_step is not None else recs
             w = final.get(tc.name, {}).get(c.name)
             rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs),
                          "last": summarize(last), "weight": w, "prediction": preds.get((tc.name, c.name))})
@@ -102,6 +110,7 @@ def _outcome_table(run: Run) -> str:
     head = ("<tr><th class=l>class</th><th class=l>config</th><th>final weight</th><th>requests</th>"
             "<th>errors</th><th>attainment</th><th>goodput (req/s)</th><th>p90 TTFT (ms)</th>"
             "<th>p90 TPOT (ms)</th><th>predicted attainment</th><th>predicted headroom</th>"
+            "<th>predicted capacity (req/s)</th>"
             "<th class=l>prediction vs measurement (last sweep step)</th></tr>")
     body = []
     for r in rows:
@@ -130,6 +139,7 @@ def _outcome_table(run: Run) -> str:
             f"<td>{_f(s.goodput)}</td><td>{_ms(s.ttft_p90)}</td><td>{_ms(s.tpot_p90)}</td>"
             f"<td>{_f(p['attainment'], '{:.0%}') if p else '–'}</td>"
             f"<td>{_f(p['headroom'], '{:+.0%}') if p and p.get('headroom') is not None else '–'}</td>"
+            f"<td>{_f(p.get('capacity')) if p else '–'}</td>"
             f"<td class=l>{verdict}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -167,7 +177,7 @@ def render_report(folder: Path) -> Path:
     gpus = {c.name: c.gpus for c in s.configurations}
     figs: list[tuple[str, Path, str]] = []
     if run.records:
-        dur = _duration(run) or 1.0
+        dur = _duration(run)
         figs.append(("Latency vs throughput", figures.latency_vs_throughput(
             run.records, gpus, dur, folder / "latency_throughput.png"),
             "Each point is one step of the rate sweep, measured on the traffic routed to that configuration."))
@@ -186,6 +196,10 @@ def render_report(folder: Path) -> Path:
         figs.append(("Live scoreboard", figures.scoreboard_over_time(
             run.scoreboard, run.t0, folder / "scoreboard.png"), ""))
     stale = sum(1 for r in run.weights if r.get("stale")) // max(1, len(classes) * len(gpus))
+    k = engine_time_scale(s)
+    clock = (f"<p class=note>The simulated engine ran {k:g}× slower than the wall clock "
+             "(engine.time_scale); latencies, rates and goodput below are on the engine's clock.</p>"
+             if k != 1.0 else "")
     configs = ", ".join(f"{c.name} (TP{c.tp}×PP{c.pp}×{c.replicas})" for c in s.configurations)
     fig_html = "".join(f"<h3>{html.escape(t)}</h3><p class=note>{n}</p><img src='{p.name}' alt='{html.escape(t)}'>"
                        for t, p, n in figs)
@@ -198,7 +212,7 @@ def render_report(folder: Path) -> Path:
 {html.escape(s.hardware.gpu)}; engine {s.engine.kind}; configurations {configs};
 policy <b>{s.controller.policy}</b>; {len(run.records)} requests recorded; {len(run.decisions)} routing changes;
 {stale} controller steps with stale data.</p>
-<h2>SLA classes</h2>{_slo_text(run)}
+<h2>SLA classes</h2>{_slo_text(run)}{clock}
 <h2>Outcome per class</h2>
 <p class=note>Measured client-side over the whole run on the traffic each configuration actually received
 (the chosen one gets most of it, the others the exploration share). Predicted: the simulator, offline, for the

@@ -1,7 +1,9 @@
 """The scoreboard: per (configuration, SLA class) figures over a sliding window, from PromQL.
 
 The queries read the LLMServer's per-class server-side metrics (`ray_parallax_*`) and the engines'
-vLLM-named gauges; `assemble` turns their answers into `PairStats`. Pure apart from the query callable.
+vLLM-named gauges; `assemble` turns their answers into `PairStats`. Errors also come from the load
+generator's client-side counters, which see failures the server cannot count (a replica that died
+mid-stream). Pure apart from the query callable.
 """
 
 import math
@@ -90,11 +92,15 @@ def build_queries(window_s: float, engine_prefix: str = "ray_vllm_") -> dict[str
     w = f"[{max(1, round(window_s))}s]"
     by = "config, sla_class"
     not_ok = ',status!="ok"'
+    client = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?"}}'
+    client_failed = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?",status!="ok"}}'
     q: dict[str, str] = {
         "finished": f"sum by ({by}) (increase({_counter(m.SERVER_REQUESTS)}{w}))",
         "rate": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS)}{w}))",
         "errors": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS, not_ok)}{w}))",
         "met": f"sum by ({by}) (rate({_counter(m.SERVER_SLO_MET)}{w}))",
+        "client_rate": f"sum by ({by}) (rate({client}{w}))",
+        "client_errors": f"sum by ({by}) (rate({client_failed}{w}))",
         "tokens": f"sum by ({by}) (rate({_counter(m.SERVER_OUTPUT_TOKENS)}{w}))",
         "queue": f"sum by (config) ({engine_prefix}{m.NUM_REQUESTS_WAITING})",
         "kv": f"avg by (config) ({engine_prefix}{m.KV_CACHE_USAGE})",
@@ -112,7 +118,7 @@ def _finite(x: float) -> float | None:
 
 
 def assemble(
-    answers: Mapping[str, Sequence[Sample]], gpus: Mapping[str, int], now: float
+    answers: Mapping[str, Sequence[Sample]], gpus: Mapping[str, int], now: float, window_s: float = 0.0
 ) -> Scoreboard:
     """Build a scoreboard from the answers to `build_queries` (pure)."""
     per_pair: dict[tuple[str, str], dict[str, float]] = {}
@@ -130,6 +136,9 @@ def assemble(
     for (cfg, cls), v in per_pair.items():
         rate = v.get("rate", 0.0)
         errors = v.get("errors", 0.0)
+        client_rate = v.get("client_rate", 0.0)
+        error_rate = max(errors / rate if rate > 0 else 0.0,
+                         v.get("client_errors", 0.0) / client_rate if client_rate > 0 else 0.0)
         met = v.get("met", 0.0)
         tokens = v.get("tokens", 0.0)
 
@@ -139,9 +148,9 @@ def assemble(
 
         pairs[(cfg, cls)] = PairStats(
             config=cfg, sla_class=cls,
-            samples=round(v.get("finished", 0.0)),
+            samples=round(max(v.get("finished", 0.0), client_rate * window_s)),
             request_rate=rate,
-            error_rate=min(1.0, errors / rate) if rate > 0 else 0.0,
+            error_rate=min(1.0, error_rate),
             attainment=min(1.0, met / rate) if rate > 0 else None,
             goodput=met,
             output_tps=tokens,
@@ -157,7 +166,7 @@ def collect(query: Query, window_s: float, gpus: Mapping[str, int], now: float,
             engine_prefix: str = "ray_vllm_") -> Scoreboard:
     """Run every scoreboard query and assemble the answers; exceptions of `query` propagate."""
     answers = {key: query(promql) for key, promql in build_queries(window_s, engine_prefix).items()}
-    return assemble(answers, gpus, now)
+    return assemble(answers, gpus, now, window_s)
 
 
 @dataclass(frozen=True)

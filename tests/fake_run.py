@@ -29,9 +29,10 @@ def make_run(folder: Path, seed: int = 0) -> Path:
             ttft = rnd.uniform(0.05, 0.3) if fast else rnd.uniform(0.5, 3.0)
             rows.append({"config": cfg, "sla_class": cls, "status": "ok" if i != 7 else "error",
                          "slo_met": fast and i != 7, "ttft_s": ttft, "tpot_s": rnd.uniform(0.01, 0.05),
-                         "e2e_s": ttft + 3, "output_tokens": 100, "send_time": t + i * 0.5, "offered_rate": rate})
+                         "e2e_s": ttft + 3, "output_tokens": 100, "send_time": t + i * 0.5, "rate_step": int(rate) - 1,
+                         "offered_rate": rate / 2})
         rows.append({"config": "tp8", "sla_class": "chat", "status": "cancelled", "send_time": None,
-                     "scheduled_time": t + 31, "offered_rate": rate})
+                     "scheduled_time": t + 31, "rate_step": int(rate) - 1})
         t += 30
     (folder / rf.RECORDS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
     for k in range(10):
@@ -41,7 +42,7 @@ def make_run(folder: Path, seed: int = 0) -> Path:
     rf.append_decision(folder, Decision(1024.0, "chat", "best-per-class", {"tp8": 0.9, "tp4pp2": 0.05, "pp8": 0.05},
                                         {}, "tp8", "first choice: tp8 (attainment 100%)"))
     (folder / rf.WHATIF_JSON).write_text(json.dumps({
-        "note": "test prediction", "offered_rate": 2.0,
+        "note": "test prediction", "rate_step": 1,
         "predictions": [{"sla_class": "chat", "config": "tp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.5,
                          "meets": True},
                         {"sla_class": "chat", "config": "pp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.2,

@@ -54,7 +54,7 @@ class Prom:
 def setup(tmp_path: Path) -> tuple[Controller, Prom, Router, list[float]]:
     scenario = load_scenario(ROOT / "scenarios/demo.yaml").scenario
     scenario = scenario.model_copy(update={"controller": scenario.controller.model_copy(
-        update={"window_s": 20, "min_dwell_s": 10, "min_samples": 10})})
+        update={"window_s": 20, "min_dwell_s": 10, "min_samples": 10, "explore_share": 0.1})})
     now = [1000.0]
     prom, router = Prom(), Router()
     c = Controller(scenario, prom, router, folder=tmp_path, clock=lambda: now[0])

@@ -114,3 +114,60 @@ def test_proportional_splits_by_attainment_with_an_exploration_floor() -> None:
 def test_unknown_policy_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown policy"):
         step("random", board(pair("tp8", 1.0)), {"chat": SLO_CHAT}, ["tp8"], PolicyState({}), CFG, 0)
+
+
+def test_one_class_moves_per_step_heaviest_first_then_the_next_after_the_dwell() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({"chat": {"tp8": 0.9, "pp8": 0.1}, "sum": {"tp8": 0.9, "pp8": 0.1}},
+                     {"chat": ClassState("tp8", -100), "sum": ClassState("tp8", -100)})
+    b = board(pair("tp8", 0.5), pair("pp8", 1.0), pair("tp8", 0.5, cls="sum"), pair("pp8", 1.0, cls="sum"))
+    tokens = {"chat": 170, "sum": 4300}
+    st1, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0, tokens_per_request=tokens)
+    assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
+    assert st1.classes["chat"].incumbent == "tp8" and st1.last_switch == 0
+    st2, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st1, CFG, now=5, tokens_per_request=tokens)
+    assert ds == []                                   # settling: the move is measured first
+    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st2, CFG, now=10, tokens_per_request=tokens)
+    assert [(d.sla_class, d.chosen) for d in ds] == [("chat", "pp8")]
+
+
+def test_draining_is_not_held_back_by_the_one_move_rule() -> None:
+    slos = {"chat": SLO_CHAT, "sum": SLO_CHAT}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos},
+                     {c: ClassState("tp8", -100) for c in slos}, last_switch=-1)
+    b = board(pair("tp8", 0.0, error_rate=1.0), pair("pp8", 1.0),
+              pair("tp8", 0.0, error_rate=1.0, cls="sum"), pair("pp8", 1.0, cls="sum"))
+    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0)
+    assert {d.sla_class: d.weights["tp8"] for d in ds} == {"chat": 0.0, "sum": 0.0}
+
+
+def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_meets_its_slo() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.5), pair("pp8", 1.0, ttft90=0.3),            # chat suffers on tp8
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum"))
+    new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                   tokens_per_request={"chat": 170, "sum": 4300})
+    assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
+    assert "tp8 puts chat's SLO at risk" in ds[0].reason and "sum brings it the most load" in ds[0].reason
+    assert new.classes["chat"].incumbent == "tp8" and new.last_switch == 0
+
+
+def test_a_new_incumbent_without_samples_yet_is_kept() -> None:
+    b = board(pair("tp8", 1.0, samples=2), pair("pp8", 1.0, ttft90=0.05))
+    st = ClassState("tp8", since=-100)
+    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0)
+    assert new.incumbent == "tp8" and reason == "keeping tp8"
+
+
+def test_a_class_at_the_edge_of_its_slo_on_a_shared_config_also_sheds_the_heaviest() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.93, ttft90=0.44), pair("pp8", 1.0, ttft90=0.1),   # chat meets, 2% headroom
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum"))
+    _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                 tokens_per_request={"chat": 170, "sum": 4300})
+    assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]

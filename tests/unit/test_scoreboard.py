@@ -46,3 +46,11 @@ def test_config_points_sum_throughput_and_take_worst_class_latency() -> None:
                       "e2e_p90": [(a, 1.0), (b, 3.0)]}, {"tp8": 8}, 0.0)
     (pt,) = config_points(board)
     assert pt.throughput == pytest.approx(30.0) and pt.latency == 3.0
+
+
+def test_client_side_errors_count_when_the_server_could_not_record_them() -> None:
+    lab = {"config": "tp1x8", "sla_class": "chat"}
+    b = assemble({"rate": [(lab, 1.0)], "met": [(lab, 1.0)], "client_rate": [(lab, 2.0)],
+                  "client_errors": [(lab, 1.5)]}, {"tp1x8": 8}, 0.0, window_s=10)
+    p = b.pair("tp1x8", "chat")
+    assert p.error_rate == pytest.approx(0.75) and p.samples == 20
