@@ -10,6 +10,7 @@ from controllers.commands import compare_cmd, report_cmd, run_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
+from deployments.engines.sim.cli import simulate_cmd
 from deployments.kuberay_cli import kuberay_cmd
 from loadgen.cli import load_cmd, summarize_cmd
 from monitoring.cli import dashboards_app, prometheus_app
@@ -67,6 +68,7 @@ app.command("compare")(compare_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
 app.command("run")(run_cmd)
+app.command("simulate")(simulate_cmd)
 
 
 def main() -> None:

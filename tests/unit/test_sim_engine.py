@@ -16,10 +16,10 @@ from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import distribution
 
 
-def spec(model: str = "llama-3.1-8b", tp: int = 1, **engine: object) -> DeploymentSpec:
+def spec(model: str = "llama-3.1-8b", tp: int = 1, pp: int = 1, **engine: object) -> DeploymentSpec:
     return DeploymentSpec(model=model, dtype="fp8", hardware=Hardware(gpu="h100-sxm"),
                           engine=EngineConfig.model_validate(engine),
-                          configurations=[ParallelConfig(name="c", tp=tp)])
+                          configurations=[ParallelConfig(name="c", tp=tp, pp=pp)])
 
 
 def engine_for(s: DeploymentSpec) -> SimEngine:
@@ -46,8 +46,9 @@ def test_output_text_is_one_word_per_token_and_deterministic() -> None:
     assert text != output_words(8, "r1", 0, 12)
 
 
-async def test_stream_yields_every_token_then_finishes() -> None:
-    eng = engine_for(spec(time_scale=0.01))   # 100x faster than real time: tokens pile up between wakes
+@pytest.mark.parametrize(("model", "tp", "pp"), [("llama-3.1-8b", 1, 1), ("llama-3.1-70b", 4, 2)])
+async def test_stream_yields_every_token_then_finishes(model: str, tp: int, pp: int) -> None:
+    eng = engine_for(spec(model, tp, pp, time_scale=0.01))   # 100x faster than real time: tokens pile up
     await eng.start()
     try:
         chunks = await collect(eng, request("a", 30, 17))
@@ -72,8 +73,7 @@ async def test_stream_interval_coalesces_tokens() -> None:
 
     plain, coalesced = await chunks(0), await chunks(30)
     assert sum(c.num_tokens for c in plain) == sum(c.num_tokens for c in coalesced) == 40
-    assert len(plain) >= 30
-    assert len(coalesced) <= 12
+    assert len(coalesced) <= 12 < len(plain)
     assert max(c.num_tokens for c in coalesced) >= 4
     assert "".join(c.text for c in coalesced) == "".join(c.text for c in plain)
 
@@ -130,7 +130,7 @@ async def test_stats_show_queueing_and_cancelled_clients_free_everything() -> No
 async def test_realtime_matches_offline_percentiles() -> None:
     """The same workload, offline (virtual time) and through the real-time engine, gives the same
     TTFT and TPOT percentiles (±2%); time_scale stretches wall time so timer jitter is small."""
-    s = spec("llama-3.1-70b", tp=8, time_scale=2.0)
+    s = spec("llama-3.1-70b", tp=8, time_scale=3.0)
     rng = np.random.default_rng(3)
     arrivals = np.sort(rng.uniform(0.05, 0.35, 24))
     lengths = rng.integers(800, 2500, 24)
@@ -147,6 +147,9 @@ async def test_realtime_matches_offline_percentiles() -> None:
 
     async def client(i: int, r: RequestSpec) -> None:
         at = eng.wall_time(r.arrival)
+        # join while the engine runs, a little ahead, stamped with the exact arrival time (as a server
+        # stamps receipt), so a busy CI machine cannot shift the schedule
+        await asyncio.sleep(max(0.0, at - time.monotonic() - 0.05))
         times = []
         async for c in eng.generate(request(str(i), r.prompt_len, r.output_len, arrival_time=at)):
             times.extend([time.monotonic()] * c.num_tokens)

@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.core import EngineCore
@@ -179,3 +181,31 @@ def test_same_workload_same_result() -> None:
     b = run_offline(lambda: make_core(LinearCost(), blocks=30), reqs)
     assert [r.token_times for r in a.records] == [r.token_times for r in b.records]
     assert sum(r.preemptions for r in a.records) > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.tuples(st.integers(1, 300), st.integers(1, 60), st.floats(0, 0.5)), min_size=1, max_size=25),
+    blocks=st.integers(24, 200), budget=st.integers(16, 512), max_num_seqs=st.integers(1, 16), pp=st.integers(1, 3),
+)
+def test_scheduler_invariants_on_random_workloads(lengths: list[tuple[int, int, float]], blocks: int, budget: int,
+                                                  max_num_seqs: int, pp: int) -> None:
+    cost = LinearCost(stages=pp)
+    core = make_core(cost, blocks=blocks, block_size=16, budget=budget, max_num_seqs=max_num_seqs, pp=pp)
+    seqs = [Sequence(str(i), p, o) for i, (p, o, _) in enumerate(lengths)]
+    submitted = []
+    for s, (_, _, t) in zip(seqs, lengths, strict=True):
+        if s.prompt_len + s.max_tokens <= core.max_model_len:   # larger ones are refused (tested above)
+            core.submit(s, t)
+            submitted.append(s)
+    while core.next_event_time() < math.inf:
+        core.run_until(core.next_event_time())
+        sched = core.scheduler
+        assert sum(s.num_blocks for s in sched.running) == blocks - sched.blocks.free
+        assert sched.num_running <= max_num_seqs
+    assert all(s.num_tokens <= budget for s in cost.shapes)
+    assert core.scheduler.blocks.free == blocks
+    for s in submitted:
+        assert s.num_output == s.max_tokens == len(s.token_times)
+        assert s.first_token_time == s.token_times[0] > s.arrival
+        assert all(b > a for a, b in zip(s.token_times, s.token_times[1:], strict=False))

@@ -1,13 +1,13 @@
 """`SimEngine`: the simulated engine in real time, behind the Engine protocol of an LLMServer replica.
 
 The scheduler and event core are the offline ones; here the simulated clock follows the wall clock,
-`EngineConfig.time_scale` wall seconds per simulated second. A background task sleeps until the
-wall time of the next simulated event, runs the core up to "now" and wakes the streams whose
-sequences produced tokens, so every token is delivered when the simulated clock reaches it.
+`EngineConfig.time_scale` wall seconds per simulated second. One event-loop timer is armed for the
+wall time of the next simulated event; when it fires, the core runs up to "now" and the streams
+whose sequences produced tokens are woken, so every token is delivered when the simulated clock
+reaches it. Arrivals and aborts re-arm the timer.
 """
 
 import asyncio
-import contextlib
 import math
 import time
 import zlib
@@ -63,8 +63,8 @@ class SimEngine:
         self._stream_interval = spec.engine.stream_interval_ms / 1e3 / self.time_scale   # simulated seconds
         self._streams: dict[str, _Stream] = {}
         self._t0 = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
 
     # --- clocks ----------------------------------------------------------------------------------
@@ -78,20 +78,20 @@ class SimEngine:
 
     # --- Engine protocol -----------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is not None:
+        if self._loop is not None:
             return
         self._t0 = time.monotonic()
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="sim-engine-clock")
+        self._loop = asyncio.get_running_loop()
 
     def count_prompt_tokens(self, prompt: str) -> int:
         return count_prompt_tokens(prompt)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
-        """Queue the request now (ValueError if it cannot fit); the iterator streams its tokens as the
-        simulated clock reaches them.
+        """Check the request now (ValueError if it can never fit); it joins the engine when the caller
+        starts iterating, at `request.arrival_time` if set, and streams its tokens as the simulated
+        clock reaches them.
         """
-        if self._task is None or self._wake is None:
+        if self._loop is None:
             raise RuntimeError("SimEngine.start() was not awaited")
         n_prompt = (len(request.prompt_token_ids) if request.prompt_token_ids is not None
                     else count_prompt_tokens(request.prompt))
@@ -104,11 +104,10 @@ class SimEngine:
 
     async def _stream(self, seq: Sequence, arrival: float | None) -> AsyncIterator[TokenChunk]:
         """Submit when the caller starts iterating (an unstarted stream holds nothing), then stream."""
-        assert self._wake is not None
         self.core.submit(seq, self.sim_time() if arrival is None else arrival)
         stream = _Stream(seq)
         self._streams[seq.request_id] = stream
-        self._wake.set()
+        self._arm()
         sent = 0
         last_sent = -math.inf
         try:
@@ -136,8 +135,7 @@ class SimEngine:
             self._streams.pop(seq.request_id, None)
             if not seq.done:
                 self.core.abort(seq)
-                if self._wake is not None:
-                    self._wake.set()
+                self._arm()
 
     async def abort(self, request_id: str) -> None:
         stream = self._streams.get(request_id)
@@ -145,8 +143,7 @@ class SimEngine:
             return
         self.core.abort(stream.seq)
         stream.event.set()
-        if self._wake is not None:
-            self._wake.set()
+        self._arm()
 
     def stats(self) -> EngineStats:
         sched = self.core.scheduler
@@ -159,42 +156,38 @@ class SimEngine:
         )
 
     async def shutdown(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         for rid in list(self._streams):
             await self.abort(rid)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._loop = None
 
     # --- the clock -------------------------------------------------------------------------------
-    async def _run(self) -> None:
-        assert self._wake is not None
-        wake = self._wake
-        loop = asyncio.get_running_loop()
-        core = self.core
+    def _arm(self) -> None:
+        """(Re)set the one timer to the wall time of the next simulated event."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._loop is None or self._error is not None:
+            return
+        t_next = self.core.next_event_time()
+        if t_next != math.inf:
+            self._timer = self._loop.call_later(self.wall_time(t_next) - time.monotonic(), self._tick)
+
+    def _tick(self) -> None:
+        """Timer callback: run the core up to now, wake the streams that got tokens, re-arm."""
+        self._timer = None
         try:
-            while True:
-                for mb in core.run_until(self.sim_time()):
-                    for group in (mb.batch.decodes, mb.batch.prefills):
-                        for seq in group:
-                            stream = self._streams.get(seq.request_id)
-                            if stream is not None:
-                                stream.event.set()
-                wake.clear()
-                t_next = core.next_event_time()
-                if t_next == math.inf:
-                    await wake.wait()
-                    continue
-                delay = self.wall_time(t_next) - time.monotonic()
-                if delay > 0:
-                    timer = loop.call_later(delay, wake.set)
-                    await wake.wait()
-                    timer.cancel()
-        except asyncio.CancelledError:
-            raise
+            for mb in self.core.run_until(self.sim_time()):
+                for group in (mb.batch.decodes, mb.batch.prefills):
+                    for seq in group:
+                        stream = self._streams.get(seq.request_id)
+                        if stream is not None:
+                            stream.event.set()
         except Exception as e:   # wake every stream so no client waits forever on a dead clock
             self._error = e
             for stream in self._streams.values():
                 stream.event.set()
             raise
+        self._arm()

@@ -85,34 +85,40 @@ class Scheduler:
         block_size = blocks.block_size
         preempted = False
         decodes: list[Sequence] = []
+        partial: list[Sequence] = []   # running, idle, part-way through a (re)prefill
         decode_context = 0
-        for seq in self.running:
+        running_status = Status.RUNNING
+        for seq in self.running:   # the hot loop: one pass, plain attribute arithmetic
+            if seq.in_flight or seq.status != running_status:
+                continue
             if budget == 0 or len(decodes) == cap:
                 break
-            if seq.in_flight or seq.status != Status.RUNNING or seq.num_output == 0 \
-                    or seq.num_computed != seq.prompt_len + seq.num_output - 1:
+            computed = seq.num_computed
+            out = seq.num_output
+            if out == 0 or computed != seq.prompt_len + out - 1:
+                partial.append(seq)
                 continue
-            if seq.num_computed == seq.num_blocks * block_size:  # the new token opens a block
+            if computed == seq.num_blocks * block_size:  # the new token opens a block
                 if blocks.free == 0:
                     preempted = True
                     if not self._make_room(seq, 1, step):
                         continue
                 blocks.free -= 1
                 seq.num_blocks += 1
-            seq.num_computed += 1
+            seq.num_computed = computed + 1
             seq.in_flight = True
             seq.sched_step = step
-            decode_context += seq.num_computed
+            decode_context += computed + 1
             decodes.append(seq)
             budget -= 1
 
         prefills: list[Sequence] = []
         prefill_tokens = 0
         attn_pairs = 0.0
-        for seq in self.running:
+        for seq in partial:
             if budget == 0 or len(decodes) + len(prefills) == cap:
                 break
-            if seq.in_flight or seq.status != Status.RUNNING or seq.sched_step == step:
+            if seq.status != running_status:   # preempted to make room above
                 continue
             new = min(seq.num_tokens - seq.num_computed, budget)
             need = blocks.blocks_needed(seq, new)
@@ -153,10 +159,12 @@ class Scheduler:
     def complete(self, batch: Batch, t: float) -> list[Sequence]:
         """The iteration's tokens exist at time `t`: sample them; return the sequences that finished."""
         finished: list[Sequence] = []
-        for seq in batch.decodes:
+        running_status = Status.RUNNING
+        landed = 0
+        for seq in batch.decodes:   # the other hot loop
             seq.in_flight = False
-            if seq.status == Status.RUNNING:
-                self._in_flight -= 1
+            if seq.status == running_status:
+                landed += 1
                 seq.num_output += 1
                 seq.token_times.append(t)
                 if seq.num_output >= seq.max_tokens:
@@ -164,8 +172,8 @@ class Scheduler:
                     finished.append(seq)
         for seq in batch.prefills:
             seq.in_flight = False
-            if seq.status == Status.RUNNING:
-                self._in_flight -= 1
+            if seq.status == running_status:
+                landed += 1
                 if seq.num_computed == seq.num_tokens:
                     seq.num_output += 1
                     seq.token_times.append(t)
@@ -174,6 +182,7 @@ class Scheduler:
                     if seq.num_output >= seq.max_tokens:
                         self._finish(seq, t)
                         finished.append(seq)
+        self._in_flight -= landed   # aborted ones left the count when they were aborted
         return finished
 
     # --- helpers -------------------------------------------------------------------------------

@@ -23,8 +23,21 @@ def inter_token_gaps(records: Seq[RequestRecord]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def latencies(records: Seq[RequestRecord]) -> dict[str, dict[str, float]]:
+    """TTFT, TPOT, ITL and E2E distributions (ms) of some requests."""
+    return {
+        "ttft_ms": distribution([r.ttft for r in records]),
+        "tpot_ms": distribution([r.tpot for r in records if r.output_len > 1]),
+        "itl_ms": distribution(inter_token_gaps(records)),
+        "e2e_ms": distribution([r.e2e for r in records]),
+    }
+
+
 def summarize(result: OfflineResult) -> dict[str, Any]:
-    """Throughput, latency distributions and the cost-term breakdown of one offline run."""
+    """Throughput, latency distributions and the cost-term breakdown of one offline run.
+
+    `max_batch` is the largest number of sequences one iteration (micro-batch) carried.
+    """
     recs = result.records
     span = result.makespan
     out_tokens = sum(r.output_len for r in recs)
@@ -38,10 +51,7 @@ def summarize(result: OfflineResult) -> dict[str, Any]:
         "duration_s": span,
         "output_tokens_per_s": out_tokens / span if span > 0 else 0.0,
         "requests_per_s": len(recs) / span if span > 0 else 0.0,
-        "ttft_ms": distribution([r.ttft for r in recs]),
-        "tpot_ms": distribution([r.tpot for r in recs if r.output_len > 1]),
-        "itl_ms": distribution(inter_token_gaps(recs)),
-        "e2e_ms": distribution([r.e2e for r in recs]),
+        **latencies(recs),
         "preemptions": sum(r.preemptions for r in recs),
         "max_batch": max((c.peak_batch for c in result.cores), default=0),
         "breakdown": {k: v / total for k, v in sorted(terms.items())} if total > 0 else {},
