@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ray import serve
 
-from controllers.controller import Controller
+from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved, load_scenario
 from deployments.app_args import APP_NAME, server_deployment_name
@@ -133,13 +133,6 @@ def _wait(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float =
     return time.monotonic() - t0
 
 
-def _prom_query(url: str) -> Callable[[str], list[tuple[dict[str, str], float]]]:
-    def query(q: str) -> list[tuple[dict[str, str], float]]:
-        with PromClient(url, timeout_s=2.0) as c:
-            return [(s.labels, s.value) for s in c.query(q)]
-    return query
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("faults")
@@ -160,7 +153,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prom = start_prometheus(run_dir, [ScrapeTarget("ray", metrics_port)], scrape_interval_s=0.5)
             router = HttpRouter(d.url, api_key=SECRET)
             names = [c.name for c in r.scenario.configurations]
-            controller = Controller(r.scenario, _prom_query(prom.url), router, folder=run_dir / "controller",
+            client = PromClient(prom.url, timeout_s=2.0)
+            controller = Controller(r.scenario, prom_query(client), router, folder=run_dir / "controller",
                                     health=lambda: unhealthy_configs(names))
             (run_dir / "controller").mkdir()
             controller.apply_initial()
