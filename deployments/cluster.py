@@ -70,10 +70,16 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
         parts = ", ".join(f"{c.name}: {c.gpus}" for c in configs)
         problems.append(f"the configurations need {need_gpus} GPUs ({parts}) but the cluster has "
                         f"{cap.free_gpus:g} available; add GPUs/nodes or remove configurations")
-    try:  # whole replicas (or, spread, whole TP groups) on single nodes
-        plan_nodes(configs, [Node(str(i), g) for i, g in enumerate(cap.node_gpus) if g > 0])
-    except PlacementError as e:
-        problems.append(str(e))
+    largest = max(cap.node_gpus, default=0.0)
+    for c in configs:
+        if not c.spread_pp_over_nodes and c.gpus_per_replica > largest:
+            problems.append(f"{c.name}: a replica needs {c.gpus_per_replica} GPUs on one node but the largest node "
+                            f"has {largest:g}; set spread_pp_over_nodes: true or lower tp×pp")
+    if not problems:
+        try:  # enough in total, but can every replica (spread: every TP group) have a node of its own?
+            plan_nodes(configs, [Node(str(i), g) for i, g in enumerate(cap.node_gpus) if g > 0])
+        except PlacementError as e:
+            problems.append(str(e))
     need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + INGRESS_CPUS
     if need_cpus > cap.free_cpus:
         problems.append(f"the replicas and the ingress need {need_cpus:g} CPUs but the cluster has "
