@@ -1,19 +1,23 @@
 """Multi-node placement on a real two-node Ray cluster (head + worker started with `ray start`, 4 logical
 GPUs each), attached through RAY_ADDRESS: configurations land on the nodes the placement rules promise."""
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import ray
+import yaml
 from ray import serve
 
-from controllers.scenario import parse_scenario
 from deployments.app_args import APP_NAME
 from deployments.config import ParallelConfig
-from deployments.deploy import deploy
+from deployments.daemon import UpState
 from deployments.placement import PlacementError, gpu_nodes, plan_nodes, replica_placement
 from tests.integration.ray_cluster import LocalCluster, driver_env, free_port, local_cluster
 
@@ -34,10 +38,6 @@ def cluster() -> Iterator[LocalCluster]:
                 serve.shutdown()
                 ray.shutdown()
     assert not c.running_pids(), "the cluster's processes must all be gone"
-
-
-def teardown_app() -> None:
-    serve.delete(APP_NAME)
 
 
 @serve.deployment
@@ -114,26 +114,40 @@ def test_a_replica_no_node_can_hold_is_refused_before_deploying(cluster: LocalCl
         plan_nodes([ParallelConfig(name="tp2pp4", tp=2, pp=4)], gpu_nodes(ray.nodes()))
 
 
-def test_the_real_app_places_configurations_across_nodes(cluster: LocalCluster) -> None:
-    """The scenario's LLMServer deployments (sim engine) on the two nodes, through deployments.deploy."""
-    r = parse_scenario({
+def test_parallax_up_attaches_through_ray_address_and_places_across_nodes(cluster: LocalCluster,
+                                                                         tmp_path: Path) -> None:
+    """`parallax up` in a fresh process, attached to the cluster by RAY_ADDRESS (token auth), deploys the
+    scenario's LLMServers (sim engine) where the placement rules say; `parallax down` removes them."""
+    scenario = tmp_path / "two-nodes.yaml"
+    scenario.write_text(yaml.safe_dump({
         "name": "two-nodes", "model": "llama-3.1-8b", "hardware": {"gpu": "h100-sxm", "gpus_per_node": 4, "nodes": 2},
         "configurations": [{"name": "whole", "tp": 2},
                            {"name": "spread", "tp": 2, "pp": 3, "spread_pp_over_nodes": True}],
         "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 1000},
                      "input": {"kind": "fixed", "value": 16}, "output": {"kind": "fixed", "value": 4}}],
-    }, "two-nodes.yaml")
+    }))
     port: int = cluster.serve_port  # type: ignore[attr-defined]
-    d = deploy(r, port=port, timeout_s=180)
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token",
+           "PARALLAX_STATE_DIR": str(tmp_path / "state")}
+    cli = [sys.executable, "-m", "controllers.cli"]
+    up = subprocess.run([*cli, "up", str(scenario), "--port", str(port), "--timeout", "180"], env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
     try:
+        st = UpState.read(tmp_path / "state" / "two-nodes.json")
+        assert st.mode == "attached" and st.ray_address == cluster.address
         names = node_names()
-        (whole,) = d.placements["whole"]
-        (spread,) = d.placements["spread"]
-        assert whole.strategy == "STRICT_PACK" and len({names[n] for n in whole.nodes}) == 1
-        assert spread.strategy == "PACK" and [b["GPU"] for b in spread.bundles] == [2, 2, 2]
-        assert sorted(names[n] for n in spread.nodes) in (["b", "b", "head"], ["b", "head", "head"])
-        resp = httpx.post(f"{d.url}/v1/completions", json={"model": "spread", "prompt": "hello there", "max_tokens": 4},
-                          headers={"x-sla-class": "chat"}, timeout=60)
+        (whole,) = st.placements["whole"]
+        (spread,) = st.placements["spread"]
+        assert whole["strategy"] == "STRICT_PACK" and len({names[n] for n in whole["nodes"]}) == 1
+        assert spread["strategy"] == "PACK" and [b["GPU"] for b in spread["bundles"]] == [2, 2, 2]
+        assert sorted(names[n] for n in spread["nodes"]) in (["b", "b", "head"], ["b", "head", "head"])
+        resp = httpx.post(f"{st.url}/v1/completions", headers={"x-sla-class": "chat"}, timeout=60,
+                          json={"model": "spread", "prompt": "hello there", "max_tokens": 4})
         assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 4
     finally:
-        teardown_app()
+        down = subprocess.run([*cli, "down", "two-nodes"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#")]
+    assert not left, left
