@@ -93,7 +93,7 @@ class Controller:
     def apply_initial(self) -> None:
         """Route every class evenly before any measurement."""
         self.router.set_weights(self.state.weights)
-        self.applied = self.state.weights
+        self.applied = _copy(self.state.weights)
         self.metrics.show(self.state.weights, stale=True)
 
     def read(self, now: float) -> Scoreboard:
@@ -129,7 +129,7 @@ class Controller:
             try:
                 self.router.set_weights(routed)
                 self.router_error = None
-                self.applied = routed
+                self.applied = _copy(routed)
             except Exception as e:  # keep the old routing; try again next tick
                 self.router_error = f"{type(e).__name__}: {e}"
                 log.warning("routing update failed: %s", self.router_error)
@@ -166,6 +166,10 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+
+
+def _copy(weights: Weights) -> Weights:
+    return {cls: dict(ws) for cls, ws in weights.items()}
 
 
 def drain(weights: Weights, down: set[str]) -> Weights:
