@@ -11,8 +11,10 @@ requests and client CPU time per request. "Sustained" = every request completed 
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -26,12 +28,13 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.cli import event_loop_factory
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
 
 TOKENS = 8
-LOOP = asyncio.new_event_loop
+LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
 
 
 def _serve(port_out: "mp.Queue[int]") -> None:
@@ -151,26 +154,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 800])
     ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--uvloop", action="store_true", help="run the clients on uvloop's event loop")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the clients this many times per rate")
+    ap.add_argument("--asyncio", action="store_true", help="asyncio's own event loop, not uvloop (the CLI's)")
     args = ap.parse_args()
-    if args.uvloop:
-        import uvloop
-        global LOOP
-        LOOP = uvloop.new_event_loop
+    global LOOP
+    LOOP = (None if args.asyncio else event_loop_factory()) or asyncio.new_event_loop
+    print(f"event loop: {LOOP.__module__}.{LOOP.__qualname__}")
     q: mp.Queue[int] = mp.get_context("spawn").Queue()
     server = mp.get_context("spawn").Process(target=_serve, args=(q,), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{q.get(timeout=30)}"
     rows = []
     try:
-        for rate in args.rates:
-            for name, fn in (("loadgen", loadgen), ("aiohttp", aiohttp_baseline), ("httpx", httpx_baseline)):
-                rows.append(measure(name, fn, url, rate, args.duration))
-                r = rows[-1]
-                print(f"{r['client']:8s} {r['rate']:6.0f} req/s: sent {r['sent']:5d} ok {r['ok']:5d} "
-                      f"achieved {r['achieved']:7.1f}/s  lateness p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} "
-                      f"max {r['max_ms']:7.2f} ms  cpu {r['cpu_ms_per_req']:.2f} ms/req  "
-                      f"{'sustained' if r['sustained'] else 'NOT sustained'}", flush=True)
+        for rate, _, (name, fn) in itertools.product(args.rates, range(args.repeat), (
+                ("loadgen", loadgen), ("aiohttp", aiohttp_baseline), ("httpx", httpx_baseline))):
+            load1 = os.getloadavg()[0]
+            rows.append(measure(name, fn, url, rate, args.duration))
+            r = rows[-1]
+            print(f"{r['client']:8s} {r['rate']:6.0f} req/s: sent {r['sent']:5d} ok {r['ok']:5d} "
+                  f"achieved {r['achieved']:7.1f}/s  lateness p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} "
+                  f"max {r['max_ms']:7.2f} ms  cpu {r['cpu_ms_per_req']:.2f} ms/req  "
+                  f"{'sustained' if r['sustained'] else 'NOT sustained'}  (load avg {load1:.1f} on "
+                  f"{os.cpu_count()} CPUs)", flush=True)
     finally:
         server.terminate()
         server.join(10)

@@ -28,9 +28,12 @@ from deployments.engines.sim.replica import ReplicaFactory
 
 
 async def realtime(spec: DeploymentSpec, par: ParallelConfig,
-                   reqs: list[RequestSpec]) -> tuple[list[list[float]], list[float], SimEngine]:
-    """Wall receipt time of every token at the client, and the wall start time of every clock tick."""
+                   reqs: list[RequestSpec]) -> tuple[list[list[float]], list[float], dict[str, list[float]], SimEngine]:
+    """Wall receipt time of every token at the client, the wall start time of every clock tick, and the
+    simulated token times of every request."""
     engine = SimEngine(spec, par, resolve_model(spec.model), resolve_gpu(spec.hardware.gpu))
+    simulated: dict[str, list[float]] = {}
+    engine.core.on_finish = lambda seq, t: simulated.__setitem__(seq.request_id, seq.token_times)
     ticks: list[float] = []
     tick = engine._tick
 
@@ -53,7 +56,7 @@ async def realtime(spec: DeploymentSpec, par: ParallelConfig,
 
     await asyncio.gather(*(client(i, r) for i, r in enumerate(reqs)))
     await engine.shutdown()
-    return received, ticks, engine
+    return received, ticks, simulated, engine
 
 
 def main() -> None:
@@ -76,7 +79,8 @@ def main() -> None:
     factory = ReplicaFactory(resolve_model(spec.model), resolve_gpu(args.gpu), spec.dtype, spec.resolved_kv_dtype,
                              par.tp, par.pp, engine_cfg)
     expected = run_offline(factory, reqs).records
-    received, ticks, engine = asyncio.run(realtime(spec, par, reqs))
+    received, ticks, simulated, engine = asyncio.run(realtime(spec, par, reqs))
+    drift = max(abs(a - b) for rec in expected for a, b in zip(rec.token_times, simulated[rec.request_id], strict=True))
 
     late, wake, deliver = [], [], []
     for rec, got in zip(expected, received, strict=True):
@@ -90,6 +94,7 @@ def main() -> None:
             deliver.append(g - fired)
     print(f"{args.streams} streams, {len(late)} tokens, 70B fp8 tp8 on {args.gpu}, time_scale {args.time_scale}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"simulated token times vs the offline run: max difference {drift * 1e9:.3f} ns")
     for name, values in (("lateness", late), ("  timer wake (OS)", wake), ("  delivery (engine)", deliver)):
         ms = np.asarray(values) * 1e3
         p50, p99 = np.percentile(ms, [50, 99])

@@ -63,11 +63,17 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
             raise DeployError(f"an application {APP_NAME!r} already runs on this cluster; take it down first "
                               "(`parallax down`)")
         serve.delete(APP_NAME)
-    serve.start(http_options={"host": host, "port": port})
     app = build_app(AppArgs.from_resolved(resolved).model_dump())
-    serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
-                                    logging_config={"enable_access_log": False})],
-                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
+                                        logging_config={"enable_access_log": False})],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    except ray.exceptions.RayError as e:  # e.g. the HTTP proxy cannot bind its port
+        if "Failed to bind" in str(e):
+            raise DeployError(f"cannot listen on {host}:{port}: the address is in use; choose another port "
+                              "(--port or server.port)") from None
+        raise DeployError(f"Serve did not start: {str(e).strip().splitlines()[-1]}") from None
     wait_ready(resolved, timeout_s)
     return Deployment(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved))
 

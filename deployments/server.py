@@ -8,7 +8,8 @@ every request, judges it against its SLA class's SLO and records the metrics of 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +52,7 @@ class _Progress:
     first_at: float | None = None
     last_at: float | None = None
     finish_reason: str | None = None
+    failed: bool = False
 
 
 class LLMServer:
@@ -94,7 +96,7 @@ class LLMServer:
             raise api.OpenAIError(400, str(e), param="max_tokens", code="request_too_large") from None
 
     async def _run(self, req: GenerationRequest, prompt_tokens: int, stream: AsyncIterator[TokenChunk],
-                   p: _Progress) -> AsyncIterator[TokenChunk]:
+                   p: _Progress) -> AsyncGenerator[TokenChunk, None]:
         """The engine's stream, with timing and ITL kept in `p`; aborts the engine request if cut short."""
         p.prompt_tokens = prompt_tokens
         try:
@@ -117,8 +119,8 @@ class LLMServer:
                 await self.engine.abort(req.request_id)
 
     def _record(self, job: Job, p: _Progress, engine_start: float) -> None:
-        if p.finish_reason is None or p.first_at is None or p.last_at is None:
-            self.metrics.failed(job.sla_class, "aborted" if p.finish_reason in (None, "abort") else "error")
+        if p.failed or p.finish_reason in (None, "abort") or p.first_at is None or p.last_at is None:
+            self.metrics.failed(job.sla_class, "error" if p.failed else "aborted")
             return
         tpot = (p.last_at - p.first_at) / (p.tokens - 1) / self.scale if p.tokens > 1 else None
 
@@ -146,17 +148,18 @@ class LLMServer:
         created = int(job.arrival_wall)
         first = True
         try:
-            async for chunk in self._run(req, n, stream, p):
-                if chunk.num_tokens or chunk.finished:
-                    yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
-                                           p.finish_reason if chunk.finished else None, first=first)
-                    first = False
+            async with aclosing(self._run(req, n, stream, p)) as chunks:  # closed (engine abort) if cut short
+                async for chunk in chunks:
+                    if chunk.num_tokens or chunk.finished:
+                        yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
+                                               p.finish_reason if chunk.finished else None, first=first)
+                        first = False
             if job.include_usage:
                 yield api.usage_event(job.kind, job.request_id, job.model, created, self._usage(p))
             yield api.SSE_DONE
         except Exception as e:  # an engine failure ends this stream only, never the replica
             logger.exception("request %s failed in the engine", job.request_id)
-            p.finish_reason = None
+            p.failed = True
             yield api.sse(api.OpenAIError(500, f"engine error: {e}", "server_error").body())
             yield api.SSE_DONE
         finally:
@@ -172,11 +175,12 @@ class LLMServer:
         p = _Progress(started=time.time())
         parts: list[str] = []
         try:
-            async for chunk in self._run(req, n, stream, p):
-                parts.append(chunk.text)
+            async with aclosing(self._run(req, n, stream, p)) as chunks:
+                async for chunk in chunks:
+                    parts.append(chunk.text)
         except Exception as e:
             logger.exception("request %s failed in the engine", job.request_id)
-            p.finish_reason = None
+            p.failed = True
             return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
         finally:
             self._record(job, p, p.started)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ def summary_table(s: LoadSummary) -> Table:
     for g in rows:
         target = "" if g.meets_target is None else (" ✓" if g.meets_target else " ✗")
         t.add_row("all" if g.rate_step is None else str(g.rate_step),
-                  f"{g.offered_rate:.3g}" if g.offered_rate else "-", g.config, g.sla_class, str(g.count),
+                  f"{g.offered_rate:.3g}" if g.offered_rate else f"{g.concurrency} users" if g.concurrency else "-",
+                  g.config, g.sla_class, str(g.count),
                   str(g.ok), str(g.errors + g.timeouts), pp(g.ttft_s), pp(g.tpot_s), f"{g.output_tokens_per_s:.1f}",
                   f"{g.request_throughput:.2f}", f"{g.slo_attainment:.0%}{target}", f"{g.goodput:.2f}")
     return t
@@ -130,6 +132,16 @@ def _print_summary(s: LoadSummary, records: list[Any]) -> None:
             errors[r.error.split(" — ")[0][:160]] = errors.get(r.error.split(" — ")[0][:160], 0) + 1
     for msg, n in sorted(errors.items(), key=lambda x: -x[1])[:5]:
         err_console.print(f"[yellow]{n} request(s):[/] {msg}", highlight=False)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (it comes with ray[serve]): its timers wake closer to the schedule
+    (send lateness p50 ~0.2 ms against ~0.8 ms for asyncio's loop in bench/loadgen_rate.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def load_cmd(
@@ -176,13 +188,18 @@ def load_cmd(
                               on_metrics_port=lambda p: console.print(f"client metrics on http://127.0.0.1:{p}/metrics"))
 
     try:
-        summary = asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
+            summary = loop_runner.run(main())
     except LoadError as e:
-        records = run_dir / RECORDS_FILE
-        _fail(f"{e}\n(records so far are in {run_dir})" if records.is_file() and records.stat().st_size else str(e))
+        written = run_dir / RECORDS_FILE
+        _fail(f"{e}\n(records so far are in {run_dir})" if written.is_file() and written.stat().st_size else str(e))
         return
-    _print_summary(summary, read_records(run_dir))
+    records = read_records(run_dir)
+    _print_summary(summary, records)
     console.print(f"records and summary in {run_dir}")
+    if records and not any(r.status == "ok" for r in records):
+        err_console.print("[bold red]error:[/] no request succeeded; see the errors above")
+        raise typer.Exit(1)
     if summary.interrupted:
         err_console.print("interrupted: records and summary written")
         raise typer.Exit(130)

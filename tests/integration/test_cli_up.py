@@ -93,3 +93,19 @@ def test_up_with_a_bad_scenario_says_why(tmp_path: Path) -> None:
     r = parallax("up", str(path), env=env, timeout=60)
     assert r.returncode == 2
     assert "configurations[0].tp" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_up_on_a_busy_port_fails_fast_and_cleans_up(tmp_path: Path) -> None:
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(SCENARIO))
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PARALLAX_STATE_DIR"] = str(state_dir)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = parallax("up", str(path), "--port", str(port), "--metrics-port", str(free_port()), env=env, timeout=120)
+    assert r.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+    assert list(state_dir.iterdir()) == []

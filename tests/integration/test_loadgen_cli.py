@@ -110,3 +110,11 @@ def test_load_from_a_scenario_file(server, tmp_path):
         assert x.prompt_tokens == x.planned_prompt_tokens and x.output_tokens == x.max_tokens
     meta = json.loads((tmp_path / "load-meta.json").read_text())
     assert meta["load"]["rates"] == [6.0] and meta["classes"][0]["slo"]["ttft_ms"] == 450
+
+
+def test_a_run_where_nothing_succeeds_exits_non_zero(server, tmp_path):
+    r = runner.invoke(app, ["load", "--target", server, "--class", "err500:share=1", "--arrival", "constant",
+                            "--rate", "10", "--duration", "0.5", "--out", str(tmp_path), "--no-progress"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "5 request(s): HTTP 500 Internal Server Error: server error" in out
+    assert "no request succeeded" in out and len(read_records(tmp_path)) == 5

@@ -94,7 +94,7 @@ async def test_trace_replays_with_recorded_timing(server, tmp_path):
     records = sorted(read_records(tmp_path / "run"), key=lambda r: r.scheduled_time)
     t0 = records[0].scheduled_time
     assert [r.scheduled_time - t0 for r in records] == pytest.approx(gaps, abs=1e-6)
-    assert [r.send_time - t0 for r in records] == pytest.approx(gaps, abs=0.005)
+    assert [r.send_time - t0 for r in records] == pytest.approx(gaps, abs=0.05)
     assert [r.sla_class for r in records] == ["a", "b", "a", "b", "a"]
     assert [r.prompt_tokens for r in records] == [5, 6, 7, 8, 9]
 
@@ -110,7 +110,7 @@ async def test_coalesced_chunks_chat_api_and_model_field(tmp_path):
         # 4 events carrying 3, 3, 3, 1 tokens: each later event's gap is split over its tokens
         itl = r.itl_s
         assert len(itl) == 7 and itl[0] == itl[1] == itl[2] and itl[3] == itl[4] == itl[5]
-        assert 0 < sum(itl) <= r.e2e_s - r.ttft_s
+        assert 0 <= sum(itl) <= r.e2e_s - r.ttft_s + 1e-6   # 0 if a busy client read all events at once
         assert r.tpot_s == pytest.approx((r.e2e_s - r.ttft_s) / 9)
 
 
@@ -179,3 +179,17 @@ async def test_busy_metrics_port_and_bad_out_dir(server, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(LoadError, match="cannot create the run folder"):
         await run_load(server.url, [cls("ok")], LoadConfig(duration_s=0.1), tmp_path / "file" / "run")
+
+
+async def test_server_going_away_mid_run_still_gives_every_record(tmp_path):
+    srv = SSEServer(ttft_s=0.01, itl_s=0.005).__enter__()
+    asyncio.get_running_loop().call_later(0.5, srv.__exit__, None, None, None)
+    load = LoadConfig(arrival=ConstantArrival(rate=20), duration_s=1.0, timeout_s=2)
+    summary = await run_load(srv.url, [cls("ok")], load, tmp_path)
+    records = read_records(tmp_path)
+    assert len(records) == summary.records == 20           # every scheduled request, served or not
+    refused = [r for r in records if r.status == "error"]
+    # (one request may be cut in flight as the server closes)
+    assert refused and sum(r.error == f"cannot connect to {srv.url}: Connection refused" for r in refused) >= len(
+        refused) - 1
+    assert sum(r.status == "ok" for r in records) >= 5

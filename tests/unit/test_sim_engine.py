@@ -62,16 +62,17 @@ async def test_stream_yields_every_token_then_finishes(model: str, tp: int, pp: 
 
 
 async def test_stream_interval_coalesces_tokens() -> None:
-    # 8B decode steps take ~6-7 ms: in real time each token comes alone; a 30 ms interval gathers 4-5
+    # 8B decode steps take ~6-7 simulated ms, 13 wall ms at time_scale 2: each token comes alone; a
+    # 60 wall-ms interval (30 simulated ms) gathers 4-5
     async def chunks(interval_ms: float) -> list[TokenChunk]:
-        eng = engine_for(spec(stream_interval_ms=interval_ms))
+        eng = engine_for(spec(time_scale=2.0, stream_interval_ms=interval_ms))
         await eng.start()
         try:
             return await collect(eng, request("a", 10, 40))
         finally:
             await eng.shutdown()
 
-    plain, coalesced = await chunks(0), await chunks(30)
+    plain, coalesced = await chunks(0), await chunks(60)
     assert sum(c.num_tokens for c in plain) == sum(c.num_tokens for c in coalesced) == 40
     assert len(coalesced) <= 12 < len(plain)
     assert max(c.num_tokens for c in coalesced) >= 4
@@ -141,6 +142,8 @@ async def test_realtime_matches_offline_percentiles() -> None:
     offline = run_offline(factory, reqs).records
 
     eng = engine_for(s)
+    simulated: dict[str, list[float]] = {}
+    eng.core.on_finish = lambda seq, t: simulated.__setitem__(seq.request_id, seq.token_times)
     await eng.start()
     ttft: list[float] = []
     tpot: list[float] = []
@@ -160,6 +163,8 @@ async def test_realtime_matches_offline_percentiles() -> None:
         await asyncio.gather(*(client(i, r) for i, r in enumerate(reqs)))
     finally:
         await eng.shutdown()
+    for rec in offline:   # the simulated schedule itself is the offline one
+        assert simulated[rec.request_id] == pytest.approx(rec.token_times, abs=1e-9)
     for name, live, off in (("ttft", ttft, [r.ttft for r in offline]), ("tpot", tpot, [r.tpot for r in offline])):
         a, b = distribution(live), distribution(off)
         for q in ("p50", "p90", "p99"):
