@@ -3,7 +3,9 @@
 Goodput is compared per routed request (the share of a class's requests that met every SLO, i.e. the
 attainment), because a configuration's absolute goodput grows with the share of traffic it is given.
 Among configurations that meet the class's attainment target, the one with the largest latency
-headroom at the target's percentile wins: it keeps meeting the SLO furthest as load grows.
+headroom at the target's percentile wins: it keeps meeting the SLO furthest as load grows. Once
+chosen, a configuration keeps the class while it meets the SLO with headroom to spare (at least the
+hysteresis margin): challengers are measured on the exploration share only, which flatters them.
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ Weights = dict[str, dict[str, float]]   # class -> config -> share (sums to 1)
 
 MAX_ERROR_RATE = 0.5     # a configuration failing this share of a class's requests is drained
 MIN_ERRORS_TO_DRAIN = 3  # ... once it has finished at least this many of them in the window
+QUARANTINE_WINDOWS = 3   # a drained configuration gets none of the class for this many windows, then is probed
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ClassState:
 
     incumbent: str | None = None
     since: float = float("-inf")
+    quarantine: dict[str, float] = field(default_factory=dict)   # drained configuration -> until when
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,10 @@ def _better(ch: Evidence, inc: Evidence, slo: SLO, hysteresis: float) -> bool:
     if ch_meets != inc_meets:
         return ch_meets
     if ch_meets:
-        return (ch.headroom or 0.0) > (inc.headroom or 0.0) + hysteresis
+        # An incumbent with headroom to spare stays: a challenger's headroom is measured on the
+        # exploration share only and would look better than it is under the class's full load.
+        at_risk = (inc.headroom or 0.0) < hysteresis
+        return at_risk and (ch.headroom or 0.0) > (inc.headroom or 0.0) + hysteresis
     return (ch.attainment or 0.0) > (inc.attainment or 0.0) * (1 + hysteresis) + 1e-9
 
 
@@ -116,34 +123,39 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
                    now: float) -> tuple[dict[str, float], ClassState, str, dict[str, Evidence]]:
     """New weights of one class, its new state, the reason, and the evidence per configuration."""
     ev = {c: Evidence.of(board.pair(c, sla_class), slo) for c in configs}
-    drained = {c for c, e in ev.items() if e.failing}
+    quarantine = {c: t for c, t in state.quarantine.items() if t > now}
+    newly = [c for c, e in ev.items() if e.failing and c not in quarantine]
+    quarantine.update({c: now + QUARANTINE_WINDOWS * cfg.window_s for c in newly})
+    note = "".join(f"{c} is failing ({ev[c].error_rate:.0%} errors): drained; " for c in newly)
+    state = replace(state, quarantine=quarantine)
+    drained = set(quarantine)
     live = [c for c in configs if c not in drained]
     if not live:
-        return dict(current), state, "every configuration is failing; routing kept", ev
+        return dict(current), state, note + "every configuration is failing; routing kept", ev
     judged = [c for c in live if ev[c].samples >= cfg.min_samples and ev[c].attainment is not None]
     inc = state.incumbent
     if inc is not None and inc in drained:
         inc = None
     if not judged:
         if inc is not None:
-            return _split(inc, [c for c in live if c != inc], cfg.explore_share), state, "keeping: too few samples", ev
+            w = _split(inc, [c for c in live if c != inc], cfg.explore_share)
+            return w, state, note + "keeping: too few samples", ev
         w = _normalise(current, drained)
-        return w, state, f"warming up: fewer than {cfg.min_samples} samples per configuration", ev
+        return w, state, note + f"warming up: fewer than {cfg.min_samples} samples per configuration", ev
     best = max(judged, key=lambda c: _rank_key(ev[c], slo))
     dwell_ok = now - state.since >= cfg.min_dwell_s
     if inc is None:
-        chosen, new_state = best, ClassState(best, now)
+        chosen, new_state = best, ClassState(best, now, quarantine)
         if state.incumbent in drained:
-            reason = (f"{state.incumbent} is failing ({ev[state.incumbent].error_rate:.0%} errors): "
-                      f"drained, routed to {best}")
+            reason = f"routed to {best} instead"
         else:
             reason = f"first choice: {best} (attainment {ev[best].attainment or 0:.0%})"
     elif best != inc and dwell_ok and inc in judged and _better(ev[best], ev[inc], slo, cfg.hysteresis):
         chosen, reason = best, _why(best, inc, ev, slo)
-        new_state = ClassState(best, now)
+        new_state = ClassState(best, now, quarantine)
     else:
         chosen, reason, new_state = inc, f"keeping {inc}", state
-    return _split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, reason, ev
+    return _split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, note + reason, ev
 
 
 def _why(best: str, inc: str, ev: Mapping[str, Evidence], slo: SLO) -> str:
@@ -282,8 +294,11 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
                 reason = (f"{overloaded} puts {victim}'s SLO at risk (attainment {at_risk.attainment or 0:.0%}, "
                           f"headroom {at_risk.headroom or 0:.0%}); {heaviest} brings it the most load, so "
                           f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
-                out[heaviest] = (_split(to, live, cfg.explore_share), ClassState(to, now), reason, ev)
+                new = ClassState(to, now, proposals[heaviest][1].quarantine)
+                out[heaviest] = (_split(to, live, cfg.explore_share), new, reason, ev)
                 return out
+            if _meets(at_risk, slos[victim]):
+                return out   # still within its SLO: wait for evidence on the heavier class's alternatives
     out[victim] = proposals[victim]
     return out
 

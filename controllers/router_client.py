@@ -12,7 +12,7 @@ class RoutingUpdateError(RuntimeError):
 class HttpRouter:
     """Router over HTTP; one short-timeout client reused across updates."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 5.0):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 15.0):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers,
                                   trust_env=False)

@@ -162,6 +162,9 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     report = None
     try:
         write_whatif(resolved, folder)
+    except Exception as e:  # the report is still worth having without the prediction
+        error = error or f"the what-if failed: {type(e).__name__}: {e}"
+    try:
         report = render_report(folder)
         console.print(f"report: {report}")
     except Exception as e:

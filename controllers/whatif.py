@@ -65,7 +65,12 @@ def predict(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, rate: float
             lengths: Sequence[tuple[int, int]], duration_s: float, seed: int = 0) -> dict[str, Any]:
     """Simulate `rate` req/s of class `tc` alone on configuration `c` (engine clock)."""
     n = int(min(MAX_REQUESTS, max(MIN_REQUESTS, rate * duration_s)))
-    result = run_offline(_core_factory(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
+    try:
+        result = run_offline(_core_factory(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
+    except ValueError as e:   # a request this configuration cannot hold at all (KV cache / max_model_len)
+        return {"sla_class": tc.name, "config": c.name, "rate": rate, "requests": n, "attainment": 0.0,
+                "meets": False, "headroom": None, "ttft_p90": None, "tpot_p90": None, "e2e_p90": None,
+                "error": str(e)}
     ttft = np.array([r.ttft for r in result.records])
     tpot = np.array([r.tpot for r in result.records])
     e2e = np.array([r.e2e for r in result.records])

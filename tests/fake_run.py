@@ -44,9 +44,9 @@ def make_run(folder: Path, seed: int = 0) -> Path:
     (folder / rf.WHATIF_JSON).write_text(json.dumps({
         "note": "test prediction", "rate_step": 1,
         "predictions": [{"sla_class": "chat", "config": "tp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.5,
-                         "meets": True},
+                         "meets": True, "capacity": 10.0, "ttft_p90": 0.05},
                         {"sla_class": "chat", "config": "pp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.2,
-                         "meets": True}],
+                         "meets": True, "capacity": 2.0, "ttft_p90": 0.2}],
         "cost_terms": {"prefill": {"tp8": {"gemm": 0.01, "allreduce": 0.004}, "pp8": {"gemm": 0.08, "p2p": 0.001}},
                        "decode": {"tp8": {"gemm": 0.002, "allreduce": 0.001}, "pp8": {"gemm": 0.016}}}}))
     return folder

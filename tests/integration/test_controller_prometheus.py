@@ -1,5 +1,6 @@
-"""The controller against a real Prometheus scraping real Ray-exported metrics: it routes on them,
-survives a Prometheus restart (stale meanwhile, last routing kept) and resumes afterwards."""
+"""The controller against a real Prometheus scraping real Ray-exported metrics: it routes on them
+(draining a configuration that fails half its requests), survives a Prometheus restart (stale
+meanwhile, last routing kept) and resumes afterwards."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,9 @@ def test_controller_routes_on_live_metrics_and_survives_a_prometheus_restart(
             assert wait_until(routed, timeout_s=60, period_s=1), c.board
             cfg, cls = ALWAYS_MET
             assert c.state.classes[cls].incumbent == cfg
-            assert router.applied[-1][cls][cfg] == pytest.approx(1 - resolved.scenario.controller.explore_share)
+            # the source fails half of every other pair's requests: tp2 is drained, chat goes all to tp8
+            assert router.applied[-1][cls] == {cfg: 1.0, "tp2": 0.0}
+            assert "tp2 is failing (50% errors): drained" in c.decisions[0].reason
             pair = c.board.pair(cfg, cls)
             assert pair.attainment == pytest.approx(1.0) and pair.ttft.p90 is not None and pair.samples >= 5
             assert 0 < c.board.pair("tp2", "chat").attainment < 0.9  # type: ignore[operator]

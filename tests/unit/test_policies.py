@@ -171,3 +171,36 @@ def test_a_class_at_the_edge_of_its_slo_on_a_shared_config_also_sheds_the_heavie
     _, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
                  tokens_per_request={"chat": 170, "sum": 4300})
     assert [(d.sla_class, d.chosen) for d in ds] == [("sum", "pp8")]
+
+
+def test_a_drained_config_stays_out_for_the_quarantine_then_is_probed_again() -> None:
+    slos = {"chat": SLO_CHAT}
+    st = PolicyState({"chat": {"tp8": 0.9, "pp8": 0.1}}, {"chat": ClassState("tp8", -100)})
+    failing = board(pair("tp8", 0.97, ttft90=0.1), pair("pp8", 0.0, error_rate=1.0, samples=10))
+    st, ds = step("best-per-class", failing, slos, ["tp8", "pp8"], st, CFG, now=0)
+    assert ds[0].weights == {"tp8": 1.0, "pp8": 0.0} and "pp8 is failing (100% errors): drained" in ds[0].reason
+    quiet = board(pair("tp8", 0.97, ttft90=0.1))                     # no traffic to pp8: no errors seen
+    st, ds = step("best-per-class", quiet, slos, ["tp8", "pp8"], st, CFG, now=CFG.window_s * 3 - 1)
+    assert ds == [] and st.weights["chat"]["pp8"] == 0.0
+    st, ds = step("best-per-class", quiet, slos, ["tp8", "pp8"], st, CFG, now=CFG.window_s * 3 + 1)
+    assert st.weights["chat"]["pp8"] == pytest.approx(0.1)            # probed again with the exploration share
+
+
+def test_a_class_at_the_edge_waits_while_the_heavier_class_has_no_measured_alternative() -> None:
+    slo_sum = SLO(ttft_ms=2000, tpot_ms=200, attainment=0.9)
+    slos = {"chat": SLO_CHAT, "sum": slo_sum}
+    st = PolicyState({c: {"tp8": 0.9, "pp8": 0.1} for c in slos}, {c: ClassState("tp8", -100) for c in slos})
+    b = board(pair("tp8", 0.93, ttft90=0.44), pair("pp8", 1.0, ttft90=0.1),
+              pair("tp8", 1.0, ttft90=0.8, cls="sum"), pair("pp8", 1.0, ttft90=0.9, cls="sum", samples=2))
+    new, ds = step("best-per-class", b, slos, ["tp8", "pp8"], st, CFG, now=0,
+                   tokens_per_request={"chat": 170, "sum": 4300})
+    assert ds == [] and new.classes["chat"].incumbent == "tp8"
+
+
+def test_an_incumbent_with_headroom_to_spare_is_not_left_for_a_flattered_challenger() -> None:
+    b = board(pair("tp8", 0.97, ttft90=0.3), pair("pp8", 1.0, ttft90=0.05))  # headroom 33% vs 89%
+    _, new, _, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    assert new.incumbent == "tp8"
+    b = board(pair("tp8", 0.97, ttft90=0.42), pair("pp8", 1.0, ttft90=0.05))  # at risk: 7% headroom
+    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    assert new.incumbent == "pp8" and "more latency headroom" in reason

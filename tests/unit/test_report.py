@@ -19,6 +19,8 @@ def test_report_renders_every_figure_and_the_outcome(tmp_path: Path) -> None:
     assert "first choice: tp8" in page
     assert "disagree" in page      # pp8 misses chat's SLO on measurement; the prediction said it meets it
     assert "1 controller steps with stale data" in page
+    assert "capacity within its SLO (req/s, engine clock): tp8 10.0, pp8 2.0" in page
+    assert "pp8 is not the capacity leader" in page
 
 
 def test_report_of_a_run_without_records_still_renders(tmp_path: Path) -> None:

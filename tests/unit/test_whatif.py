@@ -44,7 +44,8 @@ def test_whatif_predicts_at_the_observed_rate_of_the_last_step(demo: Resolved, t
     assert out["rate_step"] == 1
     chat = [p for p in out["predictions"] if p["sla_class"] == "chat"]
     assert {p["config"] for p in chat} == {"tp8", "tp4pp2", "pp8"}
-    assert chat[0]["rate"] == pytest.approx(30 / demo.scenario.load.duration_s)
+    engine = demo.scenario.engine
+    assert chat[0]["rate"] == pytest.approx(30 * engine.time_scale / demo.scenario.load.duration_s)
     assert all(p["capacity"] >= 0 and "capacity_ratio" in p for p in chat)
 
 
@@ -56,3 +57,12 @@ def test_records_convert_to_the_engine_clock_and_are_rejudged(tmp_path: Path) ->
     a, b = wall[0], eng[0]
     assert isinstance(b, Rec) and b.ttft_s == pytest.approx(a.ttft_s / 4) and b.offered_rate == a.offered_rate * 4
     assert sum(r.slo_met for r in eng) > sum(r.slo_met for r in wall)   # 4× faster: more meet the SLO
+
+
+def test_a_class_a_configuration_cannot_hold_is_predicted_to_fail(demo: Resolved) -> None:
+    s = demo.scenario
+    tiny = demo.scenario.model_copy(update={"engine": s.engine.model_copy(update={"max_model_len": 2048})})
+    r = Resolved(tiny, demo.model, demo.gpu, demo.source)
+    p = predict(r, s.configurations[0], s.class_named("summarize"), 1.0, [(4096, 208)], 30)
+    assert not p["meets"] and p["attainment"] == 0.0 and "exceed" in p["error"]
+    assert capacity(r, s.configurations[0], s.class_named("summarize"), [(4096, 208)], 30) == 0.0
