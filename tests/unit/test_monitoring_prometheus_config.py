@@ -8,7 +8,8 @@ from monitoring.prometheus import ScrapeTarget, prometheus_config
 def test_jobs_group_their_targets_and_share_the_interval() -> None:
     cfg = prometheus_config([ScrapeTarget("ray", 8080), ScrapeTarget("vllm", 8000), ScrapeTarget("vllm", 8001)],
                             scrape_interval_s=1.5, rule_files=["/run/rules.yml"])
-    assert cfg["global"] == {"scrape_interval": "1.5s", "scrape_timeout": "1.5s", "evaluation_interval": "1.5s"}
+    # Prometheus durations are integers with units: 1.5 s is written 1500ms ("1.5s" fails to load)
+    assert cfg["global"] == {"scrape_interval": "1500ms", "scrape_timeout": "1500ms", "evaluation_interval": "1500ms"}
     assert cfg["rule_files"] == ["/run/rules.yml"]
     assert {j["job_name"]: j["static_configs"][0]["targets"] for j in cfg["scrape_configs"]} == {
         "ray": ["127.0.0.1:8080"], "vllm": ["127.0.0.1:8000", "127.0.0.1:8001"]}
