@@ -94,7 +94,9 @@ def _vllm_colon_relabel() -> dict[str, Any]:
 def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float = 1.0,
                       rule_files: Sequence[str] = ()) -> dict[str, Any]:
     """prometheus.yml as data: one job per target name, static 127.0.0.1 targets."""
-    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"  # Prometheus durations take no fractions
+    # Prometheus durations take no fractions: 0.5 s is written 500ms
+    ms = max(1, round(scrape_interval_s * 1000))
+    interval = f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
     jobs: dict[str, list[str]] = {}
     for t in targets:
         jobs.setdefault(t.job, []).append(t.address)
