@@ -2,6 +2,10 @@
 
 When Prometheus cannot be read or has no series, the scoreboard is stale: the last routing stays in
 force and `parallax_controller_stale` is 1 until fresh data returns.
+
+A configuration that cannot serve (the `health` callable names it: no running replica) is drained —
+its share of every class goes to the others — and restored as soon as it is back; the policy's own
+weights are kept throughout, so restoring needs no new measurement.
 """
 
 import logging
@@ -62,7 +66,7 @@ class Controller:
 
     def __init__(self, scenario: Scenario, query: Query, router: Router, folder: Path | None = None,
                  metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
-                 engine_prefix: str = "ray_vllm_"):
+                 engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None):
         self.scenario = scenario
         self.cfg = scenario.controller
         self.query = query
@@ -81,6 +85,9 @@ class Controller:
         self.board = Scoreboard(clock(), {}, stale=True)
         self.decisions: list[Decision] = []
         self.router_error: str | None = None
+        self.health = health
+        self.down: set[str] = set()
+        self.applied: Weights | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -88,6 +95,7 @@ class Controller:
     def apply_initial(self) -> None:
         """Route every class evenly before any measurement."""
         self.router.set_weights(self.state.weights)
+        self.applied = _copy(self.state.weights)
         self.metrics.show(self.state.weights, stale=True)
 
     def read(self, now: float) -> Scoreboard:
@@ -99,32 +107,48 @@ class Controller:
             return Scoreboard(now, board.pairs, stale=True, error="no series in the window")
         return board
 
+    def read_health(self) -> set[str]:
+        """Configurations that cannot serve now; on a failing check, the last answer."""
+        if self.health is None:
+            return set()
+        try:
+            return set(self.health()) & set(self.configs)
+        except Exception as e:
+            log.warning("health check failed: %s: %s", type(e).__name__, e)
+            return self.down
+
     def tick(self) -> list[Decision]:
         """One controller step; returns the routing changes applied."""
         now = self.clock()
         board = self.read(now)
+        down = self.read_health()
         new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now,
                                     self.tokens_per_request)
-        if decisions:
+        routed = drain(new_state.weights, down)
+        if down != self.down:
+            decisions = decisions + health_decisions(now, routed, self.applied or new_state.weights, down, self.down)
+        if routed != (self.applied or self.state.weights):
             try:
-                self.router.set_weights(new_state.weights)
+                self.router.set_weights(routed)
                 self.router_error = None
+                self.applied = _copy(routed)
             except Exception as e:  # keep the old routing; try again next tick
                 self.router_error = f"{type(e).__name__}: {e}"
                 log.warning("routing update failed: %s", self.router_error)
-                decisions, new_state = [], self.state
+                decisions, new_state, down, routed = [], self.state, self.down, self.applied or self.state.weights
         with self._lock:
             self.board = board
             self.state = new_state
+            self.down = down
             self.decisions.extend(decisions)
         for d in decisions:
             self.metrics.decisions.labels(d.sla_class, d.chosen or "", d.policy).inc()
-        self.metrics.show(new_state.weights, board.stale)
+        self.metrics.show(routed, board.stale)
         if not board.stale:
             self._show_predicted_headroom(board)
         if self.folder is not None:
             runfolder.append_scoreboard(self.folder, board)
-            runfolder.append_weights(self.folder, now, new_state.weights, board.stale)
+            runfolder.append_weights(self.folder, now, routed, board.stale)
             for d in decisions:
                 runfolder.append_decision(self.folder, d)
         return decisions
@@ -156,3 +180,36 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+
+
+def _copy(weights: Weights) -> Weights:
+    return {cls: dict(ws) for cls, ws in weights.items()}
+
+
+def drain(weights: Weights, down: set[str]) -> Weights:
+    """`weights` with the configurations in `down` at 0, their share spread over the others in proportion
+    (evenly when the others had none); a class whose configurations are all down keeps its weights."""
+    if not down:
+        return weights
+    out: Weights = {}
+    for cls, ws in weights.items():
+        up = [c for c in ws if c not in down]
+        if not up:
+            out[cls] = dict(ws)
+            continue
+        total = sum(ws[c] for c in up)
+        out[cls] = {c: 0.0 if c in down else (ws[c] / total if total > 0 else 1.0 / len(up)) for c in ws}
+    return out
+
+
+def health_decisions(now: float, routed: Weights, before: Weights, down: set[str],
+                     was_down: set[str]) -> list[Decision]:
+    """One decision per class recording a drain or a restore."""
+    parts = []
+    if down - was_down:
+        parts.append(f"drained {', '.join(sorted(down - was_down))}: no running replica")
+    if was_down - down:
+        parts.append(f"restored {', '.join(sorted(was_down - down))}: running again")
+    reason = "; ".join(parts)
+    return [Decision(now, cls, "health", dict(ws), dict(before.get(cls, {})),
+                     max(ws, key=lambda c: ws[c]) if ws else None, reason) for cls, ws in routed.items()]

@@ -31,6 +31,7 @@ from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved
 from controllers.whatif import planned_capacities, write_whatif
+from deployments.health import unhealthy_configs
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
 from monitoring.prometheus import ScrapeTarget, attach_prometheus, free_port, start_prometheus, stop_prometheus
@@ -144,9 +145,11 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             console.print(f"prometheus: {prom.url}")
             export_dashboards(folder / "dashboards", prom.url, s.monitoring.scrape_interval_s)
             client = stack.enter_context(PromClient(prom.url))
-            router = HttpRouter(url)
+            router = HttpRouter(url, api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
             stack.callback(router.close)
-            controller = Controller(s, prom_query(client), router, folder, metrics)
+            names = [c.name for c in s.configurations]
+            controller = Controller(s, prom_query(client), router, folder, metrics,
+                                    health=lambda: unhealthy_configs(names))
             controller.capacities = capacities
             controller.apply_initial()
             controller.start()

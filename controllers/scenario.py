@@ -15,7 +15,8 @@ from deployments.catalog.memory import check_parallelism, plan_memory, weight_by
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import DeploymentSpec
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
-from loadgen.config import LoadConfig, TrafficClass
+from loadgen.config import LoadConfig, TrafficClass, mean_length
+from loadgen.errors import LoadError
 from monitoring.config import MonitoringConfig
 
 
@@ -180,10 +181,15 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     for i, tc in enumerate(s.classes):
         if cnames.count(tc.name) > 1:
             problems.append((f"classes[{i}].name", f"duplicate class name {tc.name!r}"))
-        for field, dist in (("input", tc.input), ("output", tc.output)):
+        for which, (field, dist) in enumerate((("input", tc.input), ("output", tc.output))):
             path = getattr(dist, "path", None)
-            if path is not None and not _find(path, base_dir).exists():
+            if path is not None and not _find(path, base_dir).is_file():
                 problems.append((f"classes[{i}].{field}.path", f"{path}: no such file"))
+            elif path is not None:
+                try:
+                    mean_length(dist, which, base_dir)
+                except LoadError as e:
+                    problems.append((f"classes[{i}].{field}.path", str(e)))
     if s.server.default_class is not None and s.server.default_class not in cnames:
         problems.append(("server.default_class",
                          f"{s.server.default_class!r} is not a class; use one of {', '.join(cnames)}"))

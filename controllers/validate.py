@@ -1,6 +1,7 @@
 """`parallax validate`: what each configuration of a scenario costs in GPUs and memory."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from controllers.scenario import Resolved
 from deployments.catalog.memory import plan_memory
@@ -25,7 +26,7 @@ def footprints(r: Resolved) -> list[ConfigFootprint]:
     s = r.scenario
     mean_tokens = 0.0
     for tc in s.classes:
-        isl, osl = tc.mean_lengths()
+        isl, osl = tc.mean_lengths(Path(r.source).parent)
         mean_tokens += tc.share * (isl + osl)
     out = []
     for c in s.configurations:

@@ -14,20 +14,11 @@ from controllers.scenario import Resolved
 from deployments.app_args import INGRESS_NAME, AppArgs, server_deployment_name
 from deployments.config import ParallelConfig
 from deployments.ingress import Ingress
+from deployments.placement import replica_placement
 from deployments.server import LLMServer
 
 REPLICA_CPUS = 1.0      # the replica actor (engine loop) sits in bundle 0 with one CPU
 INGRESS_CPUS = 1.0
-
-
-def bundles(config: ParallelConfig) -> list[dict[str, float]]:
-    """One bundle per GPU of a replica; the replica actor takes bundle 0's CPU."""
-    return [{"CPU": REPLICA_CPUS, "GPU": 1.0}] + [{"GPU": 1.0}] * (config.gpus_per_replica - 1)
-
-
-def strategy(config: ParallelConfig) -> str:
-    """STRICT_PACK keeps a replica on one node; PACK lets PP stages spill to other nodes when asked."""
-    return "PACK" if config.spread_pp_over_nodes else "STRICT_PACK"
 
 
 def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]:
@@ -38,8 +29,7 @@ def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]
         max_ongoing_requests=srv.max_ongoing_requests,
         max_queued_requests=srv.max_queued_requests,
         ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0},
-        placement_group_bundles=bundles(config),
-        placement_group_strategy=strategy(config),
+        **replica_placement(config, REPLICA_CPUS).as_deployment_options(),
         health_check_period_s=5.0,
     )
 

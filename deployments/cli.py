@@ -1,5 +1,6 @@
 """`parallax up | status | down | serve-config`: thin commands over deployments.deploy and the daemon."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -201,6 +202,10 @@ def _stop(st: UpState, path: Path) -> None:
             time.sleep(0.2)
         if _alive(st.pid):
             os.killpg(st.pid, signal.SIGKILL)  # the holder leads its own session: Ray's processes go with it
+    elif st.pid is not None and st.temp_dir and Path(st.temp_dir).exists():
+        # the holder crashed before its teardown: Ray's processes live on in its process group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(st.pid, signal.SIGKILL)
     _cleanup(st, path)
 
 

@@ -14,6 +14,7 @@ import ray
 from controllers.scenario import Resolved
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.config import ParallelConfig
+from deployments.placement import Node, PlacementError, plan_nodes
 
 
 class CapacityError(RuntimeError):
@@ -74,6 +75,11 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
         if not c.spread_pp_over_nodes and c.gpus_per_replica > largest:
             problems.append(f"{c.name}: a replica needs {c.gpus_per_replica} GPUs on one node but the largest node "
                             f"has {largest:g}; set spread_pp_over_nodes: true or lower tp×pp")
+    if not problems:
+        try:  # enough in total, but can every replica (spread: every TP group) have a node of its own?
+            plan_nodes(configs, [Node(str(i), g) for i, g in enumerate(cap.node_gpus) if g > 0])
+        except PlacementError as e:
+            problems.append(str(e))
     need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + INGRESS_CPUS
     if need_cpus > cap.free_cpus:
         problems.append(f"the replicas and the ingress need {need_cpus:g} CPUs but the cluster has "

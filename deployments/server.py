@@ -82,6 +82,8 @@ class LLMServer:
         if job.sla_class not in self.slos:
             raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
         n = self.engine.count_prompt_tokens(job.prompt)
+        if n < 1:
+            raise api.OpenAIError(400, "the prompt is empty; send at least one token", param="prompt")
         err = api.context_error(n, job.max_tokens, self.context)
         if err is not None:
             raise err

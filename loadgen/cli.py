@@ -180,7 +180,8 @@ def load_cmd(
 
     async def main() -> LoadSummary:
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         return await run_load(target, classes, load, run_dir, model=model, api=api,  # type: ignore[arg-type]
                               metrics_port=metrics_port, stop=stop, tokenizer=tokenizer, api_key=api_key,
                               base_dir=base_dir, progress=progress,

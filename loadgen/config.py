@@ -170,13 +170,15 @@ class TrafficClass(_Strict):
         "classes without one share load.arrival, split by their shares",
     )
 
-    def mean_lengths(self) -> tuple[float, float]:
-        """Mean input and output tokens, where the distribution states it (files are read lazily)."""
-        return _mean(self.input, 0), _mean(self.output, 1)
+    def mean_lengths(self, base_dir: Path | None = None) -> tuple[float, float]:
+        """Mean input and output tokens, where the distribution states it (files are read lazily,
+        relative paths also from `base_dir`, the scenario's folder)."""
+        return mean_length(self.input, 0, base_dir), mean_length(self.output, 1, base_dir)
 
 
-def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
-          | PresetLength, which: int) -> float:
+def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+                | PresetLength, which: int, base_dir: Path | None = None) -> float:
+    """Mean of one length distribution (`which`: 0 input, 1 output); LoadError for a bad lengths file."""
     match dist:
         case FixedLength(value=v):
             return float(v)
@@ -187,8 +189,9 @@ def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | E
         case PresetLength(name=n):
             return float(PRESETS[n][which])
         case EmpiricalLength(path=p, column=col):
-            from loadgen.lengths import read_lengths  # the one reader of length files (imports this module)
-            values = read_lengths(Path(p), col)
+            from loadgen.lengths import read_lengths, resolve_path  # lengths imports this module
+
+            values = read_lengths(resolve_path(p, base_dir), col)
             return sum(values) / len(values)
     raise AssertionError(dist)
 

@@ -36,6 +36,8 @@ def read_lengths(path: Path, column: str | None = None) -> list[int]:
         text = path.read_text()
     except OSError as e:
         raise LoadError(f"{path}: cannot read lengths file ({e.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise LoadError(f"{path}: not a text file; give one length per line, or a CSV / JSONL column") from None
     where = str(path)
     raw: list[tuple[int, object]] = []
     if path.suffix == ".csv":

@@ -6,11 +6,12 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from controllers.scenario import load_scenario
-from deployments.app import build_app, bundles, ingress_options, server_options, strategy
+from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
 from deployments.app_args import AppArgs
 from deployments.cli import serve_config
 from deployments.cluster import Capacity, capacity_problems
 from deployments.config import ParallelConfig
+from deployments.placement import replica_placement
 from deployments.telemetry import slo_met
 from loadgen.config import SLO
 
@@ -28,10 +29,10 @@ def test_slo_met_checks_every_target_given() -> None:
 
 def test_replica_bundles_hold_tp_times_pp_gpus() -> None:
     c = ParallelConfig(name="tp4pp2", tp=4, pp=2, replicas=2)
-    b = bundles(c)
+    b = replica_placement(c, REPLICA_CPUS).bundles
     assert len(b) == 8 and sum(x["GPU"] for x in b) == 8 and b[0]["CPU"] > 0
-    assert strategy(c) == "STRICT_PACK"
-    assert strategy(c.model_copy(update={"spread_pp_over_nodes": True})) == "PACK"
+    assert replica_placement(c, REPLICA_CPUS).strategy == "STRICT_PACK"
+    assert replica_placement(c.model_copy(update={"spread_pp_over_nodes": True}), REPLICA_CPUS).strategy == "PACK"
     r = load_scenario(DEMO)
     opts = server_options(r, r.scenario.configurations[0])
     assert opts["num_replicas"] == 1 and opts["max_queued_requests"] == r.scenario.server.max_queued_requests

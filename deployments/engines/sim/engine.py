@@ -19,6 +19,7 @@ from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.sequence import Sequence, Status
+from deployments.placement import inter_node_hops
 
 # The words the simulated model "generates": one per token, chosen deterministically.
 VOCAB = (
@@ -54,7 +55,7 @@ class SimEngine:
 
     def __init__(self, spec: DeploymentSpec, parallel: ParallelConfig, model: ModelSpec, gpu: GpuSpec):
         factory = ReplicaFactory(model, gpu, spec.dtype, spec.resolved_kv_dtype, parallel.tp, parallel.pp,
-                                 spec.engine)
+                                 spec.engine, inter_node_hops=inter_node_hops(parallel, spec.hardware.gpus_per_node))
         self.core = factory()
         self.plan = factory.plan
         self.seed = spec.engine.seed

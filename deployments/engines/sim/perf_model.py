@@ -9,7 +9,7 @@ Equations and constants: deployments/engines/sim/MODEL.md.
 """
 
 from deployments.catalog.dtypes import Dtype
-from deployments.catalog.gpus import GpuSpec
+from deployments.catalog.gpus import GB, GpuSpec
 from deployments.catalog.memory import check_parallelism, embedding_dtype, kv_heads_per_gpu, layers_per_stage
 from deployments.catalog.models import ModelSpec
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, Calibration
@@ -28,8 +28,10 @@ class PerfModel:
     """
 
     def __init__(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int = 1, pp: int = 1,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, inter_node_hops: int = 0) -> None:
         check_parallelism(model, tp, pp)
+        if not 0 <= inter_node_hops <= pp - 1:
+            raise ValueError(f"inter_node_hops={inter_node_hops}: a pipeline of {pp} stages has {pp - 1} transfers")
         self.model, self.gpu, self.dtype, self.kv_dtype, self.tp, self.pp = model, gpu, dtype, kv_dtype, tp, pp
         c = (calibration or DEFAULT_CALIBRATION).for_gpu(gpu)
         self.constants = c
@@ -82,9 +84,13 @@ class PerfModel:
         self._lm_weight_s = h * v * emb.bytes / bw
         self._lm_act_s = (h + v) * ACT_BYTES / bw
 
-        # PP point-to-point: PP−1 transfers of the M·h hidden states to the next stage.
+        # PP point-to-point: PP−1 transfers of the M·h hidden states to the next stage. `inter_node_hops` of
+        # them cross from one node to the next (stages spread over nodes): each TP rank sends its copy over
+        # its own network link at `inter_node_gbps`, the rest go over the node's fabric.
         self._p2p_lat = (pp - 1) * c.p2p_us * 1e-6
-        self._p2p_per_token = (pp - 1) * h * ACT_BYTES / (gpu.link.group_bandwidth(2) * c.link_fraction)
+        intra_hops = pp - 1 - inter_node_hops
+        self._p2p_per_token = h * ACT_BYTES / c.link_fraction * (
+            intra_hops / gpu.link.group_bandwidth(2) + inter_node_hops / (gpu.inter_node_gbps * GB))
 
         self.stage_layers = layers_per_stage(model, pp)
         self._layers = model.num_layers

@@ -16,8 +16,10 @@ class ReplicaFactory:
     """Fresh `EngineCore`s for one model × GPU × dtype × (TP, PP); the performance model is shared."""
 
     def __init__(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int, pp: int,
-                 engine: EngineConfig | None = None, calibration: Calibration | None = None):
-        """Raise ValueError (a message naming the fix) when the configuration cannot run."""
+                 engine: EngineConfig | None = None, calibration: Calibration | None = None,
+                 inter_node_hops: int = 0):
+        """Raise ValueError (a message naming the fix) when the configuration cannot run.
+        `inter_node_hops`: pipeline transfers that cross nodes (stages spread over nodes)."""
         self.engine = engine or EngineConfig()
         check_parallelism(model, tp, pp)
         if not gpu.supports(dtype):
@@ -31,7 +33,7 @@ class ReplicaFactory:
                 f"({self.plan.weight_bytes / 1e9:.1f} GB of weights per GPU); raise tp or pp, or use a smaller dtype")
         if calibration is None and e.calibration is not None:
             calibration = load_calibration(e.calibration)
-        self.cost_model = PerfModel(model, gpu, dtype, kv_dtype, tp, pp, calibration)
+        self.cost_model = PerfModel(model, gpu, dtype, kv_dtype, tp, pp, calibration, inter_node_hops)
         self.pp = pp
         self.max_model_len = min(e.max_model_len or model.max_context, self.plan.kv_tokens)
 
