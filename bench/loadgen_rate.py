@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -134,6 +135,8 @@ async def loadgen(url: str, rate: float, duration: float) -> tuple[list[float], 
     with tempfile.TemporaryDirectory() as d:
         await run_load(url, [cls], LoadConfig(arrival=ConstantArrival(rate=rate), duration_s=duration), d)
         records = read_records(Path(d))
+    for msg, n in Counter((r.error or "")[:100] for r in records if r.status != "ok").items():
+        print(f"  {n} failed: {msg}")
     return [r.lateness_s for r in records if r.lateness_s is not None], sum(r.status == "ok" for r in records)
 
 
