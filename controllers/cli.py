@@ -8,6 +8,7 @@ from rich.table import Table
 
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from deployments.engines.vllm.cli import tiny_model_cmd
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -48,6 +49,9 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
                       f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
                       f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
     console.print(table)
+
+
+app.command("tiny-model")(tiny_model_cmd)
 
 
 def main() -> None:
