@@ -8,6 +8,7 @@ from rich.table import Table
 
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.vllm.cli import tiny_model_cmd
 
 app = typer.Typer(
@@ -51,6 +52,10 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
+app.command("up")(up_cmd)
+app.command("status")(status_cmd)
+app.command("down")(down_cmd)
+app.command("serve-config")(serve_config_cmd)
 app.command("tiny-model")(tiny_model_cmd)
 
 

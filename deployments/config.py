@@ -67,6 +67,10 @@ class ServerConfig(_Strict):
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Ray's metrics export port")
     default_class: str | None = None
     max_ongoing_requests: int = Field(default=1024, gt=0)
+    max_queued_requests: int = Field(
+        default=64, gt=0, description="requests queued at the ingress per configuration beyond its replicas' "
+        "max_ongoing_requests; more are refused with 503"
+    )
     api_key_env: str | None = Field(default=None, description="env var holding an optional Bearer key")
 
 

@@ -15,6 +15,7 @@ class GenerationRequest:
     sla_class: str
     prompt_token_ids: list[int] | None = None
     ignore_eos: bool = True
+    min_tokens: int = 0                # vLLM's extra: no stop before this many tokens
     temperature: float = 0.0
     arrival_time: float = 0.0  # time.monotonic() when the server received it
 

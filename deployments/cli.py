@@ -1,0 +1,243 @@
+"""`parallax up | status | down | serve-config`: thin commands over deployments.deploy and the daemon."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from controllers.scenario import Resolved, ScenarioError, load_scenario
+from deployments.app_args import APP_NAME, AppArgs
+from deployments.daemon import UpState
+
+console = Console()
+STATE_DIR_ENV = "PARALLAX_STATE_DIR"
+
+
+def _fail(message: str) -> None:
+    from controllers.cli import fail  # the root CLI imports this module
+
+    fail(message)
+
+
+def state_dir() -> Path:
+    """Where `up` records what it started: $PARALLAX_STATE_DIR, else runs/up under the current folder."""
+    return Path(os.environ.get(STATE_DIR_ENV, "runs/up"))
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _load(scenario: Path) -> Resolved:
+    try:
+        return load_scenario(scenario)
+    except ScenarioError as e:
+        _fail(str(e))
+        raise AssertionError from e  # unreachable: fail exits
+
+
+def _print_up(st: UpState) -> None:
+    console.print(f"[bold]{st.name}[/] is up at [bold]{st.url}[/] (OpenAI API under /v1); "
+                  f"Ray metrics at {st.metrics_url or 'the cluster metrics port'}")
+    table = Table("config", "replica", "placement group", "strategy", "bundles", "GPUs", "state")
+    for cfg, reps in st.placements.items():
+        for i, p in enumerate(reps):
+            gpus = sum(b.get("GPU", 0) for b in p["bundles"])
+            table.add_row(cfg, str(i), p["placement_group"].split("#")[-1], p["strategy"], str(len(p["bundles"])),
+                          f"{gpus:g}", p["state"])
+    console.print(table)
+
+
+def up_cmd(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    host: str = typer.Option(None, help="bind address of the HTTP API (default: the scenario's server.host)"),
+    port: int = typer.Option(None, help="HTTP port (default: the scenario's server.port)"),
+    metrics_port: int = typer.Option(None, help="Ray's metrics export port (default: server.metrics_port)"),
+    timeout: float = typer.Option(120.0, help="seconds to wait for every configuration to be ready"),
+) -> None:
+    """Start a local Ray (or attach to RAY_ADDRESS), deploy every configuration, print the endpoint."""
+    r = _load(scenario)
+    sdir = state_dir()
+    sdir.mkdir(parents=True, exist_ok=True)
+    path = sdir / f"{r.scenario.name}.json"
+    if path.exists():
+        old = UpState.read(path)
+        if old.mode == "attached" or _alive(old.pid):
+            _fail(f"{old.name} is already up ({old.url}); run `parallax down {old.name}` first")
+        _cleanup(old, path)
+    if os.environ.get("RAY_ADDRESS"):
+        st = _up_attached(r, path, host, port, timeout)
+    else:
+        st = _up_local(r, path, scenario.resolve(), host, port, metrics_port, timeout)
+    _print_up(st)
+
+
+def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, timeout: float) -> UpState:
+    from deployments.cluster import CapacityError, connect
+    from deployments.deploy import DeployError, deploy
+
+    address = os.environ["RAY_ADDRESS"]
+    connect(address)
+    try:
+        info = deploy(r, host=host, port=port, timeout_s=timeout)
+    except (CapacityError, DeployError) as e:
+        _fail(str(e))
+    st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
+                 url=info.url, placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
+    st.write(path)
+    return st
+
+
+def _up_local(r: Resolved, path: Path, scenario: Path, host: str | None, port: int | None,
+              metrics_port: int | None, timeout: float) -> UpState:
+    log = path.with_suffix(".log")
+    st = UpState(name=r.scenario.name, scenario=str(scenario), mode="local", status="starting", log=str(log))
+    st.write(path)
+    cmd = [sys.executable, "-m", "deployments.daemon", str(path.resolve()), str(scenario), "--timeout", str(timeout)]
+    for flag, value in (("--host", host), ("--port", port), ("--metrics-port", metrics_port)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout + 60
+    while time.monotonic() < deadline:
+        st = UpState.read(path)
+        if st.status == "ready":
+            return st
+        if st.status == "failed" or proc.poll() is not None:
+            proc.wait(timeout=30)
+            _cleanup(st, path, keep_log=st.error is None)
+            _fail(st.error or f"the Ray holder process exited with code {proc.returncode}; see {log}")
+        time.sleep(0.3)
+    _stop(st, path)
+    _fail(f"{r.scenario.name} was not up after {timeout + 60:g} s; see {log}")
+    raise AssertionError  # unreachable
+
+
+def status_cmd(as_json: bool = typer.Option(False, "--json", help="print the recorded state as JSON")) -> None:
+    """Show what `parallax up` started: endpoint, health, routing and placement of each configuration."""
+    states = [UpState.read(p) for p in sorted(state_dir().glob("*.json"))]
+    if not states:
+        console.print("nothing is up")
+        return
+    out = []
+    for st in states:
+        health = routing = None
+        if st.url:
+            try:
+                health = httpx.get(f"{st.url}/health", timeout=5).json()
+                routing = httpx.get(f"{st.url}/v1/routing", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                health = None
+        alive = st.mode == "attached" or _alive(st.pid)
+        out.append({**st.model_dump(), "process_alive": alive, "health": health, "routing": routing})
+        if not as_json:
+            state = "[green]healthy[/]" if health else "[red]not answering[/]"
+            console.print(f"[bold]{st.name}[/] ({st.mode}, {st.status}, {state}) at {st.url}")
+            if routing:
+                console.print(f"  routing: {json.dumps(routing.get('weights'))}")
+            _print_up(st)
+    if as_json:
+        print(json.dumps(out, indent=2))
+
+
+def down_cmd(
+    name: str = typer.Argument(None, help="what to take down (default: the only one up)"),
+    all_: bool = typer.Option(False, "--all", help="take down everything `parallax up` started here"),
+) -> None:
+    """Stop what `parallax up` started: Serve, the local Ray, temp files."""
+    paths = sorted(state_dir().glob("*.json"))
+    if name is not None:
+        paths = [p for p in paths if p.stem == name]
+        if not paths:
+            _fail(f"{name} is not up; `parallax status` lists what is")
+    elif len(paths) > 1 and not all_:
+        _fail(f"several are up ({', '.join(p.stem for p in paths)}); name one or use --all")
+    if not paths:
+        console.print("nothing is up")
+        return
+    for p in paths:
+        st = UpState.read(p)
+        _stop(st, p)
+        console.print(f"{st.name} is down")
+
+
+def _stop(st: UpState, path: Path) -> None:
+    if st.mode == "attached" and st.ray_address:
+        import ray
+
+        from deployments.cluster import connect
+        from deployments.deploy import teardown
+
+        connect(st.ray_address)
+        teardown()
+        ray.shutdown()
+    elif st.pid is not None and _alive(st.pid):
+        os.kill(st.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(st.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(st.pid):
+            os.killpg(st.pid, signal.SIGKILL)  # the holder leads its own session: Ray's processes go with it
+    _cleanup(st, path)
+
+
+def _cleanup(st: UpState, path: Path, keep_log: bool = False) -> None:
+    if st.temp_dir:
+        shutil.rmtree(st.temp_dir, ignore_errors=True)
+    if st.log and not keep_log:
+        Path(st.log).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def serve_config(r: Resolved, host: str | None = None, port: int | None = None) -> dict[str, object]:
+    """A Ray Serve config (`serve deploy FILE`) that builds this scenario's application on a cluster."""
+    srv = r.scenario.server
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": host or srv.host, "port": srv.port if port is None else port},
+        "applications": [{
+            "name": APP_NAME,
+            "route_prefix": "/",
+            "import_path": "deployments.app:build_app",
+            "args": AppArgs.from_resolved(r).model_dump(),
+            "logging_config": {"enable_access_log": False},
+        }],
+    }
+
+
+def serve_config_cmd(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    output: Path = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
+    host: str = typer.Option(None, help="HTTP bind address (default: the scenario's server.host)"),
+    port: int = typer.Option(None, help="HTTP port (default: the scenario's server.port)"),
+) -> None:
+    """Write a Ray Serve config YAML for `serve deploy` on an existing cluster."""
+    text = yaml.safe_dump(serve_config(_load(scenario), host, port), sort_keys=False)
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}; deploy it with `serve deploy {output}` (the cluster needs this package)")

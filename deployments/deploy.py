@@ -1,0 +1,114 @@
+"""Library API: deploy a scenario's configurations on the connected Ray cluster, wait, report, tear down.
+
+    deploy(resolved) -> Deployment   # after ray.init / cluster.start_local_ray / cluster.connect
+    teardown()                        # removes the Serve application and Serve itself
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from ray.serve.schema import ApplicationStatus
+
+from controllers.scenario import Resolved
+from deployments.app import build_app
+from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
+from deployments.cluster import check_capacity
+
+REPLICA_PG_PREFIX = "SERVE_REPLICA::"
+
+
+class DeployError(RuntimeError):
+    """The application did not become ready; the message names the deployments at fault."""
+
+
+@dataclass(frozen=True)
+class ReplicaPlacement:
+    placement_group: str
+    strategy: str
+    state: str
+    bundles: list[dict[str, float]]
+    nodes: list[str]            # node id of each bundle
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a deployed scenario answers, and how each configuration was placed."""
+
+    url: str
+    app_name: str
+    placements: dict[str, list[ReplicaPlacement]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = None,
+           timeout_s: float = 120.0) -> Deployment:
+    """Deploy every configuration plus the ingress; fail fast when the cluster is too small."""
+    srv = resolved.scenario.server
+    host = host or srv.host
+    port = srv.port if port is None else port
+    if APP_NAME in serve.status().applications:
+        serve.delete(APP_NAME)
+    check_capacity(resolved)
+    serve.start(http_options={"host": host, "port": port})
+    app = build_app(AppArgs.from_resolved(resolved).model_dump())
+    serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
+                                    logging_config={"enable_access_log": False})],
+                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    wait_ready(resolved, timeout_s)
+    return Deployment(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved))
+
+
+def wait_ready(resolved: Resolved, timeout_s: float) -> None:
+    """Poll Serve until the app runs; on failure or timeout remove it and raise a clear DeployError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = serve.status().applications.get(APP_NAME)
+        if st is not None and st.status == ApplicationStatus.RUNNING:
+            return
+        failed = st is not None and st.status == ApplicationStatus.DEPLOY_FAILED
+        if failed or time.monotonic() > deadline:
+            detail = "; ".join(f"{name}: {d.status.value} {d.message}".strip()
+                               for name, d in (st.deployments.items() if st else [])
+                               if d.status.value != "HEALTHY")
+            serve.delete(APP_NAME)
+            why = "failed" if failed else f"was not ready after {timeout_s:g} s"
+            raise DeployError(f"{resolved.source}: deploying {APP_NAME} {why}"
+                              + (f": {detail}" if detail else "")
+                              + ("" if failed else "; a replica may be waiting for GPUs/CPUs the cluster lacks"))
+        time.sleep(0.25)
+
+
+def placements(resolved: Resolved) -> dict[str, list[ReplicaPlacement]]:
+    """Each configuration's replica placement groups, from Ray's placement group table."""
+    table = ray.util.placement_group_table()
+    out: dict[str, list[ReplicaPlacement]] = {c.name: [] for c in resolved.scenario.configurations}
+    by_deployment = {server_deployment_name(c): c for c in out}
+    for pg in table.values():
+        name = pg.get("name", "")
+        if not name.startswith(f"{REPLICA_PG_PREFIX}{APP_NAME}#") or pg["state"] == "REMOVED":
+            continue
+        deployment = name.split("#")[1]
+        if deployment in by_deployment:
+            bundles = [pg["bundles"][i] for i in sorted(pg["bundles"])]
+            nodes = [pg["bundles_to_node_id"].get(i, "") for i in sorted(pg["bundles"])]
+            out[by_deployment[deployment]].append(
+                ReplicaPlacement(placement_group=name, strategy=pg["strategy"], state=pg["state"],
+                                 bundles=bundles, nodes=nodes))
+    return out
+
+
+def ingress_handle() -> DeploymentHandle:
+    """The ingress, for `get_routing()` / `set_routing(weights)` from the controller."""
+    return serve.get_deployment_handle(INGRESS_NAME, app_name=APP_NAME)
+
+
+def teardown() -> None:
+    """Remove the application and shut Serve down (the Ray cluster stays)."""
+    if ray.is_initialized():
+        serve.shutdown()

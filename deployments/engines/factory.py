@@ -1,0 +1,22 @@
+"""The engine factory: `EngineConfig.kind` -> an Engine for one replica of one configuration."""
+
+import importlib
+
+from controllers.scenario import Resolved
+from deployments.config import ParallelConfig
+from deployments.engines.base import Engine
+
+# kind -> "module:Class"; every class takes (spec, config, model, gpu) as keywords.
+ENGINES = {
+    "sim": "deployments.engines.sim.engine:SimEngine",
+    "vllm": "deployments.engines.vllm.engine:VllmEngine",
+}
+
+
+def create_engine(resolved: Resolved, config: ParallelConfig) -> Engine:
+    """Build (not start) the engine of one replica of `config`."""
+    kind = resolved.scenario.engine.kind
+    module, _, cls = ENGINES[kind].partition(":")
+    engine_cls = getattr(importlib.import_module(module), cls)
+    engine: Engine = engine_cls(spec=resolved.scenario, config=config, model=resolved.model, gpu=resolved.gpu)
+    return engine

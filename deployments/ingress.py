@@ -1,0 +1,170 @@
+"""The OpenAI-compatible, SLA-aware ingress: routes each request to a configuration's LLMServer.
+
+`model` naming a configuration goes there; `auto` (or the scenario's base model name) goes where the
+routing weights of the request's SLA class (header `x-sla-class`) send it. Responses carry
+`x-parallax-config` (who served) and echo `x-sla-class`.
+"""
+
+import hmac
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments import openai_api as api
+from deployments.app_args import AppArgs
+from deployments.routing import Router, RoutingError, Weights, check_weights, uniform_weights
+from deployments.server import Job
+
+logger = logging.getLogger("ray.serve")
+CONFIG_HEADER = "x-parallax-config"
+CLASS_HEADER = "x-sla-class"
+
+fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@fastapi_app.exception_handler(api.OpenAIError)
+async def _openai_error(_: Request, e: api.OpenAIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+@fastapi_app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+    return JSONResponse(api.OpenAIError(e.status_code, str(e.detail), kind).body(), status_code=e.status_code)
+
+
+async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
+    """Relay the server's SSE events; a client that goes away cancels the request in the replica."""
+    try:
+        async for event in gen:
+            yield event
+    finally:
+        gen.cancel()
+
+
+@serve.ingress(fastapi_app)
+class Ingress:
+    """One replica (it holds the routing state); the controller changes weights via `set_routing`."""
+
+    def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle]):
+        resolved = AppArgs.model_validate(args).resolve()
+        s = resolved.scenario
+        self.base_model = s.model
+        self.configs = {c.name: c for c in s.configurations}
+        self.classes = [c.name for c in s.classes]
+        self.default_class = s.default_class
+        self.engine = s.engine.kind
+        self.created = int(time.time())
+        self.router = Router(uniform_weights(self.classes, list(self.configs)))
+        self.handles = servers
+        self.streams = {name: h.options(stream=True) for name, h in servers.items()}
+        key_env = s.server.api_key_env
+        self._key = os.environ.get(key_env, "").encode() if key_env else b""
+        if key_env and not self._key:
+            logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
+
+    # --- called through a Serve handle (the controller) or the /v1/routing endpoints ---------------
+    def get_routing(self) -> dict[str, Any]:
+        return {"default_class": self.default_class, "weights": self.router.weights}
+
+    def set_routing(self, weights: Weights) -> dict[str, Any]:
+        """Replace the weights of the classes given (raises RoutingError naming what is wrong)."""
+        self.router.update(check_weights(weights, self.classes, list(self.configs)))
+        return self.get_routing()
+
+    # --- HTTP --------------------------------------------------------------------------------------
+    def _authorize(self, request: Request) -> None:
+        if not self._key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:].encode() if given.lower().startswith("bearer ") else b""
+        if not hmac.compare_digest(token, self._key):
+            raise api.OpenAIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                  "authentication_error", code="invalid_api_key")
+
+    @fastapi_app.get("/health")
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "configurations": list(self.configs)}
+
+    @fastapi_app.get("/v1/models")
+    def models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        data = [{"id": name, "object": "model", "created": self.created, "owned_by": "parallax",
+                 "root": self.base_model,
+                 "parallax": {"tp": c.tp, "pp": c.pp, "replicas": c.replicas, "engine": self.engine}}
+                for name, c in self.configs.items()]
+        data.append({"id": api.AUTO_MODEL, "object": "model", "created": self.created, "owned_by": "parallax",
+                     "root": self.base_model, "parallax": {"routing": self.router.weights}})
+        return {"object": "list", "data": data}
+
+    @fastapi_app.get("/v1/routing")
+    def routing_get(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return self.get_routing()
+
+    @fastapi_app.put("/v1/routing")
+    async def routing_put(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        try:
+            body = api.json.loads(await request.body())
+            return self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
+        except api.json.JSONDecodeError as e:
+            raise api.OpenAIError(400, f"request body is not valid JSON: {e}") from None
+        except RoutingError as e:
+            raise api.OpenAIError(400, str(e), param="weights") from None
+
+    @fastapi_app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve("completion", request)
+
+    @fastapi_app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve("chat", request)
+
+    def _route(self, model: str, sla_class: str) -> str:
+        if model in self.configs:
+            return model
+        if model in (api.AUTO_MODEL, self.base_model):
+            return self.router.choose(sla_class)
+        raise api.OpenAIError(404, f"model {model!r} does not exist; use one of "
+                              f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
+                              code="model_not_found")
+
+    async def _serve(self, kind: Literal["completion", "chat"], request: Request) -> Response:
+        arrival = time.time()
+        self._authorize(request)
+        sla_class = request.headers.get(CLASS_HEADER) or self.default_class
+        if sla_class not in self.classes:
+            raise api.OpenAIError(400, f"unknown SLA class {sla_class!r} in header {CLASS_HEADER}; use one of "
+                                  f"{', '.join(self.classes)}", param=CLASS_HEADER)
+        body = api.parse_request(kind, await request.body())
+        config = self._route(body.model, sla_class)
+        prefix = "cmpl" if kind == "completion" else "chatcmpl"
+        job = Job(request_id=f"{prefix}-{uuid.uuid4().hex}", kind=kind, model=config, prompt=body.prompt_text(),
+                  max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
+                  ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
+                  arrival_wall=arrival)
+        headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class}
+        try:
+            if not body.stream:
+                out = await self.handles[config].complete.remote(job)
+                return JSONResponse(out["body"], status_code=out["status"], headers=headers)
+            gen = self.streams[config].generate.remote(job)
+            assert isinstance(gen, DeploymentResponseGenerator)
+            first = await gen.__anext__()
+        except BackPressureError:
+            raise api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry later",
+                                  "server_overloaded", code="overloaded") from None
+        if first["status"] != 200:
+            return JSONResponse(first["body"], status_code=first["status"], headers=headers)
+        return StreamingResponse(_forward(gen), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,190 @@
+"""LLMServer: one Serve deployment per parallel configuration, wrapping an engine behind one interface.
+
+The ingress calls `generate` (streaming: a status dict, then ready-made SSE event strings) or
+`complete` (one response dict). The server checks the request against the model's context, times
+every request, judges it against its SLA class's SLO and records the metrics of telemetry.py.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from controllers.scenario import Resolved
+from deployments import openai_api as api
+from deployments.app_args import AppArgs
+from deployments.engines.base import Engine, GenerationRequest, TokenChunk
+from deployments.engines.factory import create_engine
+from deployments.telemetry import ReplicaMetrics, RequestTiming
+
+logger = logging.getLogger("ray.serve")
+
+STATS_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request as the ingress hands it to a configuration."""
+
+    request_id: str
+    kind: Literal["completion", "chat"]
+    model: str            # the name echoed in responses (the configuration's)
+    prompt: str
+    max_tokens: int
+    min_tokens: int
+    temperature: float
+    ignore_eos: bool
+    sla_class: str
+    include_usage: bool
+    arrival_wall: float   # time.time() when the ingress received it
+
+
+@dataclass
+class _Progress:
+    """What one request has produced so far, and when (wall clock)."""
+
+    started: float
+    prompt_tokens: int = 0
+    tokens: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
+    finish_reason: str | None = None
+
+
+class LLMServer:
+    """One replica of one configuration; its engine runs inside this actor's event loop."""
+
+    async def __init__(self, args: dict[str, Any], config_name: str):  # type: ignore[misc]  # Serve awaits it
+        self.resolved: Resolved = AppArgs.model_validate(args).resolve()
+        s = self.resolved.scenario
+        self.config = next(c for c in s.configurations if c.name == config_name)
+        self.scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+        self.stream_interval_ms = s.engine.stream_interval_ms
+        self.context = s.engine.max_model_len or self.resolved.model.max_context
+        self.slos = {c.name: c.slo for c in s.classes}
+        self.metrics = ReplicaMetrics(config_name, self.config.tp, self.config.pp, s.engine.kind)
+        self.engine: Engine = create_engine(self.resolved, self.config)
+        await self.engine.start()
+        self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())
+
+    async def _export_stats(self) -> None:
+        while True:
+            st = self.engine.stats()
+            self.metrics.set_engine_stats(st.running, st.waiting, st.kv_cache_usage, st.preemptions)
+            await asyncio.sleep(STATS_PERIOD_S)
+
+    def _admit(self, job: Job) -> tuple[GenerationRequest, int]:
+        """Turn a job into an engine request, or raise the 400 the client gets."""
+        if job.sla_class not in self.slos:
+            raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
+        n = self.engine.count_prompt_tokens(job.prompt)
+        err = api.context_error(n, job.max_tokens, self.context)
+        if err is not None:
+            raise err
+        req = GenerationRequest(request_id=job.request_id, prompt=job.prompt, max_tokens=job.max_tokens,
+                                min_tokens=job.min_tokens, sla_class=job.sla_class, ignore_eos=job.ignore_eos,
+                                temperature=job.temperature, arrival_time=time.monotonic())
+        return req, n
+
+    async def _run(self, req: GenerationRequest, prompt_tokens: int, p: _Progress
+                   ) -> AsyncIterator[TokenChunk]:
+        """The engine's stream, with timing and ITL kept in `p`; aborts the engine request if cut short."""
+        p.prompt_tokens = prompt_tokens
+        try:
+            async for chunk in self.engine.generate(req):
+                now = time.time()
+                if chunk.num_tokens:
+                    if p.first_at is None:
+                        p.first_at = now
+                    elif p.last_at is not None:
+                        self.metrics.observe_itl((now - p.last_at) / self.scale, chunk.num_tokens)
+                    p.last_at = now
+                    p.tokens += chunk.num_tokens
+                if chunk.prompt_tokens:
+                    p.prompt_tokens = chunk.prompt_tokens
+                if chunk.finished:
+                    p.finish_reason = chunk.finish_reason or "length"
+                yield chunk
+        finally:
+            if p.finish_reason is None:
+                await self.engine.abort(req.request_id)
+
+    def _record(self, job: Job, p: _Progress, engine_start: float) -> None:
+        if p.finish_reason is None or p.first_at is None or p.last_at is None:
+            self.metrics.failed(job.sla_class, "aborted" if p.finish_reason in (None, "abort") else "error")
+            return
+        tpot = (p.last_at - p.first_at) / (p.tokens - 1) / self.scale if p.tokens > 1 else None
+
+        def timing(start: float) -> RequestTiming:
+            return RequestTiming(ttft_s=(p.first_at - start) / self.scale, tpot_s=tpot,  # type: ignore[operator]
+                                 e2e_s=(p.last_at - start) / self.scale,  # type: ignore[operator]
+                                 prompt_tokens=p.prompt_tokens, output_tokens=p.tokens)
+
+        self.metrics.finished(job.sla_class, self.slos[job.sla_class], timing(engine_start),
+                              timing(job.arrival_wall), p.finish_reason)
+
+    def _usage(self, p: _Progress) -> dict[str, Any]:
+        return api.usage(p.prompt_tokens, p.tokens, self.stream_interval_ms)
+
+    async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
+        """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
+        try:
+            req, n = self._admit(job)
+        except api.OpenAIError as e:
+            self.metrics.failed(job.sla_class, "error")
+            yield {"status": e.status, "body": e.body()}
+            return
+        yield {"status": 200}
+        p = _Progress(started=time.time())
+        created = int(job.arrival_wall)
+        first = True
+        try:
+            async for chunk in self._run(req, n, p):
+                if chunk.num_tokens or chunk.finished:
+                    yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
+                                           p.finish_reason if chunk.finished else None, first=first)
+                    first = False
+            if job.include_usage:
+                yield api.usage_event(job.kind, job.request_id, job.model, created, self._usage(p))
+            yield api.SSE_DONE
+        except Exception as e:  # an engine failure ends this stream only, never the replica
+            logger.exception("request %s failed in the engine", job.request_id)
+            p.finish_reason = None
+            yield api.sse(api.OpenAIError(500, f"engine error: {e}", "server_error").body())
+            yield api.SSE_DONE
+        finally:
+            self._record(job, p, p.started)
+
+    async def complete(self, job: Job) -> dict[str, Any]:
+        """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
+        try:
+            req, n = self._admit(job)
+        except api.OpenAIError as e:
+            self.metrics.failed(job.sla_class, "error")
+            return {"status": e.status, "body": e.body()}
+        p = _Progress(started=time.time())
+        parts: list[str] = []
+        try:
+            async for chunk in self._run(req, n, p):
+                parts.append(chunk.text)
+        except Exception as e:
+            logger.exception("request %s failed in the engine", job.request_id)
+            p.finish_reason = None
+            return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
+        finally:
+            self._record(job, p, p.started)
+        return {"status": 200, "body": api.response_body(job.kind, job.request_id, job.model, "".join(parts),
+                                                         p.finish_reason, self._usage(p))}
+
+    async def check_health(self) -> None:
+        """Serve's health check: the stats loop must still be running."""
+        if self._stats_task.done():
+            raise RuntimeError("the engine stats loop stopped")
+
+    async def __del__(self) -> None:
+        """Serve calls this (awaited) when the replica shuts down."""
+        if hasattr(self, "_stats_task"):  # absent when __init__ failed
+            self._stats_task.cancel()
+            await self.engine.shutdown()
