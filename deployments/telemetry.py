@@ -13,6 +13,7 @@ from loadgen.config import SLO
 from monitoring import metrics as m
 
 ENGINE_PREFIX = "vllm_"  # vLLM under Ray exports `vllm:x` as `ray_vllm_x`; ":" is deprecated in Ray names
+ENGINES_WITH_OWN_METRICS = {"vllm"}  # deployments/engines/vllm/stat_logger.py
 
 
 def slo_met(slo: SLO, ttft_s: float, tpot_s: float | None, e2e_s: float) -> bool:
@@ -63,7 +64,14 @@ class ReplicaMetrics:
     def __init__(self, config: str, tp: int, pp: int, engine: str):
         eng = dict(model_name=config, config=config, tp=str(tp), pp=str(pp), engine=engine)
         self._srv_base = dict(config=config, tp=str(tp), pp=str(pp))
+        self._preempted = 0
         ek, sk, e = m.ENGINE_LABELS, m.SERVER_LABELS, ENGINE_PREFIX
+        self._init_server_family(sk)
+        # Real vLLM exports the engine family itself (its Ray stat logger, same names and labels): recording
+        # it here too would define each metric twice in the replica and count every request twice.
+        self.engine_family = engine not in ENGINES_WITH_OWN_METRICS
+        if not self.engine_family:
+            return
         self.running = _gauge(e + m.NUM_REQUESTS_RUNNING, "requests in the engine's batch", ek, eng)
         self.waiting = _gauge(e + m.NUM_REQUESTS_WAITING, "requests waiting in the engine", ek, eng)
         self.kv_usage = _gauge(e + m.KV_CACHE_USAGE, "fraction of KV-cache blocks in use", ek, eng)
@@ -79,6 +87,7 @@ class ReplicaMetrics:
                               ek, eng)
         self.success = _counter(e + m.REQUEST_SUCCESS, "finished requests", (*ek, "finished_reason"), eng)
 
+    def _init_server_family(self, sk: tuple[str, ...]) -> None:
         p = m.SERVER_PREFIX
         self.s_requests = _counter(p + m.SERVER_REQUESTS, "requests by outcome", (*sk, "status"))
         self.s_ttft = _histogram(p + m.SERVER_TTFT, "TTFT from ingress arrival (engine clock)", m.LATENCY_BUCKETS, sk)
@@ -89,9 +98,10 @@ class ReplicaMetrics:
         self.s_tokens = _counter(p + m.SERVER_OUTPUT_TOKENS, "output tokens", sk)
         self.s_met = _counter(p + m.SERVER_SLO_MET, "requests meeting their SLO", sk)
         self.s_violated = _counter(p + m.SERVER_SLO_VIOLATED, "requests violating their SLO", sk)
-        self._preempted = 0
 
     def set_engine_stats(self, running: int, waiting: int, kv_usage: float, preemptions: int) -> None:
+        if not self.engine_family:
+            return
         self.running.set(running)
         self.waiting.set(waiting)
         self.kv_usage.set(kv_usage)
@@ -101,6 +111,8 @@ class ReplicaMetrics:
 
     def observe_itl(self, gap_s: float, tokens: int) -> None:
         """A chunk of `tokens` coalesced tokens arrived `gap_s` after the previous one."""
+        if not self.engine_family:
+            return
         per_token = gap_s / tokens
         for _ in range(tokens):
             self.itl.observe(per_token)
@@ -108,13 +120,14 @@ class ReplicaMetrics:
     def finished(self, sla_class: str, slo: SLO, engine: RequestTiming, server: RequestTiming,
                  finish_reason: str) -> None:
         """Record a completed request: engine figures from the replica's receipt, server ones from ingress."""
-        self.prompt_tokens.inc(engine.prompt_tokens)
-        self.generation_tokens.inc(engine.output_tokens)
-        self.ttft.observe(engine.ttft_s)
-        if engine.tpot_s is not None:
-            self.tpot.observe(engine.tpot_s)
-        self.e2e.observe(engine.e2e_s)
-        self.success.inc(1, tags={"finished_reason": finish_reason})
+        if self.engine_family:
+            self.prompt_tokens.inc(engine.prompt_tokens)
+            self.generation_tokens.inc(engine.output_tokens)
+            self.ttft.observe(engine.ttft_s)
+            if engine.tpot_s is not None:
+                self.tpot.observe(engine.tpot_s)
+            self.e2e.observe(engine.e2e_s)
+            self.success.inc(1, tags={"finished_reason": finish_reason})
         tags = {**self._srv_base, "sla_class": sla_class}
         self.s_requests.inc(1, tags={**tags, "status": "ok"})
         self.s_ttft.observe(server.ttft_s, tags=tags)
