@@ -10,6 +10,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.vllm.cli import tiny_model_cmd
+from loadgen.cli import load_cmd, summarize_cmd
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -57,6 +58,8 @@ app.command("status")(status_cmd)
 app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
 app.command("tiny-model")(tiny_model_cmd)
+app.command("load")(load_cmd)
+app.command("summarize")(summarize_cmd)
 
 
 def main() -> None:

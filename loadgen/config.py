@@ -97,37 +97,6 @@ PRESETS: dict[str, tuple[int, int]] = {
 }
 
 
-class TrafficClass(_Strict):
-    """One SLA class of traffic."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
-    share: float = Field(gt=0, le=1, description="fraction of requests in this class")
-    slo: SLO
-    input: LengthDist
-    output: LengthDist
-
-    def mean_lengths(self) -> tuple[float, float]:
-        """Mean input and output tokens, where the distribution states it (files are read lazily)."""
-        return _mean(self.input, 0), _mean(self.output, 1)
-
-
-def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
-          | PresetLength, which: int) -> float:
-    match dist:
-        case FixedLength(value=v):
-            return float(v)
-        case UniformLength(min=lo, max=hi):
-            return (lo + hi) / 2
-        case NormalLength(mean=m) | LognormalLength(mean=m):
-            return float(m)
-        case PresetLength(name=n):
-            return float(PRESETS[n][which])
-        case EmpiricalLength(path=p):
-            values = [float(x) for x in Path(p).read_text().split() if x.strip()]
-            return sum(values) / len(values) if values else 0.0
-    raise AssertionError(dist)
-
-
 class PoissonArrival(_Strict):
     kind: Literal["poisson"] = "poisson"
     rate: float = Field(default=1.0, gt=0, description="requests per second")
@@ -185,6 +154,42 @@ Arrival = Annotated[
     PoissonArrival | GammaArrival | ConstantArrival | ClosedLoop | RampArrival | StepArrival | TraceArrival,
     Field(discriminator="kind"),
 ]
+
+
+class TrafficClass(_Strict):
+    """One SLA class of traffic."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    share: float = Field(gt=0, le=1, description="fraction of requests in this class")
+    slo: SLO
+    input: LengthDist
+    output: LengthDist
+    arrival: Arrival | None = Field(
+        default=None,
+        description="this class's own arrival process (e.g. so its rate can step up alone); "
+        "classes without one share load.arrival, split by their shares",
+    )
+
+    def mean_lengths(self) -> tuple[float, float]:
+        """Mean input and output tokens, where the distribution states it (files are read lazily)."""
+        return _mean(self.input, 0), _mean(self.output, 1)
+
+
+def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+          | PresetLength, which: int) -> float:
+    match dist:
+        case FixedLength(value=v):
+            return float(v)
+        case UniformLength(min=lo, max=hi):
+            return (lo + hi) / 2
+        case NormalLength(mean=m) | LognormalLength(mean=m):
+            return float(m)
+        case PresetLength(name=n):
+            return float(PRESETS[n][which])
+        case EmpiricalLength(path=p):
+            values = [float(x) for x in Path(p).read_text().split() if x.strip()]
+            return sum(values) / len(values) if values else 0.0
+    raise AssertionError(dist)
 
 
 class LoadConfig(_Strict):

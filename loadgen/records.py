@@ -1,0 +1,82 @@
+"""One record per scheduled request, written as JSONL in the run folder.
+
+The controller's report reads these files: keep field names stable. Times `scheduled_time` and
+`send_time` are Unix epoch seconds; durations are seconds.
+"""
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loadgen.errors import LoadError
+
+RECORDS_FILE = "records.jsonl"
+SUMMARY_FILE = "load-summary.json"
+META_FILE = "load-meta.json"
+
+Status = Literal["ok", "error", "timeout", "cancelled"]
+
+
+class RequestRecord(BaseModel):
+    """What happened to one request, as the client saw it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str
+    sla_class: str
+    config: str = Field(description="configuration that served it (x-parallax-config, else the model field)")
+    model: str = Field(description="model name the request asked for ('auto': the ingress chooses)")
+    rate_step: int = Field(description="index of the sweep step (0 without a sweep)")
+    offered_rate: float | None = Field(description="requests/s the arrival process offered (None: closed loop)")
+    concurrency: int | None = None
+    warmup: bool = False
+    scheduled_time: float
+    send_time: float | None = Field(description="None when the request was never sent (run interrupted)")
+    ttft_s: float | None = None
+    tpot_s: float | None = Field(default=None, description="(e2e - ttft) / (output_tokens - 1)")
+    itl_s: list[float] = Field(default_factory=list, description="gaps between tokens as they arrived")
+    e2e_s: float | None = None
+    prompt_tokens: int | None = Field(default=None, description="from the server's usage, else as planned")
+    planned_prompt_tokens: int
+    output_tokens: int = 0
+    max_tokens: int
+    status: Status
+    http_status: int | None = None
+    error: str | None = None
+    slo_met: bool = False
+
+    @property
+    def lateness_s(self) -> float | None:
+        return None if self.send_time is None else self.send_time - self.scheduled_time
+
+
+def write_record(f: IO[str], record: RequestRecord) -> None:
+    f.write(record.model_dump_json() + "\n")
+
+
+def read_records(path: Path) -> list[RequestRecord]:
+    """Records from a JSONL file (or a run folder holding records.jsonl)."""
+    file = path / RECORDS_FILE if path.is_dir() else path
+    try:
+        lines = file.read_text().splitlines()
+    except OSError as e:
+        raise LoadError(f"{file}: cannot read records ({e.strerror}); give a run folder holding {RECORDS_FILE}") \
+            from None
+    out = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(RequestRecord.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise LoadError(f"{file}: line {i}: not a request record ({str(e).splitlines()[0]})") from None
+    return out
+
+
+def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
+    with path.open("w") as f:
+        for r in records:
+            write_record(f, r)

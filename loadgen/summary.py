@@ -1,0 +1,140 @@
+"""Scoring records against SLOs and summarising them per (sweep step, configuration, class).
+
+Goodput follows DistServe: requests per second that meet every SLO of their class. A failed
+request (error, timeout) meets no SLO. Warm-up and cancelled requests are left out.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from pydantic import BaseModel
+
+from loadgen.config import SLO
+from loadgen.records import RequestRecord
+
+
+def meets_slo(r: RequestRecord, slo: SLO) -> bool:
+    """Whether one request met its class's TTFT, mean TPOT and E2E targets (a missing TPOT passes)."""
+    if r.status != "ok" or r.ttft_s is None or r.e2e_s is None:
+        return False
+    if slo.ttft_ms is not None and r.ttft_s * 1000 > slo.ttft_ms:
+        return False
+    if slo.tpot_ms is not None and r.tpot_s is not None and r.tpot_s * 1000 > slo.tpot_ms:
+        return False
+    return not (slo.e2e_ms is not None and r.e2e_s * 1000 > slo.e2e_ms)
+
+
+def rescore(records: Iterable[RequestRecord], slos: Mapping[str, SLO]) -> list[RequestRecord]:
+    """The records with `slo_met` recomputed (classes without an SLO here keep their verdict)."""
+    return [r.model_copy(update={"slo_met": meets_slo(r, slos[r.sla_class])}) if r.sla_class in slos else r
+            for r in records]
+
+
+class Percentiles(BaseModel):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Percentiles | None":
+        if not values:
+            return None
+        a = np.asarray(values)
+        p50, p90, p99 = np.percentile(a, [50, 90, 99])
+        return cls(mean=float(a.mean()), p50=float(p50), p90=float(p90), p99=float(p99))
+
+
+class GroupSummary(BaseModel):
+    """Figures of one (sweep step, configuration, class); rate_step None = all steps together."""
+
+    rate_step: int | None
+    offered_rate: float | None
+    config: str
+    sla_class: str
+    count: int
+    ok: int
+    errors: int
+    timeouts: int
+    duration_s: float
+    ttft_s: Percentiles | None
+    tpot_s: Percentiles | None
+    itl_s: Percentiles | None
+    e2e_s: Percentiles | None
+    output_tokens_per_s: float
+    request_throughput: float
+    slo_attainment: float
+    slo_target: float | None
+    meets_target: bool | None
+    goodput: float
+
+
+class LoadSummary(BaseModel):
+    """The whole run: per step and overall groups, plus how well the generator kept its schedule."""
+
+    groups: list[GroupSummary]
+    overall: list[GroupSummary]
+    records: int
+    sent: int
+    duration_s: float
+    step_durations_s: dict[int, float]
+    lateness_p50_s: float | None
+    lateness_p99_s: float | None
+    lateness_max_s: float | None
+    interrupted: bool = False
+
+    def row(self, config: str, sla_class: str) -> GroupSummary | None:
+        return next((g for g in self.overall if g.config == config and g.sla_class == sla_class), None)
+
+
+def _group(rs: list[RequestRecord], duration: float, step: int | None, config: str, cls: str,
+           slo: SLO | None) -> GroupSummary:
+    ok = [r for r in rs if r.status == "ok"]
+    met = sum(r.slo_met for r in rs)
+    attainment = met / len(rs) if rs else 0.0
+    d = max(duration, 1e-9)
+    rates = {r.offered_rate for r in rs}
+    return GroupSummary(
+        rate_step=step, offered_rate=rates.pop() if len(rates) == 1 else None, config=config, sla_class=cls,
+        count=len(rs), ok=len(ok), errors=sum(r.status == "error" for r in rs),
+        timeouts=sum(r.status == "timeout" for r in rs), duration_s=duration,
+        ttft_s=Percentiles.of([r.ttft_s for r in ok if r.ttft_s is not None]),
+        tpot_s=Percentiles.of([r.tpot_s for r in ok if r.tpot_s is not None]),
+        itl_s=Percentiles.of([g for r in ok for g in r.itl_s]),
+        e2e_s=Percentiles.of([r.e2e_s for r in ok if r.e2e_s is not None]),
+        output_tokens_per_s=sum(r.output_tokens for r in ok) / d, request_throughput=len(ok) / d,
+        slo_attainment=attainment, slo_target=slo.attainment if slo else None,
+        meets_target=(attainment >= slo.attainment) if slo and rs else None, goodput=met / d,
+    )
+
+
+def summarize(records: Iterable[RequestRecord], slos: Mapping[str, SLO], step_durations: Mapping[int, float],
+              interrupted: bool = False) -> LoadSummary:
+    """Summarise records; `step_durations` gives each sweep step's measured length in seconds."""
+    all_records = list(records)
+    scored = [r for r in all_records if not r.warmup and r.status != "cancelled"]
+    durations = dict(step_durations)
+    for r in scored:  # records of a step without a known duration: use their own span
+        if r.rate_step not in durations:
+            span = [x for x in scored if x.rate_step == r.rate_step]
+            durations[r.rate_step] = max(x.scheduled_time + (x.e2e_s or 0) for x in span) - min(
+                x.scheduled_time for x in span)
+    by_step: dict[tuple[int, str, str], list[RequestRecord]] = defaultdict(list)
+    by_pair: dict[tuple[str, str], list[RequestRecord]] = defaultdict(list)
+    for r in scored:
+        by_step[(r.rate_step, r.config, r.sla_class)].append(r)
+        by_pair[(r.config, r.sla_class)].append(r)
+    total = sum(durations.values())
+    groups = [_group(rs, durations[s], s, c, k, slos.get(k)) for (s, c, k), rs in sorted(by_step.items())]
+    overall = [_group(rs, total, None, c, k, slos.get(k)) for (c, k), rs in sorted(by_pair.items())]
+    late = [r.lateness_s for r in all_records if r.lateness_s is not None and r.concurrency is None]
+    lp = np.percentile(late, [50, 99]) if late else None
+    return LoadSummary(
+        groups=groups, overall=overall, records=len(all_records),
+        sent=sum(r.send_time is not None for r in all_records), duration_s=total,
+        step_durations_s=durations,
+        lateness_p50_s=float(lp[0]) if lp is not None else None,
+        lateness_p99_s=float(lp[1]) if lp is not None else None,
+        lateness_max_s=max(late) if late else None, interrupted=interrupted,
+    )

@@ -1,0 +1,98 @@
+"""`parallax load` / `parallax summarize`: clear errors on bad input, Ctrl-C still writes records and summary."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controllers.cli import app
+from loadgen.records import SUMMARY_FILE, read_records
+
+pytestmark = pytest.mark.integration
+SERVER = Path(__file__).with_name("sse_server.py")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--ttft", "0.01", "--itl", "0.01"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
+
+def server_count(url: str) -> int:
+    return json.load(urllib.request.urlopen(url + "/log"))["count"]
+
+
+def test_sigint_still_writes_records_and_summary(server, tmp_path):
+    out = tmp_path / "run"
+    before = server_count(server)
+    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli", "load", "--target", server, "--class",
+                             "chat:share=1,in=8,out=30,ttft_ms=200", "--rate", "20", "--duration", "60",
+                             "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            (out / "records.jsonl").is_file() and len((out / "records.jsonl").read_text().splitlines()) >= 10):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    records = read_records(out)
+    assert len(records) == server_count(server) - before >= 10
+    assert {r.status for r in records} <= {"ok", "cancelled"} and "ok" in {r.status for r in records}
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["interrupted"] and summary["records"] == len(records)
+
+
+def test_load_then_summarize_with_other_slos(server, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["load", "--target", server, "--class", "chat:share=0.5,in=8,out=5,ttft_ms=1000",
+                            "--class", "batch:share=0.5,in=20-40,out=5,e2e_ms=5000", "--arrival", "constant",
+                            "--rate", "20", "--duration", "1", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "cfg-a" in r.output and "records and summary in" in r.output
+    records = read_records(out)
+    assert len(records) == 20 and all(x.slo_met for x in records)
+    r = runner.invoke(app, ["summarize", str(out), "--slo", "chat:ttft_ms=0.5", "--json", str(tmp_path / "s.json")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "s.json").read_text())
+    by_class = {g["sla_class"]: g for g in s["overall"]}
+    assert by_class["chat"]["slo_attainment"] == 0 and by_class["batch"]["slo_attainment"] == 1
+    assert by_class["chat"]["count"] + by_class["batch"]["count"] == 20 and s["duration_s"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", "chat:share=1,foo=2"], "--class chat: unknown key(s) foo"),
+    (["--class", "chat:share=1,in=ten"], "--class chat in: 'ten' is not a token count"),
+    (["--class", "a:share=0.5", "--class", "b:share=0.2"], "--class: shares sum to 0.7, not 1"),
+    (["--arrival", "trace"], "--arrival trace needs --trace FILE"),
+    (["--arrival", "zigzag"], "--arrival 'zigzag': use poisson"),
+    (["--rate", "-3"], "--arrival poisson: --rate: Input should be greater than 0"),
+])
+def test_bad_flags_give_clear_messages(args, message):
+    r = runner.invoke(app, ["load", "--target", "http://127.0.0.1:9", *args])
+    assert r.exit_code == 2
+    assert message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
+def test_invalid_trace_row_and_unreachable_target(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,5,3\n0.5,5,many\n")
+    r = runner.invoke(app, ["load", "--target", "http://127.0.0.1:9", "--arrival", "trace", "--trace", str(trace)])
+    assert r.exit_code == 2 and "row 3: field 'GeneratedTokens': 'many'" in " ".join(r.output.split())
+    r = runner.invoke(app, ["load", "--target", "http://127.0.0.1:9", "--duration", "1", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "cannot reach http://127.0.0.1:9: Connection refused" in " ".join(r.output.split())
+    r = runner.invoke(app, ["summarize", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "cannot read records" in " ".join(r.output.split())

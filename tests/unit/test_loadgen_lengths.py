@@ -1,0 +1,69 @@
+"""Length distributions are honoured; empirical files are read with clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from loadgen.config import (
+    EmpiricalLength,
+    FixedLength,
+    LognormalLength,
+    NormalLength,
+    PresetLength,
+    UniformLength,
+)
+from loadgen.errors import LoadError
+from loadgen.lengths import make_sampler
+
+
+def draws(dist, n=20000, which=0, base_dir=None):
+    s = make_sampler(dist, which, base_dir)
+    rng = np.random.default_rng(0)
+    return np.array([s(rng) for _ in range(n)])
+
+
+def test_fixed_and_preset():
+    assert set(draws(FixedLength(value=17), 100)) == {17}
+    assert set(draws(PresetLength(name="longalpaca"), 10, which=0)) == {9092}
+    assert set(draws(PresetLength(name="longalpaca"), 10, which=1)) == {208}
+
+
+def test_uniform_covers_its_range_inclusive():
+    x = draws(UniformLength(min=5, max=9))
+    assert set(x) == {5, 6, 7, 8, 9}
+    assert x.mean() == pytest.approx(7, abs=0.05)
+
+
+def test_normal_mean_std_and_clipping():
+    x = draws(NormalLength(mean=500, std=50))
+    assert x.mean() == pytest.approx(500, rel=0.01)
+    assert x.std() == pytest.approx(50, rel=0.05)
+    y = draws(NormalLength(mean=100, std=80, min=60, max=150))
+    assert y.min() == 60 and y.max() == 150
+
+
+def test_lognormal_has_the_asked_mean_and_spread():
+    x = draws(LognormalLength(mean=200, sigma=0.5), 50000)
+    assert x.mean() == pytest.approx(200, rel=0.02)
+    assert np.log(x).std() == pytest.approx(0.5, rel=0.05)
+
+
+def test_empirical_from_text_csv_and_jsonl(tmp_path):
+    (tmp_path / "l.txt").write_text("10\n20 30\n")
+    (tmp_path / "l.csv").write_text("a,len\nx,5\ny,7\n")
+    (tmp_path / "l.jsonl").write_text("\n".join(json.dumps({"n": v}) for v in (3, 4)))
+    assert set(draws(EmpiricalLength(path="l.txt"), 300, base_dir=tmp_path)) == {10, 20, 30}
+    assert set(draws(EmpiricalLength(path=tmp_path / "l.csv", column="len"), 300)) == {5, 7}
+    assert set(draws(EmpiricalLength(path=tmp_path / "l.jsonl", column="n"), 300)) == {3, 4}
+
+
+def test_empirical_bad_rows_are_named(tmp_path):
+    (tmp_path / "bad.txt").write_text("10\n12\nlots\n")
+    with pytest.raises(LoadError, match=r"bad.txt: row 3: 'lots' is not a number"):
+        make_sampler(EmpiricalLength(path=tmp_path / "bad.txt"), 0)
+    (tmp_path / "b.csv").write_text("len\n4\n")
+    with pytest.raises(LoadError, match="column 'n' not in the header"):
+        make_sampler(EmpiricalLength(path=tmp_path / "b.csv", column="n"), 0)
+    with pytest.raises(LoadError, match="cannot read lengths file"):
+        make_sampler(EmpiricalLength(path=tmp_path / "none.txt"), 0)
