@@ -11,6 +11,7 @@ from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.vllm.cli import tiny_model_cmd
 from loadgen.cli import load_cmd, summarize_cmd
+from monitoring.cli import dashboards_app, prometheus_app
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",
@@ -60,6 +61,8 @@ app.command("serve-config")(serve_config_cmd)
 app.command("tiny-model")(tiny_model_cmd)
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
+app.add_typer(prometheus_app, name="prometheus")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def main() -> None:

@@ -1,0 +1,101 @@
+"""Prometheus recording rules: per (configuration, SLA class) figures from server- and client-side metrics.
+
+Every recorded series carries the labels `config`, `sla_class` and `source` ("server" for the
+LLMServer wrapper's `ray_parallax_*` metrics, "client" for the load generator's `parallax_client_*`).
+Latency quantiles add a `quantile` label ("0.5", "0.9", "0.99").
+
+Output tokens per GPU needs each configuration's GPU count, replicas included. The `tp` / `pp`
+labels cannot be multiplied in PromQL and the client side has no such labels, so the rules are
+generated from the scenario: `parallax:config_gpus{config, tp, pp, replicas}` is a constant series
+per configuration, and the per-GPU rule divides by it. Without a scenario that rule is left out.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitoring import metrics as m
+
+CONFIG_GPUS = "parallax:config_gpus"
+REQUEST_RATE = "parallax:request_rate"          # requests/s, every status
+ERROR_RATIO = "parallax:error_ratio"            # share of requests that did not end "ok"
+TTFT = "parallax:ttft_seconds"                  # + quantile label
+TPOT = "parallax:tpot_seconds"                  # + quantile label
+E2E = "parallax:e2e_seconds"                    # + quantile label
+SLO_ATTAINMENT = "parallax:slo_attainment"      # share of finished requests that met their SLO
+GOODPUT = "parallax:goodput"                    # requests/s that met their SLO
+OUTPUT_TOKENS_RATE = "parallax:output_tokens_rate"
+OUTPUT_TOKENS_PER_GPU = "parallax:output_tokens_per_gpu"
+
+QUANTILES = ("0.5", "0.9", "0.99")
+GROUP_BY = "config, sla_class"
+SOURCES = {"server": "ray_" + m.SERVER_PREFIX, "client": m.CLIENT_PREFIX}
+
+
+@dataclass(frozen=True)
+class ConfigGpus:
+    """A configuration's name and shape, for the per-GPU rules."""
+
+    name: str
+    tp: int
+    pp: int
+    replicas: int
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.replicas
+
+
+def _rate(metric: str, window: str) -> str:
+    return f"sum by ({GROUP_BY}) (rate({metric}[{window}]))"
+
+
+def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[dict[str, Any]]:
+    def rule(record: str, expr: str, **extra: str) -> dict[str, Any]:
+        return {"record": record, "expr": expr, "labels": {"source": source, **extra}}
+
+    requests = prefix + m.SERVER_REQUESTS + "_total"
+    met = _rate(prefix + m.SERVER_SLO_MET + "_total", window)
+    violated = _rate(prefix + m.SERVER_SLO_VIOLATED + "_total", window)
+    # A pair whose requests all met (or all missed) has only one of the two counters: count the other as 0.
+    met_or_0 = f"({met} or 0 * {violated})"
+    violated_or_0 = f"({violated} or 0 * {met})"
+    everything = _rate(requests, window)
+    failed = f"sum by ({GROUP_BY}) (rate({requests}{{status!=\"ok\"}}[{window}]))"
+    rules = [rule(REQUEST_RATE, everything), rule(ERROR_RATIO, f"({failed} or 0 * {everything}) / {everything}")]
+    for record, name in ((TTFT, m.SERVER_TTFT), (TPOT, m.SERVER_TPOT), (E2E, m.SERVER_E2E)):
+        for q in QUANTILES:
+            buckets = f"sum by ({GROUP_BY}, le) (rate({prefix}{name}_bucket[{window}]))"
+            rules.append(rule(record, f"histogram_quantile({q}, {buckets})", quantile=q))
+    tokens = _rate(prefix + m.SERVER_OUTPUT_TOKENS + "_total", window)
+    rules += [
+        rule(SLO_ATTAINMENT, f"{met_or_0} / ({met_or_0} + {violated_or_0})"),
+        rule(GOODPUT, met_or_0),
+        rule(OUTPUT_TOKENS_RATE, tokens),
+    ]
+    if per_gpu:
+        rules.append(rule(OUTPUT_TOKENS_PER_GPU, f"{tokens} / on (config) group_left () {CONFIG_GPUS}"))
+    return rules
+
+
+def recording_rules(configs: Iterable[ConfigGpus] = (), window: str = "30s",
+                    interval_s: float = 1.0) -> dict[str, Any]:
+    """The rules file (as data) for these configurations; `window` is the rate window of every rule."""
+    configs = list(configs)
+    gpu_rules = [{"record": CONFIG_GPUS, "expr": f"vector({c.gpus})",
+                  "labels": {"config": c.name, "tp": str(c.tp), "pp": str(c.pp), "replicas": str(c.replicas)}}
+                 for c in configs]
+    rules = gpu_rules + [r for source, prefix in SOURCES.items()
+                         for r in _source_rules(source, prefix, window, per_gpu=bool(configs))]
+    return {"groups": [{"name": f"parallax-per-config-class-{window}", "interval": f"{interval_s:g}s",
+                        "rules": rules}]}
+
+
+def write_rules(path: Path, rules: dict[str, Any]) -> Path:
+    """Write a rules file; return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(rules, sort_keys=False, width=200))
+    return path
