@@ -7,7 +7,12 @@ import pytest
 
 pytestmark = pytest.mark.vllm
 
-from deployments.engines.vllm.tiny_model import TinyLlamaSpec, is_tiny_model, write_tiny_model  # noqa: E402
+from deployments.engines.vllm.tiny_model import (  # noqa: E402
+    SPECIAL_TOKENS,
+    TinyLlamaSpec,
+    is_tiny_model,
+    write_tiny_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,21 @@ def test_weights_load_and_are_deterministic(tiny: Path, tmp_path: Path) -> None:
     a, b = load_file(tiny / "model.safetensors"), load_file(again / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert a["model.embed_tokens.weight"].shape == (1024, 256)
+
+
+def test_every_token_decodes_to_visible_text_except_specials(tiny: Path) -> None:
+    """Random weights may pick any token: each must stream as non-empty, valid text."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    specials = set(tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
+    for i in range(len(tok)):
+        if i not in specials:
+            text = tok.decode([i])
+            assert text and "\ufffd" not in text, i
+    head = load_file(tiny / "model.safetensors")["lm_head.weight"]
+    assert all(not head[i].any() for i in specials) and head[len(specials)].any()
 
 
 def test_existing_model_is_kept_and_another_spec_rewrites_it(tiny: Path) -> None:

@@ -6,6 +6,7 @@ and pp2. The weights are random, so its text is gibberish; its shapes are a real
 
 import json
 import random
+import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|start|>assistant\n{% endif %}"
 )
-SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|start|>", "<|end|>")
+SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>", "<|start|>", "<|end|>")
 _MARKER = "parallax-tiny-model.json"
 
 # Words for the tokenizer's training text: enough variety for ~770 merges.
@@ -43,6 +44,9 @@ class TinyLlamaSpec:
     vocab_size: int = 1024
     max_position_embeddings: int = 4096
     seed: int = 0
+    # Only printable ASCII in the vocabulary: random weights pick any token, and a lone byte of a
+    # multi-byte UTF-8 character would stream as an empty text delta (no visible token for the client).
+    alphabet: str = "ascii"
 
 
 def training_text(seed: int, sentences: int = 4000) -> list[str]:
@@ -63,21 +67,27 @@ def build_tokenizer(spec: TinyLlamaSpec):  # -> transformers.PreTrainedTokenizer
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
+    ascii_chars = sorted({c for piece, _ in byte_level.pre_tokenize_str(string.printable) for c in piece})
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=ascii_chars,
+        limit_alphabet=len(ascii_chars),
         show_progress=False,
     )
     tok.train_from_iterator(training_text(spec.seed), trainer=trainer)
+    if tok.get_vocab_size() != spec.vocab_size:
+        raise ValueError(f"the training text gave {tok.get_vocab_size()} tokens, not {spec.vocab_size}")
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|bos|>",
         eos_token="<|eos|>",
         pad_token="<|pad|>",
+        unk_token="<|unk|>",
         chat_template=CHAT_TEMPLATE,
         model_max_length=spec.max_position_embeddings,
     )
@@ -121,6 +131,10 @@ def write_tiny_model(path: str | Path, spec: TinyLlamaSpec | None = None, force:
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config).float()
+    # Zero output rows for the special tokens: their logit is 0 while the best of ~1000 random logits is
+    # positive, so greedy decoding never emits one (they would stream as empty text, like EOS).
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))] = 0.0
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / _MARKER).write_text(json.dumps(asdict(spec)))
