@@ -65,6 +65,7 @@ def _resolved(only: str | None, port: int = 0, metrics_port: int = 0) -> Resolve
 @dataclass
 class Cluster:
     metrics_url: str
+    http_port: int  # Serve keeps the HTTP proxy of its first start: every configuration answers here
     before: Residue
 
 
@@ -77,7 +78,7 @@ def cluster() -> Iterator[Cluster]:
     temp = Path(tempfile.mkdtemp(prefix="pxv"))  # short: Ray's socket paths live under it
     try:
         start_local_ray(_resolved(None), temp, metrics_port=metrics_port)
-        yield Cluster(f"http://127.0.0.1:{metrics_port}/metrics", before)
+        yield Cluster(f"http://127.0.0.1:{metrics_port}/metrics", free_port(), before)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -99,7 +100,7 @@ class Served:
 def served(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Served]:
     """One configuration at a time (TP2 / PP2 take ~5 GB each): deployed, then removed and checked clean."""
     name = request.param
-    r = _resolved(name, port=free_port())
+    r = _resolved(name, port=cluster.http_port)
     before = Residue.now()
     try:
         d = deploy(r, timeout_s=400)
@@ -165,6 +166,25 @@ class LoadRun:
     prometheus_url: str
 
 
+def _count(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for (n, lab), v in samples.items() if n == name and labels.items() <= dict(lab).items())
+
+
+def settled_engine_metrics(served: Served) -> Samples:
+    """Ray exports a replica's metrics every few seconds: wait until vLLM's TTFT count shows every request
+    the server has finished so far, plus the engine's warm-up request, before taking the snapshot."""
+    snapshot: Samples = {}
+
+    def settled() -> bool:
+        nonlocal snapshot
+        snapshot = scrape(served.metrics_url)
+        served_ok = _count(snapshot, "ray_parallax_requests_total", config=served.config, status="ok")
+        return _count(snapshot, f"{TTFT}_count", model_name=served.config) == served_ok + 1
+
+    assert wait_until(settled, timeout_s=60)
+    return snapshot
+
+
 @pytest.fixture(scope="module")
 def load_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadRun]:
     """A short closed-loop run through the ingress, watched by a real Prometheus."""
@@ -173,8 +193,8 @@ def load_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     prom = start_prometheus(out / "prom", [ScrapeTarget("ray", int(served.metrics_url.split(":")[-1].split("/")[0])),
                                            ScrapeTarget("loadgen", client_port)], scrape_interval_s=1)
     try:
-        before = scrape(served.metrics_url)
-        load = LoadConfig(arrival=ClosedLoop(concurrency=2), duration_s=8, timeout_s=60)
+        before = settled_engine_metrics(served)
+        load = LoadConfig(arrival=ClosedLoop(concurrency=1), duration_s=8, timeout_s=60)
         summary = asyncio.run(run_load(served.url, [CLASS], load, out / "load", model=served.config,
                                        api="completions", metrics_port=client_port, tokenizer=TINY_MODEL))
         assert summary.sent == summary.records
@@ -207,8 +227,10 @@ def test_engine_metrics_carry_the_configuration_labels(load_run: LoadRun, served
 
 
 def test_client_ttft_matches_vllms_histogram(load_run: LoadRun, served: Served) -> None:
-    """The load generator's TTFT (client side, through HTTP and the ingress) lands in the bucket of
-    vLLM's own TTFT histogram, or the next one up, at the median and the 90th percentile."""
+    """The load generator's TTFT (client side, through HTTP and the ingress) lands in the bucket of vLLM's
+    own TTFT histogram or at most two above (at these ~10-60 ms TTFTs a bucket is 10-20 ms wide, and
+    with tp2/pp2 both cores of this machine are pinned by the engine's ranks, so the HTTP path of the
+    request waits for CPU), at the median and the 90th percentile; never in a lower bucket."""
     match = {"model_name": served.config}
     after, before = histogram(load_run.after, TTFT, match), histogram(load_run.before, TTFT, match)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
@@ -219,16 +241,19 @@ def test_client_ttft_matches_vllms_histogram(load_run: LoadRun, served: Served) 
         client = ok[min(len(ok) - 1, int(q * len(ok)))]
         client_bucket = next(i for i, b in enumerate(bounds) if client <= b)
         engine_bucket = quantile_bucket(delta, q)
-        assert engine_bucket <= client_bucket <= engine_bucket + 1, (q, client, bounds[engine_bucket])
+        assert engine_bucket <= client_bucket <= engine_bucket + 2, (q, client, bounds[engine_bucket])
 
 
 def test_dashboard_queries_return_data_for_the_real_engine(load_run: LoadRun, served: Served) -> None:
     client = PromClient(load_run.prometheus_url, timeout_s=10)
     chosen = {"engine_prefix": ["ray_vllm_"], "config": [served.config], "sla_class": ["chat"]}
     engine_or_server = 0
+    bad = []
     for dash in rendered_dashboards():
         for check in check_dashboard(dash, client, chosen, range_s=60, step_s=2):
             if "ray_vllm_" in check.expr or "ray_parallax_" in check.expr:
                 engine_or_server += 1
-                assert check.ok, check
+                if not check.ok:
+                    bad.append((check.where, check.expr, check.error))
+    assert bad == []
     assert engine_or_server > 10

@@ -53,7 +53,14 @@ class VllmEngine:
         me = psutil.Process()
         before = {p.pid for p in me.children(recursive=True)}
         args = AsyncEngineArgs(**self.launch.engine_kwargs)
-        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[ParallaxStatLogger])
+        vllm_config = args.create_engine_config()
+        if vllm_config.parallel_config.distributed_executor_backend == "ray":
+            # The engine core runs in a child process that does not inherit the replica's placement group:
+            # hand it over, so the TP×PP workers land in the replica's GPU bundles.
+            import ray
+
+            vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
+        self._llm = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[ParallaxStatLogger])
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
         manager = self._llm.logger_manager
         self._logger = next(

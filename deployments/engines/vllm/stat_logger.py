@@ -52,6 +52,20 @@ def _with_labels(base: type[RayPrometheusMetric], extra: dict[str, str]) -> type
     return Labelled
 
 
+def _zero_initialised(counter_cls: type[Any]) -> type[Any]:
+    """Counters that export 0 as soon as they are labelled, as prometheus_client does on a plain vLLM
+    server: Ray's Counter refuses inc(0), so a never-incremented series (preemptions) would be absent."""
+
+    class ZeroInitialised(counter_cls):
+        def labels(self, *labels: Any, **labelskwargs: Any) -> Any:
+            clone = super().labels(*labels, **labelskwargs)
+            clone.metric._record(0, tags=clone._tags)
+            return clone
+
+    ZeroInitialised.__name__ = counter_cls.__name__
+    return ZeroInitialised
+
+
 class ParallaxStatLogger(RayPrometheusStatLogger):
     """Ray-exported vLLM metrics with config/tp/pp labels; keeps the last scheduler gauges."""
 
@@ -64,7 +78,7 @@ class ParallaxStatLogger(RayPrometheusStatLogger):
         }
         # Instance attributes shadow the class ones the parent reads while it builds its metrics.
         self._gauge_cls = _with_labels(RayGaugeWrapper, extra)
-        self._counter_cls = _with_labels(RayCounterWrapper, extra)
+        self._counter_cls = _zero_initialised(_with_labels(RayCounterWrapper, extra))
         self._histogram_cls = _with_labels(RayHistogramWrapper, extra)
         self.last = EngineStats()
         super().__init__(vllm_config, engine_indexes)
