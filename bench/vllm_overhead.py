@@ -144,6 +144,7 @@ def main() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "inductor"))
     write_tiny_model(TINY)
     out = a.out or Path(tempfile.mkdtemp(prefix="pxbench"))
+    out.mkdir(parents=True, exist_ok=True)
     r = resolved(a.config, free_port())
     own = figures(against_vllm(r, out, a.concurrency, a.duration), a.duration)
     bed = figures(against_testbed(r, out, a.concurrency, a.duration), a.duration)
