@@ -14,6 +14,7 @@ from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.memory import check_parallelism, plan_memory, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import DeploymentSpec
+from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
 from loadgen.config import LoadConfig, TrafficClass
 from monitoring.config import MonitoringConfig
 
@@ -189,6 +190,8 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     trace = getattr(s.load.arrival, "path", None)
     if trace is not None and not _find(trace, base_dir).exists():
         problems.append(("load.arrival.path", f"{trace}: no such file"))
+    if s.engine.kind == "sim" and gpu is not None:
+        problems.extend(_check_calibration(s.engine.calibration, gpu, base_dir))
     if s.engine.kind == "vllm" and not s.engine.model_path:
         problems.append(("engine.model_path", "the vllm engine needs a local model folder; set model_path"))
     elif s.engine.model_path and not Path(s.engine.model_path).is_absolute():
@@ -200,6 +203,16 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     if problems or model is None or gpu is None:
         raise ScenarioError(source, problems)
     return Resolved(scenario=s, model=model, gpu=gpu, source=source)
+
+
+def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> list[tuple[str, str]]:
+    """The sim engine needs constants for the GPU's family, from the defaults or the override file."""
+    try:
+        cal = DEFAULT_CALIBRATION if path is None else load_calibration(_find(Path(path), base_dir))
+        cal.for_gpu(gpu)
+    except ValueError as e:
+        return [("engine.calibration" if path is not None else "hardware.gpu", str(e))]
+    return []
 
 
 def _find(p: Path, base_dir: Path | None) -> Path:

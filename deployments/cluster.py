@@ -50,10 +50,13 @@ class Capacity:
     node_gpus: list[float]  # total GPUs of each alive node
 
 
-def cluster_capacity() -> Capacity:
+def cluster_capacity(credit: dict[str, float] | None = None) -> Capacity:
+    """Free resources now, plus `credit` (what a deployment about to be replaced holds)."""
     free = ray.available_resources()
+    extra = credit or {}
     nodes = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    return Capacity(free_gpus=free.get("GPU", 0.0), free_cpus=free.get("CPU", 0.0), node_gpus=nodes)
+    return Capacity(free_gpus=free.get("GPU", 0.0) + extra.get("GPU", 0.0),
+                    free_cpus=free.get("CPU", 0.0) + extra.get("CPU", 0.0), node_gpus=nodes)
 
 
 def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]:
@@ -63,7 +66,7 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
     if need_gpus > cap.free_gpus:
         parts = ", ".join(f"{c.name}: {c.gpus}" for c in configs)
         problems.append(f"the configurations need {need_gpus} GPUs ({parts}) but the cluster has "
-                        f"{cap.free_gpus:g} free; add GPUs/nodes or remove configurations")
+                        f"{cap.free_gpus:g} available; add GPUs/nodes or remove configurations")
     largest = max(cap.node_gpus, default=0.0)
     for c in configs:
         if not c.spread_pp_over_nodes and c.gpus_per_replica > largest:
@@ -72,11 +75,11 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
     need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + INGRESS_CPUS
     if need_cpus > cap.free_cpus:
         problems.append(f"the replicas and the ingress need {need_cpus:g} CPUs but the cluster has "
-                        f"{cap.free_cpus:g} free; add CPUs")
+                        f"{cap.free_cpus:g} available; add CPUs")
     return problems
 
 
-def check_capacity(resolved: Resolved) -> None:
-    problems = capacity_problems(resolved.scenario.configurations, cluster_capacity())
+def check_capacity(resolved: Resolved, credit: dict[str, float] | None = None) -> None:
+    problems = capacity_problems(resolved.scenario.configurations, cluster_capacity(credit))
     if problems:
         raise CapacityError(f"{resolved.source}: cannot deploy: " + "; ".join(problems))

@@ -50,6 +50,9 @@ class EngineConfig(_Strict):
     max_num_batched_tokens: int = Field(default=8192, gt=0)
     block_size: int = Field(default=16, gt=0)
     max_model_len: int | None = Field(default=None, gt=0)
+    calibration: str | None = Field(
+        default=None, description="sim only: YAML overriding the performance model's per-family constants"
+    )
     time_scale: float = Field(
         default=1.0, gt=0, description="sim only: wall seconds per simulated second (>1 slows the clock)"
     )

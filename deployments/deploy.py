@@ -47,28 +47,42 @@ class Deployment:
 
 
 def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = None,
-           timeout_s: float = 120.0) -> Deployment:
-    """Deploy every configuration plus the ingress; fail fast when the cluster is too small."""
+           timeout_s: float = 120.0, replace: bool = False) -> Deployment:
+    """Deploy every configuration plus the ingress; fail fast when the cluster is too small.
+
+    The resources of an application parallax already deployed count as available (it would be replaced),
+    but it is replaced only with `replace=True`; otherwise it is left alone and this raises DeployError.
+    """
     srv = resolved.scenario.server
     host = host or srv.host
     port = srv.port if port is None else port
-    if APP_NAME in serve.status().applications:
+    running = APP_NAME in serve.status().applications
+    check_capacity(resolved, credit=held_resources() if running else None)
+    if running:
+        if not replace:
+            raise DeployError(f"an application {APP_NAME!r} already runs on this cluster; take it down first "
+                              "(`parallax down`)")
         serve.delete(APP_NAME)
-    check_capacity(resolved)
-    serve.start(http_options={"host": host, "port": port})
     app = build_app(AppArgs.from_resolved(resolved).model_dump())
-    serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
-                                    logging_config={"enable_access_log": False})],
-                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
+                                        logging_config={"enable_access_log": False})],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    except ray.exceptions.RayError as e:  # e.g. the HTTP proxy cannot bind its port
+        if "Failed to bind" in str(e):
+            raise DeployError(f"cannot listen on {host}:{port}: the address is in use; choose another port "
+                              "(--port or server.port)") from None
+        raise DeployError(f"Serve did not start: {str(e).strip().splitlines()[-1]}") from None
     wait_ready(resolved, timeout_s)
     return Deployment(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved))
 
 
-def wait_ready(resolved: Resolved, timeout_s: float) -> None:
+def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME) -> None:
     """Poll Serve until the app runs; on failure or timeout remove it and raise a clear DeployError."""
     deadline = time.monotonic() + timeout_s
     while True:
-        st = serve.status().applications.get(APP_NAME)
+        st = serve.status().applications.get(app_name)
         if st is not None and st.status == ApplicationStatus.RUNNING:
             return
         failed = st is not None and st.status == ApplicationStatus.DEPLOY_FAILED
@@ -76,9 +90,9 @@ def wait_ready(resolved: Resolved, timeout_s: float) -> None:
             detail = "; ".join(f"{name}: {d.status.value} {d.message}".strip()
                                for name, d in (st.deployments.items() if st else [])
                                if d.status.value != "HEALTHY")
-            serve.delete(APP_NAME)
+            serve.delete(app_name)
             why = "failed" if failed else f"was not ready after {timeout_s:g} s"
-            raise DeployError(f"{resolved.source}: deploying {APP_NAME} {why}"
+            raise DeployError(f"{resolved.source}: deploying {app_name} {why}"
                               + (f": {detail}" if detail else "")
                               + ("" if failed else "; a replica may be waiting for GPUs/CPUs the cluster lacks"))
         time.sleep(0.25)
@@ -101,6 +115,17 @@ def placements(resolved: Resolved) -> dict[str, list[ReplicaPlacement]]:
                 ReplicaPlacement(placement_group=name, strategy=pg["strategy"], state=pg["state"],
                                  bundles=bundles, nodes=nodes))
     return out
+
+
+def held_resources() -> dict[str, float]:
+    """GPUs and CPUs reserved by the placement groups of the running parallax application."""
+    held: dict[str, float] = {}
+    for pg in ray.util.placement_group_table().values():
+        if pg.get("name", "").startswith(f"{REPLICA_PG_PREFIX}{APP_NAME}#") and pg["state"] == "CREATED":
+            for bundle in pg["bundles"].values():
+                for key, value in bundle.items():
+                    held[key] = held.get(key, 0.0) + value
+    return held
 
 
 def ingress_handle() -> DeploymentHandle:

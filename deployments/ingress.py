@@ -43,6 +43,13 @@ async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(api.OpenAIError(e.status_code, str(e.detail), kind).body(), status_code=e.status_code)
 
 
+@fastapi_app.exception_handler(Exception)
+async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+    logger.exception("request failed")
+    return JSONResponse(api.OpenAIError(500, f"internal error: {type(e).__name__}", "server_error").body(),
+                        status_code=500)
+
+
 async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
     """Relay the server's SSE events; a client that goes away cancels the request in the replica."""
     try:

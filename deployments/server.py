@@ -8,7 +8,8 @@ every request, judges it against its SLA class's SLO and records the metrics of 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +52,7 @@ class _Progress:
     first_at: float | None = None
     last_at: float | None = None
     finish_reason: str | None = None
+    failed: bool = False
 
 
 class LLMServer:
@@ -75,8 +77,8 @@ class LLMServer:
             self.metrics.set_engine_stats(st.running, st.waiting, st.kv_cache_usage, st.preemptions)
             await asyncio.sleep(STATS_PERIOD_S)
 
-    def _admit(self, job: Job) -> tuple[GenerationRequest, int]:
-        """Turn a job into an engine request, or raise the 400 the client gets."""
+    def _admit(self, job: Job) -> tuple[GenerationRequest, int, AsyncIterator[TokenChunk]]:
+        """Hand a job to the engine, or raise the 400 the client gets (the engine may refuse it too)."""
         if job.sla_class not in self.slos:
             raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
         n = self.engine.count_prompt_tokens(job.prompt)
@@ -86,14 +88,17 @@ class LLMServer:
         req = GenerationRequest(request_id=job.request_id, prompt=job.prompt, max_tokens=job.max_tokens,
                                 min_tokens=job.min_tokens, sla_class=job.sla_class, ignore_eos=job.ignore_eos,
                                 temperature=job.temperature, arrival_time=time.monotonic())
-        return req, n
+        try:
+            return req, n, self.engine.generate(req)
+        except ValueError as e:
+            raise api.OpenAIError(400, str(e), param="max_tokens", code="request_too_large") from None
 
-    async def _run(self, req: GenerationRequest, prompt_tokens: int, p: _Progress
-                   ) -> AsyncIterator[TokenChunk]:
+    async def _run(self, req: GenerationRequest, prompt_tokens: int, stream: AsyncIterator[TokenChunk],
+                   p: _Progress) -> AsyncGenerator[TokenChunk, None]:
         """The engine's stream, with timing and ITL kept in `p`; aborts the engine request if cut short."""
         p.prompt_tokens = prompt_tokens
         try:
-            async for chunk in self.engine.generate(req):
+            async for chunk in stream:
                 now = time.time()
                 if chunk.num_tokens:
                     if p.first_at is None:
@@ -112,8 +117,8 @@ class LLMServer:
                 await self.engine.abort(req.request_id)
 
     def _record(self, job: Job, p: _Progress, engine_start: float) -> None:
-        if p.finish_reason is None or p.first_at is None or p.last_at is None:
-            self.metrics.failed(job.sla_class, "aborted" if p.finish_reason in (None, "abort") else "error")
+        if p.failed or p.finish_reason in (None, "abort") or p.first_at is None or p.last_at is None:
+            self.metrics.failed(job.sla_class, "error" if p.failed else "aborted")
             return
         tpot = (p.last_at - p.first_at) / (p.tokens - 1) / self.scale if p.tokens > 1 else None
 
@@ -131,7 +136,7 @@ class LLMServer:
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
         """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
         try:
-            req, n = self._admit(job)
+            req, n, stream = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             yield {"status": e.status, "body": e.body()}
@@ -141,17 +146,18 @@ class LLMServer:
         created = int(job.arrival_wall)
         first = True
         try:
-            async for chunk in self._run(req, n, p):
-                if chunk.num_tokens or chunk.finished:
-                    yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
-                                           p.finish_reason if chunk.finished else None, first=first)
-                    first = False
+            async with aclosing(self._run(req, n, stream, p)) as chunks:  # closed (engine abort) if cut short
+                async for chunk in chunks:
+                    if chunk.num_tokens or chunk.finished:
+                        yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
+                                               p.finish_reason if chunk.finished else None, first=first)
+                        first = False
             if job.include_usage:
                 yield api.usage_event(job.kind, job.request_id, job.model, created, self._usage(p))
             yield api.SSE_DONE
         except Exception as e:  # an engine failure ends this stream only, never the replica
             logger.exception("request %s failed in the engine", job.request_id)
-            p.finish_reason = None
+            p.failed = True
             yield api.sse(api.OpenAIError(500, f"engine error: {e}", "server_error").body())
             yield api.SSE_DONE
         finally:
@@ -160,18 +166,19 @@ class LLMServer:
     async def complete(self, job: Job) -> dict[str, Any]:
         """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
         try:
-            req, n = self._admit(job)
+            req, n, stream = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             return {"status": e.status, "body": e.body()}
         p = _Progress(started=time.time())
         parts: list[str] = []
         try:
-            async for chunk in self._run(req, n, p):
-                parts.append(chunk.text)
+            async with aclosing(self._run(req, n, stream, p)) as chunks:
+                async for chunk in chunks:
+                    parts.append(chunk.text)
         except Exception as e:
             logger.exception("request %s failed in the engine", job.request_id)
-            p.finish_reason = None
+            p.failed = True
             return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
         finally:
             self._record(job, p, p.started)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
-from loadgen.records import META_FILE, read_records
+from loadgen.lengths import resolve_path
+from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, rescore, summarize
 
@@ -110,7 +112,8 @@ def summary_table(s: LoadSummary) -> Table:
     for g in rows:
         target = "" if g.meets_target is None else (" ✓" if g.meets_target else " ✗")
         t.add_row("all" if g.rate_step is None else str(g.rate_step),
-                  f"{g.offered_rate:.3g}" if g.offered_rate else "-", g.config, g.sla_class, str(g.count),
+                  f"{g.offered_rate:.3g}" if g.offered_rate else f"{g.concurrency} users" if g.concurrency else "-",
+                  g.config, g.sla_class, str(g.count),
                   str(g.ok), str(g.errors + g.timeouts), pp(g.ttft_s), pp(g.tpot_s), f"{g.output_tokens_per_s:.1f}",
                   f"{g.request_throughput:.2f}", f"{g.slo_attainment:.0%}{target}", f"{g.goodput:.2f}")
     return t
@@ -129,6 +132,16 @@ def _print_summary(s: LoadSummary, records: list[Any]) -> None:
             errors[r.error.split(" — ")[0][:160]] = errors.get(r.error.split(" — ")[0][:160], 0) + 1
     for msg, n in sorted(errors.items(), key=lambda x: -x[1])[:5]:
         err_console.print(f"[yellow]{n} request(s):[/] {msg}", highlight=False)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (it comes with ray[serve]): its timers wake closer to the schedule
+    (send lateness p50 ~0.2 ms against ~0.8 ms for asyncio's loop in bench/loadgen_rate.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def load_cmd(
@@ -155,8 +168,9 @@ def load_cmd(
 ) -> None:
     """Send SLA-tagged streaming traffic to an OpenAI-compatible server and record every request."""
     try:
-        classes, load, base_dir = _inputs(scenario, class_, arrival, rate, burstiness, concurrency, trace,
-                                          duration, warmup, timeout, seed)
+        classes, load, base_dir, model_path = _inputs(scenario, class_, arrival, rate, burstiness, concurrency,
+                                                      trace, duration, warmup, timeout, seed)
+        tokenizer = tokenizer or model_path  # a vllm scenario's own model folder gives exact prompt lengths
         if api not in ("completions", "chat"):
             raise LoadError(f"--api {api!r}: use completions or chat")
     except LoadError as e:
@@ -173,12 +187,18 @@ def load_cmd(
                               on_metrics_port=lambda p: console.print(f"client metrics on http://127.0.0.1:{p}/metrics"))
 
     try:
-        summary = asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
+            summary = loop_runner.run(main())
     except LoadError as e:
-        _fail(f"{e}\n(records so far are in {run_dir})" if (run_dir / META_FILE).exists() else str(e))
+        written = run_dir / RECORDS_FILE
+        _fail(f"{e}\n(records so far are in {run_dir})" if written.is_file() and written.stat().st_size else str(e))
         return
-    _print_summary(summary, read_records(run_dir))
+    records = read_records(run_dir)
+    _print_summary(summary, records)
     console.print(f"records and summary in {run_dir}")
+    if records and not any(r.status == "ok" for r in records):
+        err_console.print("[bold red]error:[/] no request succeeded; see the errors above")
+        raise typer.Exit(1)
     if summary.interrupted:
         err_console.print("interrupted: records and summary written")
         raise typer.Exit(130)
@@ -186,8 +206,9 @@ def load_cmd(
 
 def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate: list[float], burstiness: float,
             concurrency: int, trace: Path | None, duration: float | None, warmup: float | None,
-            timeout: float | None, seed: int | None) -> tuple[list[TrafficClass], LoadConfig, Path | None]:
-    base_dir = None
+            timeout: float | None, seed: int | None
+            ) -> tuple[list[TrafficClass], LoadConfig, Path | None, Path | None]:
+    base_dir = model_path = None
     if scenario is not None:
         if class_:
             raise LoadError("give either --scenario or --class, not both")
@@ -196,6 +217,8 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         except ScenarioError as e:
             raise LoadError(str(e)) from None
         classes, load, base_dir = list(r.scenario.classes), r.scenario.load, scenario.parent
+        if r.scenario.engine.kind == "vllm" and r.scenario.engine.model_path:
+            model_path = resolve_path(Path(r.scenario.engine.model_path), base_dir)
     else:
         classes = [parse_class(c) for c in class_] or [parse_class("default:share=1")]
         total = sum(c.share for c in classes)
@@ -216,7 +239,7 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
     except ValidationError as e:
         err = e.errors()[0]
         raise LoadError(f"load option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return classes, load, base_dir
+    return classes, load, base_dir, model_path
 
 
 def summarize_cmd(

@@ -156,6 +156,8 @@ class StreamingClient:
             s.error = f"connection dropped after {len(s.chunk_times)} chunks ({what}: {e})" if s.send else str(e)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             s.status, s.error = "error", f"malformed stream event: {e}"
+        except Exception as e:  # whatever else went wrong, the request still gets its one record
+            s.status, s.error = "error", f"{type(e).__name__}: {e}"
         sink(self._record(p, s, scheduled_perf))
 
     async def _exchange(self, p: Planned, prompt: str, s: _Stream) -> None:
@@ -174,45 +176,59 @@ class StreamingClient:
             await self._read_events(resp, s)
         if not s.finished:
             s.status = "error"
-            s.error = f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+            s.error = (f"stream ended without [DONE] or finish_reason after {len(s.chunk_times)} chunks"
+                       + ("" if s.chunk_times else "; is the server streaming server-sent events (data: lines)?"))
 
     async def _read_events(self, resp: aiohttp.ClientResponse, s: _Stream) -> None:
-        prev_usage = 0
-        async for raw in resp.content:
+        """Split the body into SSE events as it arrives; an event is stamped when its last byte is read."""
+        buf = b""
+        async for piece in resp.content.iter_any():
             now = time.perf_counter()
-            if not raw.startswith(b"data:"):
-                continue
-            data = raw[5:].strip()
-            if data == b"[DONE]":
-                s.end, s.finished = now, True
-                return
-            ev = json.loads(data)
-            if "error" in ev:
-                err = ev["error"]
-                raise ValueError(err.get("message", err) if isinstance(err, dict) else err)
-            if not s.config and ev.get("model"):
-                s.config = str(ev["model"])
-            usage = ev.get("usage") or {}
-            if usage.get("prompt_tokens") is not None:
-                s.usage_prompt = int(usage["prompt_tokens"])
-            choices = ev.get("choices") or []
-            text = ""
-            if choices:
-                c = choices[0]
-                text = (c.get("delta") or {}).get("content") or "" if self.api == "chat" else c.get("text") or ""
-                if c.get("finish_reason"):
-                    s.finished = True
-            if usage.get("completion_tokens") is not None:
-                total = int(usage["completion_tokens"])
-                s.usage_completion = total
-                if choices and total > prev_usage:
-                    s.chunk_times.append(now)
-                    s.chunk_tokens.append(total - prev_usage)
-                prev_usage = total
-            elif text:
+            buf += piece
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            while (end := buf.find(b"\n\n")) >= 0:
+                event, buf = buf[:end], buf[end + 2:]
+                if self._on_event(event, now, s):
+                    return
+        if buf.strip():
+            self._on_event(buf, time.perf_counter(), s)
+
+    def _on_event(self, event: bytes, now: float, s: _Stream) -> bool:
+        """Take one SSE event into the stream state; True at [DONE]."""
+        data = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if not data:
+            return False
+        if data == b"[DONE]":
+            s.end, s.finished = now, True
+            return True
+        ev = json.loads(data)
+        if "error" in ev:
+            err = ev["error"]
+            raise ValueError(err.get("message", err) if isinstance(err, dict) else err)
+        if not s.config and ev.get("model"):
+            s.config = str(ev["model"])
+        usage = ev.get("usage") or {}
+        if usage.get("prompt_tokens") is not None:
+            s.usage_prompt = int(usage["prompt_tokens"])
+        choices = ev.get("choices") or []
+        text = ""
+        if choices:
+            c = choices[0]
+            text = (c.get("delta") or {}).get("content") or "" if self.api == "chat" else c.get("text") or ""
+            if c.get("finish_reason"):
+                s.finished = True
+        if usage.get("completion_tokens") is not None:
+            total = int(usage["completion_tokens"])
+            if choices and total > (s.usage_completion or 0):
                 s.chunk_times.append(now)
-                s.chunk_tokens.append(max(1, self.count_tokens(text)))
-            s.end = now
+                s.chunk_tokens.append(total - (s.usage_completion or 0))
+            s.usage_completion = total
+        elif text:
+            s.chunk_times.append(now)
+            s.chunk_tokens.append(max(1, self.count_tokens(text)))
+        s.end = now
+        return False
 
     def _record(self, p: Planned, s: _Stream, scheduled_perf: float) -> RequestRecord:
         ttft = e2e = tpot = None

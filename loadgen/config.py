@@ -186,9 +186,10 @@ def _mean(dist: FixedLength | UniformLength | NormalLength | LognormalLength | E
             return float(m)
         case PresetLength(name=n):
             return float(PRESETS[n][which])
-        case EmpiricalLength(path=p):
-            values = [float(x) for x in Path(p).read_text().split() if x.strip()]
-            return sum(values) / len(values) if values else 0.0
+        case EmpiricalLength(path=p, column=col):
+            from loadgen.lengths import read_lengths  # the one reader of length files (imports this module)
+            values = read_lengths(Path(p), col)
+            return sum(values) / len(values)
     raise AssertionError(dist)
 
 

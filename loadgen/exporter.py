@@ -2,6 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from loadgen.errors import LoadError
 from loadgen.records import RequestRecord
 from monitoring import metrics as m
 
@@ -33,7 +34,11 @@ class ClientMetrics:
                                 registry=reg)
         self.offered = Gauge(p + m.CLIENT_OFFERED_RATE, "requests/s the arrival process offers", ("sla_class",),
                              registry=reg)
-        self._server, self._thread = start_http_server(port, addr=host, registry=reg)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=reg)
+        except OSError as e:
+            raise LoadError(f"--metrics-port {port}: cannot listen on {host}:{port} ({e.strerror}); "
+                            "pick another port, or 0 for any free one") from None
         self.port: int = self._server.server_port
 
     def observe(self, r: RequestRecord) -> None:

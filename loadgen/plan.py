@@ -4,7 +4,8 @@ Traffic comes in streams. Classes without their own `arrival` share one stream d
 `load.arrival` (each request picks its class by the classes' shares); a class with its own
 `arrival` gets a stream of its own. A sweep (`load.rates`) runs the shared stream at each rate
 in turn, `duration_s` per step; own-arrival streams repeat unchanged in every step. The first step
-is preceded by `warmup_s` of the same traffic, whose records are flagged `warmup`.
+is preceded by `warmup_s` of the same traffic, whose records are flagged `warmup`. A trace replays
+in full: when every stream is a trace, the step lasts as long as the trace (not `duration_s`).
 """
 
 from dataclasses import dataclass, field

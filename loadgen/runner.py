@@ -8,6 +8,7 @@ dispatcher never waits for a response. Every request that was due produces exact
 import asyncio
 import contextlib
 import json
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,15 @@ from loadgen.summary import LoadSummary, meets_slo, summarize
 
 # HTTP answers that will not get better by retrying: stop the run at the first one if nothing succeeded.
 FATAL_STATUS = (401, 403, 404)
+
+
+def raise_fd_limit() -> None:
+    """Every request in flight holds a connection: allow as many open files as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def check_url(target: str) -> None:
@@ -117,34 +127,37 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
     plan = build_plan(classes, load, workload, base_dir)
     prompts = PromptFactory(load_tokenizer(Path(tokenizer)) if tokenizer else None, seed=load.seed)
     check_url(target)
+    raise_fd_limit()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     slos = {c.name: c.slo for c in classes}
-    meta: dict[str, Any] = {
-        "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
-        "load": load.model_dump(mode="json"), "started_at": time.time(),
-        "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
-                   "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
-                   "warmup_s": s.warmup_s} for s in plan],
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=1))
-    metrics = ClientMetrics(metrics_port) if metrics_port is not None else None
-    if metrics and on_metrics_port:
-        on_metrics_port(metrics.port)
-    view = LiveView(sum(s.length_s for s in plan)) if progress else None
-    clock = Clock()
     durations: dict[int, float] = {}
-    interrupted = False
-    try:
-        with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
-            async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
-                                       count_tokens=prompts.count, clock=clock) as client:
-                await client.check()
+    async with StreamingClient(target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
+                               count_tokens=prompts.count) as client:
+        await client.check()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
+        meta: dict[str, Any] = {
+            "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
+            "load": load.model_dump(mode="json"), "started_at": time.time(),
+            "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
+                       "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
+                       "warmup_s": s.warmup_s} for s in plan],
+        }
+        (out / META_FILE).write_text(json.dumps(meta, indent=1))
+        metrics = ClientMetrics(metrics_port) if metrics_port is not None else None
+        if metrics and on_metrics_port:
+            on_metrics_port(metrics.port)
+        view = LiveView(sum(s.length_s for s in plan)) if progress else None
+        try:
+            with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
+                client.clock = clock = Clock()  # the schedule starts now, after the preflight
                 run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed)
                 interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
-    finally:
-        if metrics:
-            metrics.close()
+        finally:
+            if metrics:
+                metrics.close()
     summary = summarize(run.records, slos, durations, interrupted=interrupted)
     meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted}
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -192,7 +205,7 @@ async def _drive(run: _Run, plan: list[StepPlan], clock: Clock, durations: dict[
         for t in [main, refresh, *waiters, *run.inflight]:
             t.cancel()
         await asyncio.gather(main, refresh, *waiters, *run.inflight, return_exceptions=True)
-    if (stopped and not main.done()) or (stopped and plan and plan[-1].index not in durations):
+    if stopped:
         _record_partial_step(plan, durations, clock)
     return stopped
 

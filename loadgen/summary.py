@@ -51,6 +51,7 @@ class GroupSummary(BaseModel):
 
     rate_step: int | None
     offered_rate: float | None
+    concurrency: int | None
     config: str
     sla_class: str
     count: int
@@ -95,8 +96,10 @@ def _group(rs: list[RequestRecord], duration: float, step: int | None, config: s
     attainment = met / len(rs) if rs else 0.0
     d = max(duration, 1e-9)
     rates = {r.offered_rate for r in rs}
+    users = {r.concurrency for r in rs}
     return GroupSummary(
-        rate_step=step, offered_rate=rates.pop() if len(rates) == 1 else None, config=config, sla_class=cls,
+        rate_step=step, offered_rate=rates.pop() if len(rates) == 1 else None,
+        concurrency=users.pop() if len(users) == 1 else None, config=config, sla_class=cls,
         count=len(rs), ok=len(ok), errors=sum(r.status == "error" for r in rs),
         timeouts=sum(r.status == "timeout" for r in rs), duration_s=duration,
         ttft_s=Percentiles.of([r.ttft_s for r in ok if r.ttft_s is not None]),

@@ -83,7 +83,7 @@ def read_trace(path: Path) -> list[TraceRow]:
     try:
         text = path.read_text()
     except OSError as e:
-        raise LoadError(f"{path}: cannot read trace ({e.strerror}); check load.arrival.path") from None
+        raise LoadError(f"{path}: cannot read trace ({e.strerror}); check the arrival's path") from None
     rows = _rows(path, text)
     if not rows:
         raise LoadError(f"{path}: the trace has no rows")

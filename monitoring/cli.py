@@ -86,7 +86,7 @@ def prometheus_up(
     try:
         if attach_url:
             handle = attach_prometheus(attach_url, folder)
-            rules = write_rules(folder / "prometheus" / "rules.yml", _rules(scenario, window, mon.scrape_interval_s))
+            rules = write_rules(Path(handle.folder) / "rules.yml", _rules(scenario, window, mon.scrape_interval_s))
             console.print(f"attached to Prometheus at {handle.url}; load the recording rules into it: {rules}")
             return
         targets = [ScrapeTarget("ray", ray_port if ray_port is not None else server.metrics_port),

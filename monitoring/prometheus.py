@@ -46,7 +46,8 @@ class ScrapeTarget:
 
 @dataclass
 class PrometheusHandle:
-    """A Prometheus this process started (pid set) or attached to (attached=True)."""
+    """A Prometheus this process started (pid set) or attached to (attached=True); `folder` is where its
+    files and state live ("" for an attached server recorded nowhere)."""
 
     url: str
     port: int
@@ -188,9 +189,10 @@ def attach_prometheus(url: str, run_dir: Path | None = None, timeout_s: float = 
     if not wait_ready(url, timeout_s):
         raise PrometheusLaunchError(f"the Prometheus at {url} (monitoring.prometheus_url) is not ready: "
                                     f"{url}/-/ready did not answer 200 within {timeout_s:g} s; check the URL")
-    port = httpx.URL(url).port or 80
-    folder = _folder(run_dir) if run_dir else Path()
-    handle = PrometheusHandle(url=url, port=port, folder=str(folder), attached=True)
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    folder = str(_folder(run_dir).resolve()) if run_dir else ""
+    handle = PrometheusHandle(url=url, port=port, folder=folder, attached=True)
     if run_dir is not None:
         _write_state(run_dir, handle)
     return handle
@@ -254,8 +256,9 @@ def stop_prometheus(handle: PrometheusHandle, timeout_s: float = 10.0) -> bool:
     if not handle.attached:
         stopped = handle.pid is not None and _alive(handle.pid)
         _terminate(handle, timeout_s)
-    with contextlib.suppress(FileNotFoundError):
-        (Path(handle.folder) / STATE_FILE).unlink()
+    if handle.folder:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(handle.folder) / STATE_FILE).unlink()
     return stopped
 
 

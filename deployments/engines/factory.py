@@ -6,7 +6,7 @@ from controllers.scenario import Resolved
 from deployments.config import ParallelConfig
 from deployments.engines.base import Engine
 
-# kind -> "module:Class"; every class takes (spec, config, model, gpu) as keywords.
+# kind -> "module:Class"; each takes (spec, parallel config) positionally and model=, gpu= as keywords.
 ENGINES = {
     "sim": "deployments.engines.sim.engine:SimEngine",
     "vllm": "deployments.engines.vllm.engine:VllmEngine",
@@ -18,5 +18,5 @@ def create_engine(resolved: Resolved, config: ParallelConfig) -> Engine:
     kind = resolved.scenario.engine.kind
     module, _, cls = ENGINES[kind].partition(":")
     engine_cls = getattr(importlib.import_module(module), cls)
-    engine: Engine = engine_cls(spec=resolved.scenario, config=config, model=resolved.model, gpu=resolved.gpu)
+    engine: Engine = engine_cls(resolved.scenario, config, model=resolved.model, gpu=resolved.gpu)
     return engine

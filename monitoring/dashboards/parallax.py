@@ -26,11 +26,11 @@ ONE_CONFIG = Variable("config", "configuration", "query", CONFIGS.query)
 
 ANNOTATIONS = (
     Annotation("controller decisions",
-               f'changes({m.CONTROLLER_PREFIX}{m.DECISIONS}_total{{sla_class=~"$sla_class"}}[$__interval]) > 0',
+               f'changes({m.CONTROLLER_PREFIX}{m.DECISIONS}_total{{sla_class=~"$sla_class"}}[$__rate_interval]) > 0',
                title="{{sla_class}} → {{config}}", text="policy {{policy}}", color="orange",
                tag_keys=("sla_class", "config", "policy")),
     Annotation("routing weight changes",
-               f'changes({m.CONTROLLER_PREFIX}{m.ROUTING_WEIGHT}{{sla_class=~"$sla_class"}}[$__interval]) > 0',
+               f'changes({m.CONTROLLER_PREFIX}{m.ROUTING_WEIGHT}{{sla_class=~"$sla_class"}}[$__rate_interval]) > 0',
                title="weight {{sla_class}} → {{config}}", text="routing weight changed", color="purple",
                tag_keys=("sla_class", "config")),
 )

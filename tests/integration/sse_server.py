@@ -54,6 +54,10 @@ class SSEServer:
         async def shutdown() -> None:
             assert self._runner is not None
             await self._runner.cleanup()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:  # handlers still sleeping ("hang")
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

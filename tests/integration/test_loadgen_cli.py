@@ -46,7 +46,7 @@ def test_sigint_still_writes_records_and_summary(server, tmp_path):
             (out / "records.jsonl").is_file() and len((out / "records.jsonl").read_text().splitlines()) >= 10):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=20)
+    _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     records = read_records(out)
@@ -60,7 +60,7 @@ def test_load_then_summarize_with_other_slos(server, tmp_path):
     out = tmp_path / "run"
     r = runner.invoke(app, ["load", "--target", server, "--class", "chat:share=0.5,in=8,out=5,ttft_ms=1000",
                             "--class", "batch:share=0.5,in=20-40,out=5,e2e_ms=5000", "--arrival", "constant",
-                            "--rate", "20", "--duration", "1", "--out", str(out), "--no-progress"])
+                            "--rate", "20", "--duration", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "cfg-a" in r.output and "records and summary in" in r.output
     records = read_records(out)
@@ -96,3 +96,25 @@ def test_invalid_trace_row_and_unreachable_target(tmp_path):
     assert r.exit_code == 2 and "cannot reach http://127.0.0.1:9: Connection refused" in " ".join(r.output.split())
     r = runner.invoke(app, ["summarize", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "cannot read records" in " ".join(r.output.split())
+
+
+def test_load_from_a_scenario_file(server, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    r = runner.invoke(app, ["load", "--target", server, "--scenario", str(root / "scenarios" / "demo.yaml"),
+                            "--rate", "6", "--duration", "1", "--out", str(tmp_path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    records = read_records(tmp_path)
+    assert {x.sla_class for x in records} <= {"chat", "summarize"} and len(records) >= 2
+    assert all(x.status == "ok" and x.rate_step == 0 for x in records)
+    for x in records:   # the simulated engine's contract: prompt tokens = whitespace-separated words
+        assert x.prompt_tokens == x.planned_prompt_tokens and x.output_tokens == x.max_tokens
+    meta = json.loads((tmp_path / "load-meta.json").read_text())
+    assert meta["load"]["rates"] == [6.0] and meta["classes"][0]["slo"]["ttft_ms"] == 450
+
+
+def test_a_run_where_nothing_succeeds_exits_non_zero(server, tmp_path):
+    r = runner.invoke(app, ["load", "--target", server, "--class", "err500:share=1", "--arrival", "constant",
+                            "--rate", "10", "--duration", "0.5", "--out", str(tmp_path), "--no-progress"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "5 request(s): HTTP 500 Internal Server Error: server error" in out
+    assert "no request succeeded" in out and len(read_records(tmp_path)) == 5

@@ -16,6 +16,7 @@ from monitoring.prometheus import (
     read_state,
     running_prometheus,
     start_prometheus,
+    stop_prometheus,
     stop_run,
 )
 from monitoring.promql import PromClient, PrometheusError
@@ -105,6 +106,9 @@ def test_attach_uses_an_existing_server_and_never_stops_it(tmp_path: Path) -> No
         attached = attach_prometheus(own.url, tmp_path / "other")
         assert attached.attached and attached.url == own.url
         stop_run(tmp_path / "other")
+        assert httpx.get(f"{own.url}/-/ready").status_code == 200
+        unrecorded = attach_prometheus(own.url)  # recorded nowhere: stopping it touches no file and no process
+        assert not stop_prometheus(unrecorded) and unrecorded.folder == ""
         assert httpx.get(f"{own.url}/-/ready").status_code == 200
         result = CliRunner().invoke(app, ["prometheus", "up", "--run-dir", str(tmp_path / "cli"), "--url", own.url])
         assert result.exit_code == 0 and "attached" in result.output

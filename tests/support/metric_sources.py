@@ -22,7 +22,8 @@ from monitoring.rules import ConfigGpus
 
 CONFIGS = (ConfigGpus("tp8", 8, 1, 1), ConfigGpus("tp2", 2, 1, 2))
 CLASSES = ("chat", "summarize")
-ALWAYS_MET = ("tp8", "chat")        # the one (config, class) pair whose requests all meet the SLO
+ALWAYS_MET = ("tp8", "chat")        # the one (config, class) pair whose requests all meet the SLO and succeed;
+                                    # every other pair: one ok + one failed request, one met + one violated SLO
 TTFT_S = {"tp8": 0.035, "tp2": 0.35}
 TPOT_S = {"tp8": 0.015, "tp2": 0.045}
 OUTPUT_TOKENS = 20                  # per request
@@ -103,25 +104,24 @@ def emit_engine(rec: Recorder, prefix: str, rnd: random.Random) -> None:
         rec.observe(prefix + m.REQUEST_DECODE_TIME, OUTPUT_TOKENS * TPOT_S[c.name], lab)
 
 
-def emit_per_class(rec: Recorder, prefix: str, with_shape: bool, rnd: random.Random) -> None:
+def emit_per_class(rec: Recorder, prefix: str, with_shape: bool) -> None:
     for c in CONFIGS:
         for k in CLASSES:
             lab = {"config": c.name, "sla_class": k} | ({"tp": str(c.tp), "pp": str(c.pp)} if with_shape else {})
             rec.inc(prefix + m.SERVER_REQUESTS, 1, {**lab, "status": "ok"})
-            if (c.name, k) != ALWAYS_MET and rnd.random() < 0.2:
+            if (c.name, k) != ALWAYS_MET:
                 rec.inc(prefix + m.SERVER_REQUESTS, 1, {**lab, "status": "error"})
             rec.observe(prefix + m.SERVER_TTFT, TTFT_S[c.name], lab)
             rec.observe(prefix + m.SERVER_TPOT, TPOT_S[c.name], lab)
             rec.observe(prefix + m.SERVER_E2E, TTFT_S[c.name] + OUTPUT_TOKENS * TPOT_S[c.name], lab)
             rec.inc(prefix + m.SERVER_OUTPUT_TOKENS, OUTPUT_TOKENS, lab)
-            if (c.name, k) == ALWAYS_MET:
-                rec.inc(prefix + m.SERVER_SLO_MET, 1, lab)
-            else:
-                rec.inc(prefix + m.SERVER_SLO_MET if rnd.random() < 0.5 else prefix + m.SERVER_SLO_VIOLATED, 1, lab)
+            rec.inc(prefix + m.SERVER_SLO_MET, 1, lab)
+            if (c.name, k) != ALWAYS_MET:
+                rec.inc(prefix + m.SERVER_SLO_VIOLATED, 1, lab)
 
 
 def emit_client(rec: Recorder, rnd: random.Random) -> None:
-    emit_per_class(rec, m.CLIENT_PREFIX, False, rnd)
+    emit_per_class(rec, m.CLIENT_PREFIX, False)
     for c in CONFIGS:
         for k in CLASSES:
             lab = {"config": c.name, "sla_class": k}
@@ -132,7 +132,7 @@ def emit_client(rec: Recorder, rnd: random.Random) -> None:
 def emit_controller(rec: Recorder, rnd: random.Random) -> None:
     p = m.CONTROLLER_PREFIX
     for k in CLASSES:
-        best = rnd.choice(CONFIGS).name
+        best = CONFIGS[int(time.time()) % len(CONFIGS)].name  # the choice flips every second
         for c in CONFIGS:
             rec.set(p + m.ROUTING_WEIGHT, 0.9 if c.name == best else 0.1, {"sla_class": k, "config": c.name})
             rec.set(p + m.PREDICTED_HEADROOM, rnd.uniform(0, 1), {"sla_class": k, "config": c.name})
@@ -208,7 +208,7 @@ def _ray_emitter_class() -> Any:
 
         def tick(self) -> None:
             emit_engine(self.rec, "vllm_", self.rnd)
-            emit_per_class(self.rec, m.SERVER_PREFIX, True, self.rnd)
+            emit_per_class(self.rec, m.SERVER_PREFIX, True)
 
     return ContractEmitter
 

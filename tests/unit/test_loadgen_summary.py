@@ -1,6 +1,9 @@
 """SLO verdicts, per-(config, class) figures and goodput; inter-token gaps of coalesced chunks."""
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loadgen.client import _gaps
 from loadgen.config import SLO
@@ -67,3 +70,12 @@ def test_gaps_of_coalesced_chunks():
     assert _gaps([0.0, 0.3, 0.4], [1, 3, 1], 5) == pytest.approx([0.1] * 4)
     # word counts 1,1,2 scaled to a usage total of 8 tokens: chunk 3 carries 4 tokens
     assert _gaps([0.0, 0.1, 0.5], [1, 1, 2], 8) == pytest.approx([0.05, 0.05, 0.1, 0.1, 0.1, 0.1])
+
+
+@given(st.lists(st.tuples(st.floats(0.0001, 1.0), st.integers(1, 5)), min_size=1, max_size=30))
+def test_gaps_sum_to_the_stream_span_and_count_every_later_token(chunks):
+    times = list(np.cumsum([g for g, _ in chunks]))
+    tokens = [k for _, k in chunks]
+    gaps = _gaps(times, tokens, sum(tokens))
+    assert len(gaps) == sum(tokens) - tokens[0]
+    assert sum(gaps) == pytest.approx(times[-1] - times[0], abs=1e-5)

@@ -1,0 +1,138 @@
+"""Physical constants of the performance model, one small set per GPU family.
+
+Each constant has a physical meaning. Hopper's were fitted by `bench/fit_calibration.py` on a subset
+of the public measurements in `bench/data/calibration.yaml` (the rows marked `fit: true`); the error on
+the other rows is printed by `bench/calibration.py`. The other families have no measurements here:
+their constants start from Hopper's fit and change only where a public microbenchmark or the
+architecture gives a reason, said in the comment next to each. A user overrides any of them with a
+YAML file of the same shape (`load_calibration`).
+"""
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deployments.catalog.gpus import GpuSpec
+
+
+class FamilyConstants(BaseModel):
+    """The constants of one GPU family (fractions are of the datasheet's peak)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gemm_flops_fraction: float = Field(gt=0, le=1, description="plateau of achieved/peak FLOP/s for large GEMMs")
+    gemm_m_half: float = Field(gt=0, description="GEMM rows (tokens) at which half the plateau is reached")
+    hbm_fraction: float = Field(gt=0, le=1, description="achieved/peak HBM bandwidth streaming weights")
+    attn_flops_fraction: float = Field(gt=0, le=1, description="achieved/peak bf16 FLOP/s of prefill attention")
+    attn_hbm_fraction: float = Field(gt=0, le=1, description="achieved/peak HBM bandwidth reading the KV cache")
+    layer_overhead_us: float = Field(ge=0, description="fixed time per decoder layer per pass (kernel gaps)")
+    link_fraction: float = Field(gt=0, le=1, description="achieved/peak link bandwidth of collectives and p2p")
+    ring_step_us: float = Field(ge=0, description="latency of one ring all-reduce step")
+    oneshot_us: float = Field(ge=0, description="latency of a one-shot (custom) all-reduce for small messages")
+    p2p_us: float = Field(ge=0, description="latency of one pipeline-stage activation transfer")
+    host_prefill_ms: float = Field(ge=0, description="host time of an iteration holding a prefill chunk")
+    host_decode_ms: float = Field(ge=0, description="host time of a decode-only iteration (graphs replayed)")
+    host_per_seq_us: float = Field(ge=0, description="host time per sequence per iteration (sampling, output)")
+
+    def gemm_efficiency(self, m: float) -> float:
+        """Achieved fraction of peak FLOP/s of a GEMM with `m` rows: a smooth rise to a plateau."""
+        return self.gemm_flops_fraction * m / (m + self.gemm_m_half)
+
+
+# Hopper (H100 / H200). "fitted": by bench/fit_calibration.py on the `fit: true` rows of
+# bench/data/calibration.yaml (see MODEL.md for the fit and the held-out error); "fixed": set from public
+# microbenchmarks / first principles, because the data cannot tell them apart from the fitted ones.
+HOPPER = FamilyConstants(
+    gemm_flops_fraction=0.674,  # fitted; cuBLAS/TRT-LLM FP8 GEMMs on H100 reach ~0.6-0.8 of dense peak
+    gemm_m_half=32.0,           # fitted, at its lower bound (half a 64-row wgmma tile); no mid-M data
+    hbm_fraction=0.714,         # fitted; weight streaming incl. launch tails (STREAM-like copies ~0.9)
+    attn_flops_fraction=0.75,   # fitted, at its upper bound: FlashAttention-3 reaches ~0.75 of bf16 peak
+    attn_hbm_fraction=0.9,      # fitted, at its upper bound: TRT-LLM's XQA decode kernels stream KV near peak
+    layer_overhead_us=20.0,     # fixed: ~10 kernels per layer × ~2 µs launch gap / ramp / tail
+    link_fraction=0.75,         # fixed: nccl-tests all-reduce bus bandwidth ≈ 0.75-0.8 of NVLink 4
+    ring_step_us=2.0,           # fixed: NCCL small-message all-reduce ~25-30 µs at 8 GPUs = 14 ring steps
+    oneshot_us=6.0,             # fixed: vLLM / TRT-LLM custom one-shot all-reduce, ~5-8 µs on NVSwitch
+    p2p_us=8.0,                 # fixed: one NCCL send/recv of a small message over NVLink
+    host_prefill_ms=4.0,        # fixed: scheduling + sampling + output of a step run without CUDA graphs
+    host_decode_ms=2.0,         # fixed: the same with CUDA graphs replayed (vLLM/TRT-LLM: ~1-3 ms)
+    host_per_seq_us=0.1,        # fitted, at its lower bound: per-sequence bookkeeping is negligible in TRT-LLM
+)
+
+# MI300X / MI325X: no measurements here. Public GEMM analyses (e.g. SemiAnalysis' MI300X vs H100
+# benchmarking, Dec 2024) put MI300X's achieved matrix throughput near 45-55 % of its datasheet peak, a
+# clearly smaller share than H100's: Hopper's plateaus × 0.75 (≈ 0.5). Collective and p2p latencies:
+# assumed twice NCCL-over-NVSwitch (RCCL over a mesh without a switch; an assumption, not a fit). HBM
+# streams at a similar share (~0.8 of 5.3 TB/s reported in the same analyses). Host path: the same
+# engine software.
+CDNA3 = HOPPER.model_copy(update={
+    "gemm_flops_fraction": 0.75 * HOPPER.gemm_flops_fraction,
+    "attn_flops_fraction": 0.75 * HOPPER.attn_flops_fraction,
+    "ring_step_us": 2 * HOPPER.ring_step_us,
+    "oneshot_us": 2 * HOPPER.oneshot_us,
+    "p2p_us": 2 * HOPPER.p2p_us,
+})
+
+FAMILIES: dict[str, FamilyConstants] = {
+    "hopper": HOPPER,
+    # A100: same software stack and kernels one generation older. cuBLAS bf16 GEMMs reach a similar share
+    # of the (lower) peak, HBM2e streams at a similar share; NVLink 3 latencies as Hopper. Not measured.
+    "ampere": HOPPER,
+    # B200: no measurements here. Same engines and host path; larger GEMM tiles need more rows to fill
+    # 148 SMs at twice Hopper's per-SM rate, so the half-plateau M doubles. NVLink 5 latencies as Hopper.
+    "blackwell": HOPPER.model_copy(update={"gemm_m_half": 2 * HOPPER.gemm_m_half}),
+    "cdna3": CDNA3,
+    # MI355X: CDNA-4 with CDNA-3's software stack; assumed to behave like CDNA-3 at its own peaks.
+    "cdna4": CDNA3,
+}
+
+
+class Calibration(BaseModel):
+    """Constants per GPU family; a YAML override names only the families and fields it changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    families: dict[str, FamilyConstants] = Field(default_factory=lambda: dict(FAMILIES))
+
+    def for_gpu(self, gpu: GpuSpec) -> FamilyConstants:
+        """The constants of `gpu`'s family."""
+        try:
+            return self.families[gpu.family]
+        except KeyError:
+            known = ", ".join(sorted(self.families))
+            raise ValueError(
+                f"no calibration for GPU family {gpu.family!r} ({gpu.name}); use one of {known} as the GPU "
+                f"spec's family, or add the family to a calibration YAML"
+            ) from None
+
+
+DEFAULT_CALIBRATION = Calibration()
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Default constants, with the families / fields given in a YAML file replaced.
+
+    The file looks like `families: {hopper: {host_decode_ms: 2.0}}`; a family not in the defaults must
+    give every field.
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{p}: no such calibration file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
+        raise ValueError(f"{p}: expected a mapping `families: {{FAMILY: {{FIELD: value, ...}}}}`")
+    merged: dict[str, object] = {name: c.model_dump() for name, c in FAMILIES.items()}
+    for name, fields in raw["families"].items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"{p}: families.{name}: expected a mapping of constants")
+        base = merged.get(name, {})
+        merged[name] = {**base, **fields} if isinstance(base, dict) else fields
+    try:
+        return Calibration.model_validate({"families": merged})
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise ValueError(f"{p}: {field}: {err['msg']}") from None

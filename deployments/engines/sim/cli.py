@@ -1,0 +1,153 @@
+"""`parallax simulate`: the simulated engine offline, for one configuration or a scenario's sweep.
+
+Its flags and JSON keys are a contract other tools rely on (see the assignment in the README).
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deployments.catalog.dtypes import Dtype, parse_dtype
+from deployments.catalog.gpus import resolve_gpu
+from deployments.catalog.models import resolve_model
+from deployments.config import EngineConfig, Hardware
+from deployments.engines.sim.replica import ReplicaFactory
+from deployments.engines.sim.simulate import simulate_continuous, simulate_static
+from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
+
+console = Console()
+
+
+def _fail(message: str) -> None:
+    from controllers.cli import fail  # the CLI's one error printer (imported late: it imports us)
+
+    fail(message)
+
+
+def simulate_cmd(
+    model: str = typer.Option(None, "--model", help="catalog model or a Hugging Face config.json"),
+    gpu: str = typer.Option(None, "--gpu", help="catalog GPU or a YAML GPU spec"),
+    dtype: str = typer.Option("bf16", "--dtype", help="weight dtype: bf16, fp16, fp8, fp4, fp32"),
+    kv_dtype: str = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default bf16; fp32 for fp32)"),
+    tp: int = typer.Option(1, "--tp", min=1),
+    pp: int = typer.Option(1, "--pp", min=1),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="data-parallel copies, least-loaded dispatch"),
+    input_len: int = typer.Option(None, "--input-len", min=1, help="prompt tokens per request"),
+    output_len: int = typer.Option(None, "--output-len", min=1, help="output tokens per request"),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="static-batch mode (the study's method)"),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="closed loop of C users"),
+    request_rate: float = typer.Option(None, "--request-rate", min=0.0, help="Poisson arrivals, requests/s"),
+    max_throughput: bool = typer.Option(False, "--max-throughput", help="queue every request at t=0"),
+    num_requests: int = typer.Option(1000, "--num-requests", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    max_num_seqs: int = typer.Option(256, "--max-num-seqs", min=1),
+    max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", min=1),
+    scenario: Path = typer.Option(None, "--scenario", help="sweep every configuration of a scenario file"),
+    plot: Path = typer.Option(None, "--plot", help="with --scenario: write latency-throughput curves (PNG)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Simulate a TP×PP deployment offline (virtual time): static batch, or continuous batching under load."""
+    if scenario is not None:
+        _scenario(scenario, plot, seed, as_json)
+        return
+    if plot is not None:
+        _fail("--plot draws a scenario's sweep; give --scenario FILE too")
+    missing = [flag for flag, v in (("--model", model), ("--gpu", gpu), ("--input-len", input_len),
+                                    ("--output-len", output_len)) if v is None]
+    if missing:
+        _fail(f"missing {', '.join(missing)} (or give --scenario FILE)")
+    modes = [flag for flag, on in (("--batch-size", batch_size is not None), ("--concurrency", concurrency is not None),
+                                   ("--request-rate", request_rate is not None), ("--max-throughput", max_throughput))
+             if on]
+    if len(modes) != 1:
+        _fail("give exactly one of --batch-size, --concurrency, --request-rate, --max-throughput"
+              + (f" (got {', '.join(modes)})" if modes else ""))
+    if request_rate is not None and request_rate <= 0:
+        _fail("--request-rate must be > 0 requests/s")
+    node = Hardware.model_fields["gpus_per_node"].default
+    if tp > node:
+        _fail(f"tp={tp} exceeds the {node} GPUs of one node; TP must stay inside a node")
+    try:
+        m = resolve_model(model)
+        g = resolve_gpu(gpu)
+        d = parse_dtype(dtype)
+        kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
+        engine = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, seed=seed)
+        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine)
+        if batch_size is not None:
+            out = simulate_static(factory, batch_size, input_len, output_len, replicas)
+        else:
+            out = simulate_continuous(factory, input_len, output_len, num_requests, replicas, concurrency,
+                                      request_rate, seed)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    out = {"model": m.name, "gpu": g.name, "dtype": d.value, "kv_dtype": kv.value, "tp": tp, "pp": pp,
+           "replicas": replicas, "input_len": input_len, "output_len": output_len, **out}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        _print_one(out)
+
+
+def _print_one(out: dict[str, Any]) -> None:
+    console.print(f"[bold]{out['model']}[/] {out['dtype']} (KV {out['kv_dtype']}) tp{out['tp']}×pp{out['pp']}"
+                  f" × {out['replicas']} on {out['gpu']}, {out['input_len']} in / {out['output_len']} out, "
+                  f"mode {out['mode']}")
+    table = Table("metric", "value", "p50", "p90", "p99")
+    for key, v in out.items():
+        if isinstance(v, dict) and {"mean", "p50"} <= v.keys():
+            table.add_row(key, f"{v['mean']:.1f}", f"{v['p50']:.1f}", f"{v['p90']:.1f}", f"{v['p99']:.1f}")
+        elif isinstance(v, float) and key not in ("input_len", "output_len"):
+            table.add_row(key, f"{v:,.2f}", "", "", "")
+        elif isinstance(v, int) and key in ("max_batch", "global_batch", "kv_cache_tokens", "preemptions",
+                                            "num_requests", "batch_size"):
+            table.add_row(key, f"{v:,}", "", "", "")
+    console.print(table)
+    shares = out["breakdown"]
+    phases = shares if all(isinstance(v, dict) for v in shares.values()) else {"time": shares}
+    for phase, terms in phases.items():
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in sorted(terms.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        console.print(f"{phase} breakdown: {parts}")
+
+
+def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool) -> None:
+    from controllers.scenario import ScenarioError, load_scenario
+
+    try:
+        resolved = load_scenario(path)
+        points = simulate_scenario(resolved, seed=seed)
+    except (ScenarioError, ValueError) as e:
+        _fail(str(e))
+        return
+    if plot is not None:
+        from deployments.engines.sim.plot import plot_sweep
+
+        plot_sweep(points, plot, title=f"{resolved.scenario.name}: {resolved.model.name} on {resolved.gpu.name}")
+    if as_json:
+        typer.echo(json.dumps([_point_json(p) for p in points], indent=2))
+        return
+    _print_sweep(points, list(points[0].classes) if points else [])
+    if plot is not None:
+        console.print(f"curves written to {plot}")
+
+
+def _point_json(p: SweepPoint) -> dict[str, Any]:
+    return {"config": p.config, "tp": p.tp, "pp": p.pp, "replicas": p.replicas, "rate": p.rate, **p.summary,
+            "classes": p.classes}
+
+
+def _print_sweep(points: list[SweepPoint], classes: list[str]) -> None:
+    table = Table("config", "rate", "req/s", "tok/s", "TTFT p50", "TTFT p90", "TPOT p50", "TPOT p90", "preempt",
+                  *(f"{c} SLO" for c in classes))
+    for p in points:
+        s = p.summary
+        table.add_row(p.config, f"{p.rate:g}", f"{s['requests_per_s']:.2f}", f"{s['output_tokens_per_s']:,.0f}",
+                      f"{s['ttft_ms']['p50']:.0f}", f"{s['ttft_ms']['p90']:.0f}", f"{s['tpot_ms']['p50']:.1f}",
+                      f"{s['tpot_ms']['p90']:.1f}", str(s["preemptions"]),
+                      *(f"{p.classes[c]['slo_attainment']:.0%}" for c in classes))
+    console.print(table)

@@ -1,0 +1,147 @@
+"""The event-driven heart of one simulated replica: arrivals, iterations and the PP pipeline.
+
+Time is simulated seconds and only moves through `run_until`, so the same code runs offline
+(virtual time, as fast as possible) and in real time (the caller maps wall time to simulated time).
+
+With PP = p, up to p micro-batches are in flight: a new one may start once the previous one has
+cleared the slowest stage (`stage_s` after it started), and each completes `latency_s` after its
+start (never before the micro-batch ahead of it). A sequence is in at most one micro-batch, so a
+single request gets no faster, while many requests keep every stage busy. Each micro-batch takes
+at most 1/PP of the active sequences, so the running set is spread over the pipeline (as vLLM's
+per-stage virtual engines did).
+"""
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from deployments.engines.sim.scheduler import Batch, Scheduler
+from deployments.engines.sim.sequence import Sequence, Status
+from deployments.engines.sim.work import CostModel
+
+
+@dataclass(slots=True)
+class MicroBatch:
+    batch: Batch
+    start: float
+    end: float
+
+
+class EngineCore:
+    """Scheduler + cost model + pipeline state of one replica."""
+
+    def __init__(self, scheduler: Scheduler, cost_model: CostModel, pp: int = 1, max_model_len: int | None = None,
+                 on_finish: Callable[[Sequence, float], None] | None = None):
+        if pp < 1:
+            raise ValueError("pp must be at least 1")
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.pp = pp
+        self.max_model_len = min(max_model_len or scheduler.blocks.capacity_tokens, scheduler.blocks.capacity_tokens)
+        self.on_finish = on_finish
+        self.now = 0.0
+        self.term_seconds: dict[str, float] = {}   # Σ over iterations of each cost term
+        self.iterations = 0
+        self.peak_batch = 0
+        self._arrivals: list[tuple[float, int, Sequence]] = []
+        self._counter = 0
+        self._in_flight: deque[MicroBatch] = deque()
+        self._next_start = 0.0
+        self._last_end = 0.0
+        self._blocked = False   # the last attempt found nothing to run; wait for an arrival or completion
+        self._unfinished = 0
+
+    @property
+    def load(self) -> int:
+        """Requests submitted and not finished: what a least-loaded dispatcher compares."""
+        return self._unfinished
+
+    def check(self, seq: Sequence) -> None:
+        """Raise ValueError when `seq` could never fit this replica."""
+        if seq.prompt_len + seq.max_tokens > self.max_model_len:
+            raise ValueError(
+                f"request {seq.request_id}: prompt ({seq.prompt_len}) + max_tokens ({seq.max_tokens}) tokens "
+                f"exceed this replica's {self.max_model_len}-token limit (KV cache / max_model_len); "
+                "send a shorter request")
+
+    def submit(self, seq: Sequence, at: float) -> None:
+        """Queue `seq` to arrive at simulated time `at` (not earlier than now)."""
+        self.check(seq)
+        seq.arrival = max(at, self.now)
+        heapq.heappush(self._arrivals, (seq.arrival, self._counter, seq))
+        self._counter += 1
+        self._unfinished += 1
+
+    def abort(self, seq: Sequence) -> None:
+        if seq.done:
+            return
+        if seq.status == Status.PENDING:
+            self._arrivals = [a for a in self._arrivals if a[2] is not seq]
+            heapq.heapify(self._arrivals)
+            seq.status = Status.ABORTED
+        else:
+            self.scheduler.abort(seq)
+        self._unfinished -= 1
+        self._blocked = False
+
+    def next_event_time(self) -> float:
+        """Simulated time of the next thing that can happen; inf when idle."""
+        t = self._arrivals[0][0] if self._arrivals else math.inf
+        if self._in_flight and self._in_flight[0].end < t:
+            t = self._in_flight[0].end
+        if len(self._in_flight) < self.pp and not self._blocked and self.scheduler.has_ready:
+            t = min(t, max(self._next_start, self.now))
+        return t
+
+    def run_until(self, t: float) -> list[MicroBatch]:
+        """Process every event up to simulated time `t`; return the micro-batches that completed."""
+        done: list[MicroBatch] = []
+        sched = self.scheduler
+        while True:
+            te = self.next_event_time()
+            if te > t or te == math.inf:
+                break
+            self.now = te
+            while self._in_flight and self._in_flight[0].end <= te:
+                mb = self._in_flight.popleft()
+                for seq in sched.complete(mb.batch, mb.end):
+                    self._unfinished -= 1
+                    if self.on_finish is not None:
+                        self.on_finish(seq, mb.end)
+                done.append(mb)
+                self._blocked = False
+            while self._arrivals and self._arrivals[0][0] <= te:
+                sched.add(heapq.heappop(self._arrivals)[2])
+                self._blocked = False
+            if len(self._in_flight) < self.pp and te >= self._next_start and not self._blocked:
+                self._start(te)
+        if t != math.inf and t > self.now:
+            self.now = t
+        return done
+
+    def _start(self, te: float) -> None:
+        sched = self.scheduler
+        cap = None
+        if self.pp > 1:   # share the active sequences evenly among the micro-batches in flight
+            active = min(sched.max_num_seqs, sched.num_running + len(sched.waiting))
+            cap = max(1, -(-active // self.pp))
+        batch = sched.schedule(cap)
+        if batch is None:
+            self._blocked = True
+            return
+        cost = self.cost_model.step(batch.shape)
+        if cost.latency_s <= 0 or cost.stage_s <= 0:
+            raise ValueError(f"cost model returned a non-positive step time for {batch.shape}")
+        end = max(te + cost.latency_s, self._last_end + cost.stage_s)
+        self._in_flight.append(MicroBatch(batch, te, end))
+        self._next_start = te + cost.stage_s
+        self._last_end = end
+        self.iterations += 1
+        n = batch.shape.num_seqs
+        if n > self.peak_batch:
+            self.peak_batch = n
+        terms = self.term_seconds
+        for k, v in cost.terms.items():
+            terms[k] = terms.get(k, 0.0) + v

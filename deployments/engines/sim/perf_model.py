@@ -1,0 +1,138 @@
+"""Analytical time of one engine iteration of a dense decoder on a TP×PP deployment.
+
+Per layer and GPU: the four GEMMs (QKV, O, gate/up, down) as TP shards them, each a roofline of
+FLOPs at a shape-dependent achievable rate vs bytes at achievable HBM bandwidth; attention (prefill:
+causal FLOPs; decode: KV-cache reads); element-wise kernels (norms, RoPE, SiLU, residuals, KV writes);
+two all-reduces under TP (one-shot or ring, whichever is faster); a fixed per-layer kernel overhead.
+Then the LM head on the last stage, PP−1 activation transfers and the host's per-iteration time.
+Equations and constants: deployments/engines/sim/MODEL.md.
+"""
+
+from deployments.catalog.dtypes import Dtype
+from deployments.catalog.gpus import GpuSpec
+from deployments.catalog.memory import check_parallelism, embedding_dtype, kv_heads_per_gpu, layers_per_stage
+from deployments.catalog.models import ModelSpec
+from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, Calibration
+from deployments.engines.sim.work import BatchShape, StepCost
+
+ACT_BYTES = 2.0  # activations travel and are stored in bf16
+
+TERMS = ("gemm", "attention", "elementwise", "layer_overhead", "allreduce", "lm_head", "p2p", "host")
+
+
+class PerfModel:
+    """CostModel of `model` in `dtype` (KV cache in `kv_dtype`) on TP×PP GPUs of kind `gpu`.
+
+    Everything that does not depend on the batch is computed here once; `step` is plain float
+    arithmetic, O(1) in the batch size.
+    """
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int = 1, pp: int = 1,
+                 calibration: Calibration | None = None) -> None:
+        check_parallelism(model, tp, pp)
+        self.model, self.gpu, self.dtype, self.kv_dtype, self.tp, self.pp = model, gpu, dtype, kv_dtype, tp, pp
+        c = (calibration or DEFAULT_CALIBRATION).for_gpu(gpu)
+        self.constants = c
+        h, hd = model.hidden_size, model.head_dim
+        q_heads = model.num_attention_heads // tp
+        kv_heads = kv_heads_per_gpu(model, tp)
+        ffn = model.intermediate_size / tp
+        peak = gpu.peak_flops(dtype)
+        bw = gpu.hbm_bytes_per_s * c.hbm_fraction
+        wbytes = dtype.bytes
+
+        # Per GEMM (K × N weight shard): seconds per token at full efficiency, weight-read seconds,
+        # activation-traffic seconds per token.
+        shapes = ((h, (q_heads + 2 * kv_heads) * hd), (q_heads * hd, h), (h, 2 * ffn), (ffn, h))
+        self._gemms = tuple((2.0 * k * n / peak, k * n * wbytes / bw, (k + n) * ACT_BYTES / bw) for k, n in shapes)
+        self._m_half = c.gemm_m_half
+        self._gemm_frac = c.gemm_flops_fraction
+
+        # Attention runs in the activations' 16-bit format (fp32 for fp32 models).
+        attn_dtype = Dtype.fp32 if dtype == Dtype.fp32 else Dtype.bf16 if gpu.supports(Dtype.bf16) else Dtype.fp16
+        attn_peak = gpu.peak_flops(attn_dtype) * c.attn_flops_fraction
+        # Prefill: 2 GEMM-like products (QKᵀ, PV) of 2 FLOPs per multiply-add per query-key pair and head dim.
+        self._attn_pair_s = 4.0 * q_heads * hd / attn_peak
+        # Decode: per context token, read K and V of this GPU's KV heads; FLOPs bound checked too.
+        kv_token_bytes = 2.0 * kv_heads * hd * kv_dtype.bytes
+        self._attn_ctx_s = max(kv_token_bytes / (gpu.hbm_bytes_per_s * c.attn_hbm_fraction),
+                               4.0 * q_heads * hd / attn_peak)
+        # Element-wise traffic per token: two fused add+RMSNorm (read 2h, write 2h each), RoPE on q and k
+        # (read + write), SiLU·mul (read 2F, write F), and the KV-cache write.
+        elem_bytes = ACT_BYTES * (8 * h + 2 * (q_heads + kv_heads) * hd + 3 * ffn) + kv_token_bytes
+        self._elem_s = elem_bytes / bw
+        self._layer_overhead_s = c.layer_overhead_us * 1e-6
+
+        # All-reduce of M·h activations, twice per layer. One-shot: every GPU reads the t−1 other
+        # buffers; ring: 2(t−1) steps moving 2(t−1)/t of the message. group_bandwidth is the bytes/s one
+        # GPU sends to the rest of the group (switch: its link; mesh: t−1 links).
+        self._tp_group = tp > 1
+        if tp > 1:
+            group_bw = gpu.link.group_bandwidth(tp) * c.link_fraction
+            self._oneshot_lat = c.oneshot_us * 1e-6
+            self._oneshot_per_token = (tp - 1) * h * ACT_BYTES / group_bw
+            self._ring_lat = 2 * (tp - 1) * c.ring_step_us * 1e-6
+            self._ring_per_token = 2 * (tp - 1) / tp * h * ACT_BYTES / group_bw
+
+        # LM head on the last stage: vocab-parallel GEMM over the sampled rows, weights in bf16 for
+        # quantised checkpoints.
+        emb = embedding_dtype(dtype)
+        v = model.vocab_size / tp
+        self._lm_flop_s = 2.0 * h * v / gpu.peak_flops(emb)
+        self._lm_weight_s = h * v * emb.bytes / bw
+        self._lm_act_s = (h + v) * ACT_BYTES / bw
+
+        # PP point-to-point: PP−1 transfers of the M·h hidden states to the next stage.
+        self._p2p_lat = (pp - 1) * c.p2p_us * 1e-6
+        self._p2p_per_token = (pp - 1) * h * ACT_BYTES / (gpu.link.group_bandwidth(2) * c.link_fraction)
+
+        self.stage_layers = layers_per_stage(model, pp)
+        self._layers = model.num_layers
+        self._max_layers = max(self.stage_layers)
+        # The last stage also runs the LM head: it may be the slowest even with fewer layers.
+        self._last_layers = self.stage_layers[-1]
+        self._host_prefill = c.host_prefill_ms * 1e-3
+        self._host_decode = c.host_decode_ms * 1e-3
+        self._host_seq = c.host_per_seq_us * 1e-6
+
+    def step(self, batch: BatchShape) -> StepCost:
+        """Time of one iteration (one micro-batch through every stage)."""
+        m = batch.prefill_tokens + batch.decode_seqs
+        if m <= 0:
+            return StepCost(0.0, 0.0, dict.fromkeys(TERMS, 0.0))
+        eff = self._gemm_frac * m / (m + self._m_half)
+        gemm = 0.0
+        for flop_s, weight_s, act_s in self._gemms:
+            compute = m * flop_s / eff
+            memory = weight_s + m * act_s
+            gemm += compute if compute > memory else memory
+        attention = batch.prefill_attn_pairs * self._attn_pair_s + batch.decode_context * self._attn_ctx_s
+        elementwise = m * self._elem_s
+        allreduce = 0.0
+        if self._tp_group:
+            oneshot = self._oneshot_lat + m * self._oneshot_per_token
+            ring = self._ring_lat + m * self._ring_per_token
+            allreduce = 2.0 * (oneshot if oneshot < ring else ring)
+        per_layer = gemm + attention + elementwise + self._layer_overhead_s + allreduce
+
+        sampled = batch.prefill_seqs + batch.decode_seqs
+        lm_compute = sampled * self._lm_flop_s / (self._gemm_frac * sampled / (sampled + self._m_half))
+        lm_memory = self._lm_weight_s + sampled * self._lm_act_s
+        lm_head = lm_compute if lm_compute > lm_memory else lm_memory
+        p2p = self._p2p_lat + m * self._p2p_per_token if self.pp > 1 else 0.0
+        host = (self._host_prefill if batch.prefill_tokens else self._host_decode) + sampled * self._host_seq
+
+        n = self._layers
+        latency = n * per_layer + lm_head + p2p + host
+        slowest = max(self._max_layers * per_layer, self._last_layers * per_layer + lm_head)
+        terms = {
+            "gemm": n * gemm,
+            "attention": n * attention,
+            "elementwise": n * elementwise,
+            "layer_overhead": n * self._layer_overhead_s,
+            "allreduce": n * allreduce,
+            "lm_head": lm_head,
+            "p2p": p2p,
+            "host": host,
+        }
+        return StepCost(latency, slowest + host / self.pp, terms)

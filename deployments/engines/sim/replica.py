@@ -1,0 +1,42 @@
+"""Build one simulated replica (scheduler + KV cache + performance model) from the configuration."""
+
+from deployments.catalog.dtypes import Dtype
+from deployments.catalog.gpus import GpuSpec
+from deployments.catalog.memory import MemoryPlan, check_parallelism, plan_memory
+from deployments.catalog.models import ModelSpec
+from deployments.config import EngineConfig
+from deployments.engines.sim.block_manager import BlockManager
+from deployments.engines.sim.calibration import Calibration, load_calibration
+from deployments.engines.sim.core import EngineCore
+from deployments.engines.sim.perf_model import PerfModel
+from deployments.engines.sim.scheduler import Scheduler
+
+
+class ReplicaFactory:
+    """Fresh `EngineCore`s for one model × GPU × dtype × (TP, PP); the performance model is shared."""
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int, pp: int,
+                 engine: EngineConfig | None = None, calibration: Calibration | None = None):
+        """Raise ValueError (a message naming the fix) when the configuration cannot run."""
+        self.engine = engine or EngineConfig()
+        check_parallelism(model, tp, pp)
+        if not gpu.supports(dtype):
+            gpu.compute_dtype(dtype)   # raises for a dtype the GPU cannot run at all
+        e = self.engine
+        self.plan: MemoryPlan = plan_memory(model, gpu, dtype, kv_dtype, tp, pp, e.gpu_memory_utilization,
+                                            e.max_num_batched_tokens, e.block_size)
+        if not self.plan.fits:
+            raise ValueError(
+                f"{model.name} {dtype.value} on tp{tp}×pp{pp} {gpu.name} leaves no room for the KV cache "
+                f"({self.plan.weight_bytes / 1e9:.1f} GB of weights per GPU); raise tp or pp, or use a smaller dtype")
+        if calibration is None and e.calibration is not None:
+            calibration = load_calibration(e.calibration)
+        self.cost_model = PerfModel(model, gpu, dtype, kv_dtype, tp, pp, calibration)
+        self.pp = pp
+        self.max_model_len = min(e.max_model_len or model.max_context, self.plan.kv_tokens)
+
+    def __call__(self) -> EngineCore:
+        e = self.engine
+        sched = Scheduler(BlockManager(self.plan.num_blocks, self.plan.block_size), e.max_num_seqs,
+                          e.max_num_batched_tokens)
+        return EngineCore(sched, self.cost_model, self.pp, self.max_model_len)

@@ -1,0 +1,293 @@
+"""The serving layer on a real local Ray (24 logical GPUs): one cluster and one deployment for the module."""
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import ray
+import yaml
+from ray import serve
+
+from controllers.scenario import Resolved, load_scenario
+from deployments.cluster import CapacityError, check_capacity, start_local_ray
+from deployments.deploy import DeployError, Deployment, deploy, ingress_handle, teardown, wait_ready
+
+pytestmark = pytest.mark.integration
+
+KEY_ENV = "PARALLAX_ITEST_KEY"
+KEY = "itest-secret-key"
+CONFIGS = ["tp8", "tp4pp2", "pp8"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scenario_data(name: str = "itest", nodes: int = 3) -> dict[str, object]:
+    return {
+        "name": name,
+        "model": "llama-3.1-70b",
+        "dtype": "fp8",
+        "hardware": {"gpu": "mi325x", "gpus_per_node": 8, "nodes": nodes},
+        "engine": {"kind": "sim", "max_model_len": 2048},
+        "configurations": [{"name": "tp8", "tp": 8}, {"name": "tp4pp2", "tp": 4, "pp": 2},
+                           {"name": "pp8", "pp": 8}],
+        "server": {"api_key_env": KEY_ENV, "max_ongoing_requests": 4, "max_queued_requests": 2},
+        "classes": [
+            {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 450, "tpot_ms": 40},
+             "input": {"kind": "fixed", "value": 16}, "output": {"kind": "fixed", "value": 8}},
+            {"name": "summarize", "share": 0.5, "slo": {"ttft_ms": 2000, "tpot_ms": 200},
+             "input": {"kind": "fixed", "value": 512}, "output": {"kind": "fixed", "value": 32}},
+        ],
+    }
+
+
+@dataclass
+class Served:
+    resolved: Resolved
+    info: Deployment
+    metrics_port: int
+    gcs: str
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    folder = Path(tempfile.mkdtemp(prefix="plx-it-"))
+    path = folder / "itest.yaml"
+    path.write_text(yaml.safe_dump(scenario_data()))
+    r = load_scenario(path)
+    os.environ[KEY_ENV] = KEY  # the replicas inherit it from the raylet
+    metrics_port = free_port()
+    try:
+        gcs = start_local_ray(r, folder / "ray", metrics_port)
+        info = deploy(r, port=free_port(), timeout_s=120)
+        yield Served(r, info, metrics_port, gcs, folder)
+    finally:
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            os.environ.pop(KEY_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def client(s: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{s.info.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def test_models_lists_each_configuration_and_auto(served: Served) -> None:
+    ids = [m.id for m in client(served).models.list()]
+    assert ids == [*CONFIGS, "auto"]
+
+
+@pytest.mark.parametrize("model", [*CONFIGS, "auto"])
+def test_openai_client_streams_completions_and_chat(served: Served, model: str) -> None:
+    c = client(served)
+    with c.completions.with_streaming_response.create(
+            model=model, prompt="one two three four", max_tokens=6, stream=True,
+            stream_options={"include_usage": True}, extra_headers={"x-sla-class": "summarize"},
+            extra_body={"ignore_eos": True, "min_tokens": 6}) as resp:
+        served_by = resp.headers["x-parallax-config"]
+        assert resp.headers["x-sla-class"] == "summarize"
+        chunks = list(resp.parse())
+    assert served_by == model if model != "auto" else served_by in CONFIGS
+    text_chunks = [ch for ch in chunks if ch.choices]
+    assert text_chunks[-1].choices[0].finish_reason == "length"
+    assert len("".join(ch.choices[0].text for ch in text_chunks).split()) == 6
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (4, 6)
+
+    with c.chat.completions.with_streaming_response.create(
+            model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=5, stream=True) as resp:
+        assert resp.headers["x-sla-class"] == "chat"  # the scenario's default class
+        chat = [ch for ch in resp.parse() if ch.choices]
+    assert chat[0].choices[0].delta.role == "assistant"
+    assert len("".join(ch.choices[0].delta.content or "" for ch in chat).split()) == 5
+
+    whole = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert whole.choices[0].finish_reason == "length" and whole.usage is not None
+    assert whole.usage.completion_tokens == 3
+
+
+def test_placement_groups_hold_tp_times_pp_bundles(served: Served) -> None:
+    table = ray.util.placement_group_table()
+    for cfg in CONFIGS:
+        pgs = [pg for pg in table.values() if pg["name"].startswith(f"SERVE_REPLICA::parallax#llm-{cfg}#")
+               and pg["state"] == "CREATED"]
+        assert len(pgs) == 1, cfg
+        bundles = list(pgs[0]["bundles"].values())
+        assert pgs[0]["strategy"] == "STRICT_PACK"
+        assert [b.get("GPU") for b in bundles] == [1.0] * 8
+        assert len(set(pgs[0]["bundles_to_node_id"].values())) == 1
+        reported = served.info.placements[cfg]
+        assert len(reported) == 1 and len(reported[0].bundles) == 8
+
+
+def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
+    c = client(served)
+    for cfg in CONFIGS:
+        c.completions.create(model=cfg, prompt="a b c", max_tokens=4, extra_headers={"x-sla-class": "chat"})
+    wanted = [f'ray_vllm_{name}{{.*config="{cfg}".*}}' for cfg in CONFIGS for name in (
+        "time_to_first_token_seconds_bucket", "num_requests_running", "generation_tokens_total")]
+    wanted += [r'ray_parallax_ttft_seconds_bucket\{.*config="tp4pp2".*pp="2".*sla_class="chat".*tp="4"',
+               r'ray_parallax_(slo_met|slo_violated)_total\{.*config="pp8".*sla_class="chat"']
+    deadline = time.monotonic() + 40
+    missing = wanted
+    while missing and time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        missing = [w for w in wanted if not re.search(w, text)]
+        time.sleep(1)
+    assert not missing
+    line = next(ln for ln in text.splitlines() if ln.startswith("ray_vllm_time_to_first_token_seconds_count")
+                and 'config="tp8"' in ln)
+    for label in ('model_name="tp8"', 'tp="8"', 'pp="1"', 'engine="sim"'):
+        assert label in line
+
+
+def _post(s: Served, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    h = {"authorization": f"Bearer {KEY}", "content-type": "application/json", **(headers or {})}
+    return httpx.post(f"{s.info.url}{path}", content=content, headers=h, timeout=30)
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status", "param"), [
+    ("/v1/completions", b'{"model": "tp8", "prompt": ', {}, 400, None),
+    ("/v1/completions", b'{"model": "tp99", "prompt": "x"}', {}, 404, "model"),
+    ("/v1/completions", b'{"model": "tp8", "prompt": "x", "max_tokens": -3}', {}, 400, "max_tokens"),
+    ("/v1/completions", b'{"model": "pp8", "prompt": "' + b"w " * 2100 + b'"}', {}, 400, "prompt"),
+    ("/v1/chat/completions", b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}',
+     {"x-sla-class": "batch"}, 400, "x-sla-class"),
+    ("/v1/completions", b'{"model": "tp8", "prompt": "x"}', {"authorization": "Bearer wrong"}, 401, None),
+])
+def test_bad_requests_get_openai_errors(served: Served, path: str, body: bytes, headers: dict[str, str],
+                                        status: int, param: str | None) -> None:
+    r = _post(served, path, body, headers)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["param"] == param
+
+
+def test_replicas_survive_bad_requests(served: Served) -> None:
+    for _ in range(3):
+        _post(served, "/v1/completions", b'{"model": "pp8", "prompt": "' + b"w " * 2100 + b'"}')
+    ok = client(served).completions.create(model="pp8", prompt="still alive", max_tokens=2)
+    assert ok.usage is not None and ok.usage.completion_tokens == 2
+    app = serve.status().applications["parallax"]
+    assert app.status == "RUNNING"
+    assert all(d.status == "HEALTHY" for d in app.deployments.values())
+
+
+def test_routing_weights_change_at_runtime(served: Served) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    r = httpx.put(f"{served.info.url}/v1/routing", json={"weights": {"chat": {"pp8": 1}}}, headers=auth)
+    assert r.status_code == 200 and r.json()["weights"]["chat"] == {"pp8": 1.0}
+    c = client(served)
+
+    def served_by(model: str) -> str:
+        raw = c.completions.with_raw_response.create(model=model, prompt="x", max_tokens=1,
+                                                     extra_headers={"x-sla-class": "chat"})
+        return raw.headers["x-parallax-config"]
+
+    assert {served_by("auto") for _ in range(3)} == {"pp8"}
+    assert served_by("llama-3.1-70b") == "pp8"  # the base model name routes like auto
+    ingress_handle().set_routing.remote({"chat": {"tp8": 1, "tp4pp2": 1}}).result()
+    assert {served_by("auto") for _ in range(4)} == {"tp8", "tp4pp2"}
+    got = httpx.get(f"{served.info.url}/v1/routing", headers=auth).json()
+    assert got["weights"]["chat"] == {"tp8": 1.0, "tp4pp2": 1.0}
+    bad = httpx.put(f"{served.info.url}/v1/routing", json={"weights": {"chat": {"tp8": -1}}}, headers=auth)
+    assert bad.status_code == 400 and "weight must be" in bad.json()["error"]["message"]
+
+
+def test_overload_beyond_max_ongoing_gets_503(served: Served) -> None:
+    async def one(http: httpx.AsyncClient) -> int:
+        body = {"model": "tp8", "prompt": "x y z", "max_tokens": 400, "stream": True}
+        async with http.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code == 200:
+                async for _ in r.aiter_lines():
+                    pass
+            else:
+                await r.aread()
+                assert r.json()["error"]["code"] == "overloaded"
+            return r.status_code
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=served.info.url, timeout=120,
+                                     headers={"authorization": f"Bearer {KEY}"}) as http:
+            return await asyncio.gather(*(one(http) for _ in range(16)))
+
+    codes = asyncio.run(burst())
+    # 4 ongoing + 2 queued per the scenario's server section; the rest are refused, not queued
+    assert codes.count(200) <= 8 and codes.count(200) >= 4
+    assert codes.count(503) == 16 - codes.count(200)
+
+
+def test_scenario_larger_than_the_cluster_fails_fast(served: Served) -> None:
+    data = scenario_data("toobig", nodes=4)
+    data["configurations"] = [*data["configurations"], {"name": "tp8b", "tp": 8}]  # type: ignore[list-item]
+    path = served.folder / "toobig.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(CapacityError, match=r"need 32 GPUs .* but the cluster has 0 available"):
+        check_capacity(load_scenario(path))
+    with pytest.raises(CapacityError, match=r"need 32 GPUs .* but the cluster has 24 available"):
+        deploy(load_scenario(path), port=free_port())  # the running app's 24 GPUs would be freed, still short
+    with pytest.raises(DeployError, match="already runs"):
+        deploy(served.resolved, port=free_port())
+    env = {**os.environ, "RAY_ADDRESS": served.gcs, "PARALLAX_STATE_DIR": str(served.folder / "state")}
+    t0 = time.monotonic()
+    cli = subprocess.run([sys.executable, "-m", "controllers.cli", "up", str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2
+    assert "need 32 GPUs" in cli.stderr and "Traceback" not in cli.stderr + cli.stdout
+    assert time.monotonic() - t0 < 60
+    assert serve.status().applications["parallax"].status == "RUNNING"  # the running app was left alone
+
+
+def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
+    @serve.deployment(placement_group_bundles=[{"CPU": 0.01, "GPU": 1}], ray_actor_options={"num_cpus": 0.01},
+                      graceful_shutdown_timeout_s=1)
+    class NeedsAGpu:
+        def __call__(self) -> str:
+            return "never"
+
+    serve.run_many([serve.RunTarget(NeedsAGpu.bind(), name="stuck", route_prefix="/stuck")],
+                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    with pytest.raises(DeployError, match=r"stuck was not ready after 3 s.*NeedsAGpu"):
+        wait_ready(served.resolved, 3.0, app_name="stuck")
+    deadline = time.monotonic() + 30
+    while "stuck" in serve.status().applications and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "stuck" not in serve.status().applications
+
+
+def test_a_client_that_goes_away_aborts_its_request(served: Served) -> None:
+    body = {"model": "pp8", "prompt": "x", "max_tokens": 1500, "stream": True}
+    with httpx.stream("POST", f"{served.info.url}/v1/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {KEY}", "x-sla-class": "summarize"}) as r:
+        assert r.status_code == 200
+        next(line for line in r.iter_lines() if line.startswith("data: {"))
+    # the engine drops the request: it shows as aborted and pp8's batch empties long before 1500 tokens
+    aborted = r'ray_parallax_requests_total\{.*config="pp8".*sla_class="summarize".*status="aborted".*\} 1\.0'
+    running = r'ray_vllm_num_requests_running\{.*config="pp8".*\} 0\.0'
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        if re.search(aborted, text) and re.search(running, text):
+            break
+        time.sleep(1)
+    assert re.search(aborted, text) and re.search(running, text)

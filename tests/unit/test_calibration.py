@@ -1,0 +1,97 @@
+"""Per-family constants: overrides from YAML, clear errors, and the fit's error on rows it never saw."""
+
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.calibration import predict
+from controllers.scenario import ScenarioError, load_scenario
+from deployments.catalog.dtypes import Dtype
+from deployments.catalog.gpus import GPUS
+from deployments.catalog.models import LLAMA_3_1_70B
+from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, FAMILIES, load_calibration
+from deployments.engines.sim.perf_model import PerfModel
+from deployments.engines.sim.work import BatchShape
+
+
+def test_every_catalog_gpu_has_constants() -> None:
+    for gpu in GPUS.values():
+        assert DEFAULT_CALIBRATION.for_gpu(gpu) is FAMILIES[gpu.family]
+
+
+def test_yaml_override_changes_only_what_it_names(tmp_path: Path) -> None:
+    f = tmp_path / "cal.yaml"
+    f.write_text("families:\n  hopper:\n    host_decode_ms: 7.5\n")
+    cal = load_calibration(f)
+    assert cal.families["hopper"].host_decode_ms == 7.5
+    assert cal.families["hopper"].hbm_fraction == FAMILIES["hopper"].hbm_fraction
+    assert cal.families["cdna3"] == FAMILIES["cdna3"]
+    shape = BatchShape(decode_seqs=1, decode_context=100)
+    base = PerfModel(LLAMA_3_1_70B, GPUS["h100-sxm"], Dtype.fp8, Dtype.fp8, tp=2).step(shape)
+    slow = PerfModel(LLAMA_3_1_70B, GPUS["h100-sxm"], Dtype.fp8, Dtype.fp8, tp=2, calibration=cal).step(shape)
+    assert slow.latency_s - base.latency_s == pytest.approx((7.5 - FAMILIES["hopper"].host_decode_ms) * 1e-3)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("families:\n  hopper:\n    hbm_fraction: 1.5\n", "families.hopper.hbm_fraction"),
+    ("families:\n  hopper:\n    hbm_speed: 1\n", "families.hopper.hbm_speed"),
+    ("families:\n  newfam:\n    hbm_fraction: 0.8\n", "families.newfam"),
+    ("hopper: {}\n", "expected a mapping `families"),
+    ("families: [1\n", "invalid YAML"),
+])
+def test_bad_calibration_files_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "cal.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        load_calibration(f)
+
+
+def test_missing_file_and_unknown_family_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such calibration file"):
+        load_calibration(tmp_path / "absent.yaml")
+    odd = GPUS["h100-sxm"].model_copy(update={"family": "volta"})
+    with pytest.raises(ValueError, match="no calibration for GPU family 'volta'"):
+        PerfModel(LLAMA_3_1_70B, odd, Dtype.bf16, Dtype.bf16)
+
+
+def test_unmeasured_families_follow_their_stated_derivation() -> None:
+    hopper, cdna3 = FAMILIES["hopper"], FAMILIES["cdna3"]
+    assert cdna3.gemm_flops_fraction < hopper.gemm_flops_fraction
+    assert cdna3.ring_step_us > hopper.ring_step_us
+    assert cdna3.hbm_fraction == hopper.hbm_fraction
+
+
+def test_model_predicts_held_out_measurements() -> None:
+    rows = [fluid for fluid, _ in predict()]
+    held_out = [abs(r.error) for r in rows if not r.fit]
+    fitted = [abs(r.error) for r in rows if r.fit]
+    assert len(held_out) > 2 * len(fitted) > 0
+    assert statistics.median(held_out) <= 0.15
+    assert statistics.median(fitted) <= 0.15
+
+
+def _scenario_with(tmp_path: Path, engine_lines: str, gpu: str = "mi325x") -> Path:
+    demo = (Path(__file__).resolve().parents[2] / "scenarios" / "demo.yaml").read_text()
+    text = demo.replace("engine:\n  kind: sim\n", f"engine:\n  kind: sim\n{engine_lines}").replace(
+        "gpu: mi325x", f"gpu: {gpu}")
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_scenario_names_a_calibration_file(tmp_path: Path) -> None:
+    (tmp_path / "cal.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: 3.0\n")
+    r = load_scenario(_scenario_with(tmp_path, "  calibration: cal.yaml\n"))
+    assert r.scenario.engine.calibration == "cal.yaml"
+    (tmp_path / "bad.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: -1\n")
+    with pytest.raises(ScenarioError, match=r"engine\.calibration: .*families\.cdna3\.host_decode_ms"):
+        load_scenario(_scenario_with(tmp_path, "  calibration: bad.yaml\n"))
+
+
+def test_scenario_with_a_gpu_family_without_constants_is_refused(tmp_path: Path) -> None:
+    spec = GPUS["h100-sxm"].model_dump(mode="json") | {"name": "v100", "family": "volta"}
+    (tmp_path / "v100.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ScenarioError, match=r"hardware\.gpu: no calibration for GPU family 'volta'"):
+        load_scenario(_scenario_with(tmp_path, "", gpu="v100.yaml"))

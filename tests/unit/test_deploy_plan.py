@@ -1,0 +1,70 @@
+"""Pure parts of the deployment: SLO judgement, placement bundles, capacity check, the Serve config."""
+
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from controllers.scenario import load_scenario
+from deployments.app import build_app, bundles, ingress_options, server_options, strategy
+from deployments.app_args import AppArgs
+from deployments.cli import serve_config
+from deployments.cluster import Capacity, capacity_problems
+from deployments.config import ParallelConfig
+from deployments.telemetry import slo_met
+from loadgen.config import SLO
+
+DEMO = Path(__file__).parents[2] / "scenarios" / "demo.yaml"
+
+
+def test_slo_met_checks_every_target_given() -> None:
+    slo = SLO(ttft_ms=450, tpot_ms=40)
+    assert slo_met(slo, 0.45, 0.04, 99.0)
+    assert not slo_met(slo, 0.451, 0.01, 1.0)
+    assert not slo_met(slo, 0.1, 0.041, 1.0)
+    assert slo_met(slo, 0.1, None, 1.0)  # one output token: no TPOT to judge
+    assert not slo_met(SLO(e2e_ms=1000), 0.1, 0.01, 1.001)
+
+
+def test_replica_bundles_hold_tp_times_pp_gpus() -> None:
+    c = ParallelConfig(name="tp4pp2", tp=4, pp=2, replicas=2)
+    b = bundles(c)
+    assert len(b) == 8 and sum(x["GPU"] for x in b) == 8 and b[0]["CPU"] > 0
+    assert strategy(c) == "STRICT_PACK"
+    assert strategy(c.model_copy(update={"spread_pp_over_nodes": True})) == "PACK"
+    r = load_scenario(DEMO)
+    opts = server_options(r, r.scenario.configurations[0])
+    assert opts["num_replicas"] == 1 and opts["max_queued_requests"] == r.scenario.server.max_queued_requests
+    assert ingress_options(r)["num_replicas"] == 1
+
+
+def test_capacity_problems_name_what_is_short() -> None:
+    configs = [ParallelConfig(name="tp8", tp=8), ParallelConfig(name="pp8", pp=8, replicas=2)]
+    assert capacity_problems(configs, Capacity(free_gpus=24, free_cpus=8, node_gpus=[8, 8, 8])) == []
+    short = capacity_problems(configs, Capacity(free_gpus=16, free_cpus=8, node_gpus=[8, 8]))
+    assert len(short) == 1 and "need 24 GPUs (tp8: 8, pp8: 16)" in short[0] and "16 available" in short[0]
+    small_nodes = capacity_problems(configs, Capacity(free_gpus=32, free_cpus=8, node_gpus=[4] * 8))
+    assert [p.split(":")[0] for p in small_nodes] == ["tp8", "pp8"]
+    assert "CPUs" in capacity_problems(configs, Capacity(free_gpus=24, free_cpus=1, node_gpus=[24]))[0]
+
+
+def test_serve_config_is_valid_and_rebuilds_the_scenario() -> None:
+    r = load_scenario(DEMO)
+    cfg = yaml.safe_load(yaml.safe_dump(serve_config(r, port=9123)))
+    schema = ServeDeploySchema.model_validate(cfg)
+    app = schema.applications[0]
+    assert app.import_path == "deployments.app:build_app" and schema.http_options.port == 9123
+    assert AppArgs.model_validate(app.args).resolve().scenario == r.scenario
+
+
+def test_build_app_binds_one_server_per_configuration_behind_the_ingress() -> None:
+    r = load_scenario(DEMO)
+    ingress = build_app(AppArgs.from_resolved(r).model_dump())._bound_deployment
+    assert ingress.name == "ingress" and ingress.num_replicas == 1
+    servers = {name: app._bound_deployment for name, app in ingress.init_args[1].items()}
+    assert {name: d.name for name, d in servers.items()} == {c: f"llm-{c}" for c in ("tp8", "tp4pp2", "pp8")}
+    for d in servers.values():
+        rc = d._replica_config
+        assert rc.placement_group_strategy == "STRICT_PACK"
+        assert sum(b.get("GPU", 0) for b in rc.placement_group_bundles) == 8
+        assert d.max_queued_requests == r.scenario.server.max_queued_requests
