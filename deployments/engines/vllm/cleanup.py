@@ -8,7 +8,7 @@ import glob
 import os
 from pathlib import Path
 
-LEFTOVER_PATTERNS = ("/dev/shm/psm_*", "/dev/shm/vllm*", "/tmp/vllm_dist_*")
+LEFTOVER_PATTERNS = ("/dev/shm/psm_*", "/dev/shm/vllm*", "/dev/shm/sem.mp-*", "/tmp/vllm_dist_*")
 
 
 def snapshot_leftovers(patterns: tuple[str, ...] = LEFTOVER_PATTERNS) -> set[str]:
