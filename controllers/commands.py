@@ -1,0 +1,74 @@
+"""`parallax report` and `parallax compare`: thin CLI layers over controllers.report."""
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from controllers.browser_check import check_page
+from controllers.report import RunFolderError, compare_runs, render_report
+
+console = Console()
+
+
+def report_cmd(run_dir: Path = typer.Argument(..., help="run folder written by `parallax run`"),
+               check: bool = typer.Option(False, help="open the page in headless Chromium and check it")) -> None:
+    """Re-render report.html (and its figures) from a run folder."""
+    from controllers.cli import fail
+
+    try:
+        page = render_report(run_dir)
+    except RunFolderError as e:
+        fail(str(e))
+        return
+    console.print(f"report: {page}")
+    if check:
+        result = check_page(page)
+        if not result.ok:
+            fail(f"{page}: the page does not render cleanly: broken figures {result.broken}, "
+                 f"console errors {result.console_errors}")
+        console.print(f"checked in Chromium: {result.images} figures render, no console errors")
+
+
+def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run folders"),
+                out: Path | None = typer.Option(None, help="HTML file to write (default: runs/compare-<time>.html)")
+                ) -> None:
+    """Set several runs side by side (outcome per class and configuration)."""
+    from controllers.cli import fail
+
+    target = out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        page = compare_runs(run_dirs, target)
+    except RunFolderError as e:
+        fail(str(e))
+        return
+    console.print(f"comparison: {page}")
+
+
+def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
+            out: Path = typer.Option(Path("runs"), help="folder that receives the run folder"),
+            live: bool = typer.Option(True, help="live terminal view of the scoreboard and decisions"),
+            check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
+    """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
+    from controllers.cli import fail
+    from controllers.run import run_scenario
+    from controllers.scenario import ScenarioError, load_scenario
+
+    try:
+        resolved = load_scenario(scenario)
+    except ScenarioError as e:
+        fail(str(e))
+        return
+    result = run_scenario(resolved, out, console, live=live)
+    if result.error:
+        fail(f"run failed: {result.error}; what was recorded is in {result.folder}")
+    if result.interrupted:
+        console.print(f"[yellow]interrupted[/]; partial run written to {result.folder}")
+    if check and result.report is not None:
+        page = check_page(result.report)
+        if not page.ok:
+            fail(f"{result.report}: the page does not render cleanly: broken figures {page.broken}, "
+                 f"console errors {page.console_errors}")
+        console.print(f"checked in Chromium: {page.images} figures render, no console errors")

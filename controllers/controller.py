@@ -1,0 +1,158 @@
+"""The live controller: every interval, scoreboard from Prometheus → policy → routing weights → ingress.
+
+When Prometheus cannot be read or has no series, the scoreboard is stale: the last routing stays in
+force and `parallax_controller_stale` is 1 until fresh data returns.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from controllers import runfolder
+from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
+from controllers.scenario import Scenario
+from controllers.scoreboard import Query, Sample, Scoreboard, collect
+from monitoring import metrics as m
+from monitoring.promql import PromClient
+
+log = logging.getLogger(__name__)
+
+
+def prom_query(client: PromClient) -> Query:
+    """The scoreboard's query callable over the monitoring package's client."""
+    def query(expr: str) -> list[Sample]:
+        return [(s.labels, s.value) for s in client.query(expr)]
+    return query
+
+
+class Router(Protocol):
+    """Applies routing weights per class (the ingress's routing method)."""
+
+    def set_weights(self, weights: Weights) -> None: ...
+
+
+class ControllerMetrics:
+    """The controller's own metrics, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        p = m.CONTROLLER_PREFIX
+        self.weight = Gauge(p + m.ROUTING_WEIGHT, "Routing weight per class and configuration",
+                            ["sla_class", "config"], registry=self.registry)
+        self.decisions = Counter(p + m.DECISIONS, "Routing changes made", ["sla_class", "config", "policy"],
+                                 registry=self.registry)
+        self.stale = Gauge(p + m.STALE, "1 while Prometheus data is missing or stale", registry=self.registry)
+        self.headroom = Gauge(p + m.PREDICTED_HEADROOM, "Simulator-predicted SLO headroom",
+                              ["sla_class", "config"], registry=self.registry)
+
+    def show(self, weights: Weights, stale: bool) -> None:
+        for cls, ws in weights.items():
+            for cfg, w in ws.items():
+                self.weight.labels(cls, cfg).set(w)
+        self.stale.set(1 if stale else 0)
+
+
+class Controller:
+    """Runs the policy over live scoreboards; `tick` is one step, `start`/`stop` run it in a thread."""
+
+    def __init__(self, scenario: Scenario, query: Query, router: Router, folder: Path | None = None,
+                 metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
+                 engine_prefix: str = "ray_vllm_"):
+        self.scenario = scenario
+        self.cfg = scenario.controller
+        self.query = query
+        self.router = router
+        self.folder = folder
+        self.metrics = metrics or ControllerMetrics()
+        self.clock = clock
+        self.engine_prefix = engine_prefix
+        self.configs = [c.name for c in scenario.configurations]
+        self.gpus = {c.name: c.gpus for c in scenario.configurations}
+        self.slos = {c.name: c.slo for c in scenario.classes}
+        self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
+        self.time_scale = scenario.engine.time_scale if scenario.engine.kind == "sim" else 1.0
+        self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
+        self.state = PolicyState(equal_weights(list(self.slos), self.configs))
+        self.board = Scoreboard(clock(), {}, stale=True)
+        self.decisions: list[Decision] = []
+        self.router_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def apply_initial(self) -> None:
+        """Route every class evenly before any measurement."""
+        self.router.set_weights(self.state.weights)
+        self.metrics.show(self.state.weights, stale=True)
+
+    def read(self, now: float) -> Scoreboard:
+        try:
+            board = collect(self.query, self.cfg.window_s, self.gpus, now, self.engine_prefix)
+        except Exception as e:  # any failure to read Prometheus makes the data stale, never the loop die
+            return Scoreboard(now, {}, stale=True, error=f"{type(e).__name__}: {e}")
+        if not any(p.samples or p.request_rate for p in board.pairs.values()):
+            return Scoreboard(now, board.pairs, stale=True, error="no series in the window")
+        return board
+
+    def tick(self) -> list[Decision]:
+        """One controller step; returns the routing changes applied."""
+        now = self.clock()
+        board = self.read(now)
+        new_state, decisions = step(self.cfg.policy, board, self.slos, self.configs, self.state, self.cfg, now,
+                                    self.tokens_per_request)
+        if decisions:
+            try:
+                self.router.set_weights(new_state.weights)
+                self.router_error = None
+            except Exception as e:  # keep the old routing; try again next tick
+                self.router_error = f"{type(e).__name__}: {e}"
+                log.warning("routing update failed: %s", self.router_error)
+                decisions, new_state = [], self.state
+        with self._lock:
+            self.board = board
+            self.state = new_state
+            self.decisions.extend(decisions)
+        for d in decisions:
+            self.metrics.decisions.labels(d.sla_class, d.chosen or "", d.policy).inc()
+        self.metrics.show(new_state.weights, board.stale)
+        if not board.stale:
+            self._show_predicted_headroom(board)
+        if self.folder is not None:
+            runfolder.append_scoreboard(self.folder, board)
+            runfolder.append_weights(self.folder, now, new_state.weights, board.stale)
+            for d in decisions:
+                runfolder.append_decision(self.folder, d)
+        return decisions
+
+    def _show_predicted_headroom(self, board: Scoreboard) -> None:
+        """1 − (the class's measured arrival rate on the engine clock) / (its predicted capacity on each
+        configuration): what is left if the whole class went there; ≤ −1 where it cannot go at all."""
+        for cls in self.slos:
+            rate = sum(board.pair(cfg, cls).request_rate for cfg in self.configs) * self.time_scale
+            for cfg in self.configs:
+                cap = self.capacities.get((cls, cfg))
+                if cap is not None and rate > 0:
+                    self.metrics.headroom.labels(cls, cfg).set(1 - rate / cap if cap > 0 else -1.0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.interval_s):
+            try:
+                self.tick()
+            except Exception:  # a bug in one step must not stop the controller
+                log.exception("controller step failed")
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="parallax-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

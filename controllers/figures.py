@@ -1,0 +1,162 @@
+"""The report's PNG figures, each drawn from run-folder data by one function."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from controllers.records import Rec, group, summarize
+
+DPI = 90
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _configs(recs: Sequence[Rec]) -> list[str]:
+    return sorted({r.config for r in recs})
+
+
+def latency_vs_throughput(recs: Sequence[Rec], gpus: Mapping[str, int], duration_s: float, path: Path) -> Path:
+    """Per configuration and offered rate: output tokens/s per GPU against p90 E2E latency."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (cfg,), rs in sorted(group(recs, "config").items()):
+        pts = []
+        for _, step in sorted(group(rs, "rate_step").items()):
+            s = summarize(step, duration_s)
+            if s.e2e_p90 is not None:
+                pts.append((s.output_tps / max(gpus.get(cfg, 1), 1), s.e2e_p90))
+        if pts:
+            x, y = zip(*pts, strict=True)
+            ax.plot(x, y, marker="o", label=cfg)
+    ax.set_xlabel("output tokens/s per GPU (measured, routed traffic)")
+    ax.set_ylabel("p90 end-to-end latency (s)")
+    ax.set_title("Latency vs throughput per configuration")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def slo_vs_rate(recs: Sequence[Rec], classes: Sequence[str], duration_s: float, path: Path) -> Path:
+    """Per class: SLO attainment and goodput against the offered rate, one line per configuration."""
+    fig, axes = plt.subplots(2, len(classes), figsize=(4.2 * len(classes), 6), squeeze=False)
+    for j, cls in enumerate(classes):
+        mine = [r for r in recs if r.sla_class == cls]
+        for cfg in _configs(mine):
+            pts = []
+            for _, step in group([r for r in mine if r.config == cfg], "rate_step").items():
+                s = summarize(step, duration_s)
+                pts.append((step[0].offered_rate or 0.0, s.attainment, s.goodput))
+            pts.sort()
+            if pts:
+                x, att, good = zip(*pts, strict=True)
+                axes[0][j].plot(x, att, marker="o", label=cfg)
+                axes[1][j].plot(x, good, marker="o", label=cfg)
+        axes[0][j].set_title(f"{cls}: SLO attainment")
+        axes[0][j].set_ylim(-0.05, 1.05)
+        axes[1][j].set_title(f"{cls}: goodput (req/s)")
+        axes[1][j].set_xlabel(f"offered rate of {cls} (req/s)")
+        for ax in (axes[0][j], axes[1][j]):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def latency_cdfs(recs: Sequence[Rec], classes: Sequence[str], slos: Mapping[str, Any], path: Path) -> Path:
+    """TTFT and TPOT distributions (CDFs) per class and configuration, with the SLO target."""
+    fig, axes = plt.subplots(2, len(classes), figsize=(4.2 * len(classes), 6), squeeze=False)
+    for j, cls in enumerate(classes):
+        mine = [r for r in recs if r.sla_class == cls and r.ok]
+        for i, (metric, target) in enumerate((("ttft_s", slos[cls].ttft_ms), ("tpot_s", slos[cls].tpot_ms))):
+            ax = axes[i][j]
+            for cfg in _configs(mine):
+                v = np.sort([getattr(r, metric) * 1000 for r in mine if r.config == cfg
+                             and getattr(r, metric) is not None])
+                if len(v):
+                    ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=cfg)
+            if target is not None:
+                ax.axvline(target, color="k", ls="--", lw=1, label="SLO")
+            ax.set_xscale("log")
+            ax.set_title(f"{cls}: {metric[:4].upper()} (ms)")
+            ax.set_ylabel("share of requests")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def cost_terms(terms: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path) -> Path:
+    """Stacked seconds per cost term of one prefill and one decode step, per configuration.
+
+    `terms`: phase ("prefill" / "decode") -> config -> term -> seconds (the simulator's StepCost.terms).
+    """
+    phases = list(terms)
+    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 4), squeeze=False)
+    for j, phase in enumerate(phases):
+        ax = axes[0][j]
+        per_cfg = terms[phase]
+        names = sorted({t for ts in per_cfg.values() for t in ts})
+        bottom = np.zeros(len(per_cfg))
+        for t in names:
+            h = np.array([per_cfg[c].get(t, 0.0) * 1000 for c in per_cfg])
+            ax.bar(list(per_cfg), h, bottom=bottom, label=t)
+            bottom += h
+        ax.set_title(f"{phase} step: where the time goes")
+        ax.set_ylabel("ms on the latency path")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def weights_over_time(rows: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]],
+                      t0: float, path: Path) -> Path:
+    """Routing weight of each configuration per class over time; decisions marked."""
+    classes = sorted({str(r["sla_class"]) for r in rows})
+    fig, axes = plt.subplots(len(classes), 1, figsize=(7, 2.4 * max(1, len(classes))), squeeze=False)
+    for i, cls in enumerate(classes):
+        ax = axes[i][0]
+        mine = [r for r in rows if r["sla_class"] == cls]
+        for cfg in sorted({str(r["config"]) for r in mine}):
+            pts = sorted((float(r["time"]) - t0, float(r["weight"])) for r in mine if r["config"] == cfg)
+            x, y = zip(*pts, strict=True)
+            ax.step(x, y, where="post", label=cfg)
+        stale = sorted(float(r["time"]) - t0 for r in mine if r.get("stale"))
+        if stale:
+            ax.plot(stale, [1.02] * len(stale), "x", color="grey", label="stale")
+        for d in decisions:
+            if d["sla_class"] == cls:
+                ax.axvline(float(d["time"]) - t0, color="grey", lw=0.6, ls=":")
+        ax.set_ylim(-0.05, 1.1)
+        ax.set_title(f"{cls}: routing weights")
+        ax.set_ylabel("share")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="center right")
+    axes[-1][0].set_xlabel("seconds since start")
+    return _save(fig, path)
+
+
+def scoreboard_over_time(rows: Sequence[Mapping[str, Any]], t0: float, path: Path) -> Path:
+    """Live SLO attainment per (class, configuration) as the controller saw it."""
+    live = [r for r in rows if r.get("config") and r.get("attainment") is not None]
+    classes = sorted({str(r["sla_class"]) for r in live}) or ["(none)"]
+    fig, axes = plt.subplots(len(classes), 1, figsize=(7, 2.4 * len(classes)), squeeze=False)
+    for i, cls in enumerate(classes):
+        ax = axes[i][0]
+        mine = [r for r in live if r["sla_class"] == cls]
+        for cfg in sorted({str(r["config"]) for r in mine}):
+            pts = sorted((float(r["time"]) - t0, float(r["attainment"])) for r in mine if r["config"] == cfg)
+            x, y = zip(*pts, strict=True)
+            ax.plot(x, y, label=cfg)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"{cls}: SLO attainment in the controller's window")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[-1][0].set_xlabel("seconds since start")
+    return _save(fig, path)

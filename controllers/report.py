@@ -1,0 +1,285 @@
+"""`report.html` of a run folder (re-rendered at will), and side-by-side comparison of runs."""
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controllers import figures
+from controllers import runfolder as rf
+from controllers.records import Rec, Summary, load_records, summarize
+from controllers.scenario import Scenario
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f0f0}td.l,th.l{text-align:left}.ok{color:#070}.bad{color:#b00}.chosen{font-weight:bold}
+img{max-width:100%;display:block;margin:0.5em 0 1.5em}.note{color:#555;font-size:0.9em}"""
+
+
+class RunFolderError(ValueError):
+    """A folder that is not a readable run folder."""
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    scenario: Scenario
+    records: list[Rec]
+    scoreboard: list[dict[str, Any]]
+    weights: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    whatif: dict[str, Any]
+
+    @property
+    def t0(self) -> float:
+        """Wall-clock start of the controller's time series."""
+        return min((float(r["time"]) for r in self.weights), default=0.0)
+
+    def final_weights(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        last = max((float(r["time"]) for r in self.weights), default=None)
+        for r in self.weights:
+            if float(r["time"]) == last:
+                out.setdefault(str(r["sla_class"]), {})[str(r["config"])] = float(r["weight"])
+        return out
+
+
+def read_run(folder: Path) -> Run:
+    """Everything the report needs from a run folder."""
+    path = folder / rf.SCENARIO_YAML
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: no such run folder; give a folder under runs/")
+    if not path.exists():
+        raise RunFolderError(f"{folder}: no {rf.SCENARIO_YAML}; is this a run folder written by `parallax run`?")
+    try:
+        scenario = Scenario.model_validate(yaml.safe_load(path.read_text()))
+    except Exception as e:
+        raise RunFolderError(f"{path}: not a valid resolved scenario ({e})") from None
+    whatif_path = folder / rf.WHATIF_JSON
+    records = load_records(folder / rf.RECORDS_JSONL, engine_time_scale(scenario),
+                           {c.name: c.slo for c in scenario.classes})
+    return Run(
+        folder=folder, scenario=scenario, records=records,
+        scoreboard=rf.read_csv(folder / rf.SCOREBOARD_CSV), weights=rf.read_csv(folder / rf.WEIGHTS_CSV),
+        decisions=rf.read_jsonl(folder / rf.DECISIONS_JSONL),
+        whatif=json.loads(whatif_path.read_text()) if whatif_path.exists() else {},
+    )
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x * 1000:.0f}"
+
+
+def engine_time_scale(s: Scenario) -> float:
+    """Wall seconds per engine second (only the simulated engine has a clock of its own)."""
+    return s.engine.time_scale if s.engine.kind == "sim" else 1.0
+
+
+def _duration(run: Run) -> float:
+    """One sweep step, in engine seconds."""
+    return run.scenario.load.duration_s / engine_time_scale(run.scenario)
+
+
+def class_outcome(run: Run) -> list[dict[str, Any]]:
+    """Per (class, configuration): measured figures over the whole run, routing share, prediction."""
+    final = run.final_weights()
+    preds = {(p["sla_class"], p["config"]): p for p in run.whatif.get("predictions", [])}
+    last_step = run.whatif.get("rate_step")
+    rows = []
+    for tc in run.scenario.classes:
+        for c in run.scenario.configurations:
+            recs = [r for r in run.records if r.sla_class == tc.name and r.config == c.name]
+            last = [r for r in recs if r.rate_step == last_step] if last_step is not None else recs
+            w = final.get(tc.name, {}).get(c.name)
+            rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs),
+                         "last": summarize(last), "weight": w, "prediction": preds.get((tc.name, c.name))})
+    return rows
+
+
+def _outcome_table(run: Run) -> str:
+    rows = class_outcome(run)
+    final = run.final_weights()
+    head = ("<tr><th class=l>class</th><th class=l>config</th><th>final weight</th><th>requests</th>"
+            "<th>errors</th><th>attainment</th><th>goodput (req/s)</th><th>p90 TTFT (ms)</th>"
+            "<th>p90 TPOT (ms)</th><th>predicted attainment</th><th>predicted headroom</th>"
+            "<th>predicted capacity (req/s)</th>"
+            "<th class=l>prediction vs measurement (last sweep step)</th></tr>")
+    body = []
+    for r in rows:
+        s: Summary = r["summary"]
+        slo = run.scenario.class_named(r["sla_class"]).slo
+        meets = s.n > 0 and s.attainment >= slo.attainment
+        p = r["prediction"]
+        last: Summary = r["last"]
+        shares = final.get(r["sla_class"], {})
+        chosen = r["weight"] is not None and r["weight"] == max(shares.values(), default=None)
+        if p is None or last.n == 0:
+            verdict = "–"
+        else:
+            measured = f"measured {last.attainment:.0%} over {last.n} requests in that step"
+            if bool(p["meets"]) == (last.attainment >= slo.attainment):
+                verdict = f"<span class=ok>agree</span> ({measured})"
+            else:
+                verdict = (f"<span class=bad>disagree</span>: simulator predicted "
+                           f"{'meeting' if p['meets'] else 'missing'} the SLO at {p['rate']:.2f} req/s alone; "
+                           f"{measured}")
+        cls = "chosen" if chosen else ""
+        body.append(
+            f"<tr class='{cls}'><td class=l>{html.escape(r['sla_class'])}</td><td class=l>{html.escape(r['config'])}"
+            f"</td><td>{_f(r['weight'])}</td><td>{s.n}</td><td>{s.errors}</td>"
+            f"<td class={'ok' if meets else 'bad'}>{_f(s.attainment, '{:.0%}') if s.n else '–'}</td>"
+            f"<td>{_f(s.goodput)}</td><td>{_ms(s.ttft_p90)}</td><td>{_ms(s.tpot_p90)}</td>"
+            f"<td>{_f(p['attainment'], '{:.0%}') if p else '–'}</td>"
+            f"<td>{_f(p['headroom'], '{:+.0%}') if p and p.get('headroom') is not None else '–'}</td>"
+            f"<td>{_f(p.get('capacity')) if p else '–'}</td>"
+            f"<td class=l>{verdict}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def study_comparison(run: Run) -> list[str]:
+    """Per class: which configuration the simulator says carries it furthest within its SLO, and how
+    that compares with the study's finding (TP gives latency, PP gives throughput)."""
+    s = run.scenario
+    shape = {c.name: (c.tp, c.pp) for c in s.configurations}
+    out = []
+    for tc in s.classes:
+        preds = [p for p in run.whatif.get("predictions", []) if p["sla_class"] == tc.name and "capacity" in p]
+        if not preds:
+            continue
+        ranked = sorted(preds, key=lambda p: -p["capacity"])
+        caps = ", ".join(f"{p['config']} {p['capacity']:.1f}" for p in ranked)
+        fastest = min((p for p in preds if p.get("ttft_p90") is not None), key=lambda p: p["ttft_p90"], default=None)
+        deepest_pp = max(shape, key=lambda c: (shape[c][1], -shape[c][0]))
+        line = (f"<b>{html.escape(tc.name)}</b>: capacity within its SLO (req/s, engine clock): {caps}. "
+                f"Lowest predicted p90 TTFT: {fastest['config'] if fastest else '–'}.")
+        if ranked[0]["config"] != deepest_pp and shape[deepest_pp][1] > 1:
+            line += (f" The study finds deep PP gives throughput; here {deepest_pp} is not the capacity leader. "
+                     "With continuous batching and memory to spare, PP does not shorten a pass, each micro-batch "
+                     "re-reads its stage's weights, and a request waits for every stage in turn; TP pays its "
+                     "all-reduce instead (see the cost terms). The simulator disagrees with the study here, and "
+                     "the routing follows the measurement, not the study.")
+        out.append(line)
+    return out
+
+
+def _decisions_table(run: Run) -> str:
+    if not run.decisions:
+        return "<p>No routing changes were made.</p>"
+    rows = "".join(
+        f"<tr><td>{float(d['time']) - run.t0:.1f}</td><td class=l>{html.escape(d['sla_class'])}</td>"
+        f"<td class=l>{html.escape(str(d.get('chosen')))}</td><td class=l>"
+        + ", ".join(f"{k} {v:.2f}" for k, v in d["weights"].items())
+        + f"</td><td class=l>{html.escape(d['reason'])}</td></tr>"
+        for d in run.decisions)
+    return ("<table><tr><th>t (s)</th><th class=l>class</th><th class=l>routed to</th><th class=l>weights</th>"
+            f"<th class=l>why (evidence in decisions.jsonl)</th></tr>{rows}</table>")
+
+
+def _slo_text(run: Run) -> str:
+    parts = []
+    for tc in run.scenario.classes:
+        slo = tc.slo
+        t = [f"{k} ≤ {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms), ("E2E", slo.e2e_ms))
+             if v is not None]
+        isl, osl = tc.mean_lengths()
+        parts.append(f"<li><b>{html.escape(tc.name)}</b> ({tc.share:.0%} of requests, ~{isl:.0f} in / {osl:.0f} "
+                     f"out tokens): {', '.join(t)} for {slo.attainment:.0%} of requests</li>")
+    return "<ul>" + "".join(parts) + "</ul>"
+
+
+def render_report(folder: Path) -> Path:
+    """Write report.html and its PNG figures into the run folder; returns the HTML path."""
+    run = read_run(folder)
+    s = run.scenario
+    classes = [c.name for c in s.classes]
+    gpus = {c.name: c.gpus for c in s.configurations}
+    figs: list[tuple[str, Path, str]] = []
+    if run.records:
+        dur = _duration(run)
+        figs.append(("Latency vs throughput", figures.latency_vs_throughput(
+            run.records, gpus, dur, folder / "latency_throughput.png"),
+            "Each point is one step of the rate sweep, measured on the traffic routed to that configuration."))
+        figs.append(("SLO attainment and goodput vs offered rate", figures.slo_vs_rate(
+            run.records, classes, dur, folder / "slo_vs_rate.png"), ""))
+        figs.append(("TTFT / TPOT distributions", figures.latency_cdfs(
+            run.records, classes, {c.name: c.slo for c in s.classes}, folder / "latency_cdf.png"), ""))
+    terms = run.whatif.get("cost_terms")
+    if terms:
+        figs.append(("Cost-term breakdown per configuration", figures.cost_terms(terms, folder / "cost_terms.png"),
+                     html.escape(run.whatif.get("cost_note", ""))))
+    if run.weights:
+        figs.append(("Routing weights over time", figures.weights_over_time(
+            run.weights, run.decisions, run.t0, folder / "routing_weights.png"), ""))
+    if any(r.get("attainment") is not None for r in run.scoreboard):
+        figs.append(("Live scoreboard", figures.scoreboard_over_time(
+            run.scoreboard, run.t0, folder / "scoreboard.png"), ""))
+    stale = sum(1 for r in run.weights if r.get("stale")) // max(1, len(classes) * len(gpus))
+    k = engine_time_scale(s)
+    clock = (f"<p class=note>The simulated engine ran {k:g}× slower than the wall clock "
+             "(engine.time_scale); latencies, rates and goodput below are on the engine's clock.</p>"
+             if k != 1.0 else "")
+    configs = ", ".join(f"{c.name} (TP{c.tp}×PP{c.pp}×{c.replicas})" for c in s.configurations)
+    fig_html = "".join(f"<h3>{html.escape(t)}</h3><p class=note>{n}</p><img src='{p.name}' alt='{html.escape(t)}'>"
+                       for t, p, n in figs)
+    study = "".join(f"<p>{line}</p>" for line in study_comparison(run)) or "<p>No prediction.</p>"
+    whatif_note = html.escape(run.whatif.get("note", "No simulator prediction was made for this run."))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {html.escape(s.name)}</title>
+<style>{CSS}</style></head><body>
+<h1>Parallax run: {html.escape(s.name)}</h1>
+<p>{html.escape(s.description)}</p>
+<p>{html.escape(s.model)} {s.dtype.value} on {s.hardware.nodes}×{s.hardware.gpus_per_node}
+{html.escape(s.hardware.gpu)}; engine {s.engine.kind}; configurations {configs};
+policy <b>{s.controller.policy}</b>; {len(run.records)} requests recorded; {len(run.decisions)} routing changes;
+{stale} controller steps with stale data.</p>
+<h2>SLA classes</h2>{_slo_text(run)}{clock}
+<h2>Outcome per class</h2>
+<p class=note>Measured client-side over the whole run on the traffic each configuration actually received
+(the chosen one gets most of it, the others the exploration share). Predicted: the simulator, offline, for the
+class's observed arrival rate and length mix alone on that configuration. {whatif_note}</p>
+{_outcome_table(run)}
+<h2>Study vs simulation</h2>{study}
+<h2>Routing decisions</h2>{_decisions_table(run)}
+<h2>Figures</h2>{fig_html}
+<p class=note>Files: scenario.yaml, records.jsonl, scoreboard.csv, weights.csv, decisions.jsonl, whatif.json,
+dashboards/.</p>
+</body></html>"""
+    out = folder / rf.REPORT_HTML
+    out.write_text(page)
+    return out
+
+
+def compare_runs(folders: Sequence[Path], out: Path) -> Path:
+    """One page with each run's outcome per class side by side."""
+    runs = [read_run(f) for f in folders]
+    cols = "".join(f"<th>{html.escape(r.folder.name)}</th>" for r in runs)
+    keys: dict[tuple[str, str], None] = {}
+    for r in runs:
+        for row in class_outcome(r):
+            keys[(row["sla_class"], row["config"])] = None
+    cells: list[Mapping[tuple[str, str], dict[str, Any]]] = [
+        {(row["sla_class"], row["config"]): row for row in class_outcome(r)} for r in runs]
+    body = []
+    for k in keys:
+        tds = []
+        for c in cells:
+            found = c.get(k)
+            if found is None or found["summary"].n == 0:
+                tds.append("<td>–</td>")
+                continue
+            sm = found["summary"]
+            tds.append(f"<td>w={_f(found['weight'])} att={sm.attainment:.0%} good={sm.goodput:.2f}/s "
+                       f"p90 TTFT={_ms(sm.ttft_p90)} ms</td>")
+        body.append(f"<tr><td class=l>{html.escape(k[0])}</td><td class=l>{html.escape(k[1])}</td>{''.join(tds)}</tr>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Parallax comparison</title><style>{CSS}</style>"
+            f"</head><body><h1>Parallax runs side by side</h1><table><tr><th class=l>class</th><th class=l>config</th>"
+            f"{cols}</tr>{''.join(body)}</table></body></html>")
+    out.write_text(page)
+    return out

@@ -1,0 +1,208 @@
+"""`parallax run SCENARIO`: Ray + Serve deployment + Prometheus + controller + load, then the run folder.
+
+Everything started here is stopped here, in reverse order, whatever happens (Ctrl-C included); the
+run folder (records, scoreboard, decisions, dashboards, what-if, report) is written in every case.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from prometheus_client import start_http_server
+from rich.console import Console
+from rich.live import Live
+
+from controllers import runfolder as rf
+from controllers.controller import Controller, ControllerMetrics, prom_query
+from controllers.live_view import render
+from controllers.report import render_report
+from controllers.router_client import HttpRouter
+from controllers.scenario import Resolved
+from controllers.whatif import planned_capacities, write_whatif
+from loadgen.runner import run_load
+from monitoring.dashboards.export import export as export_dashboards
+from monitoring.prometheus import ScrapeTarget, attach_prometheus, free_port, start_prometheus, stop_prometheus
+from monitoring.promql import PromClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    folder: Path
+    report: Path | None
+    interrupted: bool
+    error: str | None = None
+
+
+def run_folder(root: Path, name: str) -> Path:
+    """A new runs/<scenario>-<timestamp>/ folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = root / f"{name}-{stamp}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = root / f"{name}-{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _port_or_free(port: int) -> int:
+    """`port` when it is set and free, else a free one."""
+    if port:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    return free_port()
+
+
+@contextlib.contextmanager
+def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
+    """A local Ray owned by this run (or the cluster in RAY_ADDRESS), shut down on exit."""
+    import ray
+
+    from deployments.cluster import connect, start_local_ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        connect()
+        owned, temp = False, None
+    else:
+        temp = Path(tempfile.mkdtemp(prefix="px-ray-"))   # short: Ray's socket paths have a length limit
+        start_local_ray(resolved, temp, metrics_port)
+        owned = True
+    try:
+        yield
+    finally:
+        if owned:
+            ray.shutdown()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _deployment(resolved: Resolved, port: int) -> Iterator[str]:
+    from deployments.deploy import deploy, teardown
+
+    try:
+        dep = deploy(resolved, host="127.0.0.1", port=port)
+        yield dep.url
+    finally:
+        teardown()
+
+
+def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console | None = None,
+                 live: bool = True, on_started: Callable[[Controller], None] | None = None) -> RunResult:
+    """Run a whole scenario and write its run folder; returns where it is."""
+    console = console or Console()
+    s = resolved.scenario
+    folder = run_folder(root, s.name)
+    (folder / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False))
+    console.print(f"run folder: {folder}")
+    ray_metrics = free_port()
+    loadgen_port = free_port()
+    controller_port = free_port()
+    interrupted = False
+    error: str | None = None
+    controller: Controller | None = None
+    capacities: dict[tuple[str, str], float] = {}
+    predictor = threading.Thread(target=lambda: capacities.update(planned_capacities(resolved)),
+                                 name="parallax-capacity", daemon=True)
+    predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
+    with ExitStack() as stack:
+        try:
+            console.print("starting Ray and deploying the configurations …")
+            stack.enter_context(_ray(resolved, ray_metrics))
+            url = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
+            console.print(f"ingress: {url}")
+            metrics = ControllerMetrics()
+            server, thread = start_http_server(controller_port, addr="127.0.0.1", registry=metrics.registry)
+            stack.callback(thread.join, 5)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
+            if s.monitoring.prometheus_url:
+                prom = attach_prometheus(s.monitoring.prometheus_url, folder)
+            else:
+                targets = [ScrapeTarget("ray", ray_metrics), ScrapeTarget("loadgen", loadgen_port),
+                           ScrapeTarget("controller", controller_port)]
+                prom = start_prometheus(folder, targets, scrape_interval_s=s.monitoring.scrape_interval_s)
+                stack.callback(stop_prometheus, prom)
+            console.print(f"prometheus: {prom.url}")
+            export_dashboards(folder / "dashboards", prom.url, s.monitoring.scrape_interval_s)
+            client = stack.enter_context(PromClient(prom.url))
+            router = HttpRouter(url)
+            stack.callback(router.close)
+            controller = Controller(s, prom_query(client), router, folder, metrics)
+            controller.capacities = capacities
+            controller.apply_initial()
+            controller.start()
+            stack.callback(controller.stop)
+            if on_started is not None:
+                on_started(controller)
+            interrupted = _drive_load(resolved, url, folder, loadgen_port, controller, console, live)
+        except KeyboardInterrupt:
+            interrupted = True
+            console.print("[yellow]interrupted: tearing down and writing the run folder[/]")
+        except Exception as e:  # report what failed, still tear down and write what there is
+            error = f"{type(e).__name__}: {e}"
+            log.debug("run failed", exc_info=True)
+    if controller is not None:
+        console.print(f"{len(controller.decisions)} routing decisions")
+    report = None
+    predictor.join()
+    try:
+        write_whatif(resolved, folder)
+    except Exception as e:  # the report is still worth having without the prediction
+        error = error or f"the what-if failed: {type(e).__name__}: {e}"
+    try:
+        report = render_report(folder)
+        console.print(f"report: {report}")
+    except Exception as e:
+        error = error or f"writing the report failed: {type(e).__name__}: {e}"
+    return RunResult(folder, report, interrupted, error)
+
+
+def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, controller: Controller,
+                console: Console, live: bool) -> bool:
+    """Run the scenario's load with the live view; Ctrl-C stops it gracefully. True when interrupted."""
+    s = resolved.scenario
+    base_dir = Path(resolved.source).parent
+    done = [0]
+    t0 = time.time()
+    steps = max(1, len(s.load.rates))
+    total_s = steps * (s.load.duration_s + s.load.warmup_s)
+
+    def status() -> str:
+        return f"load {time.time() - t0:.0f}/{total_s:.0f}s · {done[0]} requests done"
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            await run_load(url, list(s.classes), s.load, folder, metrics_port=metrics_port, stop=stop,
+                           on_record=lambda _: done.__setitem__(0, done[0] + 1), base_dir=base_dir,
+                           api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        return stop.is_set()
+
+    if not live:
+        return asyncio.run(main())
+    with Live(get_renderable=lambda: render(controller, status()), console=console, refresh_per_second=1,
+              transient=False):
+        return asyncio.run(main())

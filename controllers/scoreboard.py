@@ -1,0 +1,198 @@
+"""The scoreboard: per (configuration, SLA class) figures over a sliding window, from PromQL.
+
+The queries read the LLMServer's per-class server-side metrics (`ray_parallax_*`) and the engines'
+vLLM-named gauges; `assemble` turns their answers into `PairStats`. Errors also come from the load
+generator's client-side counters, which see failures the server cannot count (a replica that died
+mid-stream). Pure apart from the query callable.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from monitoring import metrics as m
+
+Labels = Mapping[str, str]
+Sample = tuple[Labels, float]
+Query = Callable[[str], Sequence[Sample]]
+
+RAY_PREFIX = "ray_"
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass(frozen=True)
+class Quantiles:
+    """Latency percentiles in seconds (None where the window holds no data)."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    def at(self, q: float) -> float | None:
+        """The stored percentile nearest above q (p99 for q > 0.9)."""
+        if q <= 0.5:
+            return self.p50
+        return self.p90 if q <= 0.9 else self.p99
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """What one configuration did for one SLA class over the window."""
+
+    config: str
+    sla_class: str
+    samples: int = 0                   # requests finished in the window (ok + error)
+    request_rate: float = 0.0          # finished requests/s
+    error_rate: float = 0.0            # share of finished requests that failed
+    attainment: float | None = None    # share of finished requests that met every SLO of the class
+    goodput: float = 0.0               # requests/s that met every SLO
+    output_tps: float = 0.0            # output tokens/s
+    output_tps_per_gpu: float = 0.0
+    ttft: Quantiles = field(default_factory=Quantiles)
+    tpot: Quantiles = field(default_factory=Quantiles)
+    e2e: Quantiles = field(default_factory=Quantiles)
+    queue_depth: float | None = None   # waiting requests of the configuration (all classes)
+    kv_usage: float | None = None      # KV-cache usage of the configuration, 0..1
+
+    def flat(self) -> dict[str, object]:
+        """One flat row (for CSV)."""
+        out: dict[str, object] = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, dict):
+                out.update({f"{k}_{q}": x for q, x in v.items()})
+            else:
+                out[k] = v
+        return out
+
+
+@dataclass(frozen=True)
+class Scoreboard:
+    """All pairs at one moment; `stale` when Prometheus could not be read."""
+
+    time: float
+    pairs: dict[tuple[str, str], PairStats]
+    stale: bool = False
+    error: str | None = None
+
+    def pair(self, config: str, sla_class: str) -> PairStats:
+        return self.pairs.get((config, sla_class), PairStats(config, sla_class))
+
+
+def _metric(name: str) -> str:
+    """Selector for a server-side metric exported through Ray (counters with or without _total)."""
+    return f"{RAY_PREFIX}{m.SERVER_PREFIX}{name}"
+
+
+def _counter(name: str, extra: str = "") -> str:
+    return f'{{__name__=~"{_metric(name)}(_total)?"{extra}}}'
+
+
+def build_queries(window_s: float, engine_prefix: str = "ray_vllm_") -> dict[str, str]:
+    """The PromQL of every scoreboard field, keyed by field name."""
+    w = f"[{max(1, round(window_s))}s]"
+    by = "config, sla_class"
+    not_ok = ',status!="ok"'
+    client = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?"}}'
+    client_failed = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?",status!="ok"}}'
+    q: dict[str, str] = {
+        "finished": f"sum by ({by}) (increase({_counter(m.SERVER_REQUESTS)}{w}))",
+        "rate": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS)}{w}))",
+        "errors": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS, not_ok)}{w}))",
+        "met": f"sum by ({by}) (rate({_counter(m.SERVER_SLO_MET)}{w}))",
+        "client_rate": f"sum by ({by}) (rate({client}{w}))",
+        "client_errors": f"sum by ({by}) (rate({client_failed}{w}))",
+        "tokens": f"sum by ({by}) (rate({_counter(m.SERVER_OUTPUT_TOKENS)}{w}))",
+        "queue": f"sum by (config) ({engine_prefix}{m.NUM_REQUESTS_WAITING})",
+        "kv": f"avg by (config) ({engine_prefix}{m.KV_CACHE_USAGE})",
+    }
+    for metric, hist in (("ttft", m.SERVER_TTFT), ("tpot", m.SERVER_TPOT), ("e2e", m.SERVER_E2E)):
+        for p in QUANTILES:
+            q[f"{metric}_p{round(p * 100)}"] = (
+                f"histogram_quantile({p}, sum by ({by}, le) (rate({_metric(hist)}_bucket{w})))"
+            )
+    return q
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def assemble(
+    answers: Mapping[str, Sequence[Sample]], gpus: Mapping[str, int], now: float, window_s: float = 0.0
+) -> Scoreboard:
+    """Build a scoreboard from the answers to `build_queries` (pure)."""
+    per_pair: dict[tuple[str, str], dict[str, float]] = {}
+    per_config: dict[str, dict[str, float]] = {}
+    for key, samples in answers.items():
+        for labels, value in samples:
+            cfg = labels.get("config")
+            if cfg is None:
+                continue
+            if key in ("queue", "kv"):
+                per_config.setdefault(cfg, {})[key] = value
+            elif "sla_class" in labels:
+                per_pair.setdefault((cfg, labels["sla_class"]), {})[key] = value
+    pairs = {}
+    for (cfg, cls), v in per_pair.items():
+        rate = v.get("rate", 0.0)
+        errors = v.get("errors", 0.0)
+        client_rate = v.get("client_rate", 0.0)
+        error_rate = max(errors / rate if rate > 0 else 0.0,
+                         v.get("client_errors", 0.0) / client_rate if client_rate > 0 else 0.0)
+        met = v.get("met", 0.0)
+        tokens = v.get("tokens", 0.0)
+
+        def quant(name: str, v: dict[str, float] = v) -> Quantiles:
+            return Quantiles(*(_finite(v[f"{name}_p{round(p * 100)}"]) if f"{name}_p{round(p * 100)}" in v
+                               else None for p in QUANTILES))
+
+        pairs[(cfg, cls)] = PairStats(
+            config=cfg, sla_class=cls,
+            samples=round(max(v.get("finished", 0.0), client_rate * window_s)),
+            request_rate=rate,
+            error_rate=min(1.0, error_rate),
+            attainment=min(1.0, met / rate) if rate > 0 else None,
+            goodput=met,
+            output_tps=tokens,
+            output_tps_per_gpu=tokens / gpus[cfg] if gpus.get(cfg) else 0.0,
+            ttft=quant("ttft"), tpot=quant("tpot"), e2e=quant("e2e"),
+            queue_depth=per_config.get(cfg, {}).get("queue"),
+            kv_usage=per_config.get(cfg, {}).get("kv"),
+        )
+    return Scoreboard(time=now, pairs=pairs)
+
+
+def collect(query: Query, window_s: float, gpus: Mapping[str, int], now: float,
+            engine_prefix: str = "ray_vllm_") -> Scoreboard:
+    """Run every scoreboard query and assemble the answers; exceptions of `query` propagate."""
+    answers = {key: query(promql) for key, promql in build_queries(window_s, engine_prefix).items()}
+    return assemble(answers, gpus, now, window_s)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    config: str
+    throughput: float   # output tokens/s per GPU
+    latency: float      # seconds (lower is better)
+
+
+def pareto_frontier(points: Sequence[FrontierPoint]) -> list[FrontierPoint]:
+    """The points no other point beats on both throughput (higher) and latency (lower), by throughput."""
+    front = [
+        p for p in points
+        if not any(o.throughput >= p.throughput and o.latency <= p.latency
+                   and (o.throughput > p.throughput or o.latency < p.latency) for o in points)
+    ]
+    return sorted(front, key=lambda p: p.throughput)
+
+
+def config_points(board: Scoreboard, latency: str = "e2e", q: float = 0.9) -> list[FrontierPoint]:
+    """Per configuration: its output tokens/s per GPU (all classes) and its worst class's latency."""
+    tput: dict[str, float] = {}
+    lat: dict[str, float] = {}
+    for (cfg, _), p in board.pairs.items():
+        tput[cfg] = tput.get(cfg, 0.0) + p.output_tps_per_gpu
+        value = getattr(p, latency).at(q)
+        if value is not None:
+            lat[cfg] = max(lat.get(cfg, 0.0), value)
+    return [FrontierPoint(c, tput[c], lat[c]) for c in tput if c in lat]

@@ -1,0 +1,52 @@
+"""A small but complete run folder for report tests (no services needed)."""
+
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from controllers import runfolder as rf
+from controllers.policies import Decision
+from controllers.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_run(folder: Path, seed: int = 0) -> Path:
+    """A small but complete run folder: chat is fast on tp8, summarize keeps its SLO only on pp8."""
+    folder.mkdir(parents=True)
+    s = load_scenario(ROOT / "scenarios/demo.yaml").scenario
+    (folder / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json")))
+    rnd = random.Random(seed)
+    rows = []
+    t = 1000.0
+    for rate in (1.0, 2.0):
+        for i in range(60):
+            cls = "chat" if i % 2 else "summarize"
+            cfg = ["tp8", "tp4pp2", "pp8"][i % 3]
+            fast = (cls == "chat") == (cfg == "tp8") or cfg == "tp4pp2"
+            ttft = rnd.uniform(0.05, 0.3) if fast else rnd.uniform(0.5, 3.0)
+            rows.append({"config": cfg, "sla_class": cls, "status": "ok" if i != 7 else "error",
+                         "slo_met": fast and i != 7, "ttft_s": ttft, "tpot_s": rnd.uniform(0.01, 0.05),
+                         "e2e_s": ttft + 3, "output_tokens": 100, "send_time": t + i * 0.5, "rate_step": int(rate) - 1,
+                         "offered_rate": rate / 2})
+        rows.append({"config": "tp8", "sla_class": "chat", "status": "cancelled", "send_time": None,
+                     "scheduled_time": t + 31, "rate_step": int(rate) - 1})
+        t += 30
+    (folder / rf.RECORDS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for k in range(10):
+        w = {"tp8": 0.9, "tp4pp2": 0.05, "pp8": 0.05} if k > 3 else {"tp8": 1 / 3, "tp4pp2": 1 / 3, "pp8": 1 / 3}
+        flipped = {"tp8": w["pp8"], "tp4pp2": w["tp4pp2"], "pp8": w["tp8"]}
+        rf.append_weights(folder, 1000.0 + 6 * k, {"chat": w, "summarize": flipped}, stale=k == 2)
+    rf.append_decision(folder, Decision(1024.0, "chat", "best-per-class", {"tp8": 0.9, "tp4pp2": 0.05, "pp8": 0.05},
+                                        {}, "tp8", "first choice: tp8 (attainment 100%)"))
+    (folder / rf.WHATIF_JSON).write_text(json.dumps({
+        "note": "test prediction", "rate_step": 1,
+        "predictions": [{"sla_class": "chat", "config": "tp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.5,
+                         "meets": True, "capacity": 10.0, "ttft_p90": 0.05},
+                        {"sla_class": "chat", "config": "pp8", "rate": 1.0, "attainment": 1.0, "headroom": 0.2,
+                         "meets": True, "capacity": 2.0, "ttft_p90": 0.2}],
+        "cost_terms": {"prefill": {"tp8": {"gemm": 0.01, "allreduce": 0.004}, "pp8": {"gemm": 0.08, "p2p": 0.001}},
+                       "decode": {"tp8": {"gemm": 0.002, "allreduce": 0.001}, "pp8": {"gemm": 0.016}}}}))
+    return folder

@@ -1,0 +1,128 @@
+"""`parallax run` end to end on the real stack (Ray Serve + sim engine + Prometheus + load generator):
+the latency class's rate steps up mid-run and the controller's routing follows within a bounded time;
+a configuration that starts failing a class's requests is drained from that class's routing; the run
+folder and report are written and nothing is left running."""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from rich.console import Console
+
+from controllers.controller import Controller
+from controllers.run import run_scenario
+from controllers.scenario import parse_scenario
+from monitoring.prometheus import read_state
+
+pytestmark = pytest.mark.integration
+
+STEP_AT_S = 40.0
+FOLLOW_WITHIN_S = 35.0
+DRAIN_WITHIN_S = 25.0
+FAIL_AT_S = 15.0
+
+# tp8: the lowest latency, but the simulator's TP8 holds ~16 req/s of these 1000-token prompts (engine
+# clock); eight TP1 replicas hold about twice that. At 1 req/s (wall; ×4 on the engine clock) chat goes
+# to tp8; at 6 req/s (24 on the engine clock) tp8 misses the SLO and chat must move to tp1x8.
+SCENARIO = {
+    "name": "step", "model": "llama-3.1-70b", "dtype": "fp8",
+    "hardware": {"gpu": "mi325x", "gpus_per_node": 8, "nodes": 2},
+    "engine": {"kind": "sim", "time_scale": 4, "stream_interval_ms": 100},
+    "configurations": [{"name": "tp8", "tp": 8}, {"name": "tp1x8", "tp": 1, "replicas": 8}],
+    "server": {"port": 0},
+    "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 450, "tpot_ms": 40, "attainment": 0.9},
+                 "input": {"kind": "fixed", "value": 1000}, "output": {"kind": "fixed", "value": 16},
+                 "arrival": {"kind": "steps", "steps": [{"at_s": 0, "rate": 1.0}, {"at_s": STEP_AT_S, "rate": 6.0}]}}],
+    "load": {"duration_s": 85},
+    "controller": {"policy": "best-per-class", "interval_s": 1, "window_s": 12, "min_samples": 5,
+                   "min_dwell_s": 5, "hysteresis": 0.25, "explore_share": 0.2},
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _run(scenario: dict, tmp_path: Path, on_started: Callable[[Controller], None] | None = None) -> Path:
+    src = tmp_path / f"{scenario['name']}.yaml"
+    src.write_text(yaml.safe_dump(scenario))
+    resolved = parse_scenario(scenario, str(src), tmp_path)
+    with open(os.devnull, "w") as quiet:
+        result = run_scenario(resolved, tmp_path / "runs", Console(file=quiet), live=False, on_started=on_started)
+    assert result.error is None, result.error
+    return result.folder
+
+
+def test_routing_follows_a_step_in_the_latency_class_rate(tmp_path: Path) -> None:
+    prom_pids: list[int] = []
+
+    def on_started(c: Controller) -> None:
+        assert c.folder is not None
+        handle = read_state(c.folder)
+        assert handle is not None and handle.pid is not None
+        prom_pids.append(handle.pid)
+
+    folder = _run(SCENARIO, tmp_path, on_started)
+    decisions = [json.loads(x) for x in (folder / "decisions.jsonl").read_text().splitlines()]
+    meta = json.loads((folder / "load-meta.json").read_text())
+    t0 = meta["started_at"]
+    chosen = [(d["time"] - t0, d["chosen"], d["reason"]) for d in decisions if d["sla_class"] == "chat"]
+    before_step = [c for t, c, _ in chosen if t < STEP_AT_S]
+    assert before_step and before_step[-1] == "tp8", chosen
+    after = [(t, c) for t, c, _ in chosen if t >= STEP_AT_S]
+    assert after and after[0][1] == "tp1x8", chosen
+    assert after[0][0] - STEP_AT_S <= FOLLOW_WITHIN_S, chosen
+    for name in ("scenario.yaml", "records.jsonl", "scoreboard.csv", "weights.csv", "whatif.json", "report.html"):
+        assert (folder / name).stat().st_size > 0, name
+    assert list((folder / "dashboards").rglob("*.json"))
+    assert not ray.is_initialized()
+    assert prom_pids and not _alive(prom_pids[0])
+
+
+# H100 80 GB at 95%: one TP1 replica of the FP8 70B model has KV room for ~4,200 tokens, TP8 for ~1.5 M.
+# From 15 s the `doc` class sends 6,000-token prompts: tp1x2 fails every one of them and must be drained
+# from doc's routing (chat, whose prompts fit, keeps using it).
+FAILING = {
+    "name": "drain", "model": "llama-3.1-70b", "dtype": "fp8",
+    "hardware": {"gpu": "h100-sxm", "gpus_per_node": 8, "nodes": 2},
+    "engine": {"kind": "sim", "time_scale": 2, "stream_interval_ms": 100, "gpu_memory_utilization": 0.95,
+               "max_num_batched_tokens": 2048},
+    "configurations": [{"name": "tp8", "tp": 8}, {"name": "tp1x2", "tp": 1, "replicas": 2}],
+    "server": {"port": 0},
+    "classes": [
+        {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 2000, "tpot_ms": 200, "attainment": 0.5},
+         "input": {"kind": "fixed", "value": 200}, "output": {"kind": "fixed", "value": 8},
+         "arrival": {"kind": "poisson", "rate": 1.0}},
+        {"name": "doc", "share": 0.5, "slo": {"ttft_ms": 5000, "tpot_ms": 200, "attainment": 0.5},
+         "input": {"kind": "fixed", "value": 6000}, "output": {"kind": "fixed", "value": 8},
+         "arrival": {"kind": "steps", "steps": [{"at_s": 0, "rate": 0.05}, {"at_s": FAIL_AT_S, "rate": 1.5}]}},
+    ],
+    "load": {"duration_s": 45},
+    "controller": {"policy": "best-per-class", "interval_s": 1, "window_s": 10, "min_samples": 5,
+                   "min_dwell_s": 5, "explore_share": 0.2},
+}
+
+
+def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
+    folder = _run(FAILING, tmp_path)
+    t0 = json.loads((folder / "load-meta.json").read_text())["started_at"]
+    decisions = [json.loads(x) for x in (folder / "decisions.jsonl").read_text().splitlines()]
+    drains = [d for d in decisions if d["sla_class"] == "doc" and d["weights"]["tp1x2"] == 0.0]
+    assert drains, decisions
+    when = drains[0]["time"] - t0
+    assert FAIL_AT_S <= when <= FAIL_AT_S + DRAIN_WITHIN_S, (when, drains[0]["reason"])
+    assert drains[0]["evidence"]["tp1x2"]["failing"] and "tp1x2 is failing" in drains[0]["reason"]
+    records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
+    late = [r for r in records if r["sla_class"] == "doc" and r["config"] == "tp1x2"
+            and (r["send_time"] or 0) - t0 > when + 2]
+    assert not late, f"{len(late)} doc requests still went to tp1x2 after it was drained"
+    chat = [r for r in records if r["sla_class"] == "chat" and r["config"] == "tp1x2" and r["status"] == "ok"]
+    assert chat, "chat's requests fit tp1x2 and should still be served there"
