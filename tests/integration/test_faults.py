@@ -159,7 +159,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             (run_dir / "controller").mkdir()
             controller.apply_initial()
             controller.start()
-            yield Stack(r, run_dir, ray_dir, d.url, metrics_port, prom, controller, router)
+            stack = Stack(r, run_dir, ray_dir, d.url, metrics_port, prom, controller, router)
+            yield stack
+            prom = stack.prom  # the restart test replaces it: stop the one that runs now
         finally:
             if controller is not None:
                 controller.stop()
