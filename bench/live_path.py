@@ -16,7 +16,6 @@ import asyncio
 import json
 import math
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from deployments.deploy import deploy, teardown
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from loadgen.config import FixedLength, LognormalLength, NormalLength, PoissonArrival, UniformLength
+from monitoring.prometheus import free_port
 
 
 @dataclass
@@ -120,11 +120,6 @@ def engine_reference(r: Resolved, config: str, sends: list[Sent], t0: float, sca
     specs = [RequestSpec(x.prompt_len, x.output_len, (x.sent - t0) / scale, x.cls) for x in sends]
     return [(rec.ttft, rec.tpot) for rec in run_offline(factory, specs, replicas=c.replicas).records]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.prometheus import free_port
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ports(*flags: str) -> list[str]:

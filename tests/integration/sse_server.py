@@ -10,10 +10,15 @@ Behaviour is chosen by the request's SLA class (header x-sla-class):
 """
 
 import asyncio
+import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -142,10 +147,22 @@ class SSEServer:
         return resp
 
 
+@contextlib.contextmanager
+def sse_server_process(ttft_s: float, itl_s: float) -> Iterator[str]:
+    """The server in its own process (so its timing does not share a GIL with the client); yields its URL."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__)), "--ttft", str(ttft_s), "--itl", str(itl_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
+
 def main() -> None:
     """Run standalone (own process, so its timing does not share a GIL with the client): prints the URL."""
     import argparse
-    import sys
     ap = argparse.ArgumentParser()
     ap.add_argument("--ttft", type=float, default=0.02)
     ap.add_argument("--itl", type=float, default=0.01)

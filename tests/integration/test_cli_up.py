@@ -12,13 +12,10 @@ import openai
 import pytest
 import yaml
 
+from monitoring.prometheus import free_port
+
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 SCENARIO = {

@@ -13,21 +13,16 @@ from typer.testing import CliRunner
 
 from controllers.cli import app
 from loadgen.records import SUMMARY_FILE, read_records
+from tests.integration.sse_server import sse_server_process
 
 pytestmark = pytest.mark.integration
-SERVER = Path(__file__).with_name("sse_server.py")
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--ttft", "0.01", "--itl", "0.01"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
+    with sse_server_process(ttft_s=0.01, itl_s=0.01) as url:
+        yield url
 
 
 def server_count(url: str) -> int:

@@ -1,30 +1,22 @@
 """Client-side TTFT and inter-token gaps agree with the server's own timestamps (server in its own process)."""
 
 import json
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.runner import run_load
+from tests.integration.sse_server import sse_server_process
 
 pytestmark = pytest.mark.integration
-SERVER = Path(__file__).with_name("sse_server.py")
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--ttft", "0.03", "--itl", "0.01"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
+    with sse_server_process(ttft_s=0.03, itl_s=0.01) as url:
+        yield url
 
 
 async def test_client_timing_matches_server_timestamps(server, tmp_path):

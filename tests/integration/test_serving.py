@@ -4,7 +4,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from ray import serve
 from controllers.scenario import Resolved, load_scenario
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployError, Deployment, deploy, ingress_handle, teardown, wait_ready
+from monitoring.prometheus import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,6 @@ KEY_ENV = "PARALLAX_ITEST_KEY"
 KEY = "itest-secret-key"
 CONFIGS = ["tp8", "tp4pp2", "pp8"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scenario_data(name: str = "itest", nodes: int = 3) -> dict[str, object]:
