@@ -60,9 +60,9 @@ def rayservice_manifest(r: Resolved, image: str, head: PodSize, worker: PodSize,
     """The RayService object for scenario `r`."""
     s = r.scenario
     metrics_port = s.server.metrics_port
+    # Relative paths in the scenario (a model folder, a GPU spec) resolve against its folder on this
+    # machine, as for `serve-config`: the image must hold such files at the same absolute path.
     serve_cfg = serve_config(r, host="0.0.0.0", port=SERVE_PORT)
-    for app in serve_cfg["applications"]:  # type: ignore[attr-defined]
-        app["args"]["base_dir"] = None  # the image holds the package; scenario files are not on the pods
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port),
                    "prometheus.io/path": "/metrics"}
     env: list[dict[str, Any]] = []

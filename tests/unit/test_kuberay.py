@@ -82,7 +82,7 @@ def test_serve_config_names_an_importable_app_of_this_scenario(r: Resolved) -> N
     module, _, attr = app["import_path"].partition(":")
     builder = getattr(importlib.import_module(module), attr)
     args = AppArgs.model_validate(app["args"])
-    assert args.base_dir is None
+    assert args.base_dir == str(Path(r.source).parent.resolve())  # relative files: same path on the pods
     assert args.resolve().scenario == r.scenario
     assert isinstance(builder(app["args"]), Application)
 

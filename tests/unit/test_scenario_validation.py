@@ -134,3 +134,10 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ScenarioError, match="YAML"):
         load_scenario(p)
+
+
+def test_odd_keys_are_quoted_so_each_problem_stays_on_one_line() -> None:
+    data = mutate()
+    data["configurations"][0]["n\nnopar"] = None
+    probs = problems_of(data)
+    assert ('configurations[0]["n\\nnopar"]', "unknown field; remove it or check its spelling") in probs
