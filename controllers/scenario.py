@@ -4,7 +4,6 @@ Every problem is reported as `FILE: FIELD: what is wrong; the fix`, never as a t
 """
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +64,6 @@ class Resolved:
     source: str
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -76,8 +72,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
                       "gamma", "constant", "closed", "ramp", "steps", "trace"}:
             continue  # discriminated-union tag: not a field the user wrote
-        elif not _PLAIN_KEY.match(part):
-            out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with spaces / newlines, quoted
+        elif any(ch.isspace() and ch != " " for ch in part):
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with a newline or tab, quoted
         else:
             out += f".{part}" if out else part
     return out or "(top level)"

@@ -142,6 +142,8 @@ def gpu_from_yaml(path: str | Path) -> GpuSpec:
         raw = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ValueError(f"{p}: no such file; give a GPU name or a YAML GPU spec") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read it ({e.strerror}); give a GPU name or a YAML GPU spec file") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{p}: invalid YAML: {e}") from None
     try:

@@ -74,6 +74,8 @@ def model_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec
         raw = json.loads(p.read_text())
     except FileNotFoundError:
         raise ValueError(f"{p}: no such file; give a Hugging Face config.json or its folder") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read it ({e.strerror}); give a Hugging Face config.json or its folder") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
     if not isinstance(raw, dict):

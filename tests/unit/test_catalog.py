@@ -89,3 +89,10 @@ def test_pp_shrinks_weights_and_grows_kv_capacity() -> None:
     p8 = plan_memory(m, g, Dtype.fp8, Dtype.bf16, 1, 8)
     assert p8.weight_bytes < p1.weight_bytes / 6
     assert p8.kv_tokens > 8 * p1.kv_tokens  # per-token KV cost falls 8×, and more memory is free
+
+
+def test_a_folder_given_as_gpu_spec_is_a_clear_error(tmp_path: Path) -> None:
+    from deployments.catalog.gpus import resolve_gpu
+
+    with pytest.raises(ValueError, match="cannot read it"):
+        resolve_gpu(str(tmp_path))

@@ -120,6 +120,8 @@ def load_calibration(path: str | Path) -> Calibration:
         raw = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ValueError(f"{p}: no such calibration file") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read the calibration file ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{p}: invalid YAML: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
