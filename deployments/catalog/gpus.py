@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.catalog.dtypes import Dtype
+from deployments.catalog.files import read_text
 
 GB = 1e9
 TERA = 1e12
@@ -138,12 +139,9 @@ GPUS: dict[str, GpuSpec] = {
 def gpu_from_yaml(path: str | Path) -> GpuSpec:
     """A user-described GPU: a YAML file with GpuSpec's fields."""
     p = Path(path)
+    text = read_text(p, "a GPU name or a YAML GPU spec file")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{p}: no such file; give a GPU name or a YAML GPU spec") from None
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read it ({e.strerror}); give a GPU name or a YAML GPU spec file") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ValueError(f"{p}: invalid YAML: {e}") from None
     try:

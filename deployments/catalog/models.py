@@ -5,6 +5,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deployments.catalog.files import read_text
+
 
 class ModelSpec(BaseModel):
     """The architecture numbers the performance model and the memory arithmetic need."""
@@ -70,12 +72,9 @@ def model_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
+    text = read_text(p, "a Hugging Face config.json or its folder")
     try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{p}: no such file; give a Hugging Face config.json or its folder") from None
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read it ({e.strerror}); give a Hugging Face config.json or its folder") from None
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
     if not isinstance(raw, dict):

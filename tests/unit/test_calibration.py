@@ -49,7 +49,7 @@ def test_bad_calibration_files_name_the_field(tmp_path: Path, text: str, message
 
 
 def test_missing_file_and_unknown_family_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such calibration file"):
+    with pytest.raises(ValueError, match="no such file; give a calibration YAML file"):
         load_calibration(tmp_path / "absent.yaml")
     odd = GPUS["h100-sxm"].model_copy(update={"family": "volta"})
     with pytest.raises(ValueError, match="no calibration for GPU family 'volta'"):

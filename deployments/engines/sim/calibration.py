@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deployments.catalog.files import read_text
 from deployments.catalog.gpus import GpuSpec
 
 
@@ -116,12 +117,9 @@ def load_calibration(path: str | Path) -> Calibration:
     give every field.
     """
     p = Path(path)
+    text = read_text(p, "a calibration YAML file")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{p}: no such calibration file") from None
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read the calibration file ({e.strerror})") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ValueError(f"{p}: invalid YAML: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
