@@ -1,151 +1,95 @@
 """Does the live path (HTTP → Serve proxy → ingress → LLMServer → SSE back) keep the engine's timings?
 
-Deploys a scenario (default scenarios/demo.yaml) on a local Ray, offers its traffic (Poisson at the
-scenario's arrival rate, classes by share, lengths from the classes' distributions, model `auto`),
-and times every stream on the client. The reference is the engine's own schedule: the same requests,
-arriving when the client sent them, simulated offline in virtual time per configuration. Client
-times are divided by `engine.time_scale` (simulated seconds). Prints per configuration the mean
-TTFT / TPOT both ways and their relative difference, plus the SSE event rate the path carried.
+Deploys a scenario (default scenarios/demo.yaml) on a local Ray and runs its own load with the load
+generator (`loadgen.run_load`: the scenario's arrival process, rate steps and classes, model `auto`
+with the ingress's starting weights). Each record holds the client's TTFT / TPOT and the engine's
+own, which the server reports in the final usage (on the engine's clock, from the ingress's receipt).
+Client times are divided by `engine.time_scale`, as the reports do. Prints, per configuration and per
+(configuration, class), mean and median TTFT / TPOT both ways, their relative difference, and the
+wall time each request spent on the path (client TTFT - engine TTFT).
 
-    .venv/bin/python -m bench.live_path [SCENARIO] [--rate R] [--duration S] [--time-scale X]
+    .venv/bin/python -m bench.live_path [SCENARIO] [--duration S] [--time-scale X]
                                         [--stream-interval-ms M] [--seed N]
 """
 
 import argparse
 import asyncio
-import json
-import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import ray
 
-from controllers.scenario import Resolved, check_scenario, load_scenario
+from controllers.scenario import check_scenario, load_scenario
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
-from deployments.engines.sim.offline import RequestSpec, run_offline
-from deployments.engines.sim.replica import ReplicaFactory
-from loadgen.config import FixedLength, LognormalLength, NormalLength, PoissonArrival, UniformLength
+from loadgen.records import RECORDS_FILE, RequestRecord, read_records
+from loadgen.runner import run_load
 from monitoring.prometheus import free_port
 
 
-@dataclass
-class Sent:
-    cls: str
-    prompt_len: int
-    output_len: int
-    at: float                     # planned send time, simulated seconds from the start
-    sent: float = 0.0             # wall (monotonic) send time
-    first: float | None = None    # wall time of the first token's event
-    last: float | None = None
-    events: int = 0
-    tokens: int = 0
-    config: str = ""
-    status: int = 0
-
-
-def sample_length(dist: object, rng: np.random.Generator) -> int:
-    """Draw one length; only the analytic distributions are needed here (others: their mean)."""
-    match dist:
-        case FixedLength(value=v):
-            return v
-        case UniformLength(min=lo, max=hi):
-            return int(rng.integers(lo, hi + 1))
-        case NormalLength(mean=mu, std=sd, min=lo, max=hi):
-            return int(np.clip(round(rng.normal(mu, sd)), lo, hi or math.inf))
-        case LognormalLength(mean=mu, sigma=s, min=lo, max=hi):
-            return int(np.clip(round(rng.lognormal(math.log(mu) - s * s / 2, s)), lo, hi or math.inf))
-    raise SystemExit(f"bench.live_path samples fixed/uniform/normal/lognormal lengths only, not {dist}")
-
-
-def workload(r: Resolved, rate: float, duration: float, seed: int) -> list[Sent]:
-    rng = np.random.default_rng(seed)
-    classes = r.scenario.classes
-    shares = np.array([c.share for c in classes])
-    out: list[Sent] = []
-    t = 0.0
-    while True:
-        t += rng.exponential(1 / rate)
-        if t > duration:
-            return out
-        c = classes[int(rng.choice(len(classes), p=shares / shares.sum()))]
-        out.append(Sent(c.name, sample_length(c.input, rng), sample_length(c.output, rng), t))
-
-
-async def stream_one(http: httpx.AsyncClient, s: Sent, t0: float, scale: float) -> None:
-    await asyncio.sleep(max(0.0, t0 + s.at * scale - time.monotonic()))
-    body = {"model": "auto", "prompt": " ".join(["w"] * s.prompt_len), "max_tokens": s.output_len,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-    s.sent = time.monotonic()
-    async with http.stream("POST", "/v1/completions", json=body, headers={"x-sla-class": s.cls}) as resp:
-        s.status, s.config = resp.status_code, resp.headers.get("x-parallax-config", "")
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event["choices"] and event["choices"][0]["text"]:
-                now = time.monotonic()
-                s.first = s.first or now
-                s.last = now
-                s.events += 1
-            if event.get("usage"):
-                s.tokens = event["usage"]["completion_tokens"]
-
-
-async def drive(url: str, sends: list[Sent], scale: float, configs: list[str]) -> float:
-    """Warm every configuration's path once (first calls set up handles and connections), then offer load."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+def warm_up(url: str, configs: list[str]) -> None:
+    """First calls set up handles and connections: make them before the measured load."""
+    with httpx.Client(base_url=url, timeout=60) as http:
         for c in configs:
             for stream in (False, True):
-                r = await http.post("/v1/completions", json={"model": c, "prompt": "warm up", "max_tokens": 2,
-                                                             "stream": stream})
-                r.raise_for_status()
-        await asyncio.sleep(1.0)
-        t0 = time.monotonic() + 0.5
-        await asyncio.gather(*(stream_one(http, s, t0, scale) for s in sends))
-        return t0
+                body = {"model": c, "prompt": "warm up", "max_tokens": 2, "stream": stream}
+                http.post("/v1/completions", json=body).raise_for_status()
 
 
-def engine_reference(r: Resolved, config: str, sends: list[Sent], t0: float, scale: float) -> list[tuple[float, float]]:
-    """(TTFT, TPOT) per request from the engine's own schedule: offline, same arrivals, simulated seconds."""
-    c = next(c for c in r.scenario.configurations if c.name == config)
-    s = r.scenario
-    factory = ReplicaFactory(r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine)
-    specs = [RequestSpec(x.prompt_len, x.output_len, (x.sent - t0) / scale, x.cls) for x in sends]
-    return [(rec.ttft, rec.tpot) for rec in run_offline(factory, specs, replicas=c.replicas).records]
+def rel(a: float, b: float) -> float:
+    return float(a / b - 1)
 
+
+def compare(label: str, recs: list[RequestRecord], scale: float) -> float:
+    """Print one row; returns the worst relative difference of the row's means and medians."""
+    ttft_c = np.array([x.ttft_s for x in recs]) / scale
+    ttft_e = np.array([x.server_ttft_s for x in recs])
+    multi = [x for x in recs if x.output_tokens > 1]
+    tpot_c = np.array([x.tpot_s for x in multi]) / scale
+    tpot_e = np.array([x.server_tpot_s for x in multi])
+    diffs = [rel(ttft_c.mean(), ttft_e.mean()), rel(np.median(ttft_c), np.median(ttft_e)),
+             rel(tpot_c.mean(), tpot_e.mean()), rel(np.median(tpot_c), np.median(tpot_e))]
+    path = (ttft_c - ttft_e) * scale * 1e3   # wall ms each request spent on the path before its first token
+    print(f"{label:20} {len(recs):4d} {ttft_c.mean() * 1e3:8.1f} {ttft_e.mean() * 1e3:8.1f} {diffs[0]:+7.1%} "
+          f"{np.median(ttft_c) * 1e3:8.1f} {np.median(ttft_e) * 1e3:8.1f} {diffs[1]:+7.1%} "
+          f"{tpot_c.mean() * 1e3:7.2f} {tpot_e.mean() * 1e3:7.2f} {diffs[2]:+6.1%} {diffs[3]:+6.1%} "
+          f"{np.median(path):6.1f} / {path.max():5.0f}")
+    return max(abs(d) for d in diffs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", nargs="?", default="scenarios/demo.yaml")
-    ap.add_argument("--rate", type=float, help="requests/s (default: the scenario's arrival rate)")
-    ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds of arrivals")
-    ap.add_argument("--time-scale", type=float, help="override engine.time_scale")
+    ap.add_argument("--duration", type=float, help="seconds per load step (default: the scenario's duration_s)")
+    ap.add_argument("--time-scale", type=float,
+                    help="override engine.time_scale (the load keeps its wall rates, so the engine-clock load changes)")
     ap.add_argument("--stream-interval-ms", type=float, help="override engine.stream_interval_ms")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, help="override load.seed")
     a = ap.parse_args()
     r = load_scenario(a.scenario)
-    engine = r.scenario.engine.model_copy(update={k: v for k, v in (
+    s = r.scenario
+    engine = s.engine.model_copy(update={k: v for k, v in (
         ("time_scale", a.time_scale), ("stream_interval_ms", a.stream_interval_ms)) if v is not None})
-    r = check_scenario(r.scenario.model_copy(update={"engine": engine}), r.source, Path(a.scenario).parent)
-    arrival = r.scenario.load.arrival
-    rate = a.rate or (arrival.rate if isinstance(arrival, PoissonArrival) else 1.0)
-    scale = engine.time_scale
-    sends = workload(r, rate, a.duration, a.seed)
+    load = s.load.model_copy(update={k: v for k, v in (("duration_s", a.duration), ("seed", a.seed)) if v is not None})
+    r = check_scenario(s.model_copy(update={"engine": engine, "load": load}), r.source, Path(a.scenario).parent)
+    s, scale = r.scenario, engine.time_scale
+    if engine.kind != "sim":
+        raise SystemExit(f"{a.scenario}: bench.live_path compares with the simulated engine's schedule; "
+                         "use a scenario with engine.kind: sim")
     folder = Path(tempfile.mkdtemp(prefix="plx-bench-"))
     try:
         start_local_ray(r, folder / "ray", free_port())
         info = deploy(r, port=free_port())
+        warm_up(info.url, [c.name for c in s.configurations])
+        time.sleep(1.0)
         wall0 = time.monotonic()
-        t0 = asyncio.run(drive(info.url, sends, scale, [c.name for c in r.scenario.configurations]))
+        asyncio.run(run_load(info.url, s.classes, s.load, folder / "load", base_dir=Path(a.scenario).parent))
         wall = time.monotonic() - wall0
+        records = read_records(folder / "load" / RECORDS_FILE)
     finally:
         try:
             teardown()
@@ -153,37 +97,32 @@ def main() -> None:
             ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)
 
-    bad = [s for s in sends if s.status != 200 or s.tokens != s.output_len or s.first is None]
-    events = sum(s.events for s in sends)
-    print(f"{r.scenario.name}: {len(sends)} requests at {rate:g}/s over {a.duration:g} simulated s, "
-          f"time_scale={scale:g}, stream_interval_ms={engine.stream_interval_ms:g}; {len(bad)} failed")
-    print(f"live path carried {events} SSE token events in {wall:.1f} s wall ({events / wall:.0f}/s), "
-          f"{sum(s.tokens for s in sends)} tokens")
-    print(f"{'config':8} {'n':>4} {'TTFT client':>12} {'engine':>8} {'diff':>7} {'p50 diff':>8} "
-          f"{'TPOT client':>12} {'engine':>8} {'diff':>7} {'p50 diff':>8} {'path wall ms p50/max':>21}")
-    worst = worst_p50 = 0.0
-    for c in r.scenario.configurations:
-        mine = [s for s in sends if s.config == c.name and s not in bad]
+    ok = [x for x in records if x.status == "ok" and x.ttft_s is not None and x.server_ttft_s is not None
+          and x.output_tokens == x.max_tokens]
+    steps = ", ".join(f"{x:g}" for x in (s.load.rates or ["arrival"]))  # type: ignore[list-item]
+    print(f"{s.name}: {len(records)} requests (steps {steps} req/s wall, {s.load.duration_s:g} s each), "
+          f"time_scale={scale:g}, stream_interval_ms={engine.stream_interval_ms:g}; {len(records) - len(ok)} failed")
+    print(f"the live path carried {sum(x.output_tokens for x in ok)} tokens in {wall:.1f} s wall")
+    print(f"{'':20} {'':4} {'TTFT mean (sim ms)':>25} {'TTFT median (sim ms)':>25} {'TPOT mean (sim ms)':>22} "
+          f"{'TPOT':>6} {'path wall ms':>14}")
+    print(f"{'config / class':20} {'n':>4} {'client':>8} {'engine':>8} {'diff':>7} {'client':>8} {'engine':>8} "
+          f"{'diff':>7} {'client':>7} {'engine':>7} {'diff':>6} {'p50 d':>6} {'p50 / max':>14}")
+    worst: dict[str, float] = {}
+    for c in s.configurations:
+        mine = [x for x in ok if x.config == c.name]
         if not mine:
             continue
-        ref = engine_reference(r, c.name, mine, t0, scale)
-        ttft_c = np.array([(s.first - s.sent) / scale for s in mine])  # type: ignore[operator]
-        ttft_e = np.array([x[0] for x in ref])
-        multi = [i for i, s in enumerate(mine) if s.tokens > 1]
-        tpot_c = np.array([(mine[i].last - mine[i].first) / (mine[i].tokens - 1) / scale  # type: ignore[operator]
-                           for i in multi])
-        tpot_e = np.array([ref[i][1] for i in multi])
-        d1, d2 = ttft_c.mean() / ttft_e.mean() - 1, tpot_c.mean() / tpot_e.mean() - 1
-        m1, m2 = np.median(ttft_c) / np.median(ttft_e) - 1, np.median(tpot_c) / np.median(tpot_e) - 1
-        worst = max(worst, abs(d1), abs(d2))
-        worst_p50 = max(worst_p50, abs(m1), abs(m2))
-        path = (ttft_c - ttft_e) * scale * 1e3   # wall ms each request spent on the path before its first token
-        print(f"{c.name:8} {len(mine):4d} {ttft_c.mean() * 1e3:12.1f} {ttft_e.mean() * 1e3:8.1f} {d1:+7.1%} "
-              f"{m1:+8.1%} {tpot_c.mean() * 1e3:12.2f} {tpot_e.mean() * 1e3:8.2f} {d2:+7.1%} {m2:+8.1%} "
-              f"{np.median(path):12.0f} / {path.max():6.0f}")
-    print("TTFT/TPOT: means (and medians) in simulated ms; diff = client / engine - 1")
-    print(f"worst difference of means {worst:.1%}, of medians {worst_p50:.1%} "
-          f"({'within' if max(worst, worst_p50) <= 0.05 else 'OUTSIDE'} 5%)")
+        worst[c.name] = compare(c.name, mine, scale)
+        for cls in s.classes:
+            if pair := [x for x in mine if x.sla_class == cls.name]:
+                worst[f"{c.name} / {cls.name}"] = compare(f"  {cls.name}", pair, scale)
+    print("engine: the server's own figures (usage.parallax_server_*: from the ingress's receipt to the token "
+          "leaving the engine); diff = client / engine - 1; path = client TTFT - engine TTFT, in wall ms")
+    per_config = max(v for k, v in worst.items() if "/" not in k)
+    per_pair = max(worst.values())
+    print(f"worst difference (means and medians of TTFT and TPOT): per configuration {per_config:.1%}, "
+          f"per (configuration, class) {per_pair:.1%}; "
+          f"{'within' if per_pair <= 0.05 else 'OUTSIDE'} 5% everywhere")
 
 
 if __name__ == "__main__":

@@ -138,10 +138,18 @@ def context_error(prompt_tokens: int, max_tokens: int, context: int) -> OpenAIEr
     return None
 
 
-def usage(prompt_tokens: int, completion_tokens: int, stream_interval_ms: float) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "parallax_stream_interval_ms": stream_interval_ms}
+def usage(prompt_tokens: int, completion_tokens: int, stream_interval_ms: float,
+          ttft_s: float | None = None, tpot_s: float | None = None) -> dict[str, Any]:
+    """OpenAI usage plus Parallax's extras: the SSE coalescing interval and the server's own TTFT / TPOT
+    (engine clock; from the ingress's receipt to the token leaving the engine), so that a client can
+    tell how much of its latency the path to it added."""
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens,
+                           "parallax_stream_interval_ms": stream_interval_ms}
+    for key, v in (("parallax_server_ttft_ms", ttft_s), ("parallax_server_tpot_ms", tpot_s)):
+        if v is not None:
+            out[key] = round(v * 1e3, 3)
+    return out
 
 
 def response_body(kind: Literal["completion", "chat"], request_id: str, model: str, text: str,

@@ -23,6 +23,8 @@ from deployments.telemetry import ReplicaMetrics, RequestTiming
 logger = logging.getLogger("ray.serve")
 
 STATS_PERIOD_S = 1.0
+# The most a request's arrival is moved back to the ingress's receipt (bounds a skewed clock on another node).
+MAX_HOP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,22 @@ class Job:
     arrival_wall: float   # time.time() when the ingress received it
 
 
+def received_at(arrival_wall: float, now_wall: float, now_monotonic: float) -> tuple[float, float]:
+    """When the ingress received a request, as (wall, monotonic) in this process.
+
+    Engines start their clock there, as vLLM starts its at the API server: the hop from the ingress to
+    this replica is the testbed's (many replicas on a few CPU cores), not the simulated GPUs'. The hop
+    counts as at most MAX_HOP_S, and never negative, so clock skew between nodes cannot move it far.
+    """
+    hop = min(max(now_wall - arrival_wall, 0.0), MAX_HOP_S)
+    return now_wall - hop, now_monotonic - hop
+
+
 @dataclass
 class _Progress:
     """What one request has produced so far, and when (wall clock)."""
 
-    started: float
+    started: float        # wall time the engine's clock starts from (the ingress's receipt)
     prompt_tokens: int = 0
     tokens: int = 0
     first_at: float | None = None
@@ -77,7 +90,7 @@ class LLMServer:
             self.metrics.set_engine_stats(st.running, st.waiting, st.kv_cache_usage, st.preemptions)
             await asyncio.sleep(STATS_PERIOD_S)
 
-    def _admit(self, job: Job) -> tuple[GenerationRequest, int, AsyncIterator[TokenChunk]]:
+    def _admit(self, job: Job) -> tuple[GenerationRequest, int, AsyncIterator[TokenChunk], _Progress]:
         """Hand a job to the engine, or raise the 400 the client gets (the engine may refuse it too)."""
         if job.sla_class not in self.slos:
             raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
@@ -87,11 +100,12 @@ class LLMServer:
         err = api.context_error(n, job.max_tokens, self.context)
         if err is not None:
             raise err
+        wall, monotonic = received_at(job.arrival_wall, time.time(), time.monotonic())
         req = GenerationRequest(request_id=job.request_id, prompt=job.prompt, max_tokens=job.max_tokens,
                                 min_tokens=job.min_tokens, sla_class=job.sla_class, ignore_eos=job.ignore_eos,
-                                temperature=job.temperature, arrival_time=time.monotonic())
+                                temperature=job.temperature, arrival_time=monotonic)
         try:
-            return req, n, self.engine.generate(req)
+            return req, n, self.engine.generate(req), _Progress(started=wall)
         except ValueError as e:
             raise api.OpenAIError(400, str(e), param="max_tokens", code="request_too_large") from None
 
@@ -118,11 +132,17 @@ class LLMServer:
             if p.finish_reason is None:
                 await self.engine.abort(req.request_id)
 
+    def _tpot(self, p: _Progress) -> float | None:
+        """Engine-clock seconds per output token after the first."""
+        if p.first_at is None or p.last_at is None or p.tokens < 2:
+            return None
+        return (p.last_at - p.first_at) / (p.tokens - 1) / self.scale
+
     def _record(self, job: Job, p: _Progress, engine_start: float) -> None:
         if p.failed or p.finish_reason in (None, "abort") or p.first_at is None or p.last_at is None:
             self.metrics.failed(job.sla_class, "error" if p.failed else "aborted")
             return
-        tpot = (p.last_at - p.first_at) / (p.tokens - 1) / self.scale if p.tokens > 1 else None
+        tpot = self._tpot(p)
 
         def timing(start: float) -> RequestTiming:
             return RequestTiming(ttft_s=(p.first_at - start) / self.scale, tpot_s=tpot,  # type: ignore[operator]
@@ -133,18 +153,18 @@ class LLMServer:
                               timing(job.arrival_wall), p.finish_reason)
 
     def _usage(self, p: _Progress) -> dict[str, Any]:
-        return api.usage(p.prompt_tokens, p.tokens, self.stream_interval_ms)
+        ttft = None if p.first_at is None else (p.first_at - p.started) / self.scale
+        return api.usage(p.prompt_tokens, p.tokens, self.stream_interval_ms, ttft, self._tpot(p))
 
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
         """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
         try:
-            req, n, stream = self._admit(job)
+            req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             yield {"status": e.status, "body": e.body()}
             return
         yield {"status": 200}
-        p = _Progress(started=time.time())
         created = int(job.arrival_wall)
         first = True
         try:
@@ -168,11 +188,10 @@ class LLMServer:
     async def complete(self, job: Job) -> dict[str, Any]:
         """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
         try:
-            req, n, stream = self._admit(job)
+            req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
             self.metrics.failed(job.sla_class, "error")
             return {"status": e.status, "body": e.body()}
-        p = _Progress(started=time.time())
         parts: list[str] = []
         try:
             async with aclosing(self._run(req, n, stream, p)) as chunks:

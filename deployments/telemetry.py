@@ -119,7 +119,8 @@ class ReplicaMetrics:
 
     def finished(self, sla_class: str, slo: SLO, engine: RequestTiming, server: RequestTiming,
                  finish_reason: str) -> None:
-        """Record a completed request: engine figures from the replica's receipt, server ones from ingress."""
+        """Record a completed request: engine figures from where the engine's clock started (server.received_at),
+        server ones from the ingress's own stamp."""
         if self.engine_family:
             self.prompt_tokens.inc(engine.prompt_tokens)
             self.generation_tokens.inc(engine.output_tokens)

@@ -22,6 +22,8 @@ from loadgen.records import RequestRecord, Status
 CONFIG_HEADER = "x-parallax-config"
 CLASS_HEADER = "x-sla-class"
 REQUEST_ID_HEADER = "x-request-id"
+# The Parallax ingress reports its own TTFT / TPOT (engine clock, ms) in the final usage.
+SERVER_TTFT_KEY, SERVER_TPOT_KEY = "parallax_server_ttft_ms", "parallax_server_tpot_ms"
 Api = Literal["completions", "chat"]
 
 _HINTS = {
@@ -71,6 +73,8 @@ class _Stream:
     end: float | None = None
     usage_prompt: int | None = None
     usage_completion: int | None = None
+    server_ttft_s: float | None = None
+    server_tpot_s: float | None = None
     finished: bool = False
     status: Status = "ok"
     error: str | None = None
@@ -211,6 +215,10 @@ class StreamingClient:
         usage = ev.get("usage") or {}
         if usage.get("prompt_tokens") is not None:
             s.usage_prompt = int(usage["prompt_tokens"])
+        if usage.get(SERVER_TTFT_KEY) is not None:
+            s.server_ttft_s = float(usage[SERVER_TTFT_KEY]) / 1e3
+        if usage.get(SERVER_TPOT_KEY) is not None:
+            s.server_tpot_s = float(usage[SERVER_TPOT_KEY]) / 1e3
         choices = ev.get("choices") or []
         text = ""
         if choices:
@@ -251,7 +259,7 @@ class StreamingClient:
             e2e_s=e2e if s.status == "ok" else None,
             prompt_tokens=s.usage_prompt if s.usage_prompt is not None else p.prompt_tokens,
             planned_prompt_tokens=p.prompt_tokens, output_tokens=out_tokens, max_tokens=p.max_tokens,
-            status=s.status,
+            status=s.status, server_ttft_s=s.server_ttft_s, server_tpot_s=s.server_tpot_s,
             http_status=s.http_status, error=s.error,
         )
 

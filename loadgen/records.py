@@ -41,6 +41,9 @@ class RequestRecord(BaseModel):
     e2e_s: float | None = None
     prompt_tokens: int | None = Field(default=None, description="from the server's usage, else as planned")
     planned_prompt_tokens: int
+    server_ttft_s: float | None = Field(default=None, description="the server's own TTFT, where it reports "
+                                        "one (Parallax: usage, on the engine's clock)")
+    server_tpot_s: float | None = Field(default=None, description="the server's own TPOT, likewise")
     output_tokens: int = 0
     max_tokens: int
     status: Status

@@ -17,7 +17,7 @@ class GenerationRequest:
     ignore_eos: bool = True
     min_tokens: int = 0                # vLLM's extra: no stop before this many tokens
     temperature: float = 0.0
-    arrival_time: float = 0.0  # time.monotonic() when the server received it
+    arrival_time: float = 0.0  # time.monotonic() when the ingress received it (0: now)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,9 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
             assert resp.headers["x-parallax-config"] in ("tp4", "tp2x2")
             chunks = list(resp.parse())
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
-        assert chunks[-1].usage.model_extra == {"parallax_stream_interval_ms": 20.0}
+        extra = chunks[-1].usage.model_extra or {}
+        assert extra["parallax_stream_interval_ms"] == 20.0
+        assert extra["parallax_server_ttft_ms"] > 0 and extra["parallax_server_tpot_ms"] > 0
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert metrics.status_code == 200 and "\nray_" in metrics.text  # Ray's own exporter
     finally:

@@ -16,6 +16,7 @@ from rich.console import Console
 from controllers.controller import Controller
 from controllers.run import run_scenario
 from controllers.scenario import parse_scenario
+from loadgen.records import read_records
 from monitoring.prometheus import read_state
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,11 @@ def test_routing_follows_a_step_in_the_latency_class_rate(tmp_path: Path) -> Non
     assert after[0][0] - STEP_AT_S <= FOLLOW_WITHIN_S, chosen
     for name in ("scenario.yaml", "records.jsonl", "scoreboard.csv", "weights.csv", "whatif.json", "report.html"):
         assert (folder / name).stat().st_size > 0, name
+    # every record carries the server's own TTFT / TPOT (engine clock), a part of what the client measured
+    ok = [r for r in read_records(folder / "records.jsonl") if r.status == "ok"]
+    scale = SCENARIO["engine"]["time_scale"]  # type: ignore[index]
+    assert ok and all(r.server_ttft_s is not None and r.server_tpot_s is not None for r in ok)
+    assert all(0 < r.server_ttft_s <= r.ttft_s / scale + 1e-3 for r in ok)  # type: ignore[operator]
     assert list((folder / "dashboards").rglob("*.json"))
     assert not ray.is_initialized()
     assert prom_pids and not _alive(prom_pids[0])

@@ -63,3 +63,5 @@ def test_stream_events_are_openai_sse() -> None:
     use = json.loads(api.usage_event("chat", "id1", "tp8", 7, api.usage(3, 2, 50.0))[6:])
     assert use["choices"] == [] and use["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
                                                      "parallax_stream_interval_ms": 50.0}
+    timed = api.usage(3, 2, 50.0, ttft_s=0.0123456, tpot_s=0.008)
+    assert timed["parallax_server_ttft_ms"] == 12.346 and timed["parallax_server_tpot_ms"] == 8.0

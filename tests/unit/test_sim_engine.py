@@ -14,6 +14,7 @@ from deployments.engines.sim.engine import SimEngine, count_prompt_tokens, outpu
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import distribution
+from deployments.server import MAX_HOP_S, received_at
 
 
 def spec(model: str = "llama-3.1-8b", tp: int = 1, pp: int = 1, **engine: object) -> DeploymentSpec:
@@ -169,3 +170,35 @@ async def test_realtime_matches_offline_percentiles() -> None:
         a, b = distribution(live), distribution(off)
         for q in ("p50", "p90", "p99"):
             assert a[q] == pytest.approx(b[q], rel=0.02), f"{name} {q}: real-time {a[q]:.2f} ms, offline {b[q]:.2f} ms"
+
+
+def test_the_engine_clock_starts_at_the_ingress_receipt_within_bounds() -> None:
+    # 30 ms on the way from the ingress: the engine counts them; a clock ahead of ours counts as 0 s;
+    # a hop longer than MAX_HOP_S (clock skew between nodes) is cut to MAX_HOP_S.
+    assert received_at(99.97, 100.0, 5.0) == pytest.approx((99.97, 4.97))
+    assert received_at(100.2, 100.0, 5.0) == (100.0, 5.0)
+    assert received_at(90.0, 100.0, 5.0) == (100.0 - MAX_HOP_S, 5.0 - MAX_HOP_S)
+
+
+async def test_a_back_dated_arrival_is_served_from_that_time() -> None:
+    # The server hands the engine the ingress's receipt: the first token comes one prefill after it,
+    # not one prefill after the (later) moment the replica got the request.
+    s = spec("llama-3.1-70b", 4, 1, time_scale=1.0)
+    eng = engine_for(s)
+    await eng.start()
+    hop = 0.05
+    await asyncio.sleep(2 * hop)   # the engine was running when the ingress received the request
+    try:
+        received = time.monotonic() - hop
+        stream = eng.generate(request("late", 2000, 2, arrival_time=received))
+        first = await anext(aiter(stream))
+        ttft = time.monotonic() - received
+        async for _ in stream:
+            pass
+    finally:
+        await eng.shutdown()
+    factory = ReplicaFactory(resolve_model(s.model), resolve_gpu("h100-sxm"), s.dtype, s.resolved_kv_dtype, 4, 1,
+                             s.engine)
+    offline = run_offline(factory, [RequestSpec(2000, 2)]).records[0].ttft
+    assert first.num_tokens == 1
+    assert offline > hop and ttft == pytest.approx(offline, abs=0.02)
