@@ -8,8 +8,11 @@ Client times are divided by `engine.time_scale`, as the reports do. Prints, per 
 (configuration, class), mean and median TTFT / TPOT both ways, their relative difference, and the
 wall time each request spent on the path (client TTFT - engine TTFT).
 
-    .venv/bin/python -m bench.live_path [SCENARIO] [--duration S] [--time-scale X]
+    .venv/bin/python -m bench.live_path [SCENARIO] [--time-scale X] [--duration S]
                                         [--stream-interval-ms M] [--seed N]
+
+`--time-scale` slows the simulated clock and offers the same engine-clock load (wall rates ÷ the
+ratio, steps × the ratio), which is how to ask "how slow must the clock be for this load?".
 """
 
 import argparse
@@ -26,6 +29,8 @@ import ray
 from controllers.scenario import check_scenario, load_scenario
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
+from loadgen.arrivals import with_rate
+from loadgen.config import LoadConfig, TrafficClass
 from loadgen.records import RECORDS_FILE, RequestRecord, read_records
 from loadgen.runner import run_load
 from monitoring.prometheus import free_port
@@ -40,7 +45,19 @@ def warm_up(url: str, configs: list[str]) -> None:
                 http.post("/v1/completions", json=body).raise_for_status()
 
 
-def rel(a: float, b: float) -> float:
+def same_engine_load(load: LoadConfig, classes: list[TrafficClass], factor: float) -> LoadConfig:
+    """The load that offers the same engine-clock traffic with the clock `factor` times slower: wall
+    rates ÷ factor, each step `factor` times longer (as many requests)."""
+    if any(c.arrival is not None for c in classes) or load.arrival.kind not in ("poisson", "gamma", "constant"):
+        raise SystemExit("--time-scale keeps the engine-clock load of poisson / gamma / constant arrivals only; "
+                         "edit the scenario's rates instead")
+    rate = load.arrival.rate
+    return load.model_copy(update={"arrival": with_rate(load.arrival, rate / factor),
+                                   "rates": [r / factor for r in load.rates],
+                                   "duration_s": load.duration_s * factor})
+
+
+def rel(a: float | np.floating, b: float | np.floating) -> float:
     return float(a / b - 1)
 
 
@@ -64,9 +81,11 @@ def compare(label: str, recs: list[RequestRecord], scale: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", nargs="?", default="scenarios/demo.yaml")
-    ap.add_argument("--duration", type=float, help="seconds per load step (default: the scenario's duration_s)")
+    ap.add_argument("--duration", type=float, help="wall seconds per load step (default: the scenario's "
+                    "duration_s, × the --time-scale ratio)")
     ap.add_argument("--time-scale", type=float,
-                    help="override engine.time_scale (the load keeps its wall rates, so the engine-clock load changes)")
+                    help="override engine.time_scale; wall rates and step lengths follow, so the engine-clock "
+                         "load (and the number of requests) stays the scenario's")
     ap.add_argument("--stream-interval-ms", type=float, help="override engine.stream_interval_ms")
     ap.add_argument("--seed", type=int, help="override load.seed")
     a = ap.parse_args()
@@ -74,7 +93,10 @@ def main() -> None:
     s = r.scenario
     engine = s.engine.model_copy(update={k: v for k, v in (
         ("time_scale", a.time_scale), ("stream_interval_ms", a.stream_interval_ms)) if v is not None})
-    load = s.load.model_copy(update={k: v for k, v in (("duration_s", a.duration), ("seed", a.seed)) if v is not None})
+    load = s.load
+    if a.time_scale is not None:
+        load = same_engine_load(load, s.classes, a.time_scale / s.engine.time_scale)
+    load = load.model_copy(update={k: v for k, v in (("duration_s", a.duration), ("seed", a.seed)) if v is not None})
     r = check_scenario(s.model_copy(update={"engine": engine, "load": load}), r.source, Path(a.scenario).parent)
     s, scale = r.scenario, engine.time_scale
     if engine.kind != "sim":

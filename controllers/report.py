@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from controllers import figures
@@ -170,6 +171,26 @@ def study_comparison(run: Run) -> list[str]:
     return out
 
 
+def _path_table(run: Run) -> str:
+    """Client-side TTFT against the server's own, per configuration (engine clock): what the path added."""
+    rows = []
+    for c in run.scenario.configurations:
+        both = [r for r in run.records if r.config == c.name and r.ok and r.ttft_s is not None
+                and r.server_ttft_s is not None]
+        if not both:
+            continue
+        client = np.array([r.ttft_s for r in both])
+        server = np.array([r.server_ttft_s for r in both])
+        mean, p50 = client.mean() / server.mean() - 1, np.median(client) / np.median(server) - 1
+        rows.append(f"<tr><td>{html.escape(c.name)}</td><td>{len(both)}</td>"
+                    f"<td>{_ms(client.mean())} / {_ms(np.median(client))}</td>"
+                    f"<td>{_ms(server.mean())} / {_ms(np.median(server))}</td><td>{mean:+.1%} / {p50:+.1%}</td></tr>")
+    if not rows:
+        return "<p>The server reported no TTFT of its own (a Parallax ingress puts it in each response's usage).</p>"
+    return ("<table><tr><th>configuration</th><th>requests</th><th>client TTFT mean / p50 (ms)</th>"
+            "<th>server's own mean / p50 (ms)</th><th>client ÷ server − 1</th></tr>" + "".join(rows) + "</table>")
+
+
 def _decisions_table(run: Run) -> str:
     if not run.decisions:
         return "<p>No routing changes were made.</p>"
@@ -245,6 +266,11 @@ policy <b>{s.controller.policy}</b>; {len(run.records)} requests recorded; {len(
 (the chosen one gets most of it, the others the exploration share). Predicted: the simulator, offline, for the
 class's observed arrival rate and length mix alone on that configuration. {whatif_note}</p>
 {_outcome_table(run)}
+<h2>Live path</h2>
+<p class=note>Client-side TTFT includes the live path (HTTP, Ray Serve's proxy, the ingress, the SSE relay): about
+10 ms of wall time per request on a 2-core machine, ÷ engine.time_scale on the engine's clock. The server reports
+its own TTFT in each response's usage; the difference is what the path added (bench/live_path.py measures it).</p>
+{_path_table(run)}
 <h2>Study vs simulation</h2>{study}
 <h2>Routing decisions</h2>{_decisions_table(run)}
 <h2>Figures</h2>{fig_html}

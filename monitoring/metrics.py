@@ -46,8 +46,10 @@ SERVER_OUTPUT_TOKENS = "output_tokens"        # counter
 SERVER_SLO_MET = "slo_met"                    # counter
 SERVER_SLO_VIOLATED = "slo_violated"          # counter
 
-# SLO-oriented buckets: fine enough to read p50/p90/p99 near the MLPerf targets.
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25,
+# SLO-oriented buckets: fine enough to read p50/p90/p99 near the MLPerf targets, and to tell decode
+# speeds apart (TPOT ~10 ms on TP8 vs ~15 ms on TP4xPP2 must not share one bucket).
+LATENCY_BUCKETS = (0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045,
+                   0.05, 0.06, 0.07, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25,
                    0.3, 0.4, 0.45, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0,
                    60.0, 120.0, 300.0)
 

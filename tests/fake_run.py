@@ -30,7 +30,7 @@ def make_run(folder: Path, seed: int = 0) -> Path:
             rows.append({"config": cfg, "sla_class": cls, "status": "ok" if i != 7 else "error",
                          "slo_met": fast and i != 7, "ttft_s": ttft, "tpot_s": rnd.uniform(0.01, 0.05),
                          "e2e_s": ttft + 3, "output_tokens": 100, "send_time": t + i * 0.5, "rate_step": int(rate) - 1,
-                         "offered_rate": rate / 2})
+                         "offered_rate": rate / 2, "server_ttft_s": ttft / s.engine.time_scale * 0.8})
         rows.append({"config": "tp8", "sla_class": "chat", "status": "cancelled", "send_time": None,
                      "scheduled_time": t + 31, "rate_step": int(rate) - 1})
         t += 30

@@ -21,6 +21,8 @@ def test_report_renders_every_figure_and_the_outcome(tmp_path: Path) -> None:
     assert "1 controller steps with stale data" in page
     assert "capacity within its SLO (req/s, engine clock): tp8 10.0, pp8 2.0" in page
     assert "pp8 is not the capacity leader" in page
+    # the client's TTFT (÷ time_scale) is 1 / 0.8 of the server's own in every record: +25% from the path
+    assert page.count("<td>+25.0% / +25.0%</td>") == 3
 
 
 def test_report_of_a_run_without_records_still_renders(tmp_path: Path) -> None:
