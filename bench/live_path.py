@@ -100,8 +100,8 @@ def main() -> None:
     r = check_scenario(s.model_copy(update={"engine": engine, "load": load}), r.source, Path(a.scenario).parent)
     s, scale = r.scenario, engine.time_scale
     if engine.kind != "sim":
-        raise SystemExit(f"{a.scenario}: bench.live_path compares with the simulated engine's schedule; "
-                         "use a scenario with engine.kind: sim")
+        raise SystemExit(f"{a.scenario}: bench.live_path measures the simulated engine's live path "
+                         "(engine.time_scale); use a scenario with engine.kind: sim")
     folder = Path(tempfile.mkdtemp(prefix="plx-bench-"))
     try:
         start_local_ray(r, folder / "ray", free_port())

@@ -138,7 +138,7 @@ class LLMServer:
             return None
         return (p.last_at - p.first_at) / (p.tokens - 1) / self.scale
 
-    def _record(self, job: Job, p: _Progress, engine_start: float) -> None:
+    def _record(self, job: Job, p: _Progress) -> None:
         if p.failed or p.finish_reason in (None, "abort") or p.first_at is None or p.last_at is None:
             self.metrics.failed(job.sla_class, "error" if p.failed else "aborted")
             return
@@ -149,7 +149,7 @@ class LLMServer:
                                  e2e_s=(p.last_at - start) / self.scale,  # type: ignore[operator]
                                  prompt_tokens=p.prompt_tokens, output_tokens=p.tokens)
 
-        self.metrics.finished(job.sla_class, self.slos[job.sla_class], timing(engine_start),
+        self.metrics.finished(job.sla_class, self.slos[job.sla_class], timing(p.started),
                               timing(job.arrival_wall), p.finish_reason)
 
     def _usage(self, p: _Progress) -> dict[str, Any]:
@@ -183,7 +183,7 @@ class LLMServer:
             yield api.sse(api.OpenAIError(500, f"engine error: {e}", "server_error").body())
             yield api.SSE_DONE
         finally:
-            self._record(job, p, p.started)
+            self._record(job, p)
 
     async def complete(self, job: Job) -> dict[str, Any]:
         """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
@@ -202,7 +202,7 @@ class LLMServer:
             p.failed = True
             return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
         finally:
-            self._record(job, p, p.started)
+            self._record(job, p)
         return {"status": 200, "body": api.response_body(job.kind, job.request_id, job.model, "".join(parts),
                                                          p.finish_reason, self._usage(p))}
 
