@@ -35,6 +35,21 @@ def state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV, "runs/up"))
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`: the holder leads its own session, and Ray's workers, each
+    in a process group of its own, stay in that session (killing the holder's group alone misses them)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
+        except (OSError, IndexError, ValueError):
+            continue
+        if session == sid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
 def _alive(pid: int | None) -> bool:
     if pid is None:
         return False
@@ -201,11 +216,9 @@ def _stop(st: UpState, path: Path) -> None:
         while _alive(st.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _alive(st.pid):
-            os.killpg(st.pid, signal.SIGKILL)  # the holder leads its own session: Ray's processes go with it
+            _kill_session(st.pid)
     elif st.pid is not None and st.temp_dir and Path(st.temp_dir).exists():
-        # the holder crashed before its teardown: Ray's processes live on in its process group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(st.pid, signal.SIGKILL)
+        _kill_session(st.pid)  # the holder crashed before its teardown: Ray's processes live on in its session
     _cleanup(st, path)
 
 

@@ -26,8 +26,9 @@ SCENARIO = {
 }
 
 
-def leftovers(pgid: int, temp_dir: str) -> list[str]:
-    """Live processes of the crashed holder's process group or naming its Ray temp dir."""
+def leftovers(sid: int, temp_dir: str) -> list[str]:
+    """Live processes of the crashed holder's session (Ray's workers each lead a process group of their
+    own, named ray::… so their command line does not show the temp dir) or naming its Ray temp dir."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -37,7 +38,7 @@ def leftovers(pgid: int, temp_dir: str) -> list[str]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if stat[0] != "Z" and (int(stat[2]) == pgid or temp_dir in cmd):
+        if stat[0] != "Z" and (int(stat[3]) == sid or temp_dir in cmd):
             out.append(f"{d.name}: {cmd[:120]}")
     return out
 
