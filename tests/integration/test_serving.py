@@ -210,7 +210,8 @@ def test_routing_weights_change_at_runtime(served: Served) -> None:
 
 def test_overload_beyond_max_ongoing_gets_503(served: Served) -> None:
     async def one(http: httpx.AsyncClient) -> int:
-        body = {"model": "tp8", "prompt": "x y z", "max_tokens": 400, "stream": True}
+        # ~10 s each on tp8: no request can finish (and free its slot) before the burst is all sent
+        body = {"model": "tp8", "prompt": "x y z", "max_tokens": 1200, "stream": True}
         async with http.stream("POST", "/v1/completions", json=body) as r:
             if r.status_code == 200:
                 async for _ in r.aiter_lines():
