@@ -3,11 +3,12 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controllers.commands import compare_cmd, report_cmd, run_cmd
+from controllers.plan.cli import plan_cmd
 from controllers.scenario import ScenarioError, load_scenario
+from controllers.terminal import console, fail
 from controllers.validate import footprints
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
@@ -22,19 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
 @app.callback()
 def _root() -> None:
     """Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic."""
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a clear error (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -57,7 +48,8 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
 
 
-# In the order a user meets them: check, simulate, serve, load, watch, run, report.
+# In the order a user meets them: check, plan, simulate, serve, load, watch, run, report.
+app.command("plan")(plan_cmd)
 app.command("simulate")(simulate_cmd)
 app.command("up")(up_cmd)
 app.command("status")(status_cmd)

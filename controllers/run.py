@@ -123,7 +123,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     capacities: dict[tuple[str, str], float] = {}
     predictor = threading.Thread(target=lambda: capacities.update(planned_capacities(resolved)),
                                  name="parallax-capacity", daemon=True)
-    predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
+    if s.plan is None:   # a planned comparison brings its predictions; nothing competes with its live load
+        predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
     with ExitStack() as stack:
         try:
             console.print("starting Ray and deploying the configurations …")
@@ -166,7 +167,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     if controller is not None:
         console.print(f"{len(controller.decisions)} routing decisions")
     report = None
-    predictor.join()
+    if predictor.is_alive():
+        predictor.join()
     try:
         write_whatif(resolved, folder)
     except Exception as e:  # the report is still worth having without the prediction

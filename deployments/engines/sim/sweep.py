@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.calibration import load_calibration
+from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.offline import RequestRecord, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
@@ -36,6 +36,16 @@ def meets(r: RequestRecord, slo: SLO) -> bool:
             and (slo.e2e_ms is None or r.e2e * 1e3 <= slo.e2e_ms))
 
 
+def scenario_calibration(resolved: Resolved) -> Calibration | None:
+    """The scenario's calibration override, if any; a relative path is read next to the scenario, as
+    validation does."""
+    path = resolved.scenario.engine.calibration
+    if path is None:
+        return None
+    p = Path(path)
+    return load_calibration(p if p.is_absolute() or p.exists() else Path(resolved.source).parent / p)
+
+
 def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
                       seed: int | None = None) -> list[SweepPoint]:
     """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own)."""
@@ -48,10 +58,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     sweep = rates or s.load.rates or [own]
     seed = s.engine.seed if seed is None else seed
     base_dir = Path(resolved.source).parent
-    calibration = None
-    if s.engine.calibration is not None:   # a relative path is read next to the scenario, as validation does
-        p = Path(s.engine.calibration)
-        calibration = load_calibration(p if p.is_absolute() or p.exists() else base_dir / p)
+    calibration = scenario_calibration(resolved)
     points = []
     for c in s.configurations:
         factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
