@@ -42,8 +42,9 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Fidelity:
-    """How hard one capacity search works: requests per run (between the bounds, enough to span `horizon`
-    saturation E2E latencies), and the relative width at which the bisection stops."""
+    """How hard one capacity search works: requests per run (between the bounds, enough for the run to span
+    `horizon` times the median E2E latency of the previous run, so that queues reach their steady state), and
+    the relative width at which the bisection stops."""
 
     min_requests: int
     max_requests: int
@@ -157,6 +158,7 @@ class RunFigures:
     goodput: float                  # requests/s that meet every SLO of their class
     output_tokens_per_s: float      # offered output tokens/s (= served while the pool keeps up)
     breakdown: dict[str, float]     # share of iteration time per cost term
+    e2e_p50_s: float = 0.0          # median end-to-end latency (sizes the next run's horizon)
     gpu_ms_per_token: dict[str, float] = field(default_factory=dict)   # GPU busy time per output token, by term
 
     @property
@@ -210,8 +212,9 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
             for k, v in core.term_seconds.items():
                 per_token[k] = per_token.get(k, 0.0) + v * tp * 1e3 / max(1, total_out)
     n = max(1, len(judged))
+    e2e = float(np.median([r.e2e for r in judged])) if judged else 0.0
     return RunFigures(rate, classes, goodput=rate * met_total / n, output_tokens_per_s=rate * out_tokens / n,
-                      breakdown=breakdown, gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
+                      breakdown=breakdown, e2e_p50_s=e2e, gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
 
 
 def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | None:
@@ -236,10 +239,9 @@ def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: in
 @dataclass(frozen=True)
 class Saturation:
     """What one replica of a shape serves for a class group with every slot busy (a closed loop of
-    `max_num_seqs` users): requests/s, and the median E2E latency then (it sizes the runs' horizon)."""
+    `max_num_seqs` users): requests/s."""
 
     rate: float
-    e2e_s: float
 
 
 def saturation(setup: Setup, shape: Shape, knobs: Knobs, names: Sequence[str], seed: int) -> Saturation:
@@ -247,12 +249,12 @@ def saturation(setup: Setup, shape: Shape, knobs: Knobs, names: Sequence[str], s
     users = knobs.max_num_seqs
     reqs = stream(setup, names, 4 * users, seed)
     if _too_long(setup, reqs, factory.max_model_len) is not None:
-        return Saturation(0.0, 0.0)
+        return Saturation(0.0)
     result = run_offline(factory, reqs, replicas=1, concurrency=users)
     finish = sorted(r.finish for r in result.records)
     span = finish[-users - 1] - finish[users - 1]    # every slot busy: after the first wave, before the tail
     rate = (len(finish) - 2 * users) / span if span > 0 else len(finish) / max(finish[-1], 1e-9)
-    return Saturation(rate, float(np.median([r.e2e for r in result.records])))
+    return Saturation(rate)
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class Capacity:
     upper: float                # the lowest rate found to fail (the saturation throughput if SLOs never bind)
     saturation: float           # requests/s with every slot of every replica busy
     misses: tuple[Miss, ...]    # what fails at `upper` (at the lowest rate tried when `rate` is 0)
-    horizon_s: float            # simulated seconds a run spans (sizes the request count)
+    horizon_s: float            # simulated seconds a run at `rate` should span (sizes the request count)
     runs: int                   # simulations run (the saturation run not counted)
 
     @property
@@ -288,22 +290,30 @@ def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, g
     sustainable, however lax the SLO."""
     sat = sat or saturation(setup, pool.shape, knobs, pool.classes, seed)
     top = sat.rate * pool.replicas
-    horizon = fid.horizon * max(sat.e2e_s, 1e-3)
     if top <= 0:
         factory = setup.factory(pool.shape, knobs)
         miss = _too_long(setup, stream(setup, pool.classes, 4 * knobs.max_num_seqs, seed), factory.max_model_len)
-        return Capacity(0.0, 0.0, 0.0, (miss,) if miss else (), horizon, 0)
+        return Capacity(0.0, 0.0, 0.0, (miss,) if miss else (), 0.0, 0)
     floor = top / 256
     step = 1 + 3 * fid.tolerance if guess else 4.0
     r = min(max(guess or top / 2, floor), top / (1 + fid.tolerance))
     lo, hi, tested_hi = 0.0, top, False
     misses: tuple[Miss, ...] = ()
+    horizon = 0.0          # seconds a run must span; from the last run's median E2E (none yet: fewest requests)
+    passed_horizon = 0.0
     runs = 0
     while True:
-        f = run_at(setup, pool, knobs, r, requests_for(r, horizon, fid), seed)
-        runs += 1
+        n = requests_for(r, horizon, fid)
+        while True:   # a run must span `fid.horizon` of its own median E2E: rerun longer until it does
+            f = run_at(setup, pool, knobs, r, n, seed)
+            runs += 1
+            horizon = fid.horizon * f.e2e_p50_s
+            longer = requests_for(r, horizon, fid)
+            if longer <= n * 1.25:
+                break
+            n = longer
         if f.met:
-            lo = r
+            lo, passed_horizon = r, horizon
         else:
             hi, misses, tested_hi = r, f.misses, True
         if lo == 0.0:
@@ -311,7 +321,7 @@ def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, g
                 return Capacity(0.0, r, top, misses, horizon, runs)
             r = max(r / step, floor)
         elif hi / lo <= 1 + fid.tolerance:
-            return Capacity(lo, hi, top, misses, horizon, runs)
+            return Capacity(lo, hi, top, misses, passed_horizon, runs)
         else:
             r = math.sqrt(lo * hi) if tested_hi else min(math.sqrt(lo * hi), lo * step)
         step *= step

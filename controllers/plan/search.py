@@ -49,6 +49,7 @@ from deployments.catalog.dtypes import Dtype
 Objective = Literal["max-rate", "goodput-per-gpu", "min-gpus"]
 OBJECTIVES: tuple[Objective, ...] = ("max-rate", "goodput-per-gpu", "min-gpus")
 PROMISING_PER_FINALIST = 4      # candidates screened (after the coarse stage) per front-runner refined
+SLACK = 0.05                    # a deployment needing more GPUs for at most this much more rate is left out
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def _capacities(runner: Runner, setup: Setup, wanted: dict[PoolKey, set[int]], f
         if prior is not None:
             guesses = tuple(prior[(key, r)].rate for r in rs)
             first = prior[(key, rs[0])]
-            sat = Saturation(first.saturation / rs[0], first.horizon_s / COARSE.horizon) if first.saturation else None
+            sat = Saturation(first.saturation / rs[0]) if first.saturation else None
         tasks.append(PoolsTask(setup, key, rs, fid, seed, guesses, sat))
     tasks.sort(key=lambda t: -len(t.replicas))     # the longest first, so the workers stay busy to the end
     out: Table = {}
@@ -264,11 +265,14 @@ def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) 
 
 
 def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
-    """Without the candidates an earlier one beats on both GPUs (as few or fewer) and rate (as high or higher):
-    a deployment that needs more GPUs for no more rate is never the answer."""
+    """Without near-duplicates: a deployment another one matches with fewer GPUs (within SLACK of its rate),
+    or with the same GPUs and the same rate (they differ only in a pool that does not limit them)."""
     out: list[Evaluated] = []
     for e in ranked:
-        if not any(o.candidate.gpus <= e.candidate.gpus and o.max_rate >= e.max_rate for o in out):
+        g, r = e.candidate.gpus, e.max_rate
+        fewer = any(o.candidate.gpus < g and o.max_rate >= (1 - SLACK) * r for o in ranked)
+        twin = any(o.candidate.gpus == g and o.max_rate == r for o in out)
+        if not (fewer or twin):
             out.append(e)
     return out
 
