@@ -256,12 +256,9 @@ def _rank(evaluated: list["Evaluated"], table: Table, objective: Objective, requ
 
 
 def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
-    """`chosen` and, if none of them is homogeneous, the best homogeneous deployment (the reference a
-    heterogeneous split has to beat)."""
-    if any(e.candidate.homogeneous for e in chosen):
-        return chosen
+    """`chosen` and the best homogeneous deployment of `ranked` (the reference a split has to beat)."""
     best = next((e for e in ranked if e.candidate.homogeneous), None)
-    return [*chosen, best] if best is not None else chosen
+    return [*chosen, best] if best is not None and all(e is not best for e in chosen) else chosen
 
 
 def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
