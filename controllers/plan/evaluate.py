@@ -212,9 +212,9 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
             for k, v in core.term_seconds.items():
                 per_token[k] = per_token.get(k, 0.0) + v * tp * 1e3 / max(1, total_out)
     n = max(1, len(judged))
-    e2e = float(np.median([r.e2e for r in judged])) if judged else 0.0
+    median_e2e = float(np.median([r.e2e for r in judged])) if judged else 0.0
     return RunFigures(rate, classes, goodput=rate * met_total / n, output_tokens_per_s=rate * out_tokens / n,
-                      breakdown=breakdown, e2e_p50_s=e2e, gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
+                      breakdown=breakdown, e2e_p50_s=median_e2e, gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
 
 
 def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | None:
