@@ -10,6 +10,7 @@ from typing import cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from controllers.plan.evaluate import PlanError
@@ -103,8 +104,13 @@ def plan_cmd(
 
 
 def _verify(resolved: Resolved, plan: Plan, k: int, out: Path, duration_s: float | None, con: Console) -> None:
-    con.print(f"verifying the top {k} live on the {resolved.scenario.engine.kind} engine …")
-    v = verify(resolved, plan, k, out, con, duration_s=duration_s)
+    scenario = proposal(resolved, plan, k, duration_s)
+    steps = len(scenario.load.rates)
+    e = scenario.engine
+    clock = f", time_scale {e.time_scale:g}, stream_interval_ms {e.stream_interval_ms:g}" if e.kind == "sim" else ""
+    con.print(f"verifying the top {len(scenario.plan.deployments) if scenario.plan else 0} live on the "
+              f"{e.kind} engine: {steps} load steps of {scenario.load.duration_s:g} s{clock} …", highlight=False)
+    v = verify(resolved, scenario, out, con)
     if v.error:
         fail(f"the live run failed: {v.error}; what was recorded is in {v.folder}")
     c = v.comparison
@@ -114,7 +120,8 @@ def _verify(resolved: Resolved, plan: Plan, k: int, out: Path, duration_s: float
                   "live rank", title="plan vs live")
     for d in c.deployments:
         lo, hi = d.live_capacity
-        table.add_row(str(d.planned.rank), d.planned.label, f"{d.planned.max_rate:.2f} ± {d.planned.max_rate_std:.2f}",
+        table.add_row(str(d.planned.rank), escape(d.planned.label),
+                      f"{d.planned.max_rate:.2f} ± {d.planned.max_rate_std:.2f}",
                       f"{d.passed}/{len(d.steps)}", f"{lo:.2f} – {'∞' if hi is None else f'{hi:.2f}'}",
                       str(d.live_rank))
     con.print(table)
@@ -136,15 +143,15 @@ def _show(plan: Plan, resolved: Resolved, top: int) -> None:
         for n in names:
             cf = next((f.classes[n] for f in e.figures if n in f.classes), None)
             cells.append(f"{cf.ttft_ms['p90']:.0f} / {cf.tpot_ms['p90']:.0f}" if cf and cf.requests else "–")
-        table.add_row(str(i), e.candidate.label(len(names)), str(e.candidate.gpus),
+        table.add_row(str(i), escape(e.candidate.label(len(names))), str(e.candidate.gpus),
                       f"{e.max_rate:.2f} ± {e.max_rate_std:.2f}", f"{e.goodput_per_gpu:.3f}",
                       f"{e.output_tokens_per_s_per_gpu:,.0f}", *cells,
                       ", ".join(dict.fromkeys(c.binding for c in e.capacities)))
     console.print(table)
     for line in why(plan, len(names)):
-        console.print(f"• {line}", highlight=False)
+        console.print(f"• {escape(line)}", highlight=False)
     console.print(f"[dim]{plan.candidates:,} candidates, {plan.pool_evaluations} pool capacities, "
                   f"{plan.simulations:,} simulations in {plan.seconds:.1f} s on {plan.where}. Rates are requests/s "
                   f"on the engine clock. {NOISE_NOTE}[/]", highlight=False)
     for note in plan.notes:
-        console.print(f"[dim]{note}[/]", highlight=False)
+        console.print(f"[dim]{escape(note)}[/]", highlight=False)

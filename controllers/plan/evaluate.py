@@ -132,8 +132,8 @@ class Miss:
                     f"< {self.target_attainment:.0%} (each alone holds)")
         q = round(self.target_attainment * 100)
         over = self.value_ms / self.target_ms - 1
-        return (f"{self.sla_class}: p{q} {self.metric} {self.value_ms:,.0f} ms > {self.target_ms:,.0f} ms target "
-                f"(+{over:.0%}; attainment {self.attainment:.1%} < {self.target_attainment:.0%})")
+        return (f"{self.sla_class}: p{q} {self.metric} {self.value_ms:,.4g} ms > {self.target_ms:,.4g} ms target "
+                f"({over:+.1%}; attainment {self.attainment:.1%} < {self.target_attainment:.0%})")
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,9 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: OfflineResult | None,
-          tp: int) -> RunFigures:
+          tp: int, warmup_fraction: float = WARMUP_FRACTION) -> RunFigures:
     """Per-class attainment and latencies of a run's records (the warm-up left out)."""
-    judged = records[int(len(records) * WARMUP_FRACTION):]
+    judged = records[int(len(records) * warmup_fraction):]
     classes = {}
     met_total = 0
     for tc in setup.classes:
@@ -214,7 +214,8 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
     n = max(1, len(judged))
     median_e2e = float(np.median([r.e2e for r in judged])) if judged else 0.0
     return RunFigures(rate, classes, goodput=rate * met_total / n, output_tokens_per_s=rate * out_tokens / n,
-                      breakdown=breakdown, e2e_p50_s=median_e2e, gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
+                      breakdown=breakdown, e2e_p50_s=median_e2e,
+                      gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
 
 
 def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | None:
@@ -234,6 +235,31 @@ def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: in
         return RunFigures(rate, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {})
     result = run_offline(factory, reqs, replicas=pool.replicas)
     return judge(setup, result.records, rate, result, pool.shape.tp)
+
+
+def run_steps(setup: Setup, pool: Pool, knobs: Knobs, rates: Sequence[float], duration_s: float,
+              seed: int, warmup_s: float = 0.0) -> list[RunFigures]:
+    """One run through rising rates, `duration_s` each after `warmup_s` at the first rate, state carried from
+    step to step as in a live sweep; each step judged on the requests it sent (the warm-up's left out)."""
+    factory = setup.factory(pool.shape, knobs)
+    reqs: list[RequestSpec] = []
+    bounds = []
+    start = 0.0
+    for j, (rate, span) in enumerate([(rates[0], warmup_s), *((r, duration_s) for r in rates)]):
+        if span <= 0:
+            continue
+        step = at_rate(stream(setup, pool.classes, max(1, round(rate * span)), seed + j), rate)
+        bounds.append((len(reqs), len(reqs) + len(step)))
+        reqs += [replace(r, arrival=r.arrival + start) for r in step]
+        start += span
+    if warmup_s > 0:
+        bounds = bounds[1:]
+    long = _too_long(setup, reqs, factory.max_model_len)
+    if long is not None:
+        return [RunFigures(r, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {}) for r in rates]
+    records = run_offline(factory, reqs, replicas=pool.replicas).records
+    return [judge(setup, records[a:b], rate, None, pool.shape.tp, warmup_fraction=0.0)
+            for (a, b), rate in zip(bounds, rates, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ class StepOutcome:
     requests: int
     attainment: dict[str, float]      # per class it served in this step
     met: bool | None                  # None: no request in this step
-    predicted: bool                   # whether the plan says it meets every SLO at this rate
+    predicted: bool                   # whether the simulator, offline, meets every SLO under this step's load
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
                     att[cls] = sum(r.slo_met for r in rs) / len(rs)
             met = all(att[c] >= targets[c] for c in att) if att else None
             offered = x * plan.unit(d)
-            steps.append(StepOutcome(offered, len(recs), att, met, offered <= d.max_rate))
+            predicted = d.predicted_steps[j] if j < len(d.predicted_steps) else offered <= d.max_rate
+            steps.append(StepOutcome(offered, len(recs), att, met, predicted))
         out.append(LiveDeployment(d, steps))
     order = sorted(out, key=lambda ld: (-ld.passed, -ld._tiebreak(), ld.planned.rank))
     ranked = {id(ld): i + 1 for i, ld in enumerate(order)}

@@ -5,6 +5,11 @@ itself; the controller only observes while every class of every load step goes t
 shares (by GPUs for a per-GPU objective). The load is a ladder of rates per deployment chosen from the
 predictions: one every deployment should meet, one between each pair of neighbouring predicted capacities,
 and one none should meet, so that the live run tells the deployments apart where the plan says they differ.
+The simulator runs that same ladder offline, so each step has a prediction for the very load it offers.
+
+With the sim engine, the live path's budget on a small machine (deployments/README.md, "Live-path capacity")
+sets the floor of `time_scale` (requests per wall second) and of `stream_interval_ms` (SSE events per wall
+second: the streams in flight ÷ the interval, whatever the time scale).
 """
 
 import math
@@ -14,12 +19,16 @@ from pathlib import Path
 import yaml
 
 from controllers.plan.candidates import Candidate
+from controllers.plan.evaluate import run_steps
 from controllers.plan.schema import PlannedDeployment, PlannedPool, PlanSection
-from controllers.plan.search import Plan
+from controllers.plan.search import Evaluated, Plan
 from controllers.scenario import Resolved, Scenario
-from deployments.config import ParallelConfig
+from deployments.config import EngineConfig, ParallelConfig
 
-LOW, HIGH = 0.7, 1.3      # the ladder's first and last rungs, relative to the lowest and highest capacity
+LOW, HIGH = 0.7, 1.3          # the ladder's first and last rungs, relative to the lowest and highest capacity
+WALL_REQUESTS_PER_S = 15.0    # what the live path of a 2-core machine carries comfortably
+WALL_EVENTS_PER_S = 400.0     # SSE events per second, well inside the ~1,100 it carries at most
+WARMUP_WALL_S = 5.0           # before the first step: fresh replicas and connections are not judged
 
 
 def _name(rank: int, pool_index: int, c: Candidate) -> str:
@@ -29,12 +38,16 @@ def _name(rank: int, pool_index: int, c: Candidate) -> str:
     return f"p{rank}{suffix}-{p.replicas}x{shape}"
 
 
-def planned(plan: Plan, k: int, classes: int) -> PlanSection:
-    """The plan section of the top `k` deployments that share the winner's engine options."""
+def chosen(plan: Plan, k: int) -> list[Evaluated]:
+    """The top `k` deployments that share the winner's engine options (one scenario has one set)."""
     knobs = plan.ranked[0].candidate.knobs
-    chosen = [e for e in plan.ranked if e.candidate.knobs == knobs][:k]
+    return [e for e in plan.ranked if e.candidate.knobs == knobs][:k]
+
+
+def planned(plan: Plan, k: int, classes: int) -> PlanSection:
+    """The plan section of the top `k` deployments (no step predictions yet)."""
     deployments = []
-    for rank, e in enumerate(chosen, start=1):
+    for rank, e in enumerate(chosen(plan, k), start=1):
         c = e.candidate
         pools = [PlannedPool(config=_name(rank, i, c), classes=list(p.classes)) for i, p in enumerate(c.pools)]
         deployments.append(PlannedDeployment(rank=rank, label=c.label(classes), gpus=c.gpus, max_rate=e.max_rate,
@@ -56,36 +69,61 @@ def ladder(section: PlanSection) -> list[float]:
     return out
 
 
+def live_engine(engine: EngineConfig, section: PlanSection, best: list[Evaluated], top: float) -> EngineConfig:
+    """The sim engine slowed and its streams coalesced enough for the live path to carry the top rung."""
+    if engine.kind != "sim":
+        return engine
+    units = sum(section.unit(d) for d in section.deployments)
+    in_flight = sum(top * section.unit(d) * sh * f.e2e_p50_s
+                    for d, e in zip(section.deployments, best, strict=True)
+                    for sh, f in zip(e.shares, e.figures, strict=True))
+    return engine.model_copy(update={
+        "time_scale": max(engine.time_scale, math.ceil(top * units / WALL_REQUESTS_PER_S)),
+        "stream_interval_ms": max(engine.stream_interval_ms, math.ceil(in_flight / WALL_EVENTS_PER_S * 10) * 100)})
+
+
+def _predict_steps(plan: Plan, e: Evaluated, offered: list[float], duration_s: float,
+                   warmup_s: float) -> list[bool]:
+    """Whether every class of deployment `e` meets its target at each step, simulated offline as one sweep."""
+    met = [True] * len(offered)
+    for pool, share in zip(e.candidate.pools, e.shares, strict=True):
+        figs = run_steps(plan.setup, pool, e.candidate.knobs, [x * share for x in offered], duration_s,
+                         plan.setup.engine.seed, warmup_s)
+        met = [m and f.met for m, f in zip(met, figs, strict=True)]
+    return met
+
+
 def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = None) -> Scenario:
     """A scenario that deploys the plan's top `k` side by side and offers them the ladder of rates."""
     s = resolved.scenario
-    names = [c.name for c in s.classes]
-    section = planned(plan, k, len(names))
-    chosen = [e for e in plan.ranked if e.candidate.knobs == plan.ranked[0].candidate.knobs][:k]
+    best = chosen(plan, k)
+    section = planned(plan, k, len(s.classes))
     gpn = plan.budget.gpus_per_node
-    configs = []
-    for d, e in zip(section.deployments, chosen, strict=True):
-        for pool, p in zip(d.pools, e.candidate.pools, strict=True):
-            configs.append(ParallelConfig(name=pool.config, tp=p.shape.tp, pp=p.shape.pp, replicas=p.replicas,
-                                          spread_pp_over_nodes=p.shape.gpus > gpn))
-    knobs = chosen[0].candidate.knobs
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    configs = [ParallelConfig(name=pool.config, tp=p.shape.tp, pp=p.shape.pp, replicas=p.replicas,
+                              spread_pp_over_nodes=p.shape.gpus > gpn)
+               for d, e in zip(section.deployments, best, strict=True)
+               for pool, p in zip(d.pools, e.candidate.pools, strict=True)]
+    rungs = ladder(section)
+    engine = live_engine(best[0].candidate.knobs.engine(s.engine), section, best, rungs[-1])
+    scale = engine.time_scale if engine.kind == "sim" else 1.0
+    load = s.load.model_copy(update={"duration_s": duration_s or s.load.duration_s,
+                                     "warmup_s": max(s.load.warmup_s, WARMUP_WALL_S)})
     units = sum(section.unit(d) for d in section.deployments)
-    rates = [round(r * units / scale, 4) for r in ladder(section)]
-    load_update: dict[str, object] = {"rates": rates}
-    if duration_s is not None:
-        load_update["duration_s"] = duration_s
+    load = load.model_copy(update={"rates": [round(x * units / scale, 4) for x in rungs]})
+    deployments = [d.model_copy(update={"predicted_steps": _predict_steps(
+        plan, e, [x * section.unit(d) for x in rungs], load.duration_s / scale, load.warmup_s / scale)})
+        for d, e in zip(section.deployments, best, strict=True)]
     return s.model_copy(update={
         "name": f"{s.name}-plan",
-        "description": (f"Top {len(chosen)} deployments of `parallax plan` ({plan.objective}, {plan.budget.gpus} GPUs "
+        "description": (f"Top {len(best)} deployments of `parallax plan` ({plan.objective}, {plan.budget.gpus} GPUs "
                         f"each) side by side: " + "; ".join(f"#{d.rank} {d.label}" for d in section.deployments)),
-        "kv_dtype": knobs.kv_dtype,
-        "hardware": s.hardware.model_copy(update={"nodes": len(chosen) * len(plan.budget.nodes)}),
-        "engine": knobs.engine(s.engine),
+        "kv_dtype": best[0].candidate.knobs.kv_dtype,
+        "hardware": s.hardware.model_copy(update={"nodes": len(best) * len(plan.budget.nodes)}),
+        "engine": engine,
         "configurations": configs,
         "controller": s.controller.model_copy(update={"policy": "observe"}),
-        "load": s.load.model_copy(update=load_update),
-        "plan": section,
+        "load": load,
+        "plan": section.model_copy(update={"deployments": deployments}),
     })
 
 

@@ -23,6 +23,9 @@ class PlannedDeployment(_Strict):
     max_rate: float = Field(ge=0, description="predicted highest total rate meeting every SLO (req/s, engine clock)")
     max_rate_std: float = Field(default=0.0, ge=0, description="spread of that prediction over seeds")
     pools: list[PlannedPool] = Field(min_length=1)
+    predicted_steps: list[bool] = Field(
+        default_factory=list, description="per step of the load: whether the simulator, offline, has every class "
+        "meet its attainment target under the same load (empty: judged by max_rate)")
 
     @property
     def configs(self) -> list[str]:

@@ -164,6 +164,7 @@ class Plan:
     """The ranked outcome of a search and how it was obtained."""
 
     scenario: str
+    setup: Setup                      # what every simulation of the search shared
     objective: Objective
     budget: Budget
     ranked: list[Evaluated]           # refined candidates, best first
@@ -353,7 +354,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
                         f"{required:.2f} req/s (engine clock); the closest, {best.candidate.label(len(names))}, "
                         f"reaches {best.max_rate:.2f} req/s: {_limit_text(best)}; raise --gpus or lower the rate")
     ranked = sorted(every, key=lambda e: score(e, opts.objective, required))
-    return Plan(s.name, opts.objective, budget, finalists, ranked, required, rates,
+    return Plan(s.name, setup, opts.objective, budget, finalists, ranked, required, rates,
                 len(coarse) + len(screened) + len(seeds) * sum(map(len, wanted.values())), sims,
                 time.perf_counter() - t0, runner.where, len(seeds), notes)
 

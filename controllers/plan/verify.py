@@ -8,11 +8,9 @@ from pathlib import Path
 from rich.console import Console
 
 from controllers.plan.live import PlanVsLive, compare
-from controllers.plan.proposal import proposal
-from controllers.plan.search import Plan
 from controllers.report import read_run
 from controllers.run import run_scenario
-from controllers.scenario import Resolved, check_scenario
+from controllers.scenario import Resolved, Scenario, check_scenario
 
 
 @dataclass(frozen=True)
@@ -24,11 +22,10 @@ class Verification:
     error: str | None
 
 
-def verify(resolved: Resolved, plan: Plan, k: int, root: Path, console: Console, live: bool = False,
-           duration_s: float | None = None) -> Verification:
-    """Run the top `k` live on the scenario's engine and compare; the run folder holds the whole record."""
+def verify(resolved: Resolved, scenario: Scenario, root: Path, console: Console, live: bool = False) -> Verification:
+    """Run a plan's proposal (`proposal.proposal`) live on its engine and compare; the run folder holds the
+    whole record."""
     t0 = time.perf_counter()
-    scenario = proposal(resolved, plan, k, duration_s)
     base = Path(resolved.source).parent
     checked = check_scenario(scenario, resolved.source, base)
     result = run_scenario(checked, root, console, live=live)

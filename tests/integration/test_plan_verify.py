@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from controllers.plan.parallel import runner
+from controllers.plan.proposal import proposal
 from controllers.plan.search import PlanOptions, search
 from controllers.plan.verify import verify
 from controllers.scenario import parse_scenario
@@ -24,7 +25,7 @@ SCENARIO = {
     "server": {"port": 0},
     "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 450, "tpot_ms": 40, "attainment": 0.9},
                  "input": {"kind": "fixed", "value": 1000}, "output": {"kind": "fixed", "value": 16}}],
-    "load": {"arrival": {"kind": "poisson", "rate": 1.0}, "duration_s": 12},
+    "load": {"arrival": {"kind": "poisson", "rate": 1.0}, "duration_s": 20},
 }
 
 
@@ -35,7 +36,7 @@ def test_the_live_ranking_of_the_top_two_agrees_with_the_plan(tmp_path: Path) ->
     top = plan.ranked[:2]
     assert len(top) == 2 and top[0].max_rate > 1.5 * top[1].max_rate   # e.g. 2×TP1 against 1×TP2
     with open(os.devnull, "w") as quiet:
-        v = verify(resolved, plan, 2, tmp_path / "runs", Console(file=quiet))
+        v = verify(resolved, proposal(resolved, plan, 2), tmp_path / "runs", Console(file=quiet))
     assert v.error is None, v.error
     c = v.comparison
     assert c is not None and len(c.deployments) == 2
