@@ -220,15 +220,18 @@ def _plan_vs_live(run: Run) -> str:
                     f"<td>{d.passed}/{len(d.steps)}</td><td>{lo:.2f} – {'∞' if hi is None else f'{hi:.2f}'}</td>"
                     f"<td class={'ok' if d.live_rank == d.planned.rank else 'bad'}>{d.live_rank}</td>"
                     f"{''.join(cells)}</tr>")
+    sep, pairs = pvl.pairs_separated
     verdict = ("<span class=ok>the live ranking agrees with the plan</span>" if pvl.ranks_agree else
                "<span class=bad>the live ranking differs</span>: " + ", ".join(
                    f"#{a} ranked below #{b}" for a, b in pvl.inversions))
     return (f"<h2>Plan vs live</h2><p class=note>`parallax plan` ({plan.objective}) predicted each deployment's "
             f"capacity: the highest total rate at which every class meets its SLO. The live run offered each "
             f"deployment the same load ladder ({ladder} {unit}, engine clock; one rung every deployment should "
-            f"meet, one between each pair of predicted capacities, one above all), every class split "
+            f"meet, one between each pair of predicted capacities), every class split "
             f"{'by GPUs' if plan.split == 'per-gpu' else 'equally'} between them. A step is met when every class "
-            f"meets its attainment target there.</p><p>{verdict}; {pvl.steps_agree} of {pvl.steps_measured} "
+            f"meets its attainment target there; 'predicted': the simulator run offline through the same ladder."
+            f"</p><p>{verdict} ({sep} of {pairs} pairs told apart by the steps met, the rest by the worst class "
+            f"attainment at the first step missed); {pvl.steps_agree} of {pvl.steps_measured} "
             f"steps as predicted.</p><table>{head}{''.join(rows)}</table>")
 
 

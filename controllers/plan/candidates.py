@@ -116,13 +116,18 @@ def shapes(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, k
             g = tp * pp
             if g > gpn and not (spread_pp and g % gpn == 0):
                 continue
-            try:
-                check_parallelism(model, tp, pp)
-            except ValueError:
-                continue
-            if fits(model, gpu, dtype, engine, knobs, Shape(tp, pp)):
+            if runs(model, gpu, dtype, engine, knobs, Shape(tp, pp)):
                 out.append(Shape(tp, pp))
     return out
+
+
+def runs(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs, shape: Shape) -> bool:
+    """Whether vLLM accepts the split (`check_parallelism`) and one replica leaves room for a KV cache."""
+    try:
+        check_parallelism(model, shape.tp, shape.pp)
+    except ValueError:
+        return False
+    return fits(model, gpu, dtype, engine, knobs, shape)
 
 
 def fits(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs, shape: Shape) -> bool:
@@ -139,15 +144,10 @@ def smallest_fitting(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: Engin
         for tp in range(min(g, gpus_per_node), 0, -1):
             if g % tp:
                 continue
-            pp = g // tp
             if g > gpus_per_node and g % gpus_per_node:
                 continue
-            try:
-                check_parallelism(model, tp, pp)
-            except ValueError:
-                continue
-            if fits(model, gpu, dtype, engine, knobs, Shape(tp, pp)):
-                return Shape(tp, pp)
+            if runs(model, gpu, dtype, engine, knobs, Shape(tp, g // tp)):
+                return Shape(tp, g // tp)
     return None
 
 

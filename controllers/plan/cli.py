@@ -127,7 +127,9 @@ def _verify(resolved: Resolved, plan: Plan, k: int, out: Path, duration_s: float
     con.print(table)
     verdict = "agrees with the plan" if c.ranks_agree else "differs: " + ", ".join(
         f"#{a} ranked below #{b}" for a, b in c.inversions)
-    con.print(f"live ranking {verdict}; {c.steps_agree}/{c.steps_measured} steps as predicted; "
+    sep, pairs = c.pairs_separated
+    con.print(f"live ranking {verdict} ({sep} of {pairs} pairs told apart by the steps met); "
+              f"{c.steps_agree}/{c.steps_measured} steps as predicted; "
               f"live run {v.seconds:.0f} s; report: {v.report}")
 
 

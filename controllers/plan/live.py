@@ -69,6 +69,13 @@ class PlanVsLive:
         return not self.inversions
 
     @property
+    def pairs_separated(self) -> tuple[int, int]:
+        """(pairs the live run told apart by the steps they met, all pairs); the others only by the tie-break."""
+        d = self.deployments
+        pairs = [(a, b) for i, a in enumerate(d) for b in d[i + 1:]]
+        return sum(a.passed != b.passed for a, b in pairs), len(pairs)
+
+    @property
     def steps_agree(self) -> int:
         """Steps (of all deployments) where the live outcome is the predicted one."""
         return sum(1 for d in self.deployments for st in d.steps if st.met is not None and st.met == st.predicted)

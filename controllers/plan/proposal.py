@@ -3,8 +3,8 @@
 Each planned pool becomes a configuration; hardware grows so that every deployment has the budget's nodes to
 itself; the controller only observes while every class of every load step goes to each deployment in equal
 shares (by GPUs for a per-GPU objective). The load is a ladder of rates per deployment chosen from the
-predictions: one every deployment should meet, one between each pair of neighbouring predicted capacities,
-and one none should meet, so that the live run tells the deployments apart where the plan says they differ.
+predictions: one every deployment should meet and one between each pair of neighbouring predicted capacities,
+so that the live run tells the deployments apart where the plan says they differ.
 The simulator runs that same ladder offline, so each step has a prediction for the very load it offers.
 
 With the sim engine, the live path's budget on a small machine (deployments/README.md, "Live-path capacity")
@@ -19,14 +19,16 @@ from pathlib import Path
 import yaml
 
 from controllers.plan.candidates import Candidate
-from controllers.plan.evaluate import run_steps
+from controllers.plan.evaluate import run_steps, stream
 from controllers.plan.schema import PlannedDeployment, PlannedPool, PlanSection
 from controllers.plan.search import Evaluated, Plan
 from controllers.scenario import Resolved, Scenario
 from deployments.config import EngineConfig, ParallelConfig
+from loadgen.config import TrafficClass
 
-LOW, HIGH = 0.7, 1.3          # the ladder's first and last rungs, relative to the lowest and highest capacity
+LOW, HIGH = 0.7, 1.3          # the ladder's first rung, and the last for one deployment, relative to capacity
 WALL_REQUESTS_PER_S = 15.0    # what the live path of a 2-core machine carries comfortably
+TIMEOUT_MARGIN = 1.25         # per-request timeout over the slowest latency that can still meet its SLO
 WALL_EVENTS_PER_S = 400.0     # SSE events per second, well inside the ~1,100 it carries at most
 WARMUP_WALL_S = 5.0           # before the first step: fresh replicas and connections are not judged
 
@@ -57,11 +59,13 @@ def planned(plan: Plan, k: int, classes: int) -> PlanSection:
 
 
 def ladder(section: PlanSection) -> list[float]:
-    """Per-deployment rates to offer (requests/s per split unit, engine clock), rising."""
+    """Per-deployment rates to offer (requests/s per split unit, engine clock), rising: one below every
+    predicted capacity, one between each pair of neighbours (one above, for a single deployment)."""
     caps = sorted((d.max_rate / section.unit(d) for d in section.deployments), reverse=True)
     rungs = [LOW * caps[-1]]
     rungs += [math.sqrt(a * b) for a, b in zip(caps[1:][::-1], caps[:-1][::-1], strict=True)]
-    rungs.append(HIGH * caps[0])
+    if len(caps) == 1:
+        rungs.append(HIGH * caps[0])
     out: list[float] = []
     for r in sorted(rungs):
         if r > 0 and (not out or r > out[-1] * 1.01):
@@ -80,6 +84,18 @@ def live_engine(engine: EngineConfig, section: PlanSection, best: list[Evaluated
     return engine.model_copy(update={
         "time_scale": max(engine.time_scale, math.ceil(top * units / WALL_REQUESTS_PER_S)),
         "stream_interval_ms": max(engine.stream_interval_ms, math.ceil(in_flight / WALL_EVENTS_PER_S * 10) * 100)})
+
+
+def slowest_meeting_s(plan: Plan, tc: TrafficClass) -> float | None:
+    """The longest E2E (engine seconds) a request of class `tc` can take and still meet its SLO; None when the
+    SLO does not bound it (a TTFT or a TPOT target alone)."""
+    slo = tc.slo
+    if slo.e2e_ms is not None:
+        return slo.e2e_ms / 1e3
+    if slo.ttft_ms is None or slo.tpot_ms is None:
+        return None
+    longest = max(r.output_len for r in stream(plan.setup, [tc.name], 256, plan.setup.engine.seed))
+    return (slo.ttft_ms + (longest - 1) * slo.tpot_ms) / 1e3
 
 
 def _predict_steps(plan: Plan, e: Evaluated, offered: list[float], duration_s: float,
@@ -106,7 +122,10 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
     rungs = ladder(section)
     engine = live_engine(best[0].candidate.knobs.engine(s.engine), section, best, rungs[-1])
     scale = engine.time_scale if engine.kind == "sim" else 1.0
-    load = s.load.model_copy(update={"duration_s": duration_s or s.load.duration_s,
+    own_scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    bounds = [b for tc in s.classes if (b := slowest_meeting_s(plan, tc)) is not None]
+    timeout = max(s.load.timeout_s / own_scale, TIMEOUT_MARGIN * max(bounds, default=0.0)) * scale
+    load = s.load.model_copy(update={"duration_s": duration_s or s.load.duration_s, "timeout_s": round(timeout, 1),
                                      "warmup_s": max(s.load.warmup_s, WARMUP_WALL_S)})
     units = sum(section.unit(d) for d in section.deployments)
     load = load.model_copy(update={"rates": [round(x * units / scale, 4) for x in rungs]})
