@@ -128,12 +128,12 @@ class Miss:
             return (f"{self.sla_class}: requests of up to {self.value_ms:,.0f} tokens exceed the {self.target_ms:,.0f}"
                     "-token limit of one replica (KV cache / max_model_len)")
         if self.metric == "all targets":
-            return (f"{self.sla_class}: {self.attainment:.1%} of requests meet all its targets together "
-                    f"< {self.target_attainment:.0%} (each alone holds)")
-        q = round(self.target_attainment * 100)
+            return (f"{self.sla_class}: {self.attainment:.2%} of requests meet all its targets together "
+                    f"< {self.target_attainment * 100:.4g}% (each alone holds)")
+        q = round(self.target_attainment * 100, 1)
         over = self.value_ms / self.target_ms - 1
-        return (f"{self.sla_class}: p{q} {self.metric} {self.value_ms:,.4g} ms > {self.target_ms:,.4g} ms target "
-                f"({over:+.1%}; attainment {self.attainment:.1%} < {self.target_attainment:.0%})")
+        return (f"{self.sla_class}: p{q:g} {self.metric} {self.value_ms:,.4g} ms > {self.target_ms:,.4g} ms target "
+                f"({over:+.1%}; attainment {self.attainment:.2%} < {self.target_attainment * 100:.4g}%)")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from deployments.catalog.dtypes import Dtype
 Objective = Literal["max-rate", "goodput-per-gpu", "min-gpus"]
 OBJECTIVES: tuple[Objective, ...] = ("max-rate", "goodput-per-gpu", "min-gpus")
 PROMISING_PER_FINALIST = 4      # candidates screened (after the coarse stage) per front-runner refined
-SLACK = 0.05                    # a deployment needing more GPUs for at most this much more rate is left out
+SLACK = 0.05                    # a refined deployment needing more GPUs for at most this much more rate: left out
 
 
 @dataclass(frozen=True)
@@ -262,13 +262,13 @@ def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) 
     return [*chosen, best] if best is not None and all(e is not best for e in chosen) else chosen
 
 
-def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
-    """Without near-duplicates: a deployment another one matches with fewer GPUs (within SLACK of its rate),
-    or with the same GPUs and the same rate (they differ only in a pool that does not limit them)."""
+def _undominated(ranked: Sequence["Evaluated"], slack: float = 0.0) -> list["Evaluated"]:
+    """Without near-duplicates: a deployment another one matches with fewer GPUs (within `slack` of its
+    rate), or with the same GPUs and the same rate (they differ only in a pool that does not limit them)."""
     out: list[Evaluated] = []
     for e in ranked:
         g, r = e.candidate.gpus, e.max_rate
-        fewer = any(o.candidate.gpus < g and o.max_rate >= (1 - SLACK) * r for o in ranked)
+        fewer = any(o.candidate.gpus < g and o.max_rate >= (1 - slack) * r for o in ranked)
         twin = any(o.candidate.gpus == g and o.max_rate == r for o in out)
         if not (fewer or twin):
             out.append(e)
@@ -332,6 +332,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     for e in finalists:
         e.figures = [next(figs) for _ in e.candidate.pools]
     finalists.sort(key=lambda e: score(e, opts.objective, required))
+    finalists = _with_homogeneous(_undominated(finalists, SLACK), finalists)   # refined: now the slack is fair
     shown = finalists[:opts.top]
     rates = engine_clock_rates(resolved)
     atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh, requests_for(r * sh, cap.horizon_s, SCREEN), seed)
