@@ -43,18 +43,20 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Fidelity:
     """How hard one capacity search works: requests per run (between the bounds, enough for the run to span
-    `horizon` times the median E2E latency of the previous run, so that queues reach their steady state), and
-    the relative width at which the bisection stops."""
+    `horizon` times the median E2E latency of the previous run, so that queues reach their steady state, and
+    never fewer than a class needs to show `misses` misses at its attainment target: a p99 target needs ten
+    times the requests of a p90 one), and the relative width at which the bisection stops."""
 
     min_requests: int
     max_requests: int
     tolerance: float
+    misses: float
     horizon: float = 3.0
 
 
-COARSE = Fidelity(min_requests=32, max_requests=128, tolerance=0.3)
-SCREEN = Fidelity(min_requests=64, max_requests=256, tolerance=0.1)
-REFINE = Fidelity(min_requests=200, max_requests=800, tolerance=0.04)
+COARSE = Fidelity(min_requests=32, max_requests=128, tolerance=0.3, misses=1.5)
+SCREEN = Fidelity(min_requests=64, max_requests=256, tolerance=0.1, misses=3)
+REFINE = Fidelity(min_requests=200, max_requests=800, tolerance=0.04, misses=6)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class Setup:
         chosen = [c for c in self.classes if c.name in names]
         total = sum(c.share for c in chosen)
         return [c.model_copy(update={"share": c.share / total}) for c in chosen]
+
+    def to_judge(self, names: Sequence[str], misses: float) -> int:
+        """Requests a run of these classes needs for each class to show `misses` misses at its target."""
+        return max(math.ceil(misses / ((1 - c.slo.attainment) * c.share)) if c.slo.attainment < 1 else 0
+                   for c in self.group(names))
 
     def share(self, names: Sequence[str]) -> float:
         """Fraction of all requests that belong to these classes."""
@@ -304,8 +311,10 @@ class Capacity:
         return f"{m.sla_class} {m.metric}"
 
 
-def requests_for(rate: float, horizon_s: float, fid: Fidelity) -> int:
-    return int(min(fid.max_requests, max(fid.min_requests, math.ceil(rate * horizon_s))))
+def requests_for(rate: float, horizon_s: float, fid: Fidelity, least: int = 0) -> int:
+    """Requests of one run: enough to span the horizon at `rate`, within the fidelity's bounds, never fewer than
+    `least` (what the classes' attainment targets need to be judged)."""
+    return int(max(least, min(fid.max_requests, max(fid.min_requests, math.ceil(rate * horizon_s)))))
 
 
 def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, guess: float | None = None,
@@ -325,16 +334,17 @@ def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, g
     r = min(max(guess or top / 2, floor), top / (1 + fid.tolerance))
     lo, hi, tested_hi = 0.0, top, False
     misses: tuple[Miss, ...] = ()
+    least = setup.to_judge(pool.classes, fid.misses)
     horizon = 0.0          # seconds a run must span; from the last run's median E2E (none yet: fewest requests)
     passed_horizon = 0.0
     runs = 0
     while True:
-        n = requests_for(r, horizon, fid)
+        n = requests_for(r, horizon, fid, least)
         while True:   # a run must span `fid.horizon` of its own median E2E: rerun longer until it does
             f = run_at(setup, pool, knobs, r, n, seed)
             runs += 1
             horizon = fid.horizon * f.e2e_p50_s
-            longer = requests_for(r, horizon, fid)
+            longer = requests_for(r, horizon, fid, least)
             if longer <= n * 1.25:
                 break
             n = longer

@@ -49,7 +49,6 @@ from deployments.catalog.dtypes import Dtype
 Objective = Literal["max-rate", "goodput-per-gpu", "min-gpus"]
 OBJECTIVES: tuple[Objective, ...] = ("max-rate", "goodput-per-gpu", "min-gpus")
 PROMISING_PER_FINALIST = 4      # candidates screened (after the coarse stage) per front-runner refined
-SLACK = 0.05                    # a refined deployment needing more GPUs for at most this much more rate: left out
 
 
 @dataclass(frozen=True)
@@ -262,13 +261,13 @@ def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) 
     return [*chosen, best] if best is not None and all(e is not best for e in chosen) else chosen
 
 
-def _undominated(ranked: Sequence["Evaluated"], slack: float = 0.0) -> list["Evaluated"]:
-    """Without near-duplicates: a deployment another one matches with fewer GPUs (within `slack` of its
-    rate), or with the same GPUs and the same rate (they differ only in a pool that does not limit them)."""
+def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
+    """Without the deployments another one matches with fewer GPUs (as high a rate), or with as many GPUs and
+    the same rate (they differ only in a pool that does not limit them): never the better answer."""
     out: list[Evaluated] = []
     for e in ranked:
         g, r = e.candidate.gpus, e.max_rate
-        fewer = any(o.candidate.gpus < g and o.max_rate >= (1 - slack) * r for o in ranked)
+        fewer = any(o.candidate.gpus < g and o.max_rate >= r for o in ranked)
         twin = any(o.candidate.gpus == g and o.max_rate == r for o in out)
         if not (fewer or twin):
             out.append(e)
@@ -324,18 +323,19 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         e.capacities = caps[0]
 
     # Figures at the refined max rate (each pool at its share of it), then goodput at the scenario's rates.
-    ftasks = [FiguresTask(setup, p, e.candidate.knobs, e.max_rate * sh,
-                          requests_for(e.max_rate * sh, cap.horizon_s, REFINE), seed)
+    ftasks = [FiguresTask(setup, p, e.candidate.knobs, e.max_rate * sh, requests_for(
+                  e.max_rate * sh, cap.horizon_s, REFINE, setup.to_judge(p.classes, REFINE.misses)), seed)
               for e in finalists for p, cap, sh in zip(e.candidate.pools, e.capacities, e.shares, strict=True)]
     progress(f"figures of the front-runners at their max rate: {len(ftasks)} runs")
     figs = iter(runner.map(pool_figures, ftasks))
     for e in finalists:
         e.figures = [next(figs) for _ in e.candidate.pools]
     finalists.sort(key=lambda e: score(e, opts.objective, required))
-    finalists = _with_homogeneous(_undominated(finalists, SLACK), finalists)   # refined: now the slack is fair
+    finalists = _with_homogeneous(_undominated(finalists), finalists)
     shown = finalists[:opts.top]
     rates = engine_clock_rates(resolved)
-    atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh, requests_for(r * sh, cap.horizon_s, SCREEN), seed)
+    atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh,
+                          requests_for(r * sh, cap.horizon_s, SCREEN, setup.to_judge(p.classes, SCREEN.misses)), seed)
               for e in shown for p, cap, sh in zip(e.candidate.pools, e.capacities, e.shares, strict=True)
               for r in rates]
     progress(f"goodput of the best {len(shown)} at the scenario's rates: {len(atasks)} runs")
