@@ -5,7 +5,9 @@ itself; the controller only observes while every class of every load step goes t
 shares (by GPUs for a per-GPU objective). The load is a ladder of rates per deployment chosen from the
 predictions: one every deployment should meet and one between each pair of neighbouring predicted capacities,
 so that the live run tells the deployments apart where the plan says they differ.
-The simulator runs that same ladder offline, so each step has a prediction for the very load it offers.
+The simulator runs that same ladder offline, so each step has a prediction for the very load it offers. A step
+lasts the scenario's `load.duration_s`, or longer where the slowest pool's requests need it to see queues
+build (STEP_E2E of its median E2E on the engine clock), unless the caller fixes it.
 
 With the sim engine, the live path's budget on a small machine (deployments/README.md, "Live-path capacity")
 sets the floor of `time_scale` (requests per wall second) and of `stream_interval_ms` (SSE events per wall
@@ -31,6 +33,7 @@ WALL_REQUESTS_PER_S = 15.0    # what the live path of a 2-core machine carries c
 TIMEOUT_MARGIN = 1.25         # per-request timeout over the slowest latency that can still meet its SLO
 WALL_EVENTS_PER_S = 400.0     # SSE events per second, well inside the ~1,100 it carries at most
 WARMUP_WALL_S = 5.0           # before the first step: fresh replicas and connections are not judged
+STEP_E2E = 2.0                # a step spans this many median E2E latencies (engine clock) of the slowest pool
 
 
 def _name(rank: int, pool_index: int, c: Candidate) -> str:
@@ -125,7 +128,9 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
     own_scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
     bounds = [b for tc in s.classes if (b := slowest_meeting_s(plan, tc)) is not None]
     timeout = max(s.load.timeout_s / own_scale, TIMEOUT_MARGIN * max(bounds, default=0.0)) * scale
-    load = s.load.model_copy(update={"duration_s": duration_s or s.load.duration_s, "timeout_s": round(timeout, 1),
+    slowest = max((f.e2e_p50_s for e in best for f in e.figures), default=0.0)
+    step_s = duration_s or max(s.load.duration_s, math.ceil(STEP_E2E * slowest * scale))
+    load = s.load.model_copy(update={"duration_s": step_s, "timeout_s": round(timeout, 1),
                                      "warmup_s": max(s.load.warmup_s, WARMUP_WALL_S)})
     units = sum(section.unit(d) for d in section.deployments)
     load = load.model_copy(update={"rates": [round(x * units / scale, 4) for x in rungs]})
