@@ -48,7 +48,8 @@ from deployments.catalog.dtypes import Dtype
 
 Objective = Literal["max-rate", "goodput-per-gpu", "min-gpus"]
 OBJECTIVES: tuple[Objective, ...] = ("max-rate", "goodput-per-gpu", "min-gpus")
-PROMISING_PER_FINALIST = 4      # candidates screened (after the coarse stage) per front-runner refined
+PROMISING_PER_POOL = 4          # candidates screened (after the coarse stage) per pool to refine
+FIGURED = 8                     # refined deployments (besides the best homogeneous one) simulated at their max rate
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class PlanOptions:
     heterogeneous: bool = True
     spread_pp: bool | None = None                     # default: as the scenario's configurations allow
     seeds: int = 3
-    finalists: int = 8                                # screened front-runners refined (at least `top`)
+    refine_pools: int = 12                            # distinct pools of the front-runners refined over seeds
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,24 @@ def _rank(evaluated: list["Evaluated"], table: Table, objective: Objective, requ
     return sorted(evaluated, key=lambda e: score(e, objective, required))
 
 
+def _front_runners(ranked: Sequence["Evaluated"], pools: int) -> list["Evaluated"]:
+    """The best candidates, in order, while their pools number at most `pools` (refining costs per pool, and
+    candidates that share a limiting pool share its refinement); of twins (the same rate from the same
+    limiting pool) only the one with fewest GPUs."""
+    out: list[Evaluated] = []
+    seen: set[tuple[Pool, Knobs]] = set()
+    for e in ranked:
+        if e.max_rate <= 0:
+            break
+        if any(o.candidate.gpus <= e.candidate.gpus and o.max_rate == e.max_rate for o in out):
+            continue   # the same limiting pool with more GPUs elsewhere: nothing to learn
+        mine = {(p, e.candidate.knobs) for p in e.candidate.pools}
+        if len(seen | mine) <= pools or not out:
+            out.append(e)
+            seen |= mine
+    return out
+
+
 def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
     """`chosen` and the best homogeneous deployment of `ranked` (the reference a split has to beat)."""
     best = next((e for e in ranked if e.candidate.homogeneous), None)
@@ -303,13 +322,12 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     ranked = _rank(every, coarse, opts.objective, required)
     if ranked[0].max_rate <= 0:
         raise PlanError(_nothing_meets(ranked, len(names)))
-    finalists_n = max(opts.finalists, opts.top)
-    promising = _with_homogeneous(ranked[:PROMISING_PER_FINALIST * finalists_n], ranked)
+    promising = _with_homogeneous(ranked[:PROMISING_PER_POOL * max(opts.refine_pools, opts.top)], ranked)
     wanted = _pools_of(promising)
     progress(f"screening the {len(promising)} most promising: {sum(map(len, wanted.values()))} pools")
     screened = _capacities(runner, setup, wanted, SCREEN, seed, coarse)
     promising = _rank(promising, screened, opts.objective, required)
-    finalists = _with_homogeneous([e for e in _undominated(promising) if e.max_rate > 0][:finalists_n], promising)
+    finalists = _with_homogeneous(_front_runners(promising, max(opts.refine_pools, opts.top)), promising)
 
     seeds = [seed + i for i in range(opts.seeds)]
     wanted = _pools_of(finalists)
@@ -321,6 +339,8 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         e.seed_rates = [_deployment_rate(cs, e.shares) for cs in caps]
         e.max_rate = float(np.mean(e.seed_rates))
         e.capacities = caps[0]
+    finalists.sort(key=lambda e: score(e, opts.objective, required))
+    finalists = _with_homogeneous(_undominated(finalists)[:FIGURED], finalists)
 
     # Figures at the refined max rate (each pool at its share of it), then goodput at the scenario's rates.
     ftasks = [FiguresTask(setup, p, e.candidate.knobs, e.max_rate * sh, requests_for(
@@ -331,7 +351,6 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     for e in finalists:
         e.figures = [next(figs) for _ in e.candidate.pools]
     finalists.sort(key=lambda e: score(e, opts.objective, required))
-    finalists = _with_homogeneous(_undominated(finalists), finalists)
     shown = finalists[:opts.top]
     rates = engine_clock_rates(resolved)
     atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh,

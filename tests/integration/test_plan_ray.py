@@ -21,7 +21,7 @@ SCENARIO = {
                 {"name": "long", "share": 0.4, "slo": {"ttft_ms": 3000, "tpot_ms": 100},
                  "input": {"kind": "fixed", "value": 3000}, "output": {"kind": "fixed", "value": 32}}],
 }
-OPTS = PlanOptions(finalists=2, seeds=1)
+OPTS = PlanOptions(refine_pools=2, seeds=1)
 
 
 def test_a_plan_over_ray_tasks_is_the_plan_of_local_workers(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.workload import fixed_workload
 
-QUICK = PlanOptions(finalists=3, seeds=1)
+QUICK = PlanOptions(refine_pools=3, seeds=1)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_opposite_needs_get_a_split_that_beats_every_homogeneous_deployment(pool
          "input": {"kind": "fixed", "value": 4096}, "output": {"kind": "fixed", "value": 128}},
     ]
     r = scenario("mi325x", classes, gpus_per_node=4)
-    plan = search(r, PlanOptions(objective="goodput-per-gpu", finalists=3, seeds=1), pool)
+    plan = search(r, PlanOptions(objective="goodput-per-gpu", refine_pools=3, seeds=1), pool)
     best = plan.ranked[0]
     assert not best.candidate.homogeneous
     chat_pool = next(p for p in best.candidate.pools if "chat" in p.classes)
@@ -94,7 +94,7 @@ def test_opposite_needs_get_a_split_that_beats_every_homogeneous_deployment(pool
 
 def test_min_gpus_is_the_smallest_deployment_that_meets_the_highest_rate(pool: Runner) -> None:
     r = scenario("mi325x", one_class(512, 64, {"ttft_ms": 2000, "tpot_ms": 100}), rate=30, gpus_per_node=4)
-    plan = search(r, PlanOptions(objective="min-gpus", finalists=3, seeds=1), pool)
+    plan = search(r, PlanOptions(objective="min-gpus", refine_pools=3, seeds=1), pool)
     best = plan.ranked[0]
     assert best.max_rate >= plan.required_rate == 30
     assert all(e.max_rate < 30 for e in plan.screened if e.candidate.gpus < best.candidate.gpus)
@@ -104,7 +104,7 @@ def test_min_gpus_is_the_smallest_deployment_that_meets_the_highest_rate(pool: R
 def test_min_gpus_that_cannot_reach_the_rate_names_the_closest(pool: Runner) -> None:
     r = scenario("mi325x", one_class(512, 64, {"ttft_ms": 2000, "tpot_ms": 100}), rate=5000, gpus_per_node=2)
     with pytest.raises(PlanError) as e:
-        search(r, PlanOptions(objective="min-gpus", finalists=2, seeds=1), pool)
+        search(r, PlanOptions(objective="min-gpus", refine_pools=2, seeds=1), pool)
     assert "5000.00 req/s" in str(e.value) and "the closest" in str(e.value) and "reaches" in str(e.value)
 
 
@@ -125,7 +125,7 @@ def test_front_runners_carry_their_noise_over_seeds(pool: Runner) -> None:
         {"name": "long", "share": 0.3, "slo": {"ttft_ms": 3000, "tpot_ms": 100},
          "input": {"kind": "normal", "mean": 3000, "std": 500}, "output": {"kind": "fixed", "value": 100}}],
         gpus_per_node=2)
-    plan = search(r, PlanOptions(finalists=2, seeds=3, heterogeneous=False), pool)
+    plan = search(r, PlanOptions(refine_pools=2, seeds=3, heterogeneous=False), pool)
     best = plan.ranked[0]
     assert len(best.seed_rates) == 3 and best.max_rate == pytest.approx(sum(best.seed_rates) / 3)
     assert best.max_rate_std > 0                        # lognormal lengths: seeds differ
