@@ -26,6 +26,7 @@ class Rec:
     rate_step: int               # index of the sweep step (0 without a sweep)
     offered_rate: float | None   # requests/s of this class the step offered (None: closed loop)
     server_ttft_s: float | None = None   # the server's own TTFT (engine clock), where it reported one
+    server_tpot_s: float | None = None   # the server's own TPOT (engine clock), likewise
 
 
 def from_row(row: Mapping[str, Any]) -> Rec:
@@ -39,7 +40,7 @@ def from_row(row: Mapping[str, Any]) -> Rec:
         e2e_s=row.get("e2e_s"),
         prompt_tokens=int(row.get("prompt_tokens") or row.get("planned_prompt_tokens") or 0),
         output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
-        server_ttft_s=row.get("server_ttft_s"),
+        server_ttft_s=row.get("server_ttft_s"), server_tpot_s=row.get("server_tpot_s"),
         rate_step=int(row.get("rate_step") or 0), offered_rate=float(rate) if rate is not None else None,
     )
 

@@ -229,7 +229,9 @@ def _plan_vs_live(run: Run) -> str:
             f"deployment the same load ladder ({ladder} {unit}, engine clock; one rung every deployment should "
             f"meet, one between each pair of predicted capacities), every class split "
             f"{'by GPUs' if plan.split == 'per-gpu' else 'equally'} between them. A step is met when every class "
-            f"meets its attainment target there; 'predicted': the simulator run offline through the same ladder."
+            f"meets its attainment target there, judged on the server's own TTFT and TPOT (engine clock; the Live "
+            f"path table shows what the path added on top); 'predicted': the simulator run offline through the "
+            f"same ladder."
             f"</p><p>{verdict} ({sep} of {pairs} pairs told apart by the steps met, the rest by the worst class "
             f"attainment at the first step missed); {pvl.steps_agree} of {pvl.steps_measured} "
             f"steps as predicted.</p><table>{head}{''.join(rows)}</table>")

@@ -1,7 +1,9 @@
 """Plan vs live: the planned deployments' predicted ranks and capacities against what a live run of the
 written scenario measured (each deployment's share of every load step, per class attainment).
 
-A deployment passes a step when every class it served there met its attainment target. Its live rank
+A deployment passes a step when every class it served there met its attainment target, judged on the
+server's own TTFT and TPOT (engine clock) where it reports them: the plan predicts the deployment, not the
+delay that the testbed's own live path (proxy, relay, a busy machine) adds on top. Its live rank
 follows how many steps it passed from the lowest (its measured capacity lies between the last rate it
 passed and the first it failed), ties broken by the worst class attainment at the first failed step.
 """
@@ -10,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controllers.plan.schema import PlannedDeployment
-from controllers.records import Rec
+from controllers.records import Rec, meets
 from controllers.scenario import Scenario
+from loadgen.config import SLO
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,15 @@ class PlanVsLive:
         return sum(1 for d in self.deployments for st in d.steps if st.met is not None)
 
 
+def met_at_server(r: Rec, slo: SLO) -> bool:
+    """Whether a request met its SLO by the server's own figures (the client's where the server gave none)."""
+    if not r.ok or r.server_ttft_s is None:
+        return r.slo_met
+    tpot = r.server_tpot_s if r.server_tpot_s is not None else r.tpot_s
+    e2e = r.server_ttft_s + (tpot or 0.0) * max(0, r.output_tokens - 1)
+    return meets(r.server_ttft_s, tpot, e2e, slo)
+
+
 def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
     """The comparison for a run of a scenario written by `parallax plan` (None for any other scenario)."""
     plan = scenario.plan
@@ -94,6 +106,7 @@ def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
     units = sum(plan.unit(d) for d in plan.deployments)
     per_unit = [r * scale / units for r in scenario.load.rates] or [0.0]
     targets = {c.name: c.slo.attainment for c in scenario.classes}
+    slos = {c.name: c.slo for c in scenario.classes}
     out = []
     for d in plan.deployments:
         mine = set(d.configs)
@@ -104,7 +117,7 @@ def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
             for cls in targets:
                 rs = [r for r in recs if r.sla_class == cls]
                 if rs:
-                    att[cls] = sum(r.slo_met for r in rs) / len(rs)
+                    att[cls] = sum(met_at_server(r, slos[cls]) for r in rs) / len(rs)
             met = all(att[c] >= targets[c] for c in att) if att else None
             offered = x * plan.unit(d)
             predicted = d.predicted_steps[j] if j < len(d.predicted_steps) else offered <= d.max_rate

@@ -3,6 +3,7 @@ ladder), the plan-vs-live comparison and its report section, and the CLI's clear
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from controllers import runfolder as rf
 from controllers.cli import app
 from controllers.controller import Controller
-from controllers.plan.live import compare
+from controllers.plan.live import compare, met_at_server
 from controllers.plan.proposal import ladder
 from controllers.plan.schema import PlanSection
 from controllers.records import Rec
@@ -156,6 +157,16 @@ def test_live_ranks_follow_the_steps_met() -> None:
     worse = compare(s, live_records(p1_misses_from=0, p2_misses_from=1))
     assert worse is not None and not worse.ranks_agree and worse.inversions == [(1, 2)]
     assert compare(parse_scenario(SMALL, need_configurations=False).scenario, []) is None
+
+
+def test_live_steps_are_judged_on_the_servers_own_latencies() -> None:
+    """The live path's delay (client TTFT well above the server's own) does not count against a deployment."""
+    slo = parse_scenario(two_class_scenario()).scenario.classes[0].slo       # TTFT 1500 ms, TPOT 60 ms
+    late = replace(rec("p1a", "a", 0, False), ttft_s=2.0, server_ttft_s=0.5, server_tpot_s=0.05, output_tokens=32)
+    assert met_at_server(late, slo)
+    slow = replace(late, server_tpot_s=0.07)
+    assert not met_at_server(slow, slo)
+    assert not met_at_server(replace(late, server_ttft_s=None), slo)       # no server figures: the client's
 
 
 def test_the_report_gains_a_plan_vs_live_section(tmp_path: Path) -> None:
