@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.catalog.dtypes import Dtype, parse_dtype
 
+# The scenario as a run folder keeps it (`parallax run` writes it; calibrate and the report read it).
+SCENARIO_FILE = "scenario.yaml"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -41,6 +41,26 @@ class FamilyConstants(BaseModel):
         return self.gemm_flops_fraction * m / (m + self.gemm_m_half)
 
 
+# What each constant can physically be (a fit stays inside): fractions of a peak are at most 1, times
+# are positive and below what any engine would tolerate. Tighter, per-family bounds (what a vendor's
+# microbenchmarks reach) are the fit's caller's to give.
+PHYSICAL_BOUNDS: dict[str, tuple[float, float]] = {
+    "gemm_flops_fraction": (0.02, 1.0),
+    "gemm_m_half": (1.0, 4096.0),
+    "hbm_fraction": (0.02, 1.0),
+    "attn_flops_fraction": (0.01, 1.0),
+    "attn_hbm_fraction": (0.02, 1.0),
+    "layer_overhead_us": (0.1, 10_000.0),
+    "link_fraction": (0.02, 1.0),
+    "ring_step_us": (0.1, 1_000.0),
+    "oneshot_us": (0.1, 1_000.0),
+    "p2p_us": (0.1, 1_000.0),
+    "host_prefill_ms": (0.01, 1_000.0),
+    "host_decode_ms": (0.01, 1_000.0),
+    "host_per_seq_us": (0.01, 100_000.0),
+}
+
+
 # Hopper (H100 / H200). "fitted": by bench/fit_calibration.py on the `fit: true` rows of
 # bench/data/calibration.yaml (see MODEL.md for the fit and the held-out error); "fixed": set from public
 # microbenchmarks / first principles, because the data cannot tell them apart from the fitted ones.

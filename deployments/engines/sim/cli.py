@@ -15,6 +15,7 @@ from deployments.catalog.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.config import EngineConfig, Hardware
+from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
@@ -46,13 +47,22 @@ def simulate_cmd(
     seed: int = typer.Option(0, "--seed"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs", min=1),
     max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", min=1),
+    calibration: Path = typer.Option(None, "--calibration", help="calibration file (`parallax calibrate`); with "
+                                     "--scenario it replaces engine.calibration"),
     scenario: Path = typer.Option(None, "--scenario", help="sweep every configuration of a scenario file"),
     plot: Path = typer.Option(None, "--plot", help="with --scenario: write latency-throughput curves (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Simulate a TP×PP deployment offline (virtual time): static batch, or continuous batching under load."""
+    cal = None
+    if calibration is not None:
+        try:
+            cal = load_calibration(calibration)
+        except ValueError as e:
+            _fail(str(e))
+            return
     if scenario is not None:
-        _scenario(scenario, plot, seed, as_json)
+        _scenario(scenario, plot, seed, as_json, cal)
         return
     if plot is not None:
         _fail("--plot draws a scenario's sweep; give --scenario FILE too")
@@ -77,7 +87,7 @@ def simulate_cmd(
         d = parse_dtype(dtype)
         kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
         engine = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, seed=seed)
-        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine)
+        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine, cal)
         if batch_size is not None:
             out = simulate_static(factory, batch_size, input_len, output_len, replicas)
         else:
@@ -115,12 +125,12 @@ def _print_one(out: dict[str, Any]) -> None:
         console.print(f"{phase} breakdown: {parts}")
 
 
-def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool) -> None:
+def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibration: Calibration | None) -> None:
     from controllers.scenario import ScenarioError, load_scenario
 
     try:
         resolved = load_scenario(path)
-        points = simulate_scenario(resolved, seed=seed)
+        points = simulate_scenario(resolved, seed=seed, calibration=calibration)
     except (ScenarioError, ValueError) as e:
         _fail(str(e))
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.calibration import load_calibration
+from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.offline import RequestRecord, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
@@ -36,9 +36,10 @@ def meets(r: RequestRecord, slo: SLO) -> bool:
             and (slo.e2e_ms is None or r.e2e * 1e3 <= slo.e2e_ms))
 
 
-def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
-                      seed: int | None = None) -> list[SweepPoint]:
-    """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own)."""
+def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed: int | None = None,
+                      calibration: Calibration | None = None) -> list[SweepPoint]:
+    """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own);
+    `calibration` replaces the scenario's engine.calibration."""
     s = resolved.scenario
     arrival = s.load.arrival
     if not isinstance(arrival, PoissonArrival | GammaArrival | ConstantArrival | ClosedLoop):
@@ -48,8 +49,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     sweep = rates or s.load.rates or [own]
     seed = s.engine.seed if seed is None else seed
     base_dir = Path(resolved.source).parent
-    calibration = None
-    if s.engine.calibration is not None:   # a relative path is read next to the scenario, as validation does
+    if calibration is None and s.engine.calibration is not None:   # relative: next to the scenario, as validated
         p = Path(s.engine.calibration)
         calibration = load_calibration(p if p.is_absolute() or p.exists() else base_dir / p)
     points = []
