@@ -15,7 +15,7 @@ from pathlib import Path
 from deployments.engines.sim.calibration import FAMILIES
 from deployments.engines.sim.fit import FitResult, fit_family
 from deployments.engines.sim.measurements import Observation
-from deployments.engines.sim.published import observations, read_yaml
+from deployments.engines.sim.published import observations, read_points_yaml
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -58,7 +58,7 @@ FITS: dict[str, FamilyFit] = {
 
 def family_observations(spec: FamilyFit) -> list[Observation]:
     """The observations of `spec`'s data file measured on GPUs of its family."""
-    obs = observations(read_yaml(spec.data), str(spec.data), spec.data.parent)
+    obs = observations(read_points_yaml(spec.data), str(spec.data), spec.data.parent)
     return [o for o in obs if o.experiment.setup.gpu.family == spec.family]
 
 

@@ -172,14 +172,18 @@ def calibrate_cmd(
         console.print(f"device spec written to {device_spec_out}: parallax simulate --gpu {device_spec_out} …")
 
 
+def _figure(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def _print_fit(result: FitResult) -> None:
     table = Table("measurement", "measured", "predicted", "error", "leave-one-out", title=f"{result.family}: "
                   "every point, in-sample and predicted by a fit without it")
     for p in result.points:
         o = p.observation
         loo = f"{p.loo_error:+.1%}" if p.loo_error is not None else "-"
-        table.add_row(o.label, f"{o.metric.shown(o.measured):,.4g} {o.metric.unit}",
-                      f"{o.metric.shown(p.predicted):,.4g}", f"{p.error:+.1%}", loo if o.fit else "held out")
+        table.add_row(o.label, f"{_figure(o.metric.shown(o.measured))} {o.metric.unit}",
+                      _figure(o.metric.shown(p.predicted)), f"{p.error:+.1%}", loo if o.fit else "held out")
     console.print(table)
     med = {w: result.median_error(w) for w in ("fit", "loo", "held-out")}
     console.print("median |error|: " + ", ".join(f"{w} {m:.1%}" for w, m in med.items() if m is not None))

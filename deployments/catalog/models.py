@@ -1,11 +1,10 @@
 """Dense decoder architectures: the built-in Llama-3.1 family and any Hugging Face config.json."""
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_json
 
 
 class ModelSpec(BaseModel):
@@ -79,11 +78,7 @@ def model_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    text = read_text(p, "a Hugging Face config.json or its folder")
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
+    raw = read_json(p, "a Hugging Face config.json or its folder")
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: expected a JSON object with the model's architecture")
     missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size",

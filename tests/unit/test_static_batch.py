@@ -122,10 +122,10 @@ def test_pp_point_to_point_is_a_tiny_share_of_ttft(setup: str) -> None:
 
 def test_tp2_prefill_vs_tp1_depends_on_link_vs_compute() -> None:
     """On MI355X (twice MI325X's FLOP/s, similar links) TP2's all-reduces cost more than the halved
-    compute saves: TP2 prefill is slower than TP1, as the study saw. On MI325X it is not; on NVSwitch
-    (H100) TP2 is clearly faster."""
+    compute saves: TP2 prefill is slower than TP1, as the study saw. On MI325X they cost about what it
+    saves (TP2 is no faster than TP1, as the study saw); on NVSwitch (H100) TP2 is clearly faster."""
     assert run("405b-mi355x", 2, 1, 1).prefill_ms > run("405b-mi355x", 1, 1, 1).prefill_ms
-    assert run("70b-mi325x", 2, 1, 1).prefill_ms < run("70b-mi325x", 1, 1, 1).prefill_ms
+    assert run("70b-mi325x", 2, 1, 1).prefill_ms > 0.9 * run("70b-mi325x", 1, 1, 1).prefill_ms
     h100 = {tp: PerfModel(LLAMA_3_1_70B, GPUS["h100-sxm"], Dtype.fp8, Dtype.fp8, tp=tp) for tp in (1, 2)}
     ttft = {tp: static_batch(p, 1, 9092, 208).prefill_ms for tp, p in h100.items()}
     assert ttft[2] < 0.7 * ttft[1]

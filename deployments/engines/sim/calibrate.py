@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from deployments.catalog.dtypes import Dtype
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.models import ModelSpec
 from deployments.config import EngineConfig
@@ -27,7 +27,7 @@ from deployments.engines.sim.fit import FitResult, fit_sources
 from deployments.engines.sim.measurements import Observation, Setup
 from deployments.engines.sim.profile_data import PROFILE_KIND, ProfileFile, profile_observations, read_profile
 from deployments.engines.sim.published import observations as published_observations
-from deployments.engines.sim.published import read_csv, read_yaml
+from deployments.engines.sim.published import read_points_csv, read_points_yaml
 from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.sim.vllm_bench import LatencyShape, read_vllm_bench
 from loadgen.records import RECORDS_FILE
@@ -69,11 +69,7 @@ def input_kind(path: Path) -> str:
     if suffix == ".csv":
         return "published"
     if suffix in (".yaml", ".yml"):
-        text = read_text(path, "a profile or a YAML of published points")
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML: {e}") from None
+        raw = read_yaml(path, "a profile or a YAML of published points")
         if isinstance(raw, dict) and raw.get("kind") == PROFILE_KIND:
             return "profile"
         if isinstance(raw, dict) and "points" in raw:
@@ -89,7 +85,8 @@ def gather(paths: Sequence[Path], gpu: GpuSpec | None, context: BenchContext = B
     """Every observation of every input, on the device calibrated."""
     kinds = [(p, input_kind(p)) for p in paths]
     profiles: list[tuple[Path, ProfileFile]] = [(p, read_profile(p)) for p, k in kinds if k == "profile"]
-    published = {p: (read_csv(p) if p.suffix.lower() == ".csv" else read_yaml(p)) for p, k in kinds if k == "published"}
+    published = {p: read_points_csv(p) if p.suffix.lower() == ".csv" else read_points_yaml(p)
+                 for p, k in kinds if k == "published"}
     device = gpu or (profiles[0][1].device if profiles else None)
     if device is None:
         named = {(p, pt.gpu) for p, rows in published.items() for pt in rows}

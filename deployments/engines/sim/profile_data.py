@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.catalog.dtypes import Dtype
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
 from deployments.engines.sim.measurements import KernelOp, KernelTiming, Metric, Observation, Setup
@@ -60,11 +60,7 @@ class ProfileFile(BaseModel):
 
 
 def read_profile(path: Path) -> ProfileFile:
-    text = read_text(path, "a profile written by `parallax profile`")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    raw = read_yaml(path, "a profile written by `parallax profile`")
     if not isinstance(raw, dict) or raw.get("kind") != PROFILE_KIND:
         raise ValueError(f"{path}: not a profile (expected `kind: {PROFILE_KIND}`); write one with `parallax profile`")
     try:

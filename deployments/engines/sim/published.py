@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deployments.catalog.dtypes import Dtype, parse_dtype
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_text, read_yaml
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.config import EngineConfig
@@ -170,7 +169,7 @@ def _validate(rows: list[object], path: Path, where: str) -> list[PublishedPoint
     return out
 
 
-def read_csv(path: Path) -> list[PublishedPoint]:
+def read_points_csv(path: Path) -> list[PublishedPoint]:
     """Rows of a CSV with PublishedPoint's columns (empty cells: the default)."""
     text = read_text(path, "a CSV of published points")
     rows = [{k: v for k, v in r.items() if k and v not in (None, "")} for r in csv.DictReader(text.splitlines())]
@@ -179,14 +178,10 @@ def read_csv(path: Path) -> list[PublishedPoint]:
     return _validate(list(rows), path, "row")
 
 
-def read_yaml(path: Path) -> list[PublishedPoint]:
+def read_points_yaml(path: Path) -> list[PublishedPoint]:
     """A YAML file `points: [{...}, ...]` of PublishedPoint mappings, with optional `defaults: {...}`
     that every point starts from."""
-    text = read_text(path, "a YAML file of published points")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    raw = read_yaml(path, "a YAML file of published points")
     if not isinstance(raw, dict) or not isinstance(raw.get("points"), list):
         raise ValueError(f"{path}: expected a mapping `points: [{{model: ..., gpu: ..., ...}}, ...]`")
     defaults = raw.get("defaults") or {}

@@ -15,10 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import SCENARIO_FILE, DeploymentSpec
@@ -40,11 +39,7 @@ class RunFolderRead:
 def read_deployment(folder: Path) -> DeploymentSpec:
     """The deployment half of the run's scenario.yaml."""
     path = folder / SCENARIO_FILE
-    text = read_text(path, "a run folder written by `parallax run`")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    raw = read_yaml(path, "a run folder written by `parallax run`")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a scenario mapping")
     try:

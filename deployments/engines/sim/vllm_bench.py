@@ -9,7 +9,6 @@ mean lengths), all at once (request rate inf) or at its Poisson / gamma rate, in
 requests of `input_len` / `output_len` tokens (keys the file lacks: give them with the setup).
 """
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deployments.catalog.dtypes import parse_dtype
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_json
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup
 from deployments.engines.sim.offline import RequestSpec
 
@@ -32,11 +31,7 @@ class LatencyShape:
 
 
 def read_vllm_bench(path: Path, setup: Setup, shape: LatencyShape = LatencyShape()) -> list[Observation]:
-    text = read_text(path, "a `vllm bench serve` or `vllm bench latency` result JSON")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
+    data = read_json(path, "a `vllm bench serve` or `vllm bench latency` result JSON")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of benchmark results")
     setup = _with_metadata(setup, data, path)
