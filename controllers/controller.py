@@ -79,7 +79,7 @@ class Controller:
         self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
         self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
-        self.time_scale = scenario.engine.time_scale if scenario.engine.kind == "sim" else 1.0
+        self.time_scale = scenario.engine.clock_scale
         self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
         self.state = PolicyState(equal_weights(list(self.slos), self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)

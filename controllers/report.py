@@ -61,7 +61,7 @@ def read_run(folder: Path) -> Run:
     except Exception as e:
         raise RunFolderError(f"{path}: not a valid resolved scenario ({e})") from None
     whatif_path = folder / rf.WHATIF_JSON
-    records = load_records(folder / rf.RECORDS_JSONL, engine_time_scale(scenario),
+    records = load_records(folder / rf.RECORDS_JSONL, scenario.engine.clock_scale,
                            {c.name: c.slo for c in scenario.classes})
     return Run(
         folder=folder, scenario=scenario, records=records,
@@ -79,14 +79,9 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x * 1000:.0f}"
 
 
-def engine_time_scale(s: Scenario) -> float:
-    """Wall seconds per engine second (only the simulated engine has a clock of its own)."""
-    return s.engine.time_scale if s.engine.kind == "sim" else 1.0
-
-
 def _duration(run: Run) -> float:
     """One sweep step, in engine seconds."""
-    return run.scenario.load.duration_s / engine_time_scale(run.scenario)
+    return run.scenario.load.duration_s / run.scenario.engine.clock_scale
 
 
 def class_outcome(run: Run) -> list[dict[str, Any]]:
@@ -243,7 +238,7 @@ def render_report(folder: Path) -> Path:
         figs.append(("Live scoreboard", figures.scoreboard_over_time(
             run.scoreboard, run.t0, folder / "scoreboard.png"), ""))
     stale = sum(1 for r in run.weights if r.get("stale")) // max(1, len(classes) * len(gpus))
-    k = engine_time_scale(s)
+    k = s.engine.clock_scale
     clock = (f"<p class=note>The simulated engine ran {k:g}× slower than the wall clock "
              "(engine.time_scale); latencies, rates and goodput below are on the engine's clock.</p>"
              if k != 1.0 else "")

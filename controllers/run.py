@@ -199,7 +199,7 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
         try:
             await run_load(url, list(s.classes), s.load, folder, metrics_port=metrics_port, stop=stop,
                            on_record=lambda _: done.__setitem__(0, done[0] + 1), base_dir=base_dir,
-                           tokenizer=_local_tokenizer(s),
+                           tokenizer=_local_tokenizer(s), time_scale=s.engine.clock_scale,
                            api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
         finally:
             loop.remove_signal_handler(signal.SIGINT)

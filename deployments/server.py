@@ -75,7 +75,7 @@ class LLMServer:
         self.resolved: Resolved = AppArgs.model_validate(args).resolve()
         s = self.resolved.scenario
         self.config = next(c for c in s.configurations if c.name == config_name)
-        self.scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+        self.scale = s.engine.clock_scale
         self.stream_interval_ms = s.engine.stream_interval_ms
         self.context = s.engine.max_model_len or self.resolved.model.max_context
         self.slos = {c.name: c.slo for c in s.classes}
