@@ -23,6 +23,7 @@ from controllers.scenario import Scenario
 from controllers.scoreboard import Query, Sample, Scoreboard, collect
 from monitoring import metrics as m
 from monitoring.promql import PromClient
+from monitoring.rules import REQUEST_RATE
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ class Controller:
         self.clock = clock
         self.engine_prefix = engine_prefix
         self.configs = [c.name for c in scenario.configurations]
-        self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
         self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
         self.time_scale = scenario.engine.clock_scale
@@ -100,11 +100,13 @@ class Controller:
 
     def read(self, now: float) -> Scoreboard:
         try:
-            board = collect(self.query, self.cfg.window_s, self.gpus, now, self.engine_prefix)
+            board = collect(self.query, self.cfg.window_s, now, self.engine_prefix)
         except Exception as e:  # any failure to read Prometheus makes the data stale, never the loop die
             return Scoreboard(now, {}, stale=True, error=f"{type(e).__name__}: {e}")
         if not any(p.samples or p.request_rate for p in board.pairs.values()):
-            return Scoreboard(now, board.pairs, stale=True, error="no series in the window")
+            return Scoreboard(now, board.pairs, stale=True,
+                              error=f"no {REQUEST_RATE} series in the window: no traffic yet, or Prometheus lacks "
+                                    "the recording rules (rules.yml of the run folder)")
         return board
 
     def read_health(self) -> set[str]:

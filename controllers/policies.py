@@ -83,7 +83,7 @@ def headroom(p: PairStats, slo: SLO) -> float | None:
 
 
 def _meets(e: Evidence, slo: SLO) -> bool:
-    return e.attainment is not None and e.attainment >= slo.attainment
+    return slo.attained(e.attainment)
 
 
 def _split(chosen: str, others: Sequence[str], explore: float) -> dict[str, float]:

@@ -112,7 +112,7 @@ def _outcome_table(run: Run) -> str:
     for r in rows:
         s: Summary = r["summary"]
         slo = run.scenario.class_named(r["sla_class"]).slo
-        meets = s.n > 0 and s.attainment >= slo.attainment
+        meets = s.n > 0 and slo.attained(s.attainment)
         p = r["prediction"]
         last: Summary = r["last"]
         shares = final.get(r["sla_class"], {})
@@ -121,7 +121,7 @@ def _outcome_table(run: Run) -> str:
             verdict = "–"
         else:
             measured = f"measured {last.attainment:.0%} over {last.n} requests in that step"
-            if bool(p["meets"]) == (last.attainment >= slo.attainment):
+            if bool(p["meets"]) == slo.attained(last.attainment):
                 verdict = f"<span class=ok>agree</span> ({measured})"
             else:
                 verdict = (f"<span class=bad>disagree</span>: simulator predicted "

@@ -34,8 +34,10 @@ from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
+from monitoring.duration import prometheus_duration
 from monitoring.prometheus import ScrapeTarget, attach_prometheus, free_port, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
+from monitoring.rules import recording_rules, write_rules
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +137,18 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             stack.callback(thread.join, 5)
             stack.callback(server.server_close)
             stack.callback(server.shutdown)
+            # The scoreboard and the dashboards read these rules' series, at the controller's window.
+            rules = recording_rules(s.configurations, prometheus_duration(s.controller.window_s),
+                                    s.monitoring.scrape_interval_s)
             if s.monitoring.prometheus_url:
                 prom = attach_prometheus(s.monitoring.prometheus_url, folder)
+                path = write_rules(Path(prom.folder) / "rules.yml", rules)
+                console.print(f"[yellow]attached Prometheus: the controller reads the recording rules in {path}; "
+                              "load them into it (rule_files) or the scoreboard stays empty[/]")
             else:
                 targets = [ScrapeTarget("ray", ray_metrics), ScrapeTarget("loadgen", loadgen_port),
                            ScrapeTarget("controller", controller_port)]
-                prom = start_prometheus(folder, targets, scrape_interval_s=s.monitoring.scrape_interval_s)
+                prom = start_prometheus(folder, targets, rules, scrape_interval_s=s.monitoring.scrape_interval_s)
                 stack.callback(stop_prometheus, prom)
             console.print(f"prometheus: {prom.url}")
             export_dashboards(folder / "dashboards", prom.url, s.monitoring.scrape_interval_s)

@@ -105,7 +105,7 @@ def _group(rs: list[RequestRecord], duration: float, step: int | None, config: s
         e2e_s=Percentiles.of([r.e2e_s for r in ok if r.e2e_s is not None]),
         output_tokens_per_s=sum(r.output_tokens for r in ok) / d, request_throughput=len(ok) / d,
         slo_attainment=attainment, slo_target=slo.attainment if slo else None,
-        meets_target=(attainment >= slo.attainment) if slo and rs else None, goodput=met / d,
+        meets_target=slo.attained(attainment) if slo and rs else None, goodput=met / d,
     )
 
 

@@ -27,12 +27,12 @@ class Router:
 
 def answers(att: dict[tuple[str, str], float]) -> dict[str, list[Sample]]:
     """Prometheus answers for pairs with 2 req/s and the given attainment; latency from attainment."""
-    out: dict[str, list[Sample]] = {k: [] for k in build_queries(20)}
+    out: dict[str, list[Sample]] = {k: [] for k in build_queries()}
     for (cfg, cls), a in att.items():
         lab = {"config": cfg, "sla_class": cls}
-        out["finished"].append((lab, 40.0))
         out["rate"].append((lab, 2.0))
-        out["met"].append((lab, 2.0 * a))
+        out["attainment"].append((lab, a))
+        out["goodput"].append((lab, 2.0 * a))
         for q in ("ttft_p50", "ttft_p90", "ttft_p99"):
             out[q].append((lab, 0.1 if a > 0.95 else 3.0))
     return out
@@ -42,7 +42,7 @@ class Prom:
     def __init__(self) -> None:
         self.data: dict[str, list[Sample]] = {}
         self.down = False
-        self.by_query = {v: k for k, v in build_queries(20).items()}
+        self.by_query = {v: k for k, v in build_queries().items()}
 
     def __call__(self, q: str) -> list[Sample]:
         if self.down:
@@ -95,7 +95,7 @@ def test_prometheus_down_keeps_last_routing_and_marks_stale(
     prom.down, prom.data = False, {}          # back, but the series are gone: still stale
     now[0] += 2
     c.tick()
-    assert c.board.stale and c.board.error == "no series in the window" and c.state.weights == before
+    assert c.board.stale and c.board.error.startswith("no parallax:request_rate series") and c.state.weights == before
     prom.data = answers({("tp8", "chat"): 0.2, ("pp8", "chat"): 1.0, ("tp4pp2", "chat"): 0.2})
     now[0] += 2
     (d,) = c.tick()
