@@ -35,8 +35,8 @@ def prom_query(client: PromClient) -> Query:
     return query
 
 
-class Router(Protocol):
-    """Applies routing weights per class (the ingress's routing method)."""
+class RoutingEndpoint(Protocol):
+    """Where routing weights per class are applied: the ingress's /v1/routing (controllers/router_client.py)."""
 
     def set_weights(self, weights: Weights) -> None: ...
 
@@ -65,7 +65,7 @@ class ControllerMetrics:
 class Controller:
     """Runs the policy over live scoreboards; `tick` is one step, `start`/`stop` run it in a thread."""
 
-    def __init__(self, scenario: Scenario, query: Query, router: Router, folder: Path | None = None,
+    def __init__(self, scenario: Scenario, query: Query, router: RoutingEndpoint, folder: Path | None = None,
                  metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
                  engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None):
         self.scenario = scenario

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
-from deployments.routing import Router, RoutingError, Weights, check_weights, uniform_weights
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights, uniform_weights
 from loadgen.wire import CLASS_HEADER, CONFIG_HEADER, MAX_REQUEST_ID, REQUEST_ID_HEADER, Job, Kind, valid_request_id
 
 logger = logging.getLogger("ray.serve")
@@ -72,7 +72,7 @@ class Ingress:
         self.default_class = s.default_class
         self.engine = s.engine.kind
         self.created = int(time.time())
-        self.router = Router(uniform_weights(self.classes, list(self.configs)))
+        self.router = WeightedRoundRobin(uniform_weights(self.classes, list(self.configs)))
         self.handles = servers
         self.streams = {name: h.options(stream=True) for name, h in servers.items()}
         key_env = s.server.api_key_env

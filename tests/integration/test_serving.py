@@ -23,7 +23,7 @@ from ray import serve
 from controllers.scenario import Resolved, load_scenario
 from deployments.app_args import server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
-from deployments.deploy import DeployError, Deployment, deploy, ingress_handle, teardown, wait_ready
+from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
 from loadgen.config import LoadConfig
 from loadgen.records import read_records
 from loadgen.runner import run_load
@@ -61,7 +61,7 @@ def scenario_data(name: str = "itest", nodes: int = 3) -> dict[str, object]:
 @dataclass
 class Served:
     resolved: Resolved
-    info: Deployment
+    info: DeployedApp
     metrics_port: int
     gcs: str
     folder: Path
