@@ -16,7 +16,7 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
-from loadgen.lengths import resolve_path
+from loadgen.files import resolve_path
 from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, rescore, summarize

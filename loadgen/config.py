@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loadgen.files import read_lengths, resolve_path
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -206,8 +208,6 @@ def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLeng
         case PresetLength(name=n):
             return float(PRESETS[n][which])
         case EmpiricalLength(path=p, column=col):
-            from loadgen.lengths import read_lengths, resolve_path  # lengths imports this module
-
             values = read_lengths(resolve_path(p, base_dir), col)
             return sum(values) / len(values)
     raise AssertionError(dist)
