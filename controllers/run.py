@@ -30,11 +30,11 @@ from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved, Scenario
+from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
-from monitoring.duration import prometheus_duration
 from monitoring.prometheus import (
     PrometheusHandle,
     ScrapeTarget,
@@ -44,7 +44,7 @@ from monitoring.prometheus import (
     stop_prometheus,
 )
 from monitoring.promql import PromClient
-from monitoring.rules import recording_rules, write_rules
+from monitoring.rules import write_rules
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,7 @@ def _start_prometheus(s: Scenario, folder: Path, ports: _Ports, stack: ExitStack
                       ) -> PrometheusHandle:
     """Prometheus with the recording rules, at the controller's window: the scoreboard and the dashboards
     read their series. A Prometheus of the user's own (monitoring.prometheus_url) must load them itself."""
-    rules = recording_rules(s.configurations, prometheus_duration(s.controller.window_s),
-                            s.monitoring.scrape_interval_s)
+    rules = scoreboard_rules(s)
     if s.monitoring.prometheus_url:
         prom = attach_prometheus(s.monitoring.prometheus_url, folder)
         path = write_rules(Path(prom.folder) / "rules.yml", rules)

@@ -11,9 +11,12 @@ failures the server cannot count (a replica that died mid-stream). `assemble` tu
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from controllers.scenario import Scenario
 from monitoring import metrics as m
 from monitoring import rules as r
+from monitoring.duration import prometheus_duration
 
 Labels = Mapping[str, str]
 Sample = tuple[Labels, float]
@@ -78,6 +81,13 @@ class Scoreboard:
 
     def pair(self, config: str, sla_class: str) -> PairStats:
         return self.pairs.get((config, sla_class), PairStats(config, sla_class))
+
+
+def scoreboard_rules(s: Scenario) -> dict[str, Any]:
+    """The recording rules a scenario's scoreboard reads: its configurations, at the controller's window,
+    evaluated at the scrape interval. Load them into the Prometheus the controller queries."""
+    return r.recording_rules(s.configurations, prometheus_duration(s.controller.window_s),
+                             s.monitoring.scrape_interval_s)
 
 
 def _recorded(record: str, source: str = "server", **labels: str) -> str:
