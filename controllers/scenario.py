@@ -18,6 +18,7 @@ from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
 from loadgen.config import LoadConfig, TrafficClass, mean_length
 from loadgen.errors import LoadError
+from loadgen.files import resolve_path
 from monitoring.config import MonitoringConfig
 
 
@@ -219,7 +220,7 @@ def _check_classes(s: Scenario, base_dir: Path | None) -> Problems:
             problems.append((f"classes[{i}].name", f"duplicate class name {tc.name!r}"))
         for which, (field, dist) in enumerate((("input", tc.input), ("output", tc.output))):
             path = getattr(dist, "path", None)
-            if path is not None and not _find(path, base_dir).is_file():
+            if path is not None and not resolve_path(path, base_dir).is_file():
                 problems.append((f"classes[{i}].{field}.path", f"{path}: no such file"))
             elif path is not None:
                 try:
@@ -238,7 +239,7 @@ def _check_server(s: Scenario) -> Problems:
 
 def _check_load(s: Scenario, base_dir: Path | None) -> Problems:
     trace = getattr(s.load.arrival, "path", None)
-    if trace is not None and not _find(trace, base_dir).exists():
+    if trace is not None and not resolve_path(trace, base_dir).exists():
         return [("load.arrival.path", f"{trace}: no such file")]
     return []
 
@@ -257,7 +258,7 @@ def _absolute_model_path(s: Scenario, base_dir: Path | None) -> Scenario:
     """Replicas run in other working directories: a relative model folder that exists becomes absolute."""
     if not s.engine.model_path or Path(s.engine.model_path).is_absolute():
         return s
-    local = _find(Path(s.engine.model_path), base_dir)
+    local = resolve_path(Path(s.engine.model_path), base_dir)
     if not local.exists():
         return s
     return s.model_copy(update={"engine": s.engine.model_copy(update={"model_path": str(local.resolve())})})
@@ -266,12 +267,8 @@ def _absolute_model_path(s: Scenario, base_dir: Path | None) -> Scenario:
 def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> Problems:
     """The sim engine needs constants for the GPU's family, from the defaults or the override file."""
     try:
-        cal = DEFAULT_CALIBRATION if path is None else load_calibration(_find(Path(path), base_dir))
+        cal = DEFAULT_CALIBRATION if path is None else load_calibration(resolve_path(Path(path), base_dir))
         cal.for_gpu(gpu)
     except ValueError as e:
         return [("engine.calibration" if path is not None else "hardware.gpu", str(e))]
     return []
-
-
-def _find(p: Path, base_dir: Path | None) -> Path:
-    return p if p.is_absolute() or base_dir is None or p.exists() else base_dir / p

@@ -14,6 +14,7 @@ from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
 from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from loadgen.files import resolve_path
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     calibration = None
     if s.engine.calibration is not None:   # a relative path is read next to the scenario, as validation does
         p = Path(s.engine.calibration)
-        calibration = load_calibration(p if p.is_absolute() or p.exists() else base_dir / p)
+        calibration = load_calibration(resolve_path(p, base_dir))
     points = []
     for c in s.configurations:
         factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
