@@ -180,7 +180,7 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="print the rec
 
 @dataclass(frozen=True)
 class ServiceAddresses:
-    """Where one service of a deployment listens, as measured on this host (None: the OS would not say)."""
+    """Where one service of a deployment listens (addresses None: the OS would not say)."""
 
     service: str
     port: int | None
@@ -194,7 +194,8 @@ def _port(url: str | None) -> int | None:
 
 def _listening(st: UpState) -> list[ServiceAddresses]:
     """What listens for this deployment, measured on this host: the local Ray's processes, and the
-    scenario's Prometheus and load generator ports. (A cluster's own ports: README, Security.)"""
+    scenario's Prometheus and load generator ports. On a cluster, the ingress as recorded (the cluster's
+    other ports: README, Security)."""
     try:
         scenario = load_scenario(st.scenario).scenario
     except ScenarioError:
@@ -216,9 +217,9 @@ def _listening(st: UpState) -> list[ServiceAddresses]:
                 rows.append(ServiceAddresses(allowed.what, None, wide, allowed.guard))
         rows += [ServiceAddresses(f"NOT EXPECTED: {s.name}", s.port, [s.address], "unknown")
                  for s in ray if not s.loopback and s.allowance() is None]
-    else:
-        rows.append(ServiceAddresses("ingress (OpenAI API)", ingress, listening_on(ingress) if ingress else None,
-                                     api_access))
+    elif st.url:  # on the cluster, not necessarily on this host: as recorded
+        rows.append(ServiceAddresses("ingress (OpenAI API), on the cluster", ingress,
+                                     [httpx.URL(st.url).netloc.decode()], api_access))
     if scenario is not None:
         mon = scenario.monitoring
         if not mon.prometheus_url:
@@ -234,7 +235,7 @@ def _at(sockets: list[ListeningSocket], port: int | None) -> list[str]:
 
 
 def _print_listening(rows: list[ServiceAddresses]) -> None:
-    table = Table("listening (measured)", "address", "authentication")
+    table = Table("listening", "address", "authentication")
     for r in rows:
         if r.addresses is None:
             where = "unknown (the OS lists other processes' sockets to root only)"

@@ -43,7 +43,7 @@ class ListeningSocket:
 
     @property
     def loopback(self) -> bool:
-        return ipaddress.ip_address(self.host).is_loopback
+        return is_loopback(self.host)
 
     @property
     def name(self) -> str:
@@ -60,8 +60,16 @@ class ListeningSocket:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def allowance(self) -> AllowedOnAllInterfaces | None:
-        """The allow-list entry that covers this socket when it is not on loopback (None: none does)."""
+        """The allow-list entry for this socket's process (None: it must listen on loopback)."""
         return next((a for a in ALL_INTERFACES_ALLOWED if self.process.startswith(a.process_prefix)), None)
+
+
+def is_loopback(host: str) -> bool:
+    """`host` (an IP, bracketed or not, or a name) is this machine's loopback."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host(ip: str) -> str:

@@ -81,7 +81,8 @@ def test_local_up_listens_on_loopback_only(tmp_path: Path) -> None:
             allowed = s.allowance()
             assert allowed is not None
             code = PROBES[allowed.process_prefix](s.port)
-            assert code == grpc.StatusCode.UNAUTHENTICATED, f"{s.name} on {s.address} answered {code}"
+            assert code == grpc.StatusCode.UNAUTHENTICATED, \
+                f"{s.name} on {s.address} ({allowed.why}) answered {code} to a call without Ray's token"
         used = {a for s in wide if (a := s.allowance()) is not None}
         assert used == set(ALL_INTERFACES_ALLOWED), "an allow-list entry no longer applies: drop it (and " \
                                                     "its line in the README's Security section)"

@@ -3,12 +3,16 @@ and the local Ray start's single-node switch, which must not outlive the start."
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
+import yaml
 from ray._private import ray_constants
 
-from deployments.cluster import _loopback_node
-from deployments.listening import ListeningSocket, listening_on, listening_sockets, session_pids
+from deployments.cli import _listening
+from deployments.cluster import _single_node
+from deployments.daemon import UpState
+from deployments.listening import ListeningSocket, is_loopback, listening_on, listening_sockets, session_pids
 
 
 @pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
@@ -33,6 +37,12 @@ def test_only_loopback_counts_as_loopback(host: str, loopback: bool) -> None:
     assert ListeningSocket(1, "x", host, 80).loopback is loopback
 
 
+@pytest.mark.parametrize(("host", "loopback"), [("localhost", True), ("[::1]", True), ("127.0.0.2", True),
+                                                ("auto", False), ("ray://127.0.0.1", False), ("head.svc", False)])
+def test_cluster_address_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
 def test_ipv4_mapped_loopback_counts_as_loopback() -> None:
     with socket.socket(socket.AF_INET6) as s:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -53,11 +63,11 @@ def test_single_node_switch_is_restored_after_the_start(monkeypatch: pytest.Monk
     env = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
     monkeypatch.delenv(env, raising=False)
     before = ray_constants.ENABLE_RAY_CLUSTER
-    with _loopback_node():
+    with _single_node():
         assert os.environ[env] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
     assert env not in os.environ and before == ray_constants.ENABLE_RAY_CLUSTER
     monkeypatch.setenv(env, "1")
-    with pytest.raises(RuntimeError), _loopback_node():
+    with pytest.raises(RuntimeError), _single_node():
         raise RuntimeError
     assert os.environ[env] == "1" and before == ray_constants.ENABLE_RAY_CLUSTER
 
@@ -71,3 +81,24 @@ def test_single_node_switch_is_restored_after_the_start(monkeypatch: pytest.Monk
 ])
 def test_process_name_is_what_runs(process: str, name: str) -> None:
     assert ListeningSocket(1, process, "127.0.0.1", 80).name == name
+
+
+def test_status_of_an_attached_deployment_shows_recorded_ingress_and_measured_local_ports(tmp_path: Path) -> None:
+    with socket.socket() as loadgen, socket.socket() as free:
+        loadgen.bind(("127.0.0.1", 0))
+        loadgen.listen()
+        free.bind(("127.0.0.1", 0))  # bound, not listening: Prometheus is not up
+        prom_port, loadgen_port = free.getsockname()[1], loadgen.getsockname()[1]
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "s", "model": "llama-3.1-8b", "hardware": {"gpu": "h100-sxm", "gpus_per_node": 1},
+            "configurations": [{"name": "tp1", "tp": 1}],
+            "classes": [{"name": "c", "share": 1.0, "slo": {"ttft_ms": 100},
+                         "input": {"kind": "fixed", "value": 8}, "output": {"kind": "fixed", "value": 4}}],
+            "server": {"api_key_env": "MY_KEY"},
+            "monitoring": {"prometheus_port": prom_port, "loadgen_metrics_port": loadgen_port}}))
+        st = UpState(name="s", scenario=str(path), mode="attached", status="ready", url="http://10.0.0.5:8000")
+        rows = {r.service: (r.addresses, r.access) for r in _listening(st)}
+    assert rows == {"ingress (OpenAI API), on the cluster": (["10.0.0.5:8000"], "Bearer key from $MY_KEY"),
+                    "Prometheus": ([], "none; read-only API"),
+                    "load generator metrics": ([f"127.0.0.1:{loadgen_port}"], "none; metrics only")}
