@@ -1,4 +1,4 @@
-"""The socket measurement behind `parallax status` and the exposure test, on this process's own sockets;
+"""The socket measurement behind `parallax status` and test_local_exposure, on this process's own sockets;
 and the local Ray start's single-node switch, which must not outlive the start."""
 
 import os
