@@ -61,7 +61,7 @@ async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
 
 @serve.ingress(fastapi_app)
 class Ingress:
-    """One replica (it holds the routing state); the controller changes weights via `set_routing`."""
+    """One replica (it holds the routing state); the controller changes weights with PUT /v1/routing."""
 
     def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle]):
         resolved = AppArgs.model_validate(args).resolve()
@@ -80,7 +80,7 @@ class Ingress:
         if key_env and not self._key:
             logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
 
-    # --- called through a Serve handle (the controller) or the /v1/routing endpoints ---------------
+    # --- the /v1/routing endpoints (the controller's PUT), or a Serve handle inside the cluster ------
     def get_routing(self) -> dict[str, Any]:
         return {"default_class": self.default_class, "weights": self.router.weights}
 
