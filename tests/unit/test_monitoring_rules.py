@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from controllers.cli import app
 from controllers.scenario import load_scenario
+from controllers.scoreboard import scoreboard_rules
 from deployments.config import ParallelConfig
 from monitoring import rules as r
 
@@ -99,3 +102,15 @@ def test_attainment_counts_failed_requests_as_misses(tmp_path: Path) -> None:
     done = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_rules_command_defaults_to_the_window_the_controller_reads(tmp_path: Path) -> None:
+    """`parallax prometheus rules SCENARIO` writes the rules the scenario's controller reads (its window_s)."""
+    demo = Path(__file__).parents[2] / "scenarios" / "demo.yaml"
+    out = tmp_path / "rules.yml"
+    result = CliRunner().invoke(app, ["prometheus", "rules", str(demo), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(out.read_text())
+    assert written == scoreboard_rules(load_scenario(demo).scenario)
+    window = f"[{load_scenario(demo).scenario.controller.window_s:g}s]"
+    assert all(window in x["expr"] for x in written["groups"][0]["rules"] if "rate(" in x["expr"])
