@@ -124,7 +124,7 @@ def planned_capacities(resolved: Resolved) -> dict[tuple[str, str], float]:
 def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
     """Predictions at each class's observed rate in the run's last sweep step (the final routing's load)."""
     s = resolved.scenario
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    scale = s.engine.clock_scale
     step = max((r.rate_step for r in records), default=0)
     last = [r for r in records if r.rate_step == step]
     span = s.load.duration_s / scale
@@ -161,7 +161,7 @@ def write_whatif(resolved: Resolved, folder: Path) -> Path:
     """whatif.json of a run folder, from its records."""
     out = folder / rf.WHATIF_JSON
     s = resolved.scenario
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    scale = s.engine.clock_scale
     recs = load_records(folder / rf.RECORDS_JSONL, scale, {c.name: c.slo for c in s.classes})
     out.write_text(json.dumps(whatif(resolved, recs), indent=1))
     return out

@@ -66,6 +66,12 @@ class EngineConfig(_Strict):
     engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm only: extra engine args")
     seed: int = 0
 
+    @property
+    def clock_scale(self) -> float:
+        """Wall seconds per second of the engine's clock: `time_scale` for the simulated engine, 1 for a real
+        one. Every latency and rate Parallax reports is on the engine's clock: wall ÷ clock_scale."""
+        return self.time_scale if self.kind == "sim" else 1.0
+
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"

@@ -9,11 +9,12 @@ from typing import Any
 
 from controllers.scenario import Resolved
 from deployments.engines.sim.calibration import Calibration, load_calibration
-from deployments.engines.sim.offline import RequestRecord, run_offline
+from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
-from loadgen.config import SLO, ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from loadgen.files import resolve_path
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,6 @@ class SweepPoint:
     rate: float
     summary: dict[str, Any]                 # the `parallax simulate --json` keys, whole traffic
     classes: dict[str, dict[str, Any]]      # per SLA class: latencies, slo_attainment, requests
-
-
-def meets(r: RequestRecord, slo: SLO) -> bool:
-    """Whether one request met every latency target its class sets."""
-    return ((slo.ttft_ms is None or r.ttft * 1e3 <= slo.ttft_ms)
-            and (slo.tpot_ms is None or r.tpot * 1e3 <= slo.tpot_ms)
-            and (slo.e2e_ms is None or r.e2e * 1e3 <= slo.e2e_ms))
 
 
 def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed: int | None = None,
@@ -51,7 +45,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed
     base_dir = Path(resolved.source).parent
     if calibration is None and s.engine.calibration is not None:   # relative: next to the scenario, as validated
         p = Path(s.engine.calibration)
-        calibration = load_calibration(p if p.is_absolute() or p.exists() else base_dir / p)
+        calibration = load_calibration(resolve_path(p, base_dir))
     points = []
     for c in s.configurations:
         factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
@@ -66,7 +60,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed
                 per_class[tc.name] = {
                     "num_requests": len(recs),
                     **latencies(recs),
-                    "slo_attainment": sum(meets(r, tc.slo) for r in recs) / len(recs) if recs else 0.0,
+                    "slo_attainment": sum(tc.slo.met(r.ttft, r.tpot, r.e2e) for r in recs) / len(recs) if recs else 0.0,
                 }
             points.append(SweepPoint(c.name, c.tp, c.pp, c.replicas, rate, summary, per_class))
     return points
