@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli import app
+from controllers.scenario import parse_scenario
 from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_8B, ModelSpec, model_from_hf_config
@@ -25,6 +26,7 @@ from deployments.engines.sim.measurements import Metric, Setup, predict_all
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.run_folder import read_run_folder
+from deployments.engines.sim.sweep import simulate_scenario
 from deployments.engines.sim.vllm_bench import read_vllm_bench
 
 runner = CliRunner()
@@ -245,3 +247,12 @@ def test_profile_then_calibrate_then_simulate_on_this_cpu(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     tpot_ms = json.loads(res.stdout)["tpot_ms"]["mean"]
     assert tpot_ms > HOST["host_decode_ms"]     # a decode step on this CPU costs at least its host time
+    # A scenario takes both: the device spec as its GPU, the calibration as its engine's.
+    scenario = {"name": "on-this-cpu", "model": str(model_dir), "dtype": "fp32", "hardware": {"gpu": spec.name},
+                "engine": {"kind": "sim", "calibration": cal.name}, "configurations": [{"name": "tp1"}],
+                "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 500},
+                             "input": {"kind": "fixed", "value": 200}, "output": {"kind": "fixed", "value": 24}}]}
+    resolved = parse_scenario(scenario, str(tmp_path / "on-this-cpu.yaml"), tmp_path)
+    assert resolved.gpu.family == "cpu-box"
+    points = simulate_scenario(resolved, rates=[1.0])
+    assert points[0].summary["tpot_ms"]["mean"] > HOST["host_decode_ms"]

@@ -92,15 +92,23 @@ def catalog_gpu(name: str) -> GpuSpec | None:
 
 class Timer:
     """Median seconds of `fn` on `device`: warm-up, then `repeats` timings of `inner` back-to-back calls
-    (captured in a CUDA/HIP graph and replayed on a GPU where capture works)."""
+    (captured in a CUDA/HIP graph and replayed on a GPU where capture works). Short operations get more
+    calls per timing, so that one timing lasts about MIN_TIMING_S and the timer's own cost vanishes."""
+
+    MIN_TIMING_S = 1e-3
+    MAX_INNER = 256
 
     def __init__(self, device: torch.device, repeats: int):
         self.device, self.repeats = device, repeats
 
     def __call__(self, fn: Callable[[], object], inner: int = 8) -> float:
-        for _ in range(2):
-            fn()
+        fn()
         self._sync()
+        t0 = time.perf_counter()
+        fn()
+        self._sync()
+        once = time.perf_counter() - t0
+        inner = max(inner, min(self.MAX_INNER, int(self.MIN_TIMING_S / max(once, 1e-9))))
         run = self._graph(fn, inner) if self.device.type == "cuda" else None
         if run is None:
             def run() -> None:
