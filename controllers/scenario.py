@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from controllers.config import ControllerConfig
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
-from deployments.catalog.memory import check_parallelism, plan_memory, weight_bytes_per_gpu
+from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import DeploymentSpec
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
@@ -154,11 +154,9 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
                 problems.append((f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e)))
                 continue
             if gpu is not None:
-                plan = plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp,
-                                   s.engine.gpu_memory_utilization, s.engine.max_num_batched_tokens,
-                                   s.engine.block_size)
+                plan = s.engine.plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
                 if not plan.fits:
-                    total = weight_bytes_per_gpu(model, s.dtype, 1, 1) / 1e9
+                    total = weight_bytes_per_gpu(model, s.dtype, 1, 1, s.engine.memory_model) / 1e9
                     problems.append((
                         f"configurations[{i}]",
                         f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; "
@@ -201,6 +199,11 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
         problems.append(("load.arrival.path", f"{trace}: no such file"))
     if s.engine.kind == "sim" and gpu is not None:
         problems.extend(_check_calibration(s.engine.calibration, gpu, base_dir))
+    if s.engine.calibration and not Path(s.engine.calibration).is_absolute():
+        # Read next to the scenario, by whoever reads it (replicas run in other working directories).
+        local = _find(Path(s.engine.calibration), base_dir)
+        if local.exists():
+            s = s.model_copy(update={"engine": s.engine.model_copy(update={"calibration": str(local.resolve())})})
     if s.engine.kind == "vllm" and not s.engine.model_path:
         problems.append(("engine.model_path", "the vllm engine needs a local model folder; set model_path"))
     elif s.engine.model_path and not Path(s.engine.model_path).is_absolute():
