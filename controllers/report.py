@@ -115,7 +115,8 @@ def verdict(p: Mapping[str, Any] | None) -> str:
     lo, hi = p["interval"]
     figures = (f"predicted {p['attainment']:.0%}, measured {p['measured_attainment']:.0%} of {p['requests']} "
                f"requests (95% interval {lo:.0%}–{hi:.0%}); {p['flipped']} judged differently"
-               f"{_error(p.get('ttft_error'), 'TTFT')}{_error(p.get('tpot_error'), 'TPOT')} per request (median)")
+               f"{_error(p.get('ttft_error'), 'TTFT')}{_error(p.get('tpot_error'), 'TPOT')} per request (median, "
+               f"against the {p.get('error_basis', 'client')}'s figures)")
     word = "<span class=ok>agree</span>" if p["agrees"] else "<span class=bad>disagree</span>"
     return f"{word}: {figures}"
 

@@ -50,17 +50,20 @@ def _quantiles(a: Sequence[float]) -> Quantiles:
 # --- replay -------------------------------------------------------------------------------------------------
 def replay(resolved: Resolved, c: ParallelConfig, records: Sequence[RequestRecord]) -> list[tuple[RequestRecord,
                                                                                                    SimRecord]]:
-    """Every answered request configuration `c` received (warm-up included: it loaded the engine), replayed
-    offline on `c`'s replicas at its send time (engine clock) with its prompt and output lengths; pairs of
-    (record on the engine clock, simulated request). Replicated configurations dispatch least-loaded, which
-    may differ from the live router's choice request by request."""
+    """Every request configuration `c`'s engine held, replayed offline on `c`'s replicas at its send time
+    (engine clock) with its prompt and output lengths; pairs of (record on the engine clock, simulated
+    request). Warm-up requests loaded the engine like the others; requests cut off by a timeout or the end of
+    the run ran up to then, and are replayed whole (only requests that finished before the cut-off are
+    compared, and they met them only before it). Refused requests never reached the engine. Replicated
+    configurations dispatch least-loaded, which may differ from the live router's choice request by request."""
     k = resolved.scenario.engine.time_scale if resolved.scenario.engine.kind == "sim" else 1.0
-    mine = sorted((r for r in records if r.config == c.name and r.status == "ok" and r.send_time is not None),
-                  key=lambda r: r.send_time or 0.0)
+    mine = sorted((r for r in records if r.config == c.name and r.send_time is not None
+                   and r.status in ("ok", "timeout", "cancelled")), key=lambda r: r.send_time or 0.0)
     if not mine:
         return []
     t0 = mine[0].send_time or 0.0
-    specs = [RequestSpec(r.prompt_tokens or r.planned_prompt_tokens, r.output_tokens or r.max_tokens,
+    specs = [RequestSpec(r.prompt_tokens or r.planned_prompt_tokens,
+                         r.output_tokens if r.status == "ok" and r.output_tokens else r.max_tokens,
                          ((r.send_time or t0) - t0) / k, r.sla_class) for r in mine]
     result = run_offline(replicas(resolved, c), specs, replicas=c.replicas)
     return [(on_engine_clock(r, k), sim) for r, sim in zip(mine, result.records, strict=True)]
@@ -74,9 +77,9 @@ def _relative_error(pred: Sequence[float], meas: Sequence[float | None]) -> floa
 
 def compare(tc: TrafficClass, pairs: Sequence[tuple[RequestRecord, SimRecord]]) -> dict[str, Any] | None:
     """One class on one configuration: the replay's attainment against the measured one over the same
-    requests (scored ones: warm-up left out). They agree when the prediction lies in the 95 % interval of the
+    requests (the answered ones; warm-up left out). They agree when the prediction lies in the 95 % interval of the
     measured attainment — what that many requests can resolve."""
-    scored = [(r, s) for r, s in pairs if r.sla_class == tc.name and r.scored]
+    scored = [(r, s) for r, s in pairs if r.sla_class == tc.name and r.scored and r.status == "ok"]
     if not scored:
         return None
     n = len(scored)
@@ -90,14 +93,20 @@ def compare(tc: TrafficClass, pairs: Sequence[tuple[RequestRecord, SimRecord]]) 
     stats = PairStats("", tc.name, samples=n, attainment=attainment, ttft=_quantiles(ttft), tpot=_quantiles(tpot),
                       e2e=_quantiles(e2e))
     multi = [(r, s) for r, s in scored if s.output_len > 1]
+    # Per-request latency error against the server's own figures where it reports them (without the HTTP
+    # path between client and server), else against the client's.
+    server = all(r.server_ttft_s is not None for r, _ in scored)
+    ttft_meas = [r.server_ttft_s if server else r.ttft_s for r, _ in scored]
+    tpot_meas = [r.server_tpot_s if server else r.tpot_s for r, _ in multi]
     return {
         "requests": n, "attainment": attainment, "meets": tc.slo.attainment <= attainment,
         "measured_attainment": n_met / n, "interval": [lo, hi], "agrees": lo <= attainment <= hi,
         "flipped": sum(a != b for a, b in zip(met, measured_met, strict=True)),
         "headroom": headroom(stats, tc.slo), "ttft_p90": stats.ttft.p90, "tpot_p90": stats.tpot.p90,
         "e2e_p90": stats.e2e.p90,
-        "ttft_error": _relative_error(ttft, [r.ttft_s for r, _ in scored]),
-        "tpot_error": _relative_error([s.tpot for _, s in multi], [r.tpot_s for r, _ in multi]),
+        "ttft_error": _relative_error(ttft, ttft_meas),
+        "tpot_error": _relative_error([s.tpot for _, s in multi], tpot_meas),
+        "error_basis": "server" if server else "client",
     }
 
 

@@ -40,21 +40,24 @@ class Batch:
     sampled: list[Sequence] = field(default_factory=list)
 
 
-@dataclass(slots=True)
 class _Draft:
     """An iteration being built: what the three phases have taken so far."""
 
-    step: int
-    cap: int        # sequences this iteration may hold
-    budget: int     # tokens left
-    decodes: list[Sequence] = field(default_factory=list)
-    partial: list[Sequence] = field(default_factory=list)   # running, with prompt tokens left
-    prefills: list[Sequence] = field(default_factory=list)
-    sampled: list[Sequence] = field(default_factory=list)
-    decode_context: int = 0
-    prefill_tokens: int = 0
-    attn_pairs: float = 0.0
-    preempted: bool = False
+    __slots__ = ("attn_pairs", "budget", "cap", "decode_context", "decodes", "partial", "preempted",
+                 "prefill_tokens", "prefills", "sampled", "step")
+
+    def __init__(self, step: int, cap: int, budget: int):
+        self.step = step
+        self.cap = cap            # sequences this iteration may hold
+        self.budget = budget      # tokens left
+        self.decodes: list[Sequence] = []
+        self.partial: list[Sequence] = []   # running, with prompt tokens left
+        self.prefills: list[Sequence] = []
+        self.sampled: list[Sequence] = []   # prefills whose chunk ends the prompt
+        self.decode_context = 0
+        self.prefill_tokens = 0
+        self.attn_pairs = 0.0
+        self.preempted = False
 
     @property
     def full(self) -> bool:
@@ -138,26 +141,27 @@ class Scheduler:
         running_status = Status.RUNNING
         decodes, partial = d.decodes, d.partial
         cap, budget, context = d.cap, d.budget, 0
+        step = d.step
         for seq in self.running:
             if seq.status != running_status:
                 continue
             if budget == 0 or len(decodes) == cap:
                 break
             computed = seq.num_computed
-            pending = seq.prompt_len + seq.num_output - computed
-            if pending != 1 or seq.num_output == 0:
-                if pending:   # 0: its sampled token is in flight
+            out = seq.num_output
+            if out == 0 or computed != seq.prompt_len + out - 1:
+                if computed < seq.prompt_len + out:   # else its sampled token is in flight
                     partial.append(seq)
                 continue
             if computed == seq.num_blocks * block_size:  # the new token opens a block
                 if blocks.free == 0:
                     d.preempted = True
-                    if not self._make_room(seq, 1, d.step):
+                    if not self._make_room(seq, 1, step):
                         continue
                 blocks.allocate(seq, 1)
             seq.num_computed = computed + 1
-            seq.in_flight += 1
-            seq.sched_step = d.step
+            seq.in_flight = 1   # a decoding sequence is in no other iteration
+            seq.sched_step = step
             context += computed + 1
             decodes.append(seq)
             budget -= 1
@@ -203,7 +207,7 @@ class Scheduler:
         running_status = Status.RUNNING
         landed = 0
         for seq in batch.decodes:   # the other hot loop
-            seq.in_flight -= 1
+            seq.in_flight = 0
             if seq.status == running_status:
                 landed += 1
                 seq.num_output += 1
