@@ -169,14 +169,14 @@ def test_pp_micro_batches_share_the_token_budget_and_a_prompt_streams_through_th
 
 
 def test_a_pp_replica_under_mixed_load_approaches_data_parallel_replicas() -> None:
-    """Long prompts arriving among short requests, near saturation: one 4-stage pipeline keeps up with the
-    traffic about as well as 4 data-parallel copies of the whole model (the same work per token) — micro-
-    batches of equal cost keep every stage busy. Were one micro-batch to carry a whole prompt chunk, the
-    light ones would queue behind it at every stage, three stages would mostly idle and the queue would grow
-    (makespan ×1.4 here)."""
+    """Long prompts arriving among short requests, near saturation: one 4-stage pipeline (each GPU holding a
+    quarter of the layers, so 4× one GPU's KV blocks) keeps up with the traffic about as well as 4
+    data-parallel copies of the whole model (the same work per token): micro-batches of equal cost keep
+    every stage busy. When a prompt's next chunk waited for the previous one to leave the last stage and a
+    micro-batch full of decodes admitted no prompt, the queue grew (makespan ×1.3 here)."""
     cost = LinearCost(step_s=0.0005, token_s=0.0001, stages=4)
     reqs = [RequestSpec(2000 if i % 5 == 0 else 50, 100 if i % 5 == 0 else 30, arrival=0.05 * i) for i in range(200)]
-    pp4 = run_offline(lambda: make_core(cost, budget=2048, pp=4), reqs)
+    pp4 = run_offline(lambda: make_core(cost, budget=2048, pp=4, blocks=40_000), reqs)
     dp4 = run_offline(lambda: make_core(cost, budget=2048), reqs, replicas=4)
     assert pp4.makespan < 1.1 * dp4.makespan
 
@@ -235,3 +235,27 @@ def test_scheduler_invariants_on_random_workloads(lengths: list[tuple[int, int, 
         assert s.num_output == s.max_tokens == len(s.token_times)
         assert s.first_token_time == s.token_times[0] > s.arrival
         assert all(b > a for a, b in zip(s.token_times, s.token_times[1:], strict=False))
+
+
+def test_a_micro_batch_with_its_share_of_decodes_still_takes_prompt_tokens() -> None:
+    """PP2, 11 decoding sequences (a micro-batch takes at most ⌈12 / 2⌉ = 6 of them) and a long prompt: every
+    micro-batch until the prompt's last chunk fills its half of the token budget with a chunk of it, also
+    the ones holding their full share of decodes."""
+    cost = LinearCost(stages=2)
+    core = make_core(cost, budget=256, pp=2)
+    decoders = [Sequence(f"d{i}", 8, 400) for i in range(11)]
+    for s in decoders:
+        core.submit(s, 0.0)
+    core.run_until(0.5)
+    assert all(s.num_output > 2 for s in decoders)
+    n = len(cost.shapes)
+    big = Sequence("big", 1200, 2)
+    core.submit(big, core.now)
+    while big.first_token_time is None:
+        core.run_until(core.next_event_time())
+    during = cost.shapes[n:]
+    chunks = [s for s in during if s.prefill_tokens]
+    assert sum(s.prefill_tokens for s in chunks) == 1200
+    before_last = during[:during.index(chunks[-1])]
+    assert {s.decode_seqs for s in before_last} == {5, 6}
+    assert all(s.num_tokens == 128 for s in before_last)

@@ -12,11 +12,11 @@ free, the newest running sequence that is not in flight is preempted (its blocks
 recomputed later), as vLLM does.
 
 Micro-batches (PP = p > 1; the core keeps up to p in flight): each one takes at most 1/p of the active
-sequences and 1/p of `max_num_batched_tokens`, so every micro-batch costs about the same at every stage
-and the pipeline stays full (a micro-batch carrying a whole 8k-token prefill chunk would hold the light
-ones queued behind it at every stage, and only p fit in flight). A sequence waiting for its sampled token
-is in no other micro-batch; its next prompt chunk may be (the chunk reaches each stage after the one
-before it), as vLLM V1 schedules prompt tokens whose predecessors are still in flight.
+sequences as decodes and 1/p of `max_num_batched_tokens` in all, so every micro-batch costs about the
+same at every stage and the pipeline stays full (a micro-batch carrying a whole 8k-token prefill chunk
+would hold the light ones queued behind it at every stage, and only p fit in flight). A sequence waiting
+for its sampled token is in no other micro-batch; its next prompt chunk may be (the chunk reaches each
+stage after the one before it), as vLLM V1 schedules prompt tokens whose predecessors are still in flight.
 """
 
 from collections import deque
@@ -48,7 +48,7 @@ class _Draft:
 
     def __init__(self, step: int, cap: int, budget: int):
         self.step = step
-        self.cap = cap            # sequences this iteration may hold
+        self.cap = cap            # decoding sequences this iteration may hold
         self.budget = budget      # tokens left
         self.decodes: list[Sequence] = []
         self.partial: list[Sequence] = []   # running, with prompt tokens left
@@ -58,10 +58,6 @@ class _Draft:
         self.prefill_tokens = 0
         self.attn_pairs = 0.0
         self.preempted = False
-
-    @property
-    def full(self) -> bool:
-        return self.budget == 0 or len(self.decodes) + len(self.prefills) >= self.cap
 
 
 class Scheduler:
@@ -145,13 +141,15 @@ class Scheduler:
         for seq in self.running:
             if seq.status != running_status:
                 continue
-            if budget == 0 or len(decodes) == cap:
+            if budget == 0:
                 break
             computed = seq.num_computed
             out = seq.num_output
             if out == 0 or computed != seq.prompt_len + out - 1:
                 if computed < seq.prompt_len + out:   # else its sampled token is in flight
                     partial.append(seq)
+                continue
+            if len(decodes) == cap:   # this micro-batch's share of the decodes: look on for prompt chunks only
                 continue
             if computed == seq.num_blocks * block_size:  # the new token opens a block
                 if blocks.free == 0:
@@ -172,7 +170,7 @@ class Scheduler:
         """Phase 2: the next chunk of running sequences that have prompt tokens left."""
         blocks = self.blocks
         for seq in d.partial:
-            if d.full:
+            if d.budget == 0:
                 break
             if seq.status != Status.RUNNING:   # preempted to make room in phase 1
                 continue
@@ -189,7 +187,7 @@ class Scheduler:
         """Phase 3: waiting sequences, first come first served, while the KV blocks and max_num_seqs allow."""
         blocks = self.blocks
         self._compact()
-        while self.waiting and not d.full and len(self.running) < self.max_num_seqs:
+        while self.waiting and d.budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             new = min(seq.num_tokens - seq.num_computed, d.budget)
             need = blocks.blocks_needed(seq, new)
