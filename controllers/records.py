@@ -11,6 +11,7 @@ import numpy as np
 
 from loadgen.config import SLO
 from loadgen.records import RequestRecord, read_records
+from loadgen.summary import judge
 
 
 @dataclass(frozen=True)
@@ -31,39 +32,17 @@ class Rec:
     request_id: str = ""
 
 
-def _div(x: float | None, k: float) -> float | None:
-    return None if x is None else x / k
-
-
-def meets(ttft: float | None, tpot: float | None, e2e: float | None, slo: SLO) -> bool:
-    """The load generator's rule: TTFT, mean TPOT and E2E each within target (a missing TPOT passes)."""
-    if ttft is None or e2e is None:
-        return False
-    return all(target is None or value is None or value * 1000 <= target
-               for value, target in ((ttft, slo.ttft_ms), (tpot, slo.tpot_ms), (e2e, slo.e2e_ms)))
-
-
-def on_engine_clock(r: RequestRecord, k: float, slo: SLO | None = None) -> RequestRecord:
-    """The record with its times in seconds of an engine clock running `k` times slower than the wall (and
-    rates `k` times higher), its SLO re-judged on those times when `slo` is given."""
-    if k != 1.0:
-        r = r.model_copy(update={
-            "ttft_s": _div(r.ttft_s, k), "tpot_s": _div(r.tpot_s, k), "e2e_s": _div(r.e2e_s, k),
-            "itl_s": [x / k for x in r.itl_s], "offered_rate": None if r.offered_rate is None else r.offered_rate * k})
-    if slo is None:
-        return r
-    return r.model_copy(update={"slo_met": r.status == "ok" and meets(r.ttft_s, r.tpot_s, r.e2e_s, slo)})
-
-
-def reduce(r: RequestRecord, k: float = 1.0) -> Rec:
-    """The report's view of one record already on the engine's clock; `k` converts its send time."""
+def reduce(r: RequestRecord, time_scale: float = 1.0) -> Rec:
+    """The report's view of one (wall-clock) record, on the clock of an engine running `time_scale` wall
+    seconds per engine second."""
+    e = r.on_engine_clock(time_scale)
     start = r.send_time if r.send_time is not None else r.scheduled_time
     return Rec(
-        config=r.config, sla_class=r.sla_class, ok=r.status == "ok", slo_met=r.slo_met and r.status == "ok",
-        ttft_s=r.ttft_s, tpot_s=r.tpot_s, e2e_s=r.e2e_s,
-        prompt_tokens=r.prompt_tokens or r.planned_prompt_tokens, output_tokens=r.output_tokens,
-        start_s=start / k, rate_step=r.rate_step, offered_rate=r.offered_rate, server_ttft_s=r.server_ttft_s,
-        request_id=r.request_id,
+        config=e.config, sla_class=e.sla_class, ok=e.status == "ok", slo_met=e.slo_met and e.status == "ok",
+        ttft_s=e.ttft_s, tpot_s=e.tpot_s, e2e_s=e.e2e_s,
+        prompt_tokens=e.prompt_tokens or e.planned_prompt_tokens, output_tokens=e.output_tokens,
+        start_s=start / time_scale, rate_step=e.rate_step, offered_rate=e.offered_rate,
+        server_ttft_s=e.server_ttft_s, request_id=e.request_id,
     )
 
 
@@ -76,7 +55,8 @@ def measured(records: Iterable[RequestRecord], time_scale: float = 1.0,
     use), rates likewise, and the SLOs are re-judged on those times.
     """
     slos = slos or {}
-    return [reduce(on_engine_clock(r, time_scale, slos.get(r.sla_class)), time_scale) for r in records if r.scored]
+    return [reduce(judge(r, slos[r.sla_class], time_scale) if r.sla_class in slos else r, time_scale)
+            for r in records if r.scored]
 
 
 def load_records(path: Path, time_scale: float = 1.0, slos: Mapping[str, SLO] | None = None) -> list[Rec]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from controllers import runfolder as rf
 from controllers.policies import headroom
-from controllers.records import Rec, attainment_interval, measured, meets, on_engine_clock
+from controllers.records import Rec, attainment_interval, measured
 from controllers.scenario import Resolved
 from controllers.scoreboard import PairStats, Quantiles
 from deployments.config import ParallelConfig
@@ -40,7 +40,8 @@ def replicas(resolved: Resolved, c: ParallelConfig) -> ReplicaFactory:
 
 
 def _met(r: SimRecord, slo: SLO) -> bool:
-    return meets(r.ttft, r.tpot if r.output_len > 1 else None, r.e2e, slo)
+    """The one SLO judgment (`SLO.met`) of a simulated request (one output token: no TPOT to judge)."""
+    return slo.met(r.ttft, r.tpot if r.output_len > 1 else None, r.e2e)
 
 
 def _quantiles(a: Sequence[float]) -> Quantiles:
@@ -56,7 +57,7 @@ def replay(resolved: Resolved, c: ParallelConfig, records: Sequence[RequestRecor
     the run ran up to then, and are replayed whole (only requests that finished before the cut-off are
     compared, and they met them only before it). Refused requests never reached the engine. Replicated
     configurations dispatch least-loaded, which may differ from the live router's choice request by request."""
-    k = resolved.scenario.engine.time_scale if resolved.scenario.engine.kind == "sim" else 1.0
+    k = resolved.scenario.engine.clock_scale
     mine = sorted((r for r in records if r.config == c.name and r.send_time is not None
                    and r.status in ("ok", "timeout", "cancelled")), key=lambda r: r.send_time or 0.0)
     if not mine:
@@ -66,7 +67,7 @@ def replay(resolved: Resolved, c: ParallelConfig, records: Sequence[RequestRecor
                          r.output_tokens if r.status == "ok" and r.output_tokens else r.max_tokens,
                          ((r.send_time or t0) - t0) / k, r.sla_class) for r in mine]
     result = run_offline(replicas(resolved, c), specs, replicas=c.replicas)
-    return [(on_engine_clock(r, k), sim) for r, sim in zip(mine, result.records, strict=True)]
+    return [(r.on_engine_clock(k), sim) for r, sim in zip(mine, result.records, strict=True)]
 
 
 def _relative_error(pred: Sequence[float], meas: Sequence[float | None]) -> float | None:
@@ -84,7 +85,7 @@ def compare(tc: TrafficClass, pairs: Sequence[tuple[RequestRecord, SimRecord]]) 
         return None
     n = len(scored)
     met = [_met(s, tc.slo) for _, s in scored]
-    measured_met = [meets(r.ttft_s, r.tpot_s, r.e2e_s, tc.slo) for r, _ in scored]
+    measured_met = [r.meets(tc.slo) for r, _ in scored]
     n_met = sum(measured_met)
     lo, hi = attainment_interval(n_met, n)
     attainment = sum(met) / n
@@ -99,7 +100,7 @@ def compare(tc: TrafficClass, pairs: Sequence[tuple[RequestRecord, SimRecord]]) 
     ttft_meas = [r.server_ttft_s if server else r.ttft_s for r, _ in scored]
     tpot_meas = [r.server_tpot_s if server else r.tpot_s for r, _ in multi]
     return {
-        "requests": n, "attainment": attainment, "meets": tc.slo.attainment <= attainment,
+        "requests": n, "attainment": attainment, "meets": tc.slo.attained(attainment),
         "measured_attainment": n_met / n, "interval": [lo, hi], "agrees": lo <= attainment <= hi,
         "flipped": sum(a != b for a, b in zip(met, measured_met, strict=True)),
         "headroom": headroom(stats, tc.slo), "ttft_p90": stats.ttft.p90, "tpot_p90": stats.tpot.p90,
@@ -134,7 +135,7 @@ def predict(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, rate: float
     stats = PairStats(c.name, tc.name, samples=n, attainment=attainment, ttft=_quantiles([r.ttft for r in recs]),
                       tpot=_quantiles([r.tpot for r in recs]), e2e=_quantiles([r.e2e for r in recs]))
     return {"sla_class": tc.name, "config": c.name, "rate": rate, "requests": n, "attainment": attainment,
-            "meets": attainment >= tc.slo.attainment, "headroom": headroom(stats, tc.slo),
+            "meets": tc.slo.attained(attainment), "headroom": headroom(stats, tc.slo),
             "ttft_p90": stats.ttft.p90, "tpot_p90": stats.tpot.p90, "e2e_p90": stats.e2e.p90}
 
 
@@ -196,7 +197,7 @@ def whatif(resolved: Resolved, records: Sequence[RequestRecord]) -> dict[str, An
     """Per (class, configuration): the replay of the traffic the configuration received, and the class alone
     at its observed rate in the run's last sweep step (the final routing's load) with its capacity."""
     s = resolved.scenario
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    scale = s.engine.clock_scale
     recs = measured(records, scale, {c.name: c.slo for c in s.classes})
     step = max((r.rate_step for r in recs), default=0)
     span = s.load.duration_s / scale

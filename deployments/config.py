@@ -87,6 +87,12 @@ class EngineConfig(_Strict):
         return plan_memory(model, gpu, dtype, kv_dtype, tp, pp, self.gpu_memory_utilization,
                            self.max_num_batched_tokens, self.block_size, self.memory_model)
 
+    @property
+    def clock_scale(self) -> float:
+        """Wall seconds per second of the engine's clock: `time_scale` for the simulated engine, 1 for a real
+        one. Every latency and rate Parallax reports is on the engine's clock: wall ÷ clock_scale."""
+        return self.time_scale if self.kind == "sim" else 1.0
+
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"

@@ -38,6 +38,7 @@ from ray import serve
 from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved, load_scenario
+from controllers.scoreboard import scoreboard_rules
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
@@ -68,6 +69,7 @@ SCENARIO: dict[str, Any] = {
     "controller": {"policy": "best-per-class", "interval_s": 0.25, "window_s": 10, "min_samples": 5,
                    "min_dwell_s": 1},
     "server": {"api_key_env": KEY_ENV},
+    "monitoring": {"scrape_interval_s": 0.5},   # the recording rules the controller reads are evaluated as often
 }
 
 
@@ -151,7 +153,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         controller: Controller | None = None
         try:
             d = deploy(r, port=free_port(), timeout_s=180)
-            prom = start_prometheus(run_dir, [ScrapeTarget("ray", metrics_port)], scrape_interval_s=0.5)
+            prom = start_prometheus(run_dir, [ScrapeTarget("ray", metrics_port)], scoreboard_rules(r.scenario),
+                                    scrape_interval_s=0.5)
             router = HttpRouter(d.url, api_key=SECRET)
             names = [c.name for c in r.scenario.configurations]
             client = PromClient(prom.url, timeout_s=2.0)
@@ -291,7 +294,8 @@ def test_prometheus_restart_marks_stale_keeps_routing_and_recovers(stack: Stack)
         seen["during"] = stack.routing()
         marks["restart"] = time.time()
         stack.prom = start_prometheus(stack.run_dir, [ScrapeTarget("ray", stack.ray_metrics_port)],
-                                      port=stack.prom.port, scrape_interval_s=0.5)
+                                      scoreboard_rules(stack.resolved.scenario), port=stack.prom.port,
+                                      scrape_interval_s=0.5)
         marks["fresh"] = marks["restart"] + _wait(lambda: not stack.controller.board.stale, 40, "recovery", 0.05)
 
     planned, records, _ = stack.load_once(stack.run_dir / "load-prom", 14.0, outage)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.offline import RequestRecord, run_offline
+from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
-from loadgen.config import SLO, ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,6 @@ class SweepPoint:
     rate: float
     summary: dict[str, Any]                 # the `parallax simulate --json` keys, whole traffic
     classes: dict[str, dict[str, Any]]      # per SLA class: latencies, slo_attainment, requests
-
-
-def meets(r: RequestRecord, slo: SLO) -> bool:
-    """Whether one request met every latency target its class sets."""
-    return ((slo.ttft_ms is None or r.ttft * 1e3 <= slo.ttft_ms)
-            and (slo.tpot_ms is None or r.tpot * 1e3 <= slo.tpot_ms)
-            and (slo.e2e_ms is None or r.e2e * 1e3 <= slo.e2e_ms))
 
 
 def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
@@ -60,7 +53,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
                 per_class[tc.name] = {
                     "num_requests": len(recs),
                     **latencies(recs),
-                    "slo_attainment": sum(meets(r, tc.slo) for r in recs) / len(recs) if recs else 0.0,
+                    "slo_attainment": sum(tc.slo.met(r.ttft, r.tpot, r.e2e) for r in recs) / len(recs) if recs else 0.0,
                 }
             points.append(SweepPoint(c.name, c.tp, c.pp, c.replicas, rate, summary, per_class))
     return points
