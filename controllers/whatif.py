@@ -229,8 +229,10 @@ def whatif(resolved: Resolved, records: Sequence[RequestRecord]) -> dict[str, An
         "note": ("Predicted: the offline simulator (the live simulated engine's replicas, cost model and scheduler) "
                  "replaying exactly the requests each configuration received — send times, prompt and output "
                  "lengths, classes — judged per class like the measurement. It agrees when it lies within the 95 % "
-                 "interval of the measured attainment over those requests. Capacity: the highest rate of the class "
-                 "alone at which the configuration still meets the class's SLO attainment target."),
+                 "interval of the measured attainment over those requests. With the simulated engine the schedule is "
+                 "the same; what is left of the TTFT difference is the real-time delivery (the process woken late "
+                 "on a busy machine). Capacity: the highest rate of the class alone at which the configuration still "
+                 "meets the class's SLO attainment target."),
         "rate_step": step,
         "predictions": preds,
         "cost_terms": cost_terms(resolved, math.ceil(isl), math.ceil(ctx)),
