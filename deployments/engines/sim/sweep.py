@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
 from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
-from loadgen.files import resolve_path
 
 
 @dataclass(frozen=True)
@@ -42,14 +40,9 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     sweep = rates or s.load.rates or [own]
     seed = s.engine.seed if seed is None else seed
     base_dir = Path(resolved.source).parent
-    calibration = None
-    if s.engine.calibration is not None:   # a relative path is read next to the scenario, as validation does
-        p = Path(s.engine.calibration)
-        calibration = load_calibration(resolve_path(p, base_dir))
     points = []
     for c in s.configurations:
-        factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
-                                 calibration)
+        factory = ReplicaFactory.for_deployment(s, c, resolved.model, resolved.gpu)
         for rate in sweep:
             reqs, concurrency = class_mix(s.classes, arrival, rate, s.load.duration_s, seed, base_dir)
             res = run_offline(factory, reqs, replicas=c.replicas, concurrency=concurrency)
