@@ -11,6 +11,7 @@ from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
 from deployments.catalog.dtypes import parse_dtype
 from deployments.catalog.gpus import resolve_gpu
+from deployments.catalog.memory import describe_memory_model
 from deployments.catalog.models import resolve_model
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.config import EngineConfig
@@ -69,6 +70,8 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
                       f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
                       f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
     console.print(table)
+    note = describe_memory_model(s.engine.memory_model, s.engine.gpu_memory_utilization)
+    console.print(note if s.engine.kind == "sim" else f"{note} (vLLM sizes its own; this estimates it)")
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:

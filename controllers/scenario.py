@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from controllers.config import ControllerConfig
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
-from deployments.catalog.memory import check_parallelism, plan_memory, weight_bytes_per_gpu
+from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
@@ -146,7 +146,7 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     problems += _check_engine(s, gpu, base_dir)
     if problems or model is None or gpu is None:
         raise ScenarioError(source, problems)
-    return Resolved(scenario=_absolute_model_path(s, base_dir), model=model, gpu=gpu, source=source)
+    return Resolved(scenario=_absolute_paths(s, base_dir), model=model, gpu=gpu, source=source)
 
 
 def _check_configurations(s: Scenario, model: ModelSpec | None, gpu: GpuSpec | None) -> Problems:
@@ -187,11 +187,10 @@ def _check_memory(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu:
         return [(f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e))]
     if gpu is None:
         return []
-    plan = plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine.gpu_memory_utilization,
-                       s.engine.max_num_batched_tokens, s.engine.block_size)
+    plan = s.engine.plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
     if plan.fits:
         return []
-    total = weight_bytes_per_gpu(model, s.dtype, 1, 1) / 1e9
+    total = weight_bytes_per_gpu(model, s.dtype, 1, 1, s.engine.memory_model) / 1e9
     return [(f"configurations[{i}]",
              f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; {c.name} (tp{c.tp}×pp{c.pp}) gives "
              f"{c.gpus_per_replica}×{gpu.memory_gb:.0f} GB and leaves no room for KV cache; raise tp or pp, "
@@ -254,14 +253,17 @@ def _check_engine(s: Scenario, gpu: GpuSpec | None, base_dir: Path | None) -> Pr
     return problems
 
 
-def _absolute_model_path(s: Scenario, base_dir: Path | None) -> Scenario:
-    """Replicas run in other working directories: a relative model folder that exists becomes absolute."""
-    if not s.engine.model_path or Path(s.engine.model_path).is_absolute():
-        return s
-    local = resolve_path(Path(s.engine.model_path), base_dir)
-    if not local.exists():
-        return s
-    return s.model_copy(update={"engine": s.engine.model_copy(update={"model_path": str(local.resolve())})})
+def _absolute_paths(s: Scenario, base_dir: Path | None) -> Scenario:
+    """Replicas run in other working directories: a relative model folder or calibration file that exists
+    (next to the scenario) becomes absolute, so every reader finds the same file."""
+    update = {}
+    for field in ("model_path", "calibration"):
+        value = getattr(s.engine, field)
+        if value and not Path(value).is_absolute():
+            local = resolve_path(Path(value), base_dir)
+            if local.exists():
+                update[field] = str(local.resolve())
+    return s.model_copy(update={"engine": s.engine.model_copy(update=update)}) if update else s
 
 
 def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> Problems:

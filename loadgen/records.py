@@ -57,6 +57,12 @@ class RequestRecord(BaseModel):
     slo_met: bool = False
 
     @property
+    def scored(self) -> bool:
+        """Whether the request counts in the figures: not warm-up traffic, and not cancelled (never sent, or cut
+        off when the run stopped)."""
+        return not self.warmup and self.status != "cancelled"
+
+    @property
     def lateness_s(self) -> float | None:
         return None if self.send_time is None else self.send_time - self.scheduled_time
 

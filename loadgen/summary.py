@@ -114,7 +114,7 @@ def summarize(records: Iterable[RequestRecord], slos: Mapping[str, SLO], step_du
     """Summarise (wall-clock) records; `step_durations` gives each sweep step's measured length in wall
     seconds; `time_scale` (wall seconds per engine second) puts the figures on the engine's clock."""
     all_records = list(records)
-    scored = [r for r in all_records if not r.warmup and r.status != "cancelled"]
+    scored = [r for r in all_records if r.scored]
     durations = dict(step_durations)
     for r in scored:  # records of a step without a known duration: use their own span
         if r.rate_step not in durations:

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
 from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
-from loadgen.files import resolve_path
 
 
 @dataclass(frozen=True)
@@ -30,10 +28,9 @@ class SweepPoint:
     classes: dict[str, dict[str, Any]]      # per SLA class: latencies, slo_attainment, requests
 
 
-def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed: int | None = None,
-                      calibration: Calibration | None = None) -> list[SweepPoint]:
-    """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own);
-    `calibration` replaces the scenario's engine.calibration."""
+def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
+                      seed: int | None = None) -> list[SweepPoint]:
+    """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own)."""
     s = resolved.scenario
     arrival = s.load.arrival
     if not isinstance(arrival, PoissonArrival | GammaArrival | ConstantArrival | ClosedLoop):
@@ -43,13 +40,9 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None, seed
     sweep = rates or s.load.rates or [own]
     seed = s.engine.seed if seed is None else seed
     base_dir = Path(resolved.source).parent
-    if calibration is None and s.engine.calibration is not None:   # relative: next to the scenario, as validated
-        p = Path(s.engine.calibration)
-        calibration = load_calibration(resolve_path(p, base_dir))
     points = []
     for c in s.configurations:
-        factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
-                                 calibration)
+        factory = ReplicaFactory.for_deployment(s, c, resolved.model, resolved.gpu)
         for rate in sweep:
             reqs, concurrency = class_mix(s.classes, arrival, rate, s.load.duration_s, seed, base_dir)
             res = run_offline(factory, reqs, replicas=c.replicas, concurrency=concurrency)
