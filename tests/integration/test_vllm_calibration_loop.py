@@ -1,6 +1,6 @@
 """The calibration loop closed on this machine: real vLLM (CPU build, the tiny Llama) serves closed
-loops of 1, 4 and 2 users (interleaved twice, so a drifting shared machine weighs on every load
-alike) → a run folder → `parallax profile` of this CPU + `parallax calibrate` on the 1- and 4-user
+loops of 1, 4 and 2 users (interleaved three times, so a drifting shared machine weighs on every
+load alike) → a run folder → `parallax profile` of this CPU + `parallax calibrate` on the 1- and 4-user
 loads → a calibration and a device spec for this CPU → the simulator predicts the server's own
 median TTFT and TPOT at 2 users, a load it was not fitted on, within 20 %.
 
@@ -45,7 +45,7 @@ SCENARIO = {
     "configurations": [{"name": "tp1"}],
     "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 500, "tpot_ms": 50},
                  "input": {"kind": "uniform", "min": 32, "max": 512}, "output": {"kind": "fixed", "value": 32}}],
-    "load": {"arrival": {"kind": "closed", "concurrency": 1}, "rates": [1, 4, 2, 1, 4, 2], "duration_s": 6,
+    "load": {"arrival": {"kind": "closed", "concurrency": 1}, "rates": [1, 4, 2] * 3, "duration_s": 5,
              "timeout_s": 60},
 }
 

@@ -64,9 +64,9 @@ PHYSICAL_BOUNDS: dict[str, tuple[float, float]] = {
 # bench/data/calibration.yaml (see MODEL.md for the fit and the held-out error); "fixed": set from public
 # microbenchmarks / first principles, because the data cannot tell them apart from the fitted ones.
 HOPPER = FamilyConstants(
-    gemm_flops_fraction=0.674,  # fitted; cuBLAS/TRT-LLM FP8 GEMMs on H100 reach ~0.6-0.8 of dense peak
+    gemm_flops_fraction=0.665,  # fitted; cuBLAS/TRT-LLM FP8 GEMMs on H100 reach ~0.6-0.8 of dense peak
     gemm_m_half=32.0,           # fitted, at its lower bound (half a 64-row wgmma tile); no mid-M data
-    hbm_fraction=0.714,         # fitted; weight streaming incl. launch tails (STREAM-like copies ~0.9)
+    hbm_fraction=0.69,          # fitted; weight streaming incl. launch tails (STREAM-like copies ~0.9)
     attn_flops_fraction=0.75,   # fitted, at its upper bound: FlashAttention-3 reaches ~0.75 of bf16 peak
     attn_hbm_fraction=0.9,      # fitted, at its upper bound: TRT-LLM's XQA decode kernels stream KV near peak
     layer_overhead_us=20.0,     # fixed: ~10 kernels per layer × ~2 µs launch gap / ramp / tail
@@ -81,14 +81,14 @@ HOPPER = FamilyConstants(
 
 # MI300X / MI325X (CDNA-3): fitted by bench/fit_calibration.py on AMD's vLLM max-throughput rows of
 # bench/data/calibration-amd.yaml (MI300X, 70B and 405B FP8 at TP8, 128/2048 and 2048/2048; leave-one-out
-# median 7 %); MLPerf rows held out. Those rows pin two constants: the GEMM plateau and the all-reduce
+# median 6.6 %); MLPerf rows held out. Those rows pin two constants: the GEMM plateau and the all-reduce
 # bandwidth. The rest is derived from Hopper's: attention plateau ×0.75 (public hipBLASLt / CK analyses put
 # MI300X's achieved matrix throughput clearly below H100's share of peak), collective and p2p latencies ×2
 # (RCCL over a mesh without a switch; an assumption), the same HBM share and host path (same engine).
 CDNA3 = HOPPER.model_copy(update={
-    "gemm_flops_fraction": 0.322,   # fitted: vLLM's FP8 GEMMs on MI300X, ~840 TFLOP/s of 2,615 at large M
+    "gemm_flops_fraction": 0.358,   # fitted: vLLM's FP8 GEMMs on MI300X, ~940 TFLOP/s of 2,615 at large M
     "attn_flops_fraction": 0.75 * HOPPER.attn_flops_fraction,
-    "link_fraction": 0.435,         # fitted: RCCL all-reduce at TP8 drives ~0.44 of the 7 Infinity Fabric links
+    "link_fraction": 0.346,         # fitted: RCCL all-reduce at TP8 drives ~0.35 of the 7 Infinity Fabric links
     "ring_step_us": 2 * HOPPER.ring_step_us,
     "oneshot_us": 2 * HOPPER.oneshot_us,
     "p2p_us": 2 * HOPPER.p2p_us,
