@@ -257,3 +257,13 @@ def test_profile_then_calibrate_then_simulate_on_this_cpu(tmp_path: Path) -> Non
     assert resolved.gpu.family == "cpu-box"
     points = simulate_scenario(resolved, rates=[1.0])
     assert points[0].summary["tpot_ms"]["mean"] > HOST["host_decode_ms"]
+
+
+def test_a_profiled_gpu_is_its_catalog_entry_only_when_it_is_that_part() -> None:
+    pytest.importorskip("torch")
+    from deployments.engines.sim.profiler import catalog_gpu  # torch is an optional dependency
+
+    assert catalog_gpu("NVIDIA H100 80GB HBM3") is GPUS["h100-sxm"]
+    assert catalog_gpu("AMD Instinct MI300X") is GPUS["mi300x"]
+    assert catalog_gpu("NVIDIA H100 PCIe") is None          # other bandwidth and power than the SXM entry
+    assert catalog_gpu("AMD EPYC 9R14") is None

@@ -84,6 +84,8 @@ def _cpu_name() -> str:
 def catalog_gpu(name: str) -> GpuSpec | None:
     """The catalog entry for a torch device name, when there is one."""
     upper = name.upper()
+    if "PCIE" in upper or "NVL" in upper:   # other memory and power than the catalog's SXM parts
+        return None
     for key, entry in _CATALOG_NAMES:
         if key in upper:
             return GPUS[entry]
