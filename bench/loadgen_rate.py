@@ -33,6 +33,7 @@ from loadgen.cli import event_loop_factory
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
+from loadgen.wire import CONFIG_HEADER
 
 TOKENS = 8
 LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
@@ -42,7 +43,7 @@ def _serve(port_out: "mp.Queue[int]") -> None:
     """A fast SSE server: 8 one-token events per request, no artificial delay."""
     async def completions(request: web.Request) -> web.StreamResponse:
         await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-parallax-config": "bench"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", CONFIG_HEADER: "bench"})
         await resp.prepare(request)
         for i in range(TOKENS):
             ev = {"model": "bench", "choices": [{"index": 0, "text": "tok ",

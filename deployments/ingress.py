@@ -2,7 +2,9 @@
 
 `model` naming a configuration goes there; `auto` (or the scenario's base model name) goes where the
 routing weights of the request's SLA class (header `x-sla-class`) send it. Responses carry
-`x-parallax-config` (who served) and echo `x-sla-class`.
+`x-parallax-config` (who served) and echo `x-sla-class`; the client's `x-request-id` (Serve's proxy makes
+one up when absent, and echoes it) names the request in the replicas' logs and the response's `id`
+(loadgen/wire.py).
 """
 
 import hmac
@@ -11,7 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,12 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
-from deployments.routing import Router, RoutingError, Weights, check_weights, uniform_weights
-from deployments.server import Job
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights, uniform_weights
+from loadgen.wire import CLASS_HEADER, CONFIG_HEADER, MAX_REQUEST_ID, REQUEST_ID_HEADER, Job, Kind, valid_request_id
 
 logger = logging.getLogger("ray.serve")
-CONFIG_HEADER = "x-parallax-config"
-CLASS_HEADER = "x-sla-class"
 
 fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -61,7 +61,7 @@ async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
 
 @serve.ingress(fastapi_app)
 class Ingress:
-    """One replica (it holds the routing state); the controller changes weights via `set_routing`."""
+    """One replica (it holds the routing state); the controller changes weights with PUT /v1/routing."""
 
     def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle]):
         resolved = AppArgs.model_validate(args).resolve()
@@ -72,7 +72,7 @@ class Ingress:
         self.default_class = s.default_class
         self.engine = s.engine.kind
         self.created = int(time.time())
-        self.router = Router(uniform_weights(self.classes, list(self.configs)))
+        self.router = WeightedRoundRobin(uniform_weights(self.classes, list(self.configs)))
         self.handles = servers
         self.streams = {name: h.options(stream=True) for name, h in servers.items()}
         key_env = s.server.api_key_env
@@ -80,7 +80,7 @@ class Ingress:
         if key_env and not self._key:
             logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
 
-    # --- called through a Serve handle (the controller) or the /v1/routing endpoints ---------------
+    # --- the /v1/routing endpoints (the controller's PUT), or a Serve handle inside the cluster ------
     def get_routing(self) -> dict[str, Any]:
         return {"default_class": self.default_class, "weights": self.router.weights}
 
@@ -122,11 +122,9 @@ class Ingress:
     @fastapi_app.put("/v1/routing")
     async def routing_put(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
+        body = api.parse_json(await request.body())
         try:
-            body = api.json.loads(await request.body())
             return self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
-        except api.json.JSONDecodeError as e:
-            raise api.OpenAIError(400, f"request body is not valid JSON: {e}") from None
         except RoutingError as e:
             raise api.OpenAIError(400, str(e), param="weights") from None
 
@@ -147,17 +145,20 @@ class Ingress:
                               f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
                               code="model_not_found")
 
-    async def _serve(self, kind: Literal["completion", "chat"], request: Request) -> Response:
+    async def _serve(self, kind: Kind, request: Request) -> Response:
         arrival = time.time()
         self._authorize(request)
         sla_class = request.headers.get(CLASS_HEADER) or self.default_class
         if sla_class not in self.classes:
             raise api.OpenAIError(400, f"unknown SLA class {sla_class!r} in header {CLASS_HEADER}; use one of "
                                   f"{', '.join(self.classes)}", param=CLASS_HEADER)
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        if not valid_request_id(request_id):
+            raise api.OpenAIError(400, f"header {REQUEST_ID_HEADER}: give at most {MAX_REQUEST_ID} printable ASCII "
+                                  "characters without spaces, or leave it out", param=REQUEST_ID_HEADER)
         body = api.parse_request(kind, await request.body())
         config = self._route(body.model, sla_class)
-        prefix = "cmpl" if kind == "completion" else "chatcmpl"
-        job = Job(request_id=f"{prefix}-{uuid.uuid4().hex}", kind=kind, model=config, prompt=body.prompt_text(),
+        job = Job(request_id=request_id, kind=kind, model=config, prompt=body.prompt_text(),
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
                   arrival_wall=arrival)

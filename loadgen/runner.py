@@ -25,7 +25,7 @@ from loadgen.plan import ClosedUsers, StepPlan, Workload, build_plan
 from loadgen.progress import LiveView
 from loadgen.prompts import PromptFactory, load_tokenizer
 from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, RequestRecord, write_record
-from loadgen.summary import LoadSummary, meets_slo, summarize
+from loadgen.summary import LoadSummary, judge, summarize
 
 # HTTP answers that will not get better by retrying: stop the run at the first one if nothing succeeded.
 FATAL_STATUS = (401, 403, 404)
@@ -51,8 +51,9 @@ class _Run:
 
     def __init__(self, client: StreamingClient, prompts: PromptFactory, workload: Workload, out: Any,
                  slos: dict, metrics: ClientMetrics | None, view: LiveView | None,
-                 on_record: Callable[[RequestRecord], None] | None, seed: int):
+                 on_record: Callable[[RequestRecord], None] | None, seed: int, time_scale: float = 1.0):
         self.client, self.prompts, self.workload, self.out = client, prompts, workload, out
+        self.time_scale = time_scale
         self.slos, self.metrics, self.view, self.on_record = slos, metrics, view, on_record
         self.rng = np.random.default_rng([seed, 1_000_003])
         self.records: list[RequestRecord] = []
@@ -62,7 +63,7 @@ class _Run:
         self.any_ok = False
 
     def sink(self, r: RequestRecord) -> None:
-        r = r.model_copy(update={"slo_met": meets_slo(r, self.slos[r.sla_class])})
+        r = judge(r, self.slos[r.sla_class], self.time_scale)
         self.records.append(r)
         write_record(self.out, r)
         self.out.flush()
@@ -71,9 +72,9 @@ class _Run:
             self.fatal = r.error
             self.halt.set()
         if self.metrics:
-            self.metrics.observe(r)
+            self.metrics.observe(r.on_engine_clock(self.time_scale))
         if self.view:
-            self.view.add(r)
+            self.view.add(r.on_engine_clock(self.time_scale))
         if self.on_record:
             self.on_record(r)
 
@@ -116,8 +117,11 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                    stop: asyncio.Event | None = None, on_record: Callable[[RequestRecord], None] | None = None,
                    tokenizer: str | Path | None = None, api_key: str | None = None,
                    base_dir: Path | None = None, progress: bool = False,
-                   on_metrics_port: Callable[[int], None] | None = None) -> LoadSummary:
+                   on_metrics_port: Callable[[int], None] | None = None, time_scale: float = 1.0) -> LoadSummary:
     """Run the load and return its summary; records, meta and summary land in `out_dir`.
+
+    `time_scale`: wall seconds per second of the target engine's clock (a simulated engine's
+    `EngineConfig.clock_scale`): SLOs are judged, and the summary and client metrics reported, on that clock.
 
     `stop` ends the run early (in-flight requests are cancelled and recorded as such). Raises
     LoadError for bad input, an unreachable target, or a target that answers 401/403/404 to
@@ -140,7 +144,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
             raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
         meta: dict[str, Any] = {
             "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
-            "load": load.model_dump(mode="json"), "started_at": time.time(),
+            "load": load.model_dump(mode="json"), "started_at": time.time(), "engine_time_scale": time_scale,
             "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
                        "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
                        "warmup_s": s.warmup_s} for s in plan],
@@ -153,12 +157,12 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
         try:
             with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
                 client.clock = clock = Clock()  # the schedule starts now, after the preflight
-                run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed)
+                run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed, time_scale)
                 interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
         finally:
             if metrics:
                 metrics.close()
-    summary = summarize(run.records, slos, durations, interrupted=interrupted)
+    summary = summarize(run.records, slos, durations, interrupted=interrupted, time_scale=time_scale)
     meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted}
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     (out / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))

@@ -14,7 +14,7 @@ from itertools import product
 
 from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
-from deployments.catalog.memory import check_parallelism, plan_memory
+from deployments.catalog.memory import check_parallelism
 from deployments.catalog.models import ModelSpec
 from deployments.config import EngineConfig, ParallelConfig
 from deployments.placement import Node, PlacementError, plan_nodes
@@ -132,9 +132,7 @@ def runs(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, kno
 
 def fits(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs, shape: Shape) -> bool:
     """Whether one replica of `shape` holds the weights and leaves room for KV cache (`parallax validate`'s plan)."""
-    plan = plan_memory(model, gpu, dtype, knobs.kv_dtype, shape.tp, shape.pp, engine.gpu_memory_utilization,
-                       knobs.max_num_batched_tokens, engine.block_size)
-    return plan.fits
+    return knobs.engine(engine).plan_memory(model, gpu, dtype, knobs.kv_dtype, shape.tp, shape.pp).fits
 
 
 def smallest_fitting(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs,

@@ -17,19 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from controllers.plan.candidates import Knobs, Pool, Shape
-from controllers.scenario import Resolved
-from deployments.catalog.dtypes import Dtype
+from controllers.scenario import Resolved, Scenario
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
 from deployments.config import EngineConfig, ParallelConfig
-from deployments.engines.sim.calibration import Calibration
 from deployments.engines.sim.offline import OfflineResult, RequestRecord, RequestSpec, run_offline
 from deployments.engines.sim.perf_model import TERMS
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import summarize
-from deployments.engines.sim.sweep import meets, scenario_calibration
 from deployments.engines.sim.workload import class_mix
-from deployments.placement import inter_node_hops
 from loadgen.config import ConstantArrival, GammaArrival, PoissonArrival, TrafficClass
 
 WARMUP_FRACTION = 0.1      # the first requests of a run meet an empty engine: they are not judged
@@ -63,27 +59,34 @@ REFINE = Fidelity(min_requests=200, max_requests=800, tolerance=0.04, misses=6)
 class Setup:
     """What every evaluation of one scenario shares; small and picklable (it travels to worker processes)."""
 
+    spec: Scenario
     model: ModelSpec
     gpu: GpuSpec
-    dtype: Dtype
-    engine: EngineConfig
-    calibration: Calibration | None
-    classes: tuple[TrafficClass, ...]
-    arrival: OpenArrival
     base_dir: Path | None
-    gpus_per_node: int
     spread_pp: bool
 
     @classmethod
     def of(cls, resolved: Resolved, spread_pp: bool) -> "Setup":
-        s = resolved.scenario
-        arrival = s.load.arrival
+        arrival = resolved.scenario.load.arrival
         if not isinstance(arrival, OpenArrival):
             raise PlanError(f"{resolved.source}: load.arrival: the planner searches the highest request rate of an "
                             f"open arrival process (poisson, gamma or constant), not {arrival.kind}; change "
                             "load.arrival.kind")
-        return cls(resolved.model, resolved.gpu, s.dtype, s.engine, scenario_calibration(resolved),
-                   tuple(s.classes), arrival, Path(resolved.source).parent, s.hardware.gpus_per_node, spread_pp)
+        return cls(resolved.scenario, resolved.model, resolved.gpu, Path(resolved.source).parent, spread_pp)
+
+    @property
+    def classes(self) -> list[TrafficClass]:
+        return self.spec.classes
+
+    @property
+    def engine(self) -> EngineConfig:
+        return self.spec.engine
+
+    @property
+    def arrival(self) -> OpenArrival:
+        a = self.spec.load.arrival
+        assert isinstance(a, OpenArrival)
+        return a
 
     def group(self, names: Sequence[str]) -> list[TrafficClass]:
         """The classes of a pool, their shares renormalised to the pool's own traffic."""
@@ -101,10 +104,12 @@ class Setup:
         return sum(c.share for c in self.classes if c.name in names)
 
     def factory(self, shape: Shape, knobs: Knobs) -> ReplicaFactory:
+        """Replicas of `shape` with the engine options `knobs`, built exactly as the live simulated engine builds
+        them (every other engine setting, calibration and memory model of the scenario included)."""
+        spec = self.spec.model_copy(update={"kv_dtype": knobs.kv_dtype, "engine": knobs.engine(self.spec.engine)})
         cfg = ParallelConfig(name="plan", tp=shape.tp, pp=shape.pp,
-                             spread_pp_over_nodes=self.spread_pp and shape.gpus > self.gpus_per_node)
-        return ReplicaFactory(self.model, self.gpu, self.dtype, knobs.kv_dtype, shape.tp, shape.pp,
-                              knobs.engine(self.engine), self.calibration, inter_node_hops(cfg, self.gpus_per_node))
+                             spread_pp_over_nodes=self.spread_pp and shape.gpus > self.spec.hardware.gpus_per_node)
+        return ReplicaFactory.for_deployment(spec, cfg, self.model, self.gpu)
 
 
 def stream(setup: Setup, names: Sequence[str], n: int, seed: int) -> list[RequestSpec]:
@@ -191,7 +196,7 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
         recs = [r for r in judged if r.tag == tc.name]
         if not recs:
             continue
-        ok = [meets(r, tc.slo) for r in recs]
+        ok = [tc.slo.met(r.ttft, r.tpot, r.e2e) for r in recs]
         met_total += sum(ok)
         attainment = sum(ok) / len(recs)
         ttft = [r.ttft for r in recs]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controllers.plan.schema import PlannedDeployment
-from controllers.records import Rec, meets
+from controllers.records import Rec
 from controllers.scenario import Scenario
 from loadgen.config import SLO
 
@@ -94,7 +94,7 @@ def met_at_server(r: Rec, slo: SLO) -> bool:
         return r.slo_met
     tpot = r.server_tpot_s if r.server_tpot_s is not None else r.tpot_s
     e2e = r.server_ttft_s + (tpot or 0.0) * max(0, r.output_tokens - 1)
-    return meets(r.server_ttft_s, tpot, e2e, slo)
+    return slo.met(r.server_ttft_s, tpot, e2e)
 
 
 def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
@@ -102,7 +102,7 @@ def compare(scenario: Scenario, records: Sequence[Rec]) -> PlanVsLive | None:
     plan = scenario.plan
     if plan is None:
         return None
-    scale = scenario.engine.time_scale if scenario.engine.kind == "sim" else 1.0
+    scale = scenario.engine.clock_scale
     units = sum(plan.unit(d) for d in plan.deployments)
     per_unit = [r * scale / units for r in scenario.load.rates] or [0.0]
     targets = {c.name: c.slo.attainment for c in scenario.classes}

@@ -124,8 +124,8 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
                for pool, p in zip(d.pools, e.candidate.pools, strict=True)]
     rungs = ladder(section)
     engine = live_engine(best[0].candidate.knobs.engine(s.engine), section, best, rungs[-1])
-    scale = engine.time_scale if engine.kind == "sim" else 1.0
-    own_scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    scale = engine.clock_scale
+    own_scale = s.engine.clock_scale
     bounds = [b for tc in s.classes if (b := slowest_meeting_s(plan, tc)) is not None]
     timeout = max(s.load.timeout_s / own_scale, TIMEOUT_MARGIN * max(bounds, default=0.0)) * scale
     slowest = max((f.e2e_p50_s for e in best for f in e.figures), default=0.0)

@@ -194,7 +194,7 @@ def engine_clock_rates(resolved: Resolved) -> list[float]:
     """The scenario's offered rates (its sweep, else its arrival's rate) on the engine's clock."""
     s = resolved.scenario
     rates = list(s.load.rates) or [float(getattr(s.load.arrival, "rate", 0.0))]
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+    scale = s.engine.clock_scale
     return [r * scale for r in rates if r > 0]
 
 

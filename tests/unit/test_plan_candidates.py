@@ -20,7 +20,7 @@ from controllers.plan.parallel import InProcess
 from controllers.plan.search import PlanOptions, search
 from controllers.scenario import Resolved, parse_scenario
 from deployments.catalog.dtypes import Dtype
-from deployments.catalog.memory import check_parallelism, plan_memory
+from deployments.catalog.memory import check_parallelism
 from deployments.config import EngineConfig
 
 CHAT = {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 450, "tpot_ms": 40},
@@ -51,7 +51,7 @@ def test_shapes_are_the_ones_validate_accepts() -> None:
         for pp in range(1, 8 // tp + 1):
             try:
                 check_parallelism(r.model, tp, pp)
-                ok = plan_memory(r.model, r.gpu, s.dtype, k.kv_dtype, tp, pp).fits
+                ok = s.engine.plan_memory(r.model, r.gpu, s.dtype, k.kv_dtype, tp, pp).fits
             except ValueError:
                 ok = False
             assert (Shape(tp, pp) in found) == ok, (tp, pp)
@@ -75,8 +75,8 @@ def test_kv_dtype_changes_what_fits() -> None:
     fp8 = Knobs(Dtype.fp8, 256, 8192)
     engine = EngineConfig()
     assert fits(r.model, r.gpu, s.dtype, engine, fp8, Shape(2, 1))
-    a = plan_memory(r.model, r.gpu, s.dtype, Dtype.bf16, 2, 1).kv_tokens
-    b = plan_memory(r.model, r.gpu, s.dtype, Dtype.fp8, 2, 1).kv_tokens
+    a = s.engine.plan_memory(r.model, r.gpu, s.dtype, Dtype.bf16, 2, 1).kv_tokens
+    b = s.engine.plan_memory(r.model, r.gpu, s.dtype, Dtype.fp8, 2, 1).kv_tokens
     assert b > 1.9 * a and fits(r.model, r.gpu, s.dtype, engine, bf16, Shape(2, 1))
 
 

@@ -20,6 +20,7 @@ from controllers.plan.schema import PlanSection
 from controllers.records import Rec
 from controllers.report import render_report
 from controllers.scenario import ScenarioError, load_scenario, parse_scenario
+from loadgen.records import RequestRecord, write_records
 
 CLASS = {"name": "x", "share": 1.0, "slo": {"ttft_ms": 1500, "tpot_ms": 60, "attainment": 0.9},
          "input": {"kind": "fixed", "value": 2000}, "output": {"kind": "fixed", "value": 32}}
@@ -172,10 +173,12 @@ def test_live_steps_are_judged_on_the_servers_own_latencies() -> None:
 def test_the_report_gains_a_plan_vs_live_section(tmp_path: Path) -> None:
     s = parse_scenario(two_class_scenario(load={"rates": [1.0, 2.0, 3.0], "duration_s": 30})).scenario
     (tmp_path / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json")))
-    rows = [{"config": r.config, "sla_class": r.sla_class, "status": "ok", "slo_met": r.slo_met, "ttft_s": 0.1,
-             "tpot_s": 0.01, "e2e_s": 1.0, "output_tokens": 10, "send_time": 1000.0 + r.start_s,
-             "rate_step": r.rate_step, "offered_rate": 1.0} for r in live_records(2, 1)]
-    (tmp_path / rf.RECORDS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [RequestRecord(request_id=str(i), config=r.config, model="auto", sla_class=r.sla_class, status="ok",
+                          slo_met=r.slo_met, ttft_s=0.1 if r.slo_met else 9.0, tpot_s=0.01, e2e_s=1.0 if r.slo_met
+                          else 9.5, output_tokens=10, max_tokens=10, planned_prompt_tokens=10,
+                          scheduled_time=1000.0 + r.start_s, send_time=1000.0 + r.start_s, rate_step=r.rate_step,
+                          offered_rate=1.0) for i, r in enumerate(live_records(2, 1))]
+    write_records(tmp_path / rf.RECORDS_JSONL, rows)
     page = render_report(tmp_path).read_text()
     assert "<h2>Plan vs live</h2>" in page and "the live ranking agrees with the plan" in page
 
@@ -192,5 +195,7 @@ def test_plan_errors_are_one_line(tmp_path: Path) -> None:
         assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output, res.output
     res = runner.invoke(app, ["plan", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 2 and "no such file" in res.output
-    res = runner.invoke(app, ["validate", str(src)])
+    res = runner.invoke(app, ["run", str(src)])
     assert res.exit_code == 2 and "configurations: nothing to deploy" in res.output and "parallax plan" in res.output
+    res = runner.invoke(app, ["validate", str(src)])
+    assert res.exit_code == 0 and "a question for `parallax plan" in res.output and "tp4pp1" in res.output
