@@ -91,7 +91,9 @@ def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown field; remove it or check its spelling"
         elif err["type"] == "missing":
             msg = "required field is missing; add it"
-        problems.append((_loc(err["loc"]), msg))
+        # pydantic quotes the offending value: a line break in it must not break the one-line-per-problem form
+        problems.append((_loc(err["loc"]), msg.encode("unicode_escape").decode("ascii") if not msg.isprintable()
+                         else msg))
     return problems
 
 
