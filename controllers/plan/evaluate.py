@@ -249,29 +249,14 @@ def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: in
     return judge(setup, result.records, rate, result, pool.shape.tp)
 
 
-def run_steps(setup: Setup, pool: Pool, knobs: Knobs, rates: Sequence[float], duration_s: float,
-              seed: int, warmup_s: float = 0.0) -> list[RunFigures]:
-    """One run through rising rates, `duration_s` each after `warmup_s` at the first rate, state carried from
-    step to step as in a live sweep; each step judged on the requests it sent (the warm-up's left out)."""
+def run_requests(setup: Setup, pool: Pool, knobs: Knobs, reqs: Sequence[RequestSpec]) -> list[RequestRecord] | Miss:
+    """Given requests through the pool's replicas (records in request order), or the miss of a request no
+    replica can hold."""
     factory = setup.factory(pool.shape, knobs)
-    reqs: list[RequestSpec] = []
-    bounds = []
-    start = 0.0
-    for j, (rate, span) in enumerate([(rates[0], warmup_s), *((r, duration_s) for r in rates)]):
-        if span <= 0:
-            continue
-        step = at_rate(stream(setup, pool.classes, max(1, round(rate * span)), seed + j), rate)
-        bounds.append((len(reqs), len(reqs) + len(step)))
-        reqs += [replace(r, arrival=r.arrival + start) for r in step]
-        start += span
-    if warmup_s > 0:
-        bounds = bounds[1:]
+    if not reqs:
+        return []
     long = _too_long(setup, reqs, factory.max_model_len)
-    if long is not None:
-        return [RunFigures(r, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {}) for r in rates]
-    records = run_offline(factory, reqs, replicas=pool.replicas).records
-    return [judge(setup, records[a:b], rate, None, pool.shape.tp, warmup_fraction=0.0)
-            for (a, b), rate in zip(bounds, rates, strict=True)]
+    return long if long is not None else run_offline(factory, reqs, replicas=pool.replicas).records
 
 
 @dataclass(frozen=True)

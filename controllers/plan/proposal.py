@@ -16,16 +16,19 @@ second: the streams in flight ÷ the interval, whatever the time scale).
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from controllers.plan.candidates import Candidate
-from controllers.plan.evaluate import run_steps, stream
+from controllers.plan.evaluate import Miss, at_rate, judge, run_requests, stream
 from controllers.plan.schema import PlannedDeployment, PlannedPool, PlanSection
 from controllers.plan.search import Evaluated, Plan
 from controllers.scenario import Resolved, Scenario
 from deployments.config import EngineConfig, ParallelConfig
+from deployments.engines.sim.offline import RequestSpec
+from deployments.routing import WeightedRoundRobin
 from loadgen.config import TrafficClass
 
 LOW, HIGH = 0.7, 1.3          # the ladder's first rung, and the last for one deployment, relative to capacity
@@ -101,15 +104,37 @@ def slowest_meeting_s(plan: Plan, tc: TrafficClass) -> float | None:
     return (slo.ttft_ms + (longest - 1) * slo.tpot_ms) / 1e3
 
 
-def _predict_steps(plan: Plan, e: Evaluated, offered: list[float], duration_s: float,
-                   warmup_s: float) -> list[bool]:
-    """Whether every class of deployment `e` meets its target at each step, simulated offline as one sweep."""
-    met = [True] * len(offered)
-    for pool, share in zip(e.candidate.pools, e.shares, strict=True):
-        figs = run_steps(plan.setup, pool, e.candidate.knobs, [x * share for x in offered], duration_s,
-                         plan.setup.engine.seed, warmup_s)
-        met = [m and f.met for m, f in zip(met, figs, strict=True)]
-    return met
+def predict_steps(plan: Plan, section: PlanSection, best: list[Evaluated], rungs: list[float], duration_s: float,
+                  warmup_s: float) -> list[list[bool]]:
+    """Per deployment, whether every class meets its target at each step, simulated offline under the load a
+    live run offers: the classes' stream at the ladder's total rates (after a warm-up at the first), each
+    request sent where the ingress's weighted round-robin sends it, each pool's requests through its replicas."""
+    setup = plan.setup
+    names = [c.name for c in setup.classes]
+    units = sum(section.unit(d) for d in section.deployments)
+    router = WeightedRoundRobin(section.weights(names))
+    sent: dict[str, list[tuple[int, RequestSpec]]] = {}
+    start = 0.0
+    for k, (x, span, step) in enumerate([(rungs[0], warmup_s, -1), *((x, duration_s, j) for j, x in enumerate(rungs))]):
+        if span <= 0:
+            continue
+        for r in at_rate(stream(setup, names, max(1, round(x * units * span)), setup.engine.seed + k), x * units):
+            sent.setdefault(router.choose(r.tag), []).append((step, replace(r, arrival=r.arrival + start)))
+        start += span
+    out = []
+    for d, e in zip(section.deployments, best, strict=True):
+        met = [True] * len(rungs)
+        for planned_pool, pool in zip(d.pools, e.candidate.pools, strict=True):
+            mine = sent.get(planned_pool.config, [])
+            records = run_requests(setup, pool, e.candidate.knobs, [r for _, r in mine])
+            for j in range(len(rungs)):
+                if isinstance(records, Miss):
+                    met[j] = False
+                    continue
+                at_step = [rec for (step, _), rec in zip(mine, records, strict=True) if step == j]
+                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.shape.tp, warmup_fraction=0.0).met
+        out.append(met)
+    return out
 
 
 def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = None) -> Scenario:
@@ -134,9 +159,9 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
                                      "warmup_s": max(s.load.warmup_s, WARMUP_WALL_S)})
     units = sum(section.unit(d) for d in section.deployments)
     load = load.model_copy(update={"rates": [round(x * units / scale, 4) for x in rungs]})
-    deployments = [d.model_copy(update={"predicted_steps": _predict_steps(
-        plan, e, [x * section.unit(d) for x in rungs], load.duration_s / scale, load.warmup_s / scale)})
-        for d, e in zip(section.deployments, best, strict=True)]
+    steps = predict_steps(plan, section, best, rungs, load.duration_s / scale, load.warmup_s / scale)
+    deployments = [d.model_copy(update={"predicted_steps": met}) for d, met in zip(section.deployments, steps,
+                                                                                   strict=True)]
     return s.model_copy(update={
         "name": f"{s.name}-plan",
         "description": (f"Top {len(best)} deployments of `parallax plan` ({plan.objective}, {plan.budget.gpus} GPUs "
