@@ -28,7 +28,6 @@ from deployments.engines.sim.stats import summarize
 from deployments.engines.sim.workload import class_mix
 from loadgen.config import ConstantArrival, GammaArrival, PoissonArrival, TrafficClass
 
-WARMUP_FRACTION = 0.1      # the first requests of a run meet an empty engine: they are not judged
 OpenArrival = PoissonArrival | GammaArrival | ConstantArrival
 
 
@@ -39,20 +38,22 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Fidelity:
     """How hard one capacity search works: requests per run (between the bounds, enough for the run to span
-    `horizon` times the median E2E latency of the previous run, so that queues reach their steady state, and
-    never fewer than a class needs to show `misses` misses at its attainment target: a p99 target needs ten
-    times the requests of a p90 one), and the relative width at which the bisection stops."""
+    `horizon` times the median E2E latency of the previous run, and never fewer than a class needs to show
+    `misses` misses at its attainment target: a p99 target needs ten times the requests of a p90 one), how
+    much of a run is warm-up and not judged (`warmup` median E2E latencies: queues and batches take several
+    request lifetimes to settle from an empty engine), and the relative width at which the bisection stops."""
 
     min_requests: int
     max_requests: int
     tolerance: float
     misses: float
-    horizon: float = 3.0
+    horizon: float
+    warmup: float
 
 
-COARSE = Fidelity(min_requests=32, max_requests=128, tolerance=0.3, misses=1.5)
-SCREEN = Fidelity(min_requests=64, max_requests=256, tolerance=0.1, misses=3)
-REFINE = Fidelity(min_requests=200, max_requests=800, tolerance=0.04, misses=6)
+COARSE = Fidelity(min_requests=32, max_requests=160, tolerance=0.3, misses=1.5, horizon=3, warmup=1)
+SCREEN = Fidelity(min_requests=64, max_requests=400, tolerance=0.1, misses=3, horizon=4, warmup=1.5)
+REFINE = Fidelity(min_requests=200, max_requests=1600, tolerance=0.04, misses=6, horizon=7, warmup=3)
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,14 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: OfflineResult | None,
-          tp: int, warmup_fraction: float = WARMUP_FRACTION) -> RunFigures:
-    """Per-class attainment and latencies of a run's records (the warm-up left out)."""
-    judged = records[int(len(records) * warmup_fraction):]
+          tp: int, warmup_s: float = 0.0) -> RunFigures:
+    """Per-class attainment and latencies of a run's records, those that arrived in its first `warmup_s`
+    left out (never more than the first half of the run)."""
+    if records and warmup_s > 0:
+        t0 = records[0].arrival
+        cut = t0 + min(warmup_s, (records[-1].arrival - t0) / 2)
+        records = [r for r in records if r.arrival >= cut]
+    judged = records
     classes = {}
     met_total = 0
     for tc in setup.classes:
@@ -238,15 +244,17 @@ def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | N
     return Miss(tc.name, "length", worst.prompt_len + worst.output_len, limit, 0.0, tc.slo.attainment)
 
 
-def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: int) -> RunFigures:
-    """Simulate `n` requests of the pool's classes at `rate` requests/s through its replicas."""
+def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: int, warmup: float) -> RunFigures:
+    """Simulate `n` requests of the pool's classes at `rate` requests/s through its replicas; the first `warmup`
+    median E2E latencies of arrivals are not judged."""
     factory = setup.factory(pool.shape, knobs)
     reqs = at_rate(stream(setup, pool.classes, n, seed), rate)
     long = _too_long(setup, reqs, factory.max_model_len)
     if long is not None:
         return RunFigures(rate, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {})
     result = run_offline(factory, reqs, replicas=pool.replicas)
-    return judge(setup, result.records, rate, result, pool.shape.tp)
+    median_e2e = float(np.median([r.e2e for r in result.records]))
+    return judge(setup, result.records, rate, result, pool.shape.tp, warmup * median_e2e)
 
 
 def run_requests(setup: Setup, pool: Pool, knobs: Knobs, reqs: Sequence[RequestSpec]) -> list[RequestRecord] | Miss:
@@ -331,7 +339,7 @@ def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, g
     while True:
         n = requests_for(r, horizon, fid, least)
         while True:   # a run must span `fid.horizon` of its own median E2E: rerun longer until it does
-            f = run_at(setup, pool, knobs, r, n, seed)
+            f = run_at(setup, pool, knobs, r, n, seed, fid.warmup)
             runs += 1
             horizon = fid.horizon * f.e2e_p50_s
             longer = requests_for(r, horizon, fid, least)

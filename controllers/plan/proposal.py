@@ -132,7 +132,7 @@ def predict_steps(plan: Plan, section: PlanSection, best: list[Evaluated], rungs
                     met[j] = False
                     continue
                 at_step = [rec for (step, _), rec in zip(mine, records, strict=True) if step == j]
-                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.shape.tp, warmup_fraction=0.0).met
+                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.shape.tp).met
         out.append(met)
     return out
 

@@ -109,12 +109,15 @@ class FiguresTask:
     pool: Pool
     knobs: Knobs
     rate: float
-    requests: int
+    fidelity: Fidelity
+    horizon_s: float
     seed: int
 
 
 def pool_figures(task: FiguresTask) -> RunFigures:
-    return run_at(task.setup, task.pool, task.knobs, task.rate, task.requests, task.seed)
+    fid = task.fidelity
+    n = requests_for(task.rate, task.horizon_s, fid, task.setup.to_judge(task.pool.classes, fid.misses))
+    return run_at(task.setup, task.pool, task.knobs, task.rate, n, task.seed, fid.warmup)
 
 
 @dataclass
@@ -343,8 +346,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     finalists = _with_homogeneous(_undominated(finalists)[:FIGURED], finalists)
 
     # Figures at the refined max rate (each pool at its share of it), then goodput at the scenario's rates.
-    ftasks = [FiguresTask(setup, p, e.candidate.knobs, e.max_rate * sh, requests_for(
-                  e.max_rate * sh, cap.horizon_s, REFINE, setup.to_judge(p.classes, REFINE.misses)), seed)
+    ftasks = [FiguresTask(setup, p, e.candidate.knobs, e.max_rate * sh, REFINE, cap.horizon_s, seed)
               for e in finalists for p, cap, sh in zip(e.candidate.pools, e.capacities, e.shares, strict=True)]
     progress(f"figures of the front-runners at their max rate: {len(ftasks)} runs")
     figs = iter(runner.map(pool_figures, ftasks))
@@ -353,8 +355,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     finalists.sort(key=lambda e: score(e, opts.objective, required))
     shown = finalists[:opts.top]
     rates = engine_clock_rates(resolved)
-    atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh,
-                          requests_for(r * sh, cap.horizon_s, SCREEN, setup.to_judge(p.classes, SCREEN.misses)), seed)
+    atasks = [FiguresTask(setup, p, e.candidate.knobs, r * sh, SCREEN, cap.horizon_s, seed)
               for e in shown for p, cap, sh in zip(e.candidate.pools, e.capacities, e.shares, strict=True)
               for r in rates]
     progress(f"goodput of the best {len(shown)} at the scenario's rates: {len(atasks)} runs")
