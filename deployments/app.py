@@ -1,4 +1,5 @@
-"""The Serve application of a scenario: one LLMServer deployment per configuration behind the ingress.
+"""The Serve application of a scenario: one LLMServer deployment per configuration behind the ingress
+replicas, which share one routing through the RoutingStore.
 
 `build_app` is the importable builder that `serve deploy` configs name
 (`import_path: deployments.app:build_app`, `args: {scenario: ..., base_dir: ...}`).
@@ -11,10 +12,12 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from controllers.scenario import Resolved
-from deployments.app_args import INGRESS_NAME, AppArgs, server_deployment_name
+from deployments.app_args import INGRESS_NAME, ROUTING_STORE_NAME, AppArgs, server_deployment_name
 from deployments.config import ParallelConfig
 from deployments.ingress import Ingress
 from deployments.placement import replica_placement
+from deployments.routing import uniform_weights
+from deployments.routing_store import RoutingStore
 from deployments.server import LLMServer
 
 REPLICA_CPUS = 1.0      # the replica actor (engine loop) sits in bundle 0 with one CPU
@@ -22,12 +25,13 @@ INGRESS_CPUS = 1.0
 
 
 def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]:
+    """Serve counts `max_queued_requests` per caller: each ingress replica queues its share of the total."""
     srv = resolved.scenario.server
     return dict(
         name=server_deployment_name(config.name),
         num_replicas=config.replicas,
         max_ongoing_requests=srv.max_ongoing_requests,
-        max_queued_requests=srv.max_queued_requests,
+        max_queued_requests=-(-srv.max_queued_requests // srv.ingress_replicas),
         ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0},
         **replica_placement(config, REPLICA_CPUS).as_deployment_options(),
         health_check_period_s=5.0,
@@ -35,12 +39,20 @@ def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]
 
 
 def ingress_options(resolved: Resolved) -> dict[str, Any]:
-    """Enough room at the ingress for every configuration's ongoing + queued requests, then 503."""
+    """Enough room at the ingress for every configuration's ongoing + queued requests, then 503 (per replica:
+    Serve's proxy balances them by their ongoing requests)."""
     srv = resolved.scenario.server
     capacity = sum(c.replicas * srv.max_ongoing_requests + srv.max_queued_requests
                    for c in resolved.scenario.configurations)
-    return dict(name=INGRESS_NAME, num_replicas=1, max_ongoing_requests=capacity + 64,
+    return dict(name=INGRESS_NAME, num_replicas=srv.ingress_replicas, max_ongoing_requests=capacity + 64,
                 max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS})
+
+
+def store_options() -> dict[str, Any]:
+    """One replica, no CPU reserved (it only answers the ingress replicas' polls); room for every poll."""
+    return dict(name=ROUTING_STORE_NAME, num_replicas=1, max_ongoing_requests=10_000,
+                ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1.0,
+                graceful_shutdown_wait_loop_s=0.2)
 
 
 def _deployment(cls: type, options: dict[str, Any]) -> Deployment:
@@ -52,6 +64,9 @@ def build_app(args: dict[str, Any]) -> Application:
     app_args = AppArgs.model_validate(args)
     resolved = app_args.resolve()
     plain = app_args.model_dump()
+    s = resolved.scenario
     servers = {c.name: _deployment(LLMServer, server_options(resolved, c)).bind(plain, c.name)
-               for c in resolved.scenario.configurations}
-    return _deployment(Ingress, ingress_options(resolved)).bind(plain, servers)
+               for c in s.configurations}
+    weights = uniform_weights([c.name for c in s.classes], [c.name for c in s.configurations])
+    store = _deployment(RoutingStore, store_options()).bind(weights)
+    return _deployment(Ingress, ingress_options(resolved)).bind(plain, servers, store)

@@ -75,6 +75,10 @@ class ServerConfig(_Strict):
         "max_ongoing_requests; more are refused with 503"
     )
     api_key_env: str | None = Field(default=None, description="env var holding an optional Bearer key")
+    ingress_replicas: int = Field(
+        default=1, gt=0, description="replicas of the ingress; Serve's proxy spreads requests over them and "
+        "they share one versioned routing"
+    )
 
 
 class DeploymentSpec(_Strict):

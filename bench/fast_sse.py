@@ -1,0 +1,63 @@
+"""A fast OpenAI-style SSE server in its own process, for benchmarks: no delay, `tokens` one-token events.
+
+    url, stop = start_fast_sse(tokens=8)    # http://127.0.0.1:PORT; stop() ends the process
+
+It answers POST /v1/completions (SSE, then a usage event and [DONE]), GET /v1/models and GET /health,
+so that it stands in for the Parallax ingress wherever a benchmark wants the floor of an HTTP exchange.
+"""
+
+import asyncio
+import json
+import multiprocessing as mp
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+def _serve(port_out: "mp.Queue[int]", tokens: int) -> None:
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        n = int(body.get("max_tokens") or tokens)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-parallax-config": "bench"})
+        await resp.prepare(request)
+        for i in range(n):
+            ev = {"model": "bench", "choices": [{"index": 0, "text": " tok",
+                                                 "finish_reason": "length" if i == n - 1 else None}]}
+            await resp.write(f"data: {json.dumps(ev)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n}}
+        await resp.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "bench"}]})
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "configurations": ["bench"]})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/completions", completions)
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/health", health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        port_out.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def start_fast_sse(tokens: int = 8) -> tuple[str, Callable[[], None]]:
+    """Start the server in a spawned process; returns its base URL and a function that stops it."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue[int] = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(q, tokens), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{q.get(timeout=30)}"
+
+    def stop() -> None:
+        proc.terminate()
+        proc.join(10)
+    return url, stop
