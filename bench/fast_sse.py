@@ -10,11 +10,12 @@ import asyncio
 import json
 import multiprocessing as mp
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 from aiohttp import web
 
 
-def _serve(port_out: "mp.Queue[int]", tokens: int) -> None:
+def _serve(port_out: Connection, tokens: int) -> None:
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         n = int(body.get("max_tokens") or tokens)
@@ -43,7 +44,7 @@ def _serve(port_out: "mp.Queue[int]", tokens: int) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
-        port_out.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        port_out.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -52,10 +53,13 @@ def _serve(port_out: "mp.Queue[int]", tokens: int) -> None:
 def start_fast_sse(tokens: int = 8) -> tuple[str, Callable[[], None]]:
     """Start the server in a spawned process; returns its base URL and a function that stops it."""
     ctx = mp.get_context("spawn")
-    q: mp.Queue[int] = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(q, tokens), daemon=True)
+    receive, send = ctx.Pipe(duplex=False)   # not a Queue: no semaphore in /dev/shm
+    proc = ctx.Process(target=_serve, args=(send, tokens), daemon=True)
     proc.start()
-    url = f"http://127.0.0.1:{q.get(timeout=30)}"
+    if not receive.poll(30):
+        proc.terminate()
+        raise RuntimeError("the fast SSE server did not start within 30 s")
+    url = f"http://127.0.0.1:{receive.recv()}"
 
     def stop() -> None:
         proc.terminate()

@@ -29,10 +29,10 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.cli import event_loop_factory
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
+from loadgen.sender import event_loop_factory
 
 TOKENS = 8
 LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop

@@ -48,15 +48,16 @@ from monitoring.prometheus import free_port
 
 PROMPT = " ".join(["word"] * 16)
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_S = 3.0
 
 
-def scenario(time_scale: float, ingress_replicas: int) -> Resolved:
+def scenario(time_scale: float, ingress_replicas: int, direct: bool) -> Resolved:
     data = {
         "name": "path-cost", "model": "llama-3.1-70b", "dtype": "fp8",
         "hardware": {"gpu": "mi325x", "gpus_per_node": 8, "nodes": 1},
         "engine": {"kind": "sim", "time_scale": time_scale, "max_model_len": 4096},
         "configurations": [{"name": "tp8", "tp": 8}],
-        "server": {"ingress_replicas": ingress_replicas},
+        "server": {"ingress_replicas": ingress_replicas, "direct_ingress": direct},
         "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 1000},
                      "input": {"kind": "fixed", "value": 16}, "output": {"kind": "fixed", "value": 1}}],
     }
@@ -110,8 +111,9 @@ class Figures:
     ttft: np.ndarray           # wall ms
     e2e: np.ndarray
     server_ttft: np.ndarray    # the server's own TTFT, wall ms (from usage × time_scale); empty if none
+    added: np.ndarray          # client TTFT - server TTFT per request, wall ms
     per_event: float           # wall ms per extra token event (E2E slope minus the engine's TPOT)
-    cpu: dict[str, float]      # process role -> CPU ms per request
+    cpu: dict[str, float]      # process role -> CPU ms per request, beyond what it burns when idle
 
 
 async def _sse(session: aiohttp.ClientSession, method: str, url: str, body: Any) -> tuple[float, float, dict]:
@@ -137,19 +139,28 @@ async def measure(name: str, n: int, tokens: int, scale: float,
         await one(1)
     procs = serve_processes()
     me = os.getpid()
-    before = {role: sum(cpu_seconds(p) for p in pids) for role, pids in procs.items()} | {"client": cpu_seconds(me)}
+
+    def cpu() -> dict[str, float]:
+        return {role: sum(cpu_seconds(p) for p in pids) for role, pids in procs.items()} | {"client": cpu_seconds(me)}
+
+    t0, idle0 = time.perf_counter(), cpu()
+    await asyncio.sleep(IDLE_S)   # what the processes burn with no request (metrics, health checks)
+    t1, before = time.perf_counter(), cpu()
     rows = [await one(1) for _ in range(n)]
-    after = {role: sum(cpu_seconds(p) for p in pids) for role, pids in procs.items()} | {"client": cpu_seconds(me)}
+    t2, after = time.perf_counter(), cpu()
+    idle_rate = {role: (before[role] - idle0[role]) / (t1 - t0) for role in before}
     long = [await one(tokens) for _ in range(max(5, n // 4))]
     ttft = np.array([r[0] for r in rows]) * 1e3
     e2e = np.array([r[1] for r in rows]) * 1e3
     server = np.array([r[2]["parallax_server_ttft_ms"] * scale for r in rows if "parallax_server_ttft_ms" in r[2]])
+    added = np.array([r[0] * 1e3 - r[2]["parallax_server_ttft_ms"] * scale for r in rows
+                      if "parallax_server_ttft_ms" in r[2]])
     engine_tpot = [r[2]["parallax_server_tpot_ms"] * scale for r in long if "parallax_server_tpot_ms" in r[2]]
     slope = (np.median([r[1] for r in long]) * 1e3 - np.median(e2e)) / (tokens - 1)
     per_event = slope - (float(np.median(engine_tpot)) if engine_tpot else 0.0)
-    cpu = {role: (after[role] - before[role]) / n * 1e3 for role in after
-           if role == "client" or procs.get(role)}
-    return Figures(name, ttft, e2e, server, per_event, cpu)
+    per_request = {role: max(0.0, after[role] - before[role] - idle_rate[role] * (t2 - t1)) / n * 1e3
+                   for role in after if role == "client" or procs.get(role)}
+    return Figures(name, ttft, e2e, server, added, per_event, per_request)
 
 
 def _job(tokens: int) -> Job:
@@ -158,7 +169,7 @@ def _job(tokens: int) -> Job:
                include_usage=True, arrival_wall=time.time())
 
 
-async def run_all(url: str, floor_url: str, n: int, tokens: int, scale: float) -> list[Figures]:
+async def run_all(url: str, direct: list[str], floor_url: str, n: int, tokens: int, scale: float) -> list[Figures]:
     body = {"model": "tp8", "prompt": PROMPT, "stream": True, "stream_options": {"include_usage": True},
             "ignore_eos": True}
     handle = serve.get_deployment_handle(server_deployment_name("tp8"), app_name=APP_NAME).options(stream=True)
@@ -189,6 +200,14 @@ async def run_all(url: str, floor_url: str, n: int, tokens: int, scale: float) -
         out.append(await measure("health (proxy+ingress)", n, tokens, scale, health))
         out.append(await measure("handle → replica", n, tokens, scale, via_handle))
         out.append(await measure("full path", n, tokens, scale, full))
+        for d in direct[:1]:
+            async def direct_full(k: int, d: str = d) -> tuple[float, float, dict]:
+                return await _sse(s, "POST", d + "/v1/completions", body | {"max_tokens": k})
+
+            async def direct_health(_: int, d: str = d) -> tuple[float, float, dict]:
+                return await _sse(s, "GET", d + "/health", None)
+            out.append(await measure("health, direct ingress", n, tokens, scale, direct_health))
+            out.append(await measure("full, direct ingress", n, tokens, scale, direct_full))
         return out
 
 
@@ -201,22 +220,22 @@ def report(figs: list[Figures]) -> None:
         cpus = "  ".join(f"{f.cpu[r]:7.2f}" if r in f.cpu else f"{'-':>7}" for r in roles)
         print(f"{f.name:24} {np.median(f.ttft):8.2f} {np.percentile(f.ttft, 99):6.2f} {np.median(f.e2e):8.2f} "
               f"{srv} {f.per_event:8.3f}   {cpus}")
-    floor, health, handle, full = figs
-    added = full.ttft - np.median(full.server_ttft) if len(full.server_ttft) else full.ttft
+    floor, health, handle, full = figs[:4]
     print("\nbreakdown of the full path's TTFT (wall ms, medians):")
     parts = [
-        ("HTTP exchange (client, socket, server loop)", np.median(floor.ttft)),
-        ("Serve proxy + ingress app, trivial route", np.median(health.ttft) - np.median(floor.ttft)),
-        ("handle hop to the replica and back + replica code", np.median(handle.ttft) - np.median(handle.server_ttft)),
-        ("engine (the server's own TTFT, from the ingress's receipt)", np.median(full.server_ttft)),
+        ("HTTP exchange (client, socket, a server's loop)", np.median(floor.ttft)),
+        ("Serve proxy + ingress, trivial route (GET /health)", np.median(health.ttft) - np.median(floor.ttft)),
+        ("hop in to the replica + admission + engine (handle's server TTFT)", np.median(handle.server_ttft)),
+        ("first event back from the replica to its caller", np.median(handle.ttft) - np.median(handle.server_ttft)),
     ]
     rest = np.median(full.ttft) - sum(p for _, p in parts)
-    for label, ms in [*parts, ("the ingress's request work and the relay through it (rest)", rest)]:
+    for label, ms in [*parts, ("the ingress's completion work + relaying the event (rest)", rest)]:
         print(f"  {label:62} {ms:6.2f}")
     print(f"  {'full path TTFT':62} {np.median(full.ttft):6.2f}")
-    print(f"added TTFT (client TTFT - server TTFT), full path: p50 {np.percentile(added, 50):.2f} ms, "
-          f"p99 {np.percentile(added, 99):.2f} ms; per token event {full.per_event:.3f} ms "
-          f"(handle only {handle.per_event:.3f}, floor {floor.per_event:.3f})")
+    for f in [full, *figs[5::2]]:
+        print(f"added TTFT (client TTFT - server TTFT), {f.name}: p50 {np.percentile(f.added, 50):.2f} ms, "
+              f"p99 {np.percentile(f.added, 99):.2f} ms; per token event {f.per_event:.3f} ms "
+              f"(handle only {handle.per_event:.3f}, floor {floor.per_event:.3f})")
 
 
 def main() -> None:
@@ -225,19 +244,20 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--time-scale", type=float, default=0.01)
     ap.add_argument("--ingress-replicas", type=int, default=1)
+    ap.add_argument("--no-direct", action="store_true", help="server.direct_ingress: false (only Serve's proxy)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the local cluster (repeat)")
     a = ap.parse_args()
     for kv in a.env:
         key, _, value = kv.partition("=")
         os.environ[key] = value
-    r = scenario(a.time_scale, a.ingress_replicas)
+    r = scenario(a.time_scale, a.ingress_replicas, not a.no_direct)
     folder = Path(tempfile.mkdtemp(prefix="pxpath"))
     floor_url, stop_floor = start_fast_sse()
     load0 = os.getloadavg()[0]
     try:
         start_local_ray(r, folder / "ray", free_port())
         info = deploy(r, port=free_port())
-        figs = asyncio.run(run_all(info.url, floor_url, a.requests, a.tokens, a.time_scale))
+        figs = asyncio.run(run_all(info.url, info.ingress_urls, floor_url, a.requests, a.tokens, a.time_scale))
     finally:
         stop_floor()
         try:
@@ -246,7 +266,8 @@ def main() -> None:
             ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)
     print(f"{a.requests} sequential requests per path, 1 token (TTFT, CPU) then {a.tokens} tokens (per event); "
-          f"time_scale {a.time_scale:g}; env {' '.join(a.env) or '(defaults)'}; "
+          f"time_scale {a.time_scale:g}; direct ingress {'off' if a.no_direct else 'on'}; "
+          f"env {' '.join(a.env) or '(defaults)'}; "
           f"load average {load0:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     report(figs)
 

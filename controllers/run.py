@@ -96,12 +96,13 @@ def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _deployment(resolved: Resolved, port: int) -> Iterator[str]:
+def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
+    """(the proxy's URL, what the load generator sends to: the ingress replicas' own addresses if any)."""
     from deployments.deploy import deploy, teardown
 
     try:
         dep = deploy(resolved, host="127.0.0.1", port=port)
-        yield dep.url
+        yield dep.url, dep.target
     finally:
         teardown()
 
@@ -128,8 +129,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
         try:
             console.print("starting Ray and deploying the configurations …")
             stack.enter_context(_ray(resolved, ray_metrics))
-            url = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
-            console.print(f"ingress: {url}")
+            url, target = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
+            console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
             metrics = ControllerMetrics()
             server, thread = start_http_server(controller_port, addr="127.0.0.1", registry=metrics.registry)
             stack.callback(thread.join, 5)
@@ -156,7 +157,7 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             stack.callback(controller.stop)
             if on_started is not None:
                 on_started(controller)
-            interrupted = _drive_load(resolved, url, folder, loadgen_port, controller, console, live)
+            interrupted = _drive_load(resolved, target, folder, loadgen_port, controller, console, live)
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]interrupted: tearing down and writing the run folder[/]")

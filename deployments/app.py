@@ -22,6 +22,17 @@ from deployments.server import LLMServer
 
 REPLICA_CPUS = 1.0      # the replica actor (engine loop) sits in bundle 0 with one CPU
 INGRESS_CPUS = 1.0
+# Ray Serve settings of the live path, each kept because bench/path_cost.py showed it helps
+# (deployments/README.md, "Live-path capacity"): user code and the handle's router on the replica's own
+# event loop, no thread hop per request and per streamed event ...
+SERVE_REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# ... and the ingress replicas serve HTTP themselves (for the Serve controller too): no proxy hop either
+# way. No load balancer needs time to deregister a replica, so none drains for the default 30 s.
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+
+
+def _env(env: dict[str, str]) -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": env}}
 
 
 def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]:
@@ -32,20 +43,20 @@ def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]
         num_replicas=config.replicas,
         max_ongoing_requests=srv.max_ongoing_requests,
         max_queued_requests=-(-srv.max_queued_requests // srv.ingress_replicas),
-        ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0},
+        ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0, **_env(SERVE_REPLICA_ENV)},
         **replica_placement(config, REPLICA_CPUS).as_deployment_options(),
         health_check_period_s=5.0,
     )
 
 
 def ingress_options(resolved: Resolved) -> dict[str, Any]:
-    """Enough room at the ingress for every configuration's ongoing + queued requests, then 503 (per replica:
-    Serve's proxy balances them by their ongoing requests)."""
+    """Enough room at each ingress replica for every configuration's ongoing + queued requests, then 503."""
     srv = resolved.scenario.server
     capacity = sum(c.replicas * srv.max_ongoing_requests + srv.max_queued_requests
                    for c in resolved.scenario.configurations)
+    env = SERVE_REPLICA_ENV | (DIRECT_INGRESS_ENV if srv.direct_ingress else {})
     return dict(name=INGRESS_NAME, num_replicas=srv.ingress_replicas, max_ongoing_requests=capacity + 64,
-                max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS})
+                max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS, **_env(env)})
 
 
 def store_options() -> dict[str, Any]:

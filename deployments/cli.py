@@ -76,6 +76,9 @@ def _load(scenario: Path) -> Resolved:
 def _print_up(st: UpState) -> None:
     console.print(f"[bold]{st.name}[/] is up at [bold]{st.url}[/] (OpenAI API under /v1); "
                   f"Ray metrics at {st.metrics_url or 'the cluster metrics port'}")
+    if st.ingress_urls:
+        console.print(f"the ingress replicas answer directly (no proxy hop) at {','.join(st.ingress_urls)}: "
+                      "give that to `parallax load --target`")
     table = Table("config", "replica", "placement group", "strategy", "bundles", "GPUs", "state")
     for cfg, reps in st.placements.items():
         for i, p in enumerate(reps):
@@ -120,7 +123,8 @@ def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, ti
     except (CapacityError, DeployError) as e:
         _fail(str(e))
     st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
-                 url=info.url, placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
+                 url=info.url, ingress_urls=info.ingress_urls,
+                 placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
     st.write(path)
     return st
 

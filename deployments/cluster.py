@@ -22,9 +22,11 @@ class CapacityError(RuntimeError):
 
 
 def local_cpus(resolved: Resolved) -> int:
-    """Logical CPUs for a local cluster: one per replica actor and ingress replica, and two for Serve itself."""
-    replicas = sum(c.replicas for c in resolved.scenario.configurations)
-    return int(replicas * REPLICA_CPUS + resolved.scenario.server.ingress_replicas * INGRESS_CPUS) + 2
+    """Logical CPUs for a local cluster: one per replica actor, ingress replica and load generator actor
+    (`load.workers_on: ray`), and two for Serve itself."""
+    s = resolved.scenario
+    replicas = sum(c.replicas for c in s.configurations)
+    return int(replicas * REPLICA_CPUS + s.server.ingress_replicas * INGRESS_CPUS + s.load.ray_cpus) + 2
 
 
 def start_local_ray(resolved: Resolved, temp_dir: Path, metrics_port: int | None = None) -> str:

@@ -76,8 +76,12 @@ class ServerConfig(_Strict):
     )
     api_key_env: str | None = Field(default=None, description="env var holding an optional Bearer key")
     ingress_replicas: int = Field(
-        default=1, gt=0, description="replicas of the ingress; Serve's proxy spreads requests over them and "
-        "they share one versioned routing"
+        default=1, gt=0, description="replicas of the ingress; they share one versioned routing (clients "
+        "spread requests over their addresses, or Serve's proxy does)"
+    )
+    direct_ingress: bool = Field(
+        default=True, description="the ingress replicas serve HTTP on ports of their own (Serve's direct "
+        "ingress), so clients skip Serve's proxy; `port` still answers through the proxy"
     )
 
 

@@ -16,6 +16,7 @@ restart.
 """
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -80,10 +81,8 @@ class RoutingStore:
             self._set(known)
         if self._routing.version <= version:
             changed = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout_s)
-            except TimeoutError:
-                pass
         return self._routing
 
     async def update(self, weights: Weights, known: Routing | None = None) -> UpdateResult:
@@ -100,10 +99,6 @@ class RoutingStore:
             left = deadline - time.monotonic()
             if applied == len(live) or left <= 0:
                 return UpdateResult(routing, applied, len(live))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._polled.wait(), left)
-            except TimeoutError:
-                pass
 
-    def current(self) -> Routing:
-        return self._routing

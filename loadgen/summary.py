@@ -6,9 +6,10 @@ request (error, timeout) meets no SLO. Warm-up and cancelled requests are left o
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loadgen.config import SLO
 from loadgen.records import RequestRecord
@@ -71,6 +72,18 @@ class GroupSummary(BaseModel):
     goodput: float
 
 
+class WorkerReport(BaseModel):
+    """How one load generator worker ended (runs with `load.workers` > 1 or on Ray)."""
+
+    index: int
+    where: str = Field(description="pid N (a process here) or node ID (a Ray actor)")
+    status: Literal["finished", "stopped", "failed", "died"]
+    detail: str = Field(description="how it ended: exit code, signal, or the error")
+    planned: int = Field(description="open-loop requests in its share")
+    sent: int
+    recorded: int
+
+
 class LoadSummary(BaseModel):
     """The whole run: per step and overall groups, plus how well the generator kept its schedule."""
 
@@ -84,6 +97,7 @@ class LoadSummary(BaseModel):
     lateness_p99_s: float | None
     lateness_max_s: float | None
     interrupted: bool = False
+    workers: list[WorkerReport] = Field(default_factory=list)
 
     def row(self, config: str, sla_class: str) -> GroupSummary | None:
         return next((g for g in self.overall if g.config == config and g.sla_class == sla_class), None)

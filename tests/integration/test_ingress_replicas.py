@@ -1,4 +1,7 @@
-"""Two ingress replicas share one versioned routing (real local Ray and Serve, simulated engines)."""
+"""Two ingress replicas share one versioned routing (real local Ray and Serve, simulated engines).
+
+Requests go to each replica's own address (Serve's direct ingress, what the load generator uses) and
+through Serve's proxy (what the controller uses)."""
 
 import shutil
 import tempfile
@@ -15,7 +18,7 @@ from controllers.router_client import HttpRouter
 from controllers.scenario import parse_scenario
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
 from deployments.cluster import start_local_ray
-from deployments.deploy import deploy, ingress_handle, teardown
+from deployments.deploy import Deployment, deploy, ingress_handle, teardown
 from monitoring.prometheus import free_port
 
 pytestmark = pytest.mark.integration
@@ -36,12 +39,14 @@ SCENARIO = {
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
+def dep() -> Iterator[Deployment]:
     folder = Path(tempfile.mkdtemp(prefix="plx-ing-"))
     r = parse_scenario(SCENARIO)
     try:
         start_local_ray(r, folder / "ray", free_port())
-        yield deploy(r, port=free_port(), timeout_s=120).url
+        d = deploy(r, port=free_port(), timeout_s=120)
+        assert len(d.ingress_urls) == 2 and d.target == ",".join(d.ingress_urls)
+        yield d
     finally:
         try:
             teardown()
@@ -50,62 +55,63 @@ def url() -> Iterator[str]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def served_by(http: httpx.Client, n: int, sla_class: str) -> tuple[Counter[str], set[str]]:
-    """n consecutive requests of `sla_class` to model auto: configurations that served, ingress replicas seen."""
+def served_by(urls: list[str], n: int, sla_class: str) -> tuple[Counter[str], set[str]]:
+    """n consecutive requests of `sla_class` to model auto, taking `urls` in turn: configurations that
+    served, ingress replicas seen."""
     configs: Counter[str] = Counter()
     replicas = set()
-    for _ in range(n):
-        r = http.post("/v1/completions", json={"model": "auto", "prompt": "a b", "max_tokens": 1},
-                      headers={"x-sla-class": sla_class})
-        assert r.status_code == 200, r.text
-        configs[r.headers["x-parallax-config"]] += 1
-        replicas.add(r.headers["x-parallax-ingress"])
+    with httpx.Client(timeout=30) as http:
+        for i in range(n):
+            r = http.post(f"{urls[i % len(urls)]}/v1/completions", headers={"x-sla-class": sla_class},
+                          json={"model": "auto", "prompt": "a b", "max_tokens": 1})
+            assert r.status_code == 200, r.text
+            configs[r.headers["x-parallax-config"]] += 1
+            replicas.add(r.headers["x-parallax-ingress"])
     return configs, replicas
 
 
-def routings(http: httpx.Client, n: int = 30) -> dict[str, int]:
-    """GET /v1/routing n times: replica -> the version it answered."""
+def routings(urls: list[str]) -> dict[str, int]:
+    """GET /v1/routing on each address: replica -> the version it answered."""
     out: dict[str, int] = {}
-    for _ in range(n):
-        body = http.get("/v1/routing").json()
+    for url in urls:
+        body = httpx.get(f"{url}/v1/routing", timeout=30).json()
         out[body["replica"]] = body["version"]
     return out
 
 
-def test_a_put_on_one_replica_is_honoured_by_every_replica(url: str) -> None:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        before = routings(http)
-        assert len(before) == 2 and len(set(before.values())) == 1  # two replicas, one version
-        put = http.put("/v1/routing", json={"weights": {"chat": {"pp8": 1, "tp8": 0}}})
-        assert put.status_code == 200, put.text
-        body = put.json()
-        assert body["replicas"] == {"applied": 2, "live": 2}
-        assert body["version"] == next(iter(before.values())) + 1
-        configs, replicas = served_by(http, 200, "chat")
-        assert configs == {"pp8": 200} and len(replicas) == 2
-        other, _ = served_by(http, 20, "batch")   # the class not in the update keeps its weights
-        assert set(other) == {"tp8", "pp8"} and abs(other["tp8"] - 10) <= 2  # within 1 per replica
-        assert set(routings(http).values()) == {body["version"]}
+def test_a_put_on_one_replica_is_honoured_by_every_replica(dep: Deployment) -> None:
+    a, b = dep.ingress_urls
+    before = routings([a, b])
+    assert len(before) == 2 and len(set(before.values())) == 1  # two replicas, one version
+    put = httpx.put(f"{b}/v1/routing", json={"weights": {"chat": {"pp8": 1, "tp8": 0}}}, timeout=30)
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert body["replicas"] == {"applied": 2, "live": 2}
+    assert body["version"] == next(iter(before.values())) + 1
+    configs, replicas = served_by([a, b], 200, "chat")
+    assert configs == {"pp8": 200} and len(replicas) == 2
+    other, _ = served_by([a, b], 20, "batch")   # the class not in the update keeps its weights
+    assert other == {"tp8": 10, "pp8": 10}
+    assert set(routings([a, b]).values()) == {body["version"]}
 
 
-def test_the_controllers_router_and_the_handle_go_through_the_same_store(url: str) -> None:
-    router = HttpRouter(url)
+def test_the_controllers_router_and_the_handle_go_through_the_same_store(dep: Deployment) -> None:
+    router = HttpRouter(dep.url)   # through Serve's proxy, as `parallax run` does
     try:
         router.set_weights({"chat": {"tp8": 1}})
-        with httpx.Client(base_url=url, timeout=30) as http:
-            configs, replicas = served_by(http, 200, "chat")
-            assert configs == {"tp8": 200} and len(replicas) == 2
-            out = ingress_handle().set_routing.remote({"chat": {"pp8": 3, "tp8": 1}}).result()
-            assert out["replicas"]["applied"] == 2
-            configs, _ = served_by(http, 40, "chat")
-            assert set(configs) == {"pp8", "tp8"} and abs(configs["pp8"] - 30) <= 2  # within 1 per replica
-            assert len(set(routings(http).values())) == 1
+        configs, replicas = served_by([dep.url], 200, "chat")   # the proxy spreads them over the replicas
+        assert configs == {"tp8": 200} and len(replicas) == 2
+        out = ingress_handle().set_routing.remote({"chat": {"pp8": 3, "tp8": 1}}).result()
+        assert out["replicas"]["applied"] == 2
+        configs, _ = served_by(dep.ingress_urls, 40, "chat")
+        assert configs == {"pp8": 30, "tp8": 10}
+        assert len(set(routings(dep.ingress_urls).values())) == 1
     finally:
         router.close()
 
 
-def test_a_restarted_store_keeps_the_routing(url: str) -> None:
-    with httpx.Client(base_url=url, timeout=30) as http:
+def test_a_restarted_store_keeps_the_routing(dep: Deployment) -> None:
+    with httpx.Client(base_url=dep.url, timeout=30) as http:
         http.put("/v1/routing", json={"weights": {"batch": {"pp8": 1}}}).raise_for_status()
         version = http.get("/v1/routing").json()["version"]
         store = next(a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -121,5 +127,5 @@ def test_a_restarted_store_keeps_the_routing(url: str) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["version"] == version + 1
         assert r.json()["weights"]["batch"] == {"pp8": 1.0}
-        configs, _ = served_by(http, 20, "batch")
+        configs, _ = served_by(dep.ingress_urls, 20, "batch")
         assert configs == {"pp8": 20}
