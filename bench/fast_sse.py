@@ -1,4 +1,5 @@
-"""A fast OpenAI-style SSE server in its own process, for benchmarks: no delay, `tokens` one-token events.
+"""A fast OpenAI-style SSE server in its own process, for benchmarks: no delay, `tokens` one-token events
+(`max_tokens` of the request when given), written at once.
 
     url, stop = start_fast_sse(tokens=8)    # http://127.0.0.1:PORT; stop() ends the process
 
@@ -15,18 +16,26 @@ from multiprocessing.connection import Connection
 from aiohttp import web
 
 
+def _events(n: int) -> bytes:
+    """n one-token events, the usage event and [DONE], as one body."""
+    def event(data: dict) -> str:
+        return f"data: {json.dumps(data)}\n\n"
+    out = [event({"model": "bench", "choices": [{"index": 0, "text": " tok",
+                                                 "finish_reason": "length" if i == n - 1 else None}]})
+           for i in range(n)]
+    out.append(event({"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n}}))
+    return ("".join(out) + "data: [DONE]\n\n").encode()
+
+
 def _serve(port_out: Connection, tokens: int) -> None:
+    bodies: dict[int, bytes] = {}
+
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         n = int(body.get("max_tokens") or tokens)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-parallax-config": "bench"})
         await resp.prepare(request)
-        for i in range(n):
-            ev = {"model": "bench", "choices": [{"index": 0, "text": " tok",
-                                                 "finish_reason": "length" if i == n - 1 else None}]}
-            await resp.write(f"data: {json.dumps(ev)}\n\n".encode())
-        usage = {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n}}
-        await resp.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await resp.write(bodies.get(n) or bodies.setdefault(n, _events(n)))   # one write: the server stays cheap
         return resp
 
     async def models(_: web.Request) -> web.Response:

@@ -114,6 +114,7 @@ class Figures:
     added: np.ndarray          # client TTFT - server TTFT per request, wall ms
     per_event: float           # wall ms per extra token event (E2E slope minus the engine's TPOT)
     cpu: dict[str, float]      # process role -> CPU ms per request, beyond what it burns when idle
+    event_cpu: dict[str, float]  # process role -> CPU ms per extra token event
 
 
 async def _sse(session: aiohttp.ClientSession, method: str, url: str, body: Any) -> tuple[float, float, dict]:
@@ -150,6 +151,7 @@ async def measure(name: str, n: int, tokens: int, scale: float,
     t2, after = time.perf_counter(), cpu()
     idle_rate = {role: (before[role] - idle0[role]) / (t1 - t0) for role in before}
     long = [await one(tokens) for _ in range(max(5, n // 4))]
+    t3, end = time.perf_counter(), cpu()
     ttft = np.array([r[0] for r in rows]) * 1e3
     e2e = np.array([r[1] for r in rows]) * 1e3
     server = np.array([r[2]["parallax_server_ttft_ms"] * scale for r in rows if "parallax_server_ttft_ms" in r[2]])
@@ -158,9 +160,13 @@ async def measure(name: str, n: int, tokens: int, scale: float,
     engine_tpot = [r[2]["parallax_server_tpot_ms"] * scale for r in long if "parallax_server_tpot_ms" in r[2]]
     slope = (np.median([r[1] for r in long]) * 1e3 - np.median(e2e)) / (tokens - 1)
     per_event = slope - (float(np.median(engine_tpot)) if engine_tpot else 0.0)
+    roles = [role for role in after if role == "client" or procs.get(role)]
     per_request = {role: max(0.0, after[role] - before[role] - idle_rate[role] * (t2 - t1)) / n * 1e3
-                   for role in after if role == "client" or procs.get(role)}
-    return Figures(name, ttft, e2e, server, added, per_event, per_request)
+                   for role in roles}
+    per_long = {role: max(0.0, end[role] - after[role] - idle_rate[role] * (t3 - t2)) / len(long) * 1e3
+                for role in roles}
+    event_cpu = {role: (per_long[role] - per_request[role]) / (tokens - 1) for role in roles}
+    return Figures(name, ttft, e2e, server, added, per_event, per_request, event_cpu)
 
 
 def _job(tokens: int) -> Job:
@@ -232,6 +238,8 @@ def report(figs: list[Figures]) -> None:
     for label, ms in [*parts, ("the ingress's completion work + relaying the event (rest)", rest)]:
         print(f"  {label:62} {ms:6.2f}")
     print(f"  {'full path TTFT':62} {np.median(full.ttft):6.2f}")
+    print("\nCPU ms per extra token event: " + "; ".join(
+        f"{f.name}: " + ", ".join(f"{r} {f.event_cpu[r]:.3f}" for r in roles if r in f.event_cpu) for f in figs))
     for f in [full, *figs[5::2]]:
         print(f"added TTFT (client TTFT - server TTFT), {f.name}: p50 {np.percentile(f.added, 50):.2f} ms, "
               f"p99 {np.percentile(f.added, 99):.2f} ms; per token event {f.per_event:.3f} ms "

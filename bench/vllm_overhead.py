@@ -111,7 +111,7 @@ def against_testbed(r: Resolved, out: Path, concurrency: int, duration_s: float)
     try:
         start_local_ray(r, temp)
         d = deploy(r, timeout_s=400)
-        return load(d.url, r.scenario.configurations[0].name, out / "testbed", concurrency, duration_s)
+        return load(d.target, r.scenario.configurations[0].name, out / "testbed", concurrency, duration_s)
     finally:
         serve.shutdown()
         ray.shutdown()
