@@ -256,12 +256,18 @@ async def _announce(plan: list[StepPlan], clock: Clock, metrics: ClientMetrics |
         t0 += s.length_s
 
 
+@dataclass(frozen=True)
+class FleetResult:
+    stopped: bool                  # stopped early (a signal, or a target that refuses everything)
+    reports: list[WorkerReport]
+    started_at: float | None       # the schedule's start (Unix time) the workers shared; None: never started
+
+
 async def run_fleet(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-                    stop: asyncio.Event | None, metrics: ClientMetrics | None,
-                    view: LiveView | None) -> tuple[bool, list[WorkerReport]]:
-    """Run the plan on `share.workers` workers (`on`: "local" | "ray"); True when stopped early, and a
-    report of each worker. Raises LoadError when a worker cannot start. Connects to RAY_ADDRESS (and
-    disconnects after) when Ray workers are asked for and this process is not connected yet."""
+                    stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
+    """Run the plan on `share.workers` workers (`on`: "local" | "ray"). Raises LoadError when a worker
+    cannot start. Connects to RAY_ADDRESS (and disconnects after) when Ray workers are asked for and this
+    process is not connected yet."""
     owned = on == "ray" and not ray.is_initialized()
     try:
         return await _run(share, plan, on, sink, durations, stop, metrics, view)
@@ -271,8 +277,7 @@ async def run_fleet(share: Share, plan: list[StepPlan], on: str, sink: RecordSin
 
 
 async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-               stop: asyncio.Event | None, metrics: ClientMetrics | None,
-               view: LiveView | None) -> tuple[bool, list[WorkerReport]]:
+               stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
     shares = [replace(share, index=k, steps=steps) for k, steps in enumerate(split_plan(plan, share.workers))]
     handles = await _spawn(shares, on)
     workers = [_Worker(k, h, s) for k, (h, s) in enumerate(zip(handles, shares, strict=True))]
@@ -316,4 +321,5 @@ async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, du
         record_partial_step(plan, durations, clock)
     elif not stopped:
         durations.update({s.index: s.duration_s for s in plan})
-    return stopped, [w.report(how) for w, how in zip(workers, ends, strict=True)]
+    return FleetResult(stopped, [w.report(how) for w, how in zip(workers, ends, strict=True)],
+                       clock.epoch0 if clock is not None else None)

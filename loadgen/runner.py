@@ -82,14 +82,16 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                 sink = RecordSink(f, metrics, view, on_record)
                 if load.workers == 1 and load.workers_on == "local":
                     client.clock = clock = Clock()  # the schedule starts now, after the preflight
+                    meta["started_at"] = clock.epoch0
                     sender = Sender(client, prompts, workload, slos, sink.add, prompt_rng(load.seed))
                     interrupted = await drive(sender, sink.halt, plan, clock, durations, stop, metrics, view)
                 else:
                     share = Share(target=target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
                                   classes=classes, base_dir=base_dir, slos=slos, seed=load.seed,
                                   tokenizer=str(tokenizer) if tokenizer else None, workers=load.workers)
-                    interrupted, reports = await run_fleet(share, plan, load.workers_on, sink, durations, stop,
-                                                           metrics, view)
+                    fleet = await run_fleet(share, plan, load.workers_on, sink, durations, stop, metrics, view)
+                    interrupted, reports = fleet.stopped, fleet.reports
+                    meta["started_at"] = fleet.started_at or meta["started_at"]
         finally:
             if metrics:
                 metrics.close()

@@ -102,7 +102,7 @@ FAILING = {
     "engine": {"kind": "sim", "time_scale": 2, "stream_interval_ms": 100, "gpu_memory_utilization": 0.95,
                "max_num_batched_tokens": 2048},
     "configurations": [{"name": "tp8", "tp": 8}, {"name": "tp1x2", "tp": 1, "replicas": 2}],
-    "server": {"port": 0},
+    "server": {"port": 0, "ingress_replicas": 2},   # the controller's weights reach both through the store
     "classes": [
         {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 2000, "tpot_ms": 200, "attainment": 0.5},
          "input": {"kind": "fixed", "value": 200}, "output": {"kind": "fixed", "value": 8},
@@ -111,7 +111,7 @@ FAILING = {
          "input": {"kind": "fixed", "value": 6000}, "output": {"kind": "fixed", "value": 8},
          "arrival": {"kind": "steps", "steps": [{"at_s": 0, "rate": 0.05}, {"at_s": FAIL_AT_S, "rate": 1.5}]}},
     ],
-    "load": {"duration_s": 45},
+    "load": {"duration_s": 45, "workers": 2},   # `parallax run` uses the load generator's workers
     "controller": {"policy": "best-per-class", "interval_s": 1, "window_s": 10, "min_samples": 5,
                    "min_dwell_s": 5, "explore_share": 0.2},
 }
@@ -119,7 +119,9 @@ FAILING = {
 
 def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
     folder = _run(FAILING, tmp_path)
-    t0 = json.loads((folder / "load-meta.json").read_text())["started_at"]
+    meta = json.loads((folder / "load-meta.json").read_text())
+    t0 = meta["started_at"]
+    assert [w["status"] for w in meta["workers"]] == ["finished", "finished"]
     decisions = [json.loads(x) for x in (folder / "decisions.jsonl").read_text().splitlines()]
     drains = [d for d in decisions if d["sla_class"] == "doc" and d["weights"]["tp1x2"] == 0.0]
     assert drains, decisions
@@ -132,3 +134,4 @@ def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
     assert not late, f"{len(late)} doc requests still went to tp1x2 after it was drained"
     chat = [r for r in records if r["sla_class"] == "chat" and r["config"] == "tp1x2" and r["status"] == "ok"]
     assert chat, "chat's requests fit tp1x2 and should still be served there"
+    assert sum(w["sent"] for w in meta["workers"]) == len(records)
