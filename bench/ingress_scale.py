@@ -15,20 +15,16 @@ ingress replica adds a process competing for the same cores: compare within one 
 import argparse
 import asyncio
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import ray
 
 from controllers.scenario import Resolved, parse_scenario
-from deployments.cluster import start_local_ray
-from deployments.deploy import deploy, teardown
+from deployments.deploy import deployed_locally
 from loadgen.config import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
-from monitoring.prometheus import free_port
 
 
 def scenario(replicas: int, time_scale: float) -> Resolved:
@@ -63,24 +59,14 @@ def main() -> None:
     ap.add_argument("--time-scale", type=float, default=0.05)
     a = ap.parse_args()
     for n in a.replicas:
-        r = scenario(n, a.time_scale)
-        folder = Path(tempfile.mkdtemp(prefix="pxing"))
-        try:
-            start_local_ray(r, folder / "ray", free_port())
-            dep = deploy(r, port=free_port())
+        with deployed_locally(scenario(n, a.time_scale)) as dep, tempfile.TemporaryDirectory() as out:
             for path, target in (("direct", dep.target), ("proxy", dep.url)):
                 load0 = os.getloadavg()[0]
-                rps, added = run(target, a.users, a.duration, a.tokens, a.time_scale, folder / path)
+                rps, added = run(target, a.users, a.duration, a.tokens, a.time_scale, Path(out) / path)
                 print(f"{n} ingress replica(s), {path:6}: {rps:7.1f} req/s  added TTFT p50 "
                       f"{np.percentile(added, 50):6.2f} p99 {np.percentile(added, 99):7.2f} ms  "
                       f"({a.users} users, {a.tokens} tokens; load avg {load0:.1f} → {os.getloadavg()[0]:.1f} on "
                       f"{os.cpu_count()} CPUs)", flush=True)
-        finally:
-            try:
-                teardown()
-            finally:
-                ray.shutdown()
-                shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,16 +33,13 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import ray
 from ray import serve
 
 from bench.fast_sse import start_fast_sse
 from controllers.scenario import Resolved, parse_scenario
 from deployments.app_args import APP_NAME, server_deployment_name
-from deployments.cluster import start_local_ray
-from deployments.deploy import deploy, teardown
+from deployments.deploy import deployed_locally
 from deployments.server import Job
-from monitoring.prometheus import free_port
 
 PROMPT = " ".join(["word"] * 16)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -258,21 +253,13 @@ def main() -> None:
     for kv in a.env:
         key, _, value = kv.partition("=")
         os.environ[key] = value
-    r = scenario(a.time_scale, a.ingress_replicas, not a.no_direct)
-    folder = Path(tempfile.mkdtemp(prefix="pxpath"))
     floor_url, stop_floor = start_fast_sse()
     load0 = os.getloadavg()[0]
     try:
-        start_local_ray(r, folder / "ray", free_port())
-        info = deploy(r, port=free_port())
-        figs = asyncio.run(run_all(info.url, info.ingress_urls, floor_url, a.requests, a.tokens, a.time_scale))
+        with deployed_locally(scenario(a.time_scale, a.ingress_replicas, not a.no_direct)) as info:
+            figs = asyncio.run(run_all(info.url, info.ingress_urls, floor_url, a.requests, a.tokens, a.time_scale))
     finally:
         stop_floor()
-        try:
-            teardown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(folder, ignore_errors=True)
     print(f"{a.requests} sequential requests per path, 1 token (TTFT, CPU) then {a.tokens} tokens (per event); "
           f"time_scale {a.time_scale:g}; direct ingress {'off' if a.no_direct else 'on'}; "
           f"env {' '.join(a.env) or '(defaults)'}; "

@@ -4,8 +4,13 @@
     teardown()                        # removes the Serve application and Serve itself
 """
 
+import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -18,7 +23,8 @@ from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
 from controllers.scenario import Resolved
 from deployments.app import DIRECT_INGRESS_ENV, build_app
 from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
-from deployments.cluster import check_capacity
+from deployments.cluster import check_capacity, start_local_ray
+from monitoring.prometheus import free_port
 
 REPLICA_PG_PREFIX = "SERVE_REPLICA::"
 
@@ -166,6 +172,22 @@ def held_resources() -> dict[str, float]:
 def ingress_handle() -> DeploymentHandle:
     """The ingress, for `get_routing()` / `set_routing(weights)` from the controller."""
     return serve.get_deployment_handle(INGRESS_NAME, app_name=APP_NAME)
+
+
+@contextlib.contextmanager
+def deployed_locally(resolved: Resolved, timeout_s: float = 120.0) -> Iterator[Deployment]:
+    """A fresh local Ray (its files in a temp folder, free ports) with the scenario deployed; everything is
+    removed on exit. For benchmarks and tests."""
+    folder = Path(tempfile.mkdtemp(prefix="plx-"))
+    try:
+        start_local_ray(resolved, folder / "ray", free_port())
+        yield deploy(resolved, port=free_port(), timeout_s=timeout_s)
+    finally:
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def teardown() -> None:

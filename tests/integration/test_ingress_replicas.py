@@ -3,12 +3,9 @@
 Requests go to each replica's own address (Serve's direct ingress, what the load generator uses) and
 through Serve's proxy (what the controller uses)."""
 
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,9 +14,7 @@ import ray
 from controllers.router_client import HttpRouter
 from controllers.scenario import parse_scenario
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
-from deployments.cluster import start_local_ray
-from deployments.deploy import Deployment, deploy, ingress_handle, teardown
-from monitoring.prometheus import free_port
+from deployments.deploy import Deployment, deployed_locally, ingress_handle
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +35,9 @@ SCENARIO = {
 
 @pytest.fixture(scope="module")
 def dep() -> Iterator[Deployment]:
-    folder = Path(tempfile.mkdtemp(prefix="plx-ing-"))
-    r = parse_scenario(SCENARIO)
-    try:
-        start_local_ray(r, folder / "ray", free_port())
-        d = deploy(r, port=free_port(), timeout_s=120)
+    with deployed_locally(parse_scenario(SCENARIO)) as d:
         assert len(d.ingress_urls) == 2 and d.target == ",".join(d.ingress_urls)
         yield d
-    finally:
-        try:
-            teardown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def served_by(urls: list[str], n: int, sla_class: str) -> tuple[Counter[str], set[str]]:
