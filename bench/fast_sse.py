@@ -15,6 +15,8 @@ from multiprocessing.connection import Connection
 
 from aiohttp import web
 
+from loadgen.wire import CONFIG_HEADER
+
 
 def _events(n: int) -> bytes:
     """n one-token events, the usage event and [DONE], as one body."""
@@ -33,7 +35,7 @@ def _serve(port_out: Connection, tokens: int) -> None:
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         n = int(body.get("max_tokens") or tokens)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-parallax-config": "bench"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", CONFIG_HEADER: "bench"})
         await resp.prepare(request)
         await resp.write(bodies.get(n) or bodies.setdefault(n, _events(n)))   # one write: the server stays cheap
         return resp

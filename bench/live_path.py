@@ -94,7 +94,7 @@ def main() -> None:
         load = same_engine_load(load, s.classes, a.time_scale / s.engine.time_scale)
     load = load.model_copy(update={k: v for k, v in (("duration_s", a.duration), ("seed", a.seed)) if v is not None})
     r = check_scenario(s.model_copy(update={"engine": engine, "load": load}), r.source, Path(a.scenario).parent)
-    s, scale = r.scenario, engine.time_scale
+    s, scale = r.scenario, engine.clock_scale
     if engine.kind != "sim":
         raise SystemExit(f"{a.scenario}: bench.live_path measures the simulated engine's live path "
                          "(engine.time_scale); use a scenario with engine.kind: sim")

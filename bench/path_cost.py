@@ -39,7 +39,7 @@ from bench.fast_sse import start_fast_sse
 from controllers.scenario import Resolved, parse_scenario
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.deploy import deployed_locally
-from deployments.server import Job
+from loadgen.wire import Job
 
 PROMPT = " ".join(["word"] * 16)
 TICK = os.sysconf("SC_CLK_TCK")

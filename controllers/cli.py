@@ -9,6 +9,7 @@ from rich.table import Table
 from controllers.commands import compare_cmd, report_cmd, run_cmd
 from controllers.scenario import ScenarioError, load_scenario
 from controllers.validate import footprints
+from deployments.catalog.memory import describe_memory_model
 from deployments.cli import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from deployments.engines.sim.cli import simulate_cmd
 from deployments.engines.vllm.cli import tiny_model_cmd
@@ -55,6 +56,8 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
                       f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
                       f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
     console.print(table)
+    note = describe_memory_model(s.engine.memory_model, s.engine.gpu_memory_utilization)
+    console.print(note if s.engine.kind == "sim" else f"{note} (vLLM sizes its own; this estimates it)")
 
 
 # In the order a user meets them: check, simulate, serve, load, watch, run, report.

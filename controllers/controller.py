@@ -23,6 +23,7 @@ from controllers.scenario import Scenario
 from controllers.scoreboard import Query, Sample, Scoreboard, collect
 from monitoring import metrics as m
 from monitoring.promql import PromClient
+from monitoring.rules import REQUEST_RATE
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ def prom_query(client: PromClient) -> Query:
     return query
 
 
-class Router(Protocol):
-    """Applies routing weights per class (the ingress's routing method)."""
+class RoutingEndpoint(Protocol):
+    """Where routing weights per class are applied: the ingress's /v1/routing (controllers/router_client.py)."""
 
     def set_weights(self, weights: Weights) -> None: ...
 
@@ -64,7 +65,7 @@ class ControllerMetrics:
 class Controller:
     """Runs the policy over live scoreboards; `tick` is one step, `start`/`stop` run it in a thread."""
 
-    def __init__(self, scenario: Scenario, query: Query, router: Router, folder: Path | None = None,
+    def __init__(self, scenario: Scenario, query: Query, router: RoutingEndpoint, folder: Path | None = None,
                  metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
                  engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None):
         self.scenario = scenario
@@ -76,10 +77,9 @@ class Controller:
         self.clock = clock
         self.engine_prefix = engine_prefix
         self.configs = [c.name for c in scenario.configurations]
-        self.gpus = {c.name: c.gpus for c in scenario.configurations}
         self.slos = {c.name: c.slo for c in scenario.classes}
         self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
-        self.time_scale = scenario.engine.time_scale if scenario.engine.kind == "sim" else 1.0
+        self.time_scale = scenario.engine.clock_scale
         self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
         self.state = PolicyState(equal_weights(list(self.slos), self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)
@@ -100,11 +100,13 @@ class Controller:
 
     def read(self, now: float) -> Scoreboard:
         try:
-            board = collect(self.query, self.cfg.window_s, self.gpus, now, self.engine_prefix)
+            board = collect(self.query, self.cfg.window_s, now, self.engine_prefix)
         except Exception as e:  # any failure to read Prometheus makes the data stale, never the loop die
             return Scoreboard(now, {}, stale=True, error=f"{type(e).__name__}: {e}")
         if not any(p.samples or p.request_rate for p in board.pairs.values()):
-            return Scoreboard(now, board.pairs, stale=True, error="no series in the window")
+            return Scoreboard(now, board.pairs, stale=True,
+                              error=f"no {REQUEST_RATE} series in the window: no traffic yet, or Prometheus lacks "
+                                    "the recording rules (rules.yml of the run folder)")
         return board
 
     def read_health(self) -> set[str]:

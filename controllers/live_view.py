@@ -27,7 +27,7 @@ def render(c: Controller, status: str = "") -> Group:
             p = board.pair(cfg, cls)
             w = state.weights.get(cls, {}).get(cfg, 0.0)
             att = "–" if p.attainment is None else f"{p.attainment:.0%}"
-            style = "" if p.attainment is None else ("green" if p.attainment >= slo.attainment else "red")
+            style = "" if p.attainment is None else ("green" if slo.attained(p.attainment) else "red")
             t.add_row(cls, cfg, f"{w:.2f}", str(p.samples), f"{p.request_rate:.2f}", Text(att, style=style),
                       f"{p.goodput:.2f}", _ms(p.ttft.p90), _ms(p.tpot.p90), f"{p.output_tps_per_gpu:.0f}",
                       "–" if p.queue_depth is None else f"{p.queue_depth:.0f}",

@@ -46,6 +46,16 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Proposal:
+    """What best-per-class would do with one class: its weights, its new state, why, and the evidence."""
+
+    weights: dict[str, float]
+    state: ClassState
+    reason: str
+    evidence: dict[str, Evidence]
+
+
+@dataclass(frozen=True)
 class Decision:
     """One change of a class's routing and why."""
 
@@ -83,7 +93,7 @@ def headroom(p: PairStats, slo: SLO) -> float | None:
 
 
 def _meets(e: Evidence, slo: SLO) -> bool:
-    return e.attainment is not None and e.attainment >= slo.attainment
+    return slo.attained(e.attainment)
 
 
 def _split(chosen: str, others: Sequence[str], explore: float) -> dict[str, float]:
@@ -120,7 +130,7 @@ def _rank_key(e: Evidence, slo: SLO) -> tuple[bool, float, float]:
 
 def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequence[str],
                    current: Mapping[str, float], state: ClassState, cfg: ControllerConfig,
-                   now: float) -> tuple[dict[str, float], ClassState, str, dict[str, Evidence]]:
+                   now: float) -> Proposal:
     """New weights of one class, its new state, the reason, and the evidence per configuration."""
     ev = {c: Evidence.of(board.pair(c, sla_class), slo) for c in configs}
     quarantine = {c: t for c, t in state.quarantine.items() if t > now}
@@ -131,7 +141,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
     drained = set(quarantine)
     live = [c for c in configs if c not in drained]
     if not live:
-        return dict(current), state, note + "every configuration is failing; routing kept", ev
+        return Proposal(dict(current), state, note + "every configuration is failing; routing kept", ev)
     judged = [c for c in live if ev[c].samples >= cfg.min_samples and ev[c].attainment is not None]
     inc = state.incumbent
     if inc is not None and inc in drained:
@@ -139,9 +149,9 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
     if not judged:
         if inc is not None:
             w = _split(inc, [c for c in live if c != inc], cfg.explore_share)
-            return w, state, note + "keeping: too few samples", ev
+            return Proposal(w, state, note + "keeping: too few samples", ev)
         w = _normalise(current, drained)
-        return w, state, note + f"warming up: fewer than {cfg.min_samples} samples per configuration", ev
+        return Proposal(w, state, note + f"warming up: fewer than {cfg.min_samples} samples per configuration", ev)
     best = max(judged, key=lambda c: _rank_key(ev[c], slo))
     dwell_ok = now - state.since >= cfg.min_dwell_s
     if inc is None:
@@ -155,7 +165,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
         new_state = ClassState(best, now, quarantine)
     else:
         chosen, reason, new_state = inc, f"keeping {inc}", state
-    return _split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, note + reason, ev
+    return Proposal(_split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, note + reason, ev)
 
 
 def _why(best: str, inc: str, ev: Mapping[str, Evidence], slo: SLO) -> str:
@@ -216,7 +226,7 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
     weights: Weights = {}
     classes = dict(state.classes)
     decisions = []
-    proposals: dict[str, tuple[dict[str, float], ClassState, str, dict[str, Evidence]]] = {}
+    proposals: dict[str, Proposal] = {}
     if policy == "best-per-class":
         for cls, slo in slos.items():
             cs = classes.get(cls, ClassState())
@@ -228,7 +238,8 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
         cur = state.weights.get(cls, {})
         cs = classes.get(cls, ClassState())
         if policy == "best-per-class":
-            w, cs_new, reason, ev = proposals[cls]
+            p = proposals[cls]
+            w, cs_new, reason, ev = p.weights, p.state, p.reason, p.evidence
             chosen = cs_new.incumbent
             if _is_move(cs, cs_new, ev):
                 last_switch = now
@@ -256,9 +267,6 @@ def _load(board: Scoreboard, config: str, cls: str, tokens_per_request: Mapping[
     return board.pair(config, cls).request_rate * tokens_per_request.get(cls, 1.0)
 
 
-Proposal = tuple[dict[str, float], ClassState, str, dict[str, Evidence]]
-
-
 def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str], classes: Mapping[str, ClassState],
               proposals: dict[str, Proposal], cfg: ControllerConfig, now: float, last_switch: float,
               tokens_per_request: Mapping[str, float]) -> dict[str, Proposal]:
@@ -270,22 +278,23 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
     relieves the configuration most.
     """
     out = dict(proposals)
-    wanting = [c for c, (_, new, _, ev) in proposals.items() if _is_move(classes.get(c, ClassState()), new, ev)]
+    wanting = [c for c, p in proposals.items() if _is_move(classes.get(c, ClassState()), p.state, p.evidence)]
     for c in wanting:   # hold every switch back; the chosen one is put back below
         cs = classes[c]
         inc = cs.incumbent or ""
-        live = [k for k in configs if k != inc and not proposals[c][3][k].failing]
-        out[c] = (_split(inc, live, cfg.explore_share), cs, f"keeping {inc}: one move at a time", proposals[c][3])
+        ev = proposals[c].evidence
+        live = [k for k in configs if k != inc and not ev[k].failing]
+        out[c] = Proposal(_split(inc, live, cfg.explore_share), cs, f"keeping {inc}: one move at a time", ev)
     if not wanting or now - last_switch < cfg.min_dwell_s:
         return out
     victim = max(wanting, key=lambda c: _load(board, classes[c].incumbent or "", c, tokens_per_request))
     overloaded = classes[victim].incumbent or ""
-    at_risk = proposals[victim][3][overloaded]
+    at_risk = proposals[victim].evidence[overloaded]
     if not _meets(at_risk, slos[victim]) or (at_risk.headroom is not None and at_risk.headroom < cfg.hysteresis):
         sharers = [c for c in slos if classes.get(c, ClassState()).incumbent == overloaded]
         heaviest = max(sharers, key=lambda c: _load(board, overloaded, c, tokens_per_request))
         if heaviest != victim:
-            ev = proposals[heaviest][3]
+            ev = proposals[heaviest].evidence
             alts = [k for k in configs if k != overloaded and not ev[k].failing
                     and ev[k].samples >= cfg.min_samples and _meets(ev[k], slos[heaviest])]
             if alts:
@@ -294,8 +303,8 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
                 reason = (f"{overloaded} puts {victim}'s SLO at risk (attainment {at_risk.attainment or 0:.0%}, "
                           f"headroom {at_risk.headroom or 0:.0%}); {heaviest} brings it the most load, so "
                           f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
-                new = ClassState(to, now, proposals[heaviest][1].quarantine)
-                out[heaviest] = (_split(to, live, cfg.explore_share), new, reason, ev)
+                new = ClassState(to, now, proposals[heaviest].state.quarantine)
+                out[heaviest] = Proposal(_split(to, live, cfg.explore_share), new, reason, ev)
                 return out
             if _meets(at_risk, slos[victim]):
                 return out   # still within its SLO: wait for evidence on the heavier class's alternatives

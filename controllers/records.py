@@ -1,14 +1,17 @@
-"""Per-request records of a run folder (from the load generator), reduced for the report, and summaries."""
+"""Per-request records of a run folder (the load generator's, read with `loadgen.records`), on the engine's
+clock and reduced for the report, and summaries."""
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from controllers.runfolder import read_jsonl
 from loadgen.config import SLO
+from loadgen.records import RequestRecord, read_records
+from loadgen.summary import judge
 
 
 @dataclass(frozen=True)
@@ -26,54 +29,39 @@ class Rec:
     rate_step: int               # index of the sweep step (0 without a sweep)
     offered_rate: float | None   # requests/s of this class the step offered (None: closed loop)
     server_ttft_s: float | None = None   # the server's own TTFT (engine clock), where it reported one
+    request_id: str = ""
 
 
-def from_row(row: Mapping[str, Any]) -> Rec:
-    """One JSONL record of the load generator (loadgen.records.RequestRecord)."""
-    ok = row.get("status") == "ok"
-    start = row.get("send_time") if row.get("send_time") is not None else row.get("scheduled_time")
-    rate = row.get("offered_rate")
+def reduce(r: RequestRecord, time_scale: float = 1.0) -> Rec:
+    """The report's view of one (wall-clock) record, on the clock of an engine running `time_scale` wall
+    seconds per engine second."""
+    e = r.on_engine_clock(time_scale)
+    start = r.send_time if r.send_time is not None else r.scheduled_time
     return Rec(
-        config=str(row.get("config") or "?"), sla_class=str(row.get("sla_class") or "?"), ok=ok,
-        slo_met=bool(row.get("slo_met")) and ok, ttft_s=row.get("ttft_s"), tpot_s=row.get("tpot_s"),
-        e2e_s=row.get("e2e_s"),
-        prompt_tokens=int(row.get("prompt_tokens") or row.get("planned_prompt_tokens") or 0),
-        output_tokens=int(row.get("output_tokens") or 0), start_s=float(start or 0.0),
-        server_ttft_s=row.get("server_ttft_s"),
-        rate_step=int(row.get("rate_step") or 0), offered_rate=float(rate) if rate is not None else None,
+        config=e.config, sla_class=e.sla_class, ok=e.status == "ok", slo_met=e.slo_met and e.status == "ok",
+        ttft_s=e.ttft_s, tpot_s=e.tpot_s, e2e_s=e.e2e_s,
+        prompt_tokens=e.prompt_tokens or e.planned_prompt_tokens, output_tokens=e.output_tokens,
+        start_s=start / time_scale, rate_step=e.rate_step, offered_rate=e.offered_rate,
+        server_ttft_s=e.server_ttft_s, request_id=e.request_id,
     )
 
 
-def load_records(path: Path, time_scale: float = 1.0, slos: Mapping[str, SLO] | None = None) -> list[Rec]:
-    """The measured requests: warm-up requests and requests never sent (run interrupted) are left out.
+def measured(records: Iterable[RequestRecord], time_scale: float = 1.0,
+             slos: Mapping[str, SLO] | None = None) -> list[Rec]:
+    """The scored requests (warm-up requests and requests never sent left out), reduced.
 
     With a simulated engine whose clock runs `time_scale` times slower than the wall, times are
     converted to the engine's clock (the clock the simulated GPUs live in, and the server-side metrics
     use), rates likewise, and the SLOs are re-judged on those times.
     """
-    recs = [from_row(r) for r in read_jsonl(path) if not r.get("warmup") and r.get("status") != "cancelled"]
-    if time_scale == 1.0:
-        return recs
-    return [to_engine_clock(r, time_scale, slos.get(r.sla_class) if slos else None) for r in recs]
+    slos = slos or {}
+    return [reduce(judge(r, slos[r.sla_class], time_scale) if r.sla_class in slos else r, time_scale)
+            for r in records if r.scored]
 
 
-def _div(x: float | None, k: float) -> float | None:
-    return None if x is None else x / k
-
-
-def to_engine_clock(r: Rec, k: float, slo: SLO | None) -> Rec:
-    ttft, tpot, e2e = _div(r.ttft_s, k), _div(r.tpot_s, k), _div(r.e2e_s, k)
-    met = r.slo_met if slo is None else r.ok and meets(ttft, tpot, e2e, slo)
-    return replace(r, ttft_s=ttft, tpot_s=tpot, e2e_s=e2e, start_s=r.start_s / k, slo_met=met,
-                   offered_rate=None if r.offered_rate is None else r.offered_rate * k)
-
-
-def meets(ttft: float | None, tpot: float | None, e2e: float | None, slo: SLO) -> bool:
-    """The load generator's rule: TTFT, mean TPOT and E2E each within target (a missing TPOT passes)."""
-    if ttft is None or e2e is None:
-        return False
-    return all(target is None or value is None or value * 1000 <= target
-               for value, target in ((ttft, slo.ttft_ms), (tpot, slo.tpot_ms), (e2e, slo.e2e_ms)))
+def load_records(path: Path, time_scale: float = 1.0, slos: Mapping[str, SLO] | None = None) -> list[Rec]:
+    """`measured` of a run folder's records.jsonl (none when it has none)."""
+    return measured(read_records(path), time_scale, slos) if path.exists() else []
 
 
 @dataclass(frozen=True)
@@ -88,6 +76,17 @@ class Summary:
     ttft_p90: float | None
     tpot_p90: float | None
     e2e_p90: float | None
+
+
+def attainment_interval(met: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an attainment measured as `met` of `n` requests: the range of true
+    attainments that `n` requests cannot tell apart from the measured one."""
+    if n == 0:
+        return 0.0, 1.0
+    p = met / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if met == 0 else centre - half), (1.0 if met == n else centre + half)
 
 
 def _p(values: Sequence[float], q: float) -> float | None:

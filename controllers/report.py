@@ -61,7 +61,7 @@ def read_run(folder: Path) -> Run:
     except Exception as e:
         raise RunFolderError(f"{path}: not a valid resolved scenario ({e})") from None
     whatif_path = folder / rf.WHATIF_JSON
-    records = load_records(folder / rf.RECORDS_JSONL, engine_time_scale(scenario),
+    records = load_records(folder / rf.RECORDS_JSONL, scenario.engine.clock_scale,
                            {c.name: c.slo for c in scenario.classes})
     return Run(
         folder=folder, scenario=scenario, records=records,
@@ -79,30 +79,41 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x * 1000:.0f}"
 
 
-def engine_time_scale(s: Scenario) -> float:
-    """Wall seconds per engine second (only the simulated engine has a clock of its own)."""
-    return s.engine.time_scale if s.engine.kind == "sim" else 1.0
-
-
 def _duration(run: Run) -> float:
     """One sweep step, in engine seconds."""
-    return run.scenario.load.duration_s / engine_time_scale(run.scenario)
+    return run.scenario.load.duration_s / run.scenario.engine.clock_scale
 
 
 def class_outcome(run: Run) -> list[dict[str, Any]]:
     """Per (class, configuration): measured figures over the whole run, routing share, prediction."""
     final = run.final_weights()
     preds = {(p["sla_class"], p["config"]): p for p in run.whatif.get("predictions", [])}
-    last_step = run.whatif.get("rate_step")
     rows = []
     for tc in run.scenario.classes:
         for c in run.scenario.configurations:
             recs = [r for r in run.records if r.sla_class == tc.name and r.config == c.name]
-            last = [r for r in recs if r.rate_step == last_step] if last_step is not None else recs
             w = final.get(tc.name, {}).get(c.name)
-            rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs),
-                         "last": summarize(last), "weight": w, "prediction": preds.get((tc.name, c.name))})
+            rows.append({"sla_class": tc.name, "config": c.name, "summary": summarize(recs), "weight": w,
+                         "prediction": preds.get((tc.name, c.name))})
     return rows
+
+
+def _error(x: float | None, what: str) -> str:
+    return "" if x is None else f", {what} {x:+.0%}"
+
+
+def verdict(p: Mapping[str, Any] | None) -> str:
+    """Prediction vs measurement of one cell, as HTML: the replay's attainment against the measured one over
+    the same requests, and the simulator's median per-request TTFT / TPOT error."""
+    if p is None or "requests" not in p:
+        return html.escape(p["error"]) if p and "error" in p else "–"
+    lo, hi = p["interval"]
+    figures = (f"predicted {p['attainment']:.0%}, measured {p['measured_attainment']:.0%} of {p['requests']} "
+               f"requests (95% interval {lo:.0%}–{hi:.0%}); {p['flipped']} judged differently"
+               f"{_error(p.get('ttft_error'), 'TTFT')}{_error(p.get('tpot_error'), 'TPOT')} per request (median, "
+               f"against the {p.get('error_basis', 'client')}'s figures)")
+    word = "<span class=ok>agree</span>" if p["agrees"] else "<span class=bad>disagree</span>"
+    return f"{word}: {figures}"
 
 
 def _outcome_table(run: Run) -> str:
@@ -112,36 +123,25 @@ def _outcome_table(run: Run) -> str:
             "<th>errors</th><th>attainment</th><th>goodput (req/s)</th><th>p90 TTFT (ms)</th>"
             "<th>p90 TPOT (ms)</th><th>predicted attainment</th><th>predicted headroom</th>"
             "<th>predicted capacity (req/s)</th>"
-            "<th class=l>prediction vs measurement (last sweep step)</th></tr>")
+            "<th class=l>prediction vs measurement (the requests it received, replayed)</th></tr>")
     body = []
     for r in rows:
         s: Summary = r["summary"]
         slo = run.scenario.class_named(r["sla_class"]).slo
-        meets = s.n > 0 and s.attainment >= slo.attainment
+        meets = s.n > 0 and slo.attained(s.attainment)
         p = r["prediction"]
-        last: Summary = r["last"]
         shares = final.get(r["sla_class"], {})
         chosen = r["weight"] is not None and r["weight"] == max(shares.values(), default=None)
-        if p is None or last.n == 0:
-            verdict = "–"
-        else:
-            measured = f"measured {last.attainment:.0%} over {last.n} requests in that step"
-            if bool(p["meets"]) == (last.attainment >= slo.attainment):
-                verdict = f"<span class=ok>agree</span> ({measured})"
-            else:
-                verdict = (f"<span class=bad>disagree</span>: simulator predicted "
-                           f"{'meeting' if p['meets'] else 'missing'} the SLO at {p['rate']:.2f} req/s alone; "
-                           f"{measured}")
         cls = "chosen" if chosen else ""
         body.append(
             f"<tr class='{cls}'><td class=l>{html.escape(r['sla_class'])}</td><td class=l>{html.escape(r['config'])}"
             f"</td><td>{_f(r['weight'])}</td><td>{s.n}</td><td>{s.errors}</td>"
             f"<td class={'ok' if meets else 'bad'}>{_f(s.attainment, '{:.0%}') if s.n else '–'}</td>"
             f"<td>{_f(s.goodput)}</td><td>{_ms(s.ttft_p90)}</td><td>{_ms(s.tpot_p90)}</td>"
-            f"<td>{_f(p['attainment'], '{:.0%}') if p else '–'}</td>"
+            f"<td>{_f(p.get('attainment'), '{:.0%}') if p else '–'}</td>"
             f"<td>{_f(p['headroom'], '{:+.0%}') if p and p.get('headroom') is not None else '–'}</td>"
             f"<td>{_f(p.get('capacity')) if p else '–'}</td>"
-            f"<td class=l>{verdict}</td></tr>")
+            f"<td class=l>{verdict(p)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -157,7 +157,8 @@ def study_comparison(run: Run) -> list[str]:
             continue
         ranked = sorted(preds, key=lambda p: -p["capacity"])
         caps = ", ".join(f"{p['config']} {p['capacity']:.1f}" for p in ranked)
-        fastest = min((p for p in preds if p.get("ttft_p90") is not None), key=lambda p: p["ttft_p90"], default=None)
+        alone = [p for p in preds if p.get("alone", {}).get("ttft_p90") is not None]
+        fastest = min(alone, key=lambda p: p["alone"]["ttft_p90"], default=None)
         deepest_pp = max(shape, key=lambda c: (shape[c][1], -shape[c][0]))
         line = (f"<b>{html.escape(tc.name)}</b>: capacity within its SLO (req/s, engine clock): {caps}. "
                 f"Lowest predicted p90 TTFT: {fastest['config'] if fastest else '–'}.")
@@ -216,13 +217,15 @@ def _slo_text(run: Run) -> str:
     return "<ul>" + "".join(parts) + "</ul>"
 
 
-def render_report(folder: Path) -> Path:
-    """Write report.html and its PNG figures into the run folder; returns the HTML path."""
-    run = read_run(folder)
+Figure = tuple[str, Path, str]   # title, PNG, note (HTML)
+
+
+def _figures(run: Run, folder: Path) -> list[Figure]:
+    """Draw the run's figures into `folder`."""
     s = run.scenario
     classes = [c.name for c in s.classes]
     gpus = {c.name: c.gpus for c in s.configurations}
-    figs: list[tuple[str, Path, str]] = []
+    figs: list[Figure] = []
     if run.records:
         dur = _duration(run)
         figs.append(("Latency vs throughput", figures.latency_vs_throughput(
@@ -241,30 +244,46 @@ def render_report(folder: Path) -> Path:
             run.weights, run.decisions, run.t0, folder / "routing_weights.png"), ""))
     if any(r.get("attainment") is not None for r in run.scoreboard):
         figs.append(("Live scoreboard", figures.scoreboard_over_time(
-            run.scoreboard, run.t0, folder / "scoreboard.png"), ""))
-    stale = sum(1 for r in run.weights if r.get("stale")) // max(1, len(classes) * len(gpus))
-    k = engine_time_scale(s)
+            run.scoreboard, run.t0, folder / "scoreboard.png"),
+            "The controller's scoreboard: the recording rules' series, the numbers the dashboards show."))
+    return figs
+
+
+def _figures_html(figs: Sequence[Figure]) -> str:
+    return "".join(f"<h3>{html.escape(t)}</h3><p class=note>{n}</p><img src='{p.name}' alt='{html.escape(t)}'>"
+                   for t, p, n in figs)
+
+
+def _overview(run: Run) -> str:
+    """What ran, how it went in one line, and which clock the figures are on."""
+    s = run.scenario
+    stale = sum(1 for r in run.weights if r.get("stale")) // max(1, len(s.classes) * len(s.configurations))
+    configs = ", ".join(f"{c.name} (TP{c.tp}×PP{c.pp}×{c.replicas})" for c in s.configurations)
+    k = s.engine.clock_scale
     clock = (f"<p class=note>The simulated engine ran {k:g}× slower than the wall clock "
              "(engine.time_scale); latencies, rates and goodput below are on the engine's clock.</p>"
              if k != 1.0 else "")
-    configs = ", ".join(f"{c.name} (TP{c.tp}×PP{c.pp}×{c.replicas})" for c in s.configurations)
-    fig_html = "".join(f"<h3>{html.escape(t)}</h3><p class=note>{n}</p><img src='{p.name}' alt='{html.escape(t)}'>"
-                       for t, p, n in figs)
-    study = "".join(f"<p>{line}</p>" for line in study_comparison(run)) or "<p>No prediction.</p>"
-    whatif_note = html.escape(run.whatif.get("note", "No simulator prediction was made for this run."))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {html.escape(s.name)}</title>
-<style>{CSS}</style></head><body>
-<h1>Parallax run: {html.escape(s.name)}</h1>
+    return f"""<h1>Parallax run: {html.escape(s.name)}</h1>
 <p>{html.escape(s.description)}</p>
 <p>{html.escape(s.model)} {s.dtype.value} on {s.hardware.nodes}×{s.hardware.gpus_per_node}
 {html.escape(s.hardware.gpu)}; engine {s.engine.kind}; configurations {configs};
 policy <b>{s.controller.policy}</b>; {len(run.records)} requests recorded; {len(run.decisions)} routing changes;
 {stale} controller steps with stale data.</p>
-<h2>SLA classes</h2>{_slo_text(run)}{clock}
+<h2>SLA classes</h2>{_slo_text(run)}{clock}"""
+
+
+def render_report(folder: Path) -> Path:
+    """Write report.html and its PNG figures into the run folder; returns the HTML path."""
+    run = read_run(folder)
+    study = "".join(f"<p>{line}</p>" for line in study_comparison(run)) or "<p>No prediction.</p>"
+    whatif_note = html.escape(run.whatif.get("note", "No simulator prediction was made for this run."))
+    name = html.escape(run.scenario.name)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {name}</title>
+<style>{CSS}</style></head><body>
+{_overview(run)}
 <h2>Outcome per class</h2>
 <p class=note>Measured client-side over the whole run on the traffic each configuration actually received
-(the chosen one gets most of it, the others the exploration share). Predicted: the simulator, offline, for the
-class's observed arrival rate and length mix alone on that configuration. {whatif_note}</p>
+(the chosen one gets most of it, the others the exploration share). {whatif_note}</p>
 {_outcome_table(run)}
 <h2>Live path</h2>
 <p class=note>Client-side TTFT includes the live path (HTTP, Ray Serve's proxy, the ingress, the SSE relay): about
@@ -273,7 +292,7 @@ its own TTFT in each response's usage; the difference is what the path added (be
 {_path_table(run)}
 <h2>Study vs simulation</h2>{study}
 <h2>Routing decisions</h2>{_decisions_table(run)}
-<h2>Figures</h2>{fig_html}
+<h2>Figures</h2>{_figures_html(_figures(run, folder))}
 <p class=note>Files: scenario.yaml, records.jsonl, scoreboard.csv, weights.csv, decisions.jsonl, whatif.json,
 dashboards/.</p>
 </body></html>"""

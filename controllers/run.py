@@ -30,12 +30,21 @@ from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved, Scenario
+from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
-from monitoring.prometheus import ScrapeTarget, attach_prometheus, free_port, start_prometheus, stop_prometheus
+from monitoring.prometheus import (
+    PrometheusHandle,
+    ScrapeTarget,
+    attach_prometheus,
+    free_port,
+    start_prometheus,
+    stop_prometheus,
+)
 from monitoring.promql import PromClient
+from monitoring.rules import write_rules
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +116,15 @@ def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
         teardown()
 
 
+@dataclass(frozen=True)
+class _Ports:
+    """The metrics ports of one run on 127.0.0.1 (Prometheus scrapes them)."""
+
+    ray: int
+    loadgen: int
+    controller: int
+
+
 def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console | None = None,
                  live: bool = True, on_started: Callable[[Controller], None] | None = None) -> RunResult:
     """Run a whole scenario and write its run folder; returns where it is."""
@@ -115,9 +133,7 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     folder = run_folder(root, s.name)
     (folder / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False))
     console.print(f"run folder: {folder}")
-    ray_metrics = free_port()
-    loadgen_port = free_port()
-    controller_port = free_port()
+    ports = _Ports(free_port(), free_port(), free_port())
     interrupted = False
     error: str | None = None
     controller: Controller | None = None
@@ -128,36 +144,13 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     with ExitStack() as stack:
         try:
             console.print("starting Ray and deploying the configurations …")
-            stack.enter_context(_ray(resolved, ray_metrics))
+            stack.enter_context(_ray(resolved, ports.ray))
             url, target = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
             console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
-            metrics = ControllerMetrics()
-            server, thread = start_http_server(controller_port, addr="127.0.0.1", registry=metrics.registry)
-            stack.callback(thread.join, 5)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
-            if s.monitoring.prometheus_url:
-                prom = attach_prometheus(s.monitoring.prometheus_url, folder)
-            else:
-                targets = [ScrapeTarget("ray", ray_metrics), ScrapeTarget("loadgen", loadgen_port),
-                           ScrapeTarget("controller", controller_port)]
-                prom = start_prometheus(folder, targets, scrape_interval_s=s.monitoring.scrape_interval_s)
-                stack.callback(stop_prometheus, prom)
-            console.print(f"prometheus: {prom.url}")
-            export_dashboards(folder / "dashboards", prom.url, s.monitoring.scrape_interval_s)
-            client = stack.enter_context(PromClient(prom.url))
-            router = HttpRouter(url, api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
-            stack.callback(router.close)
-            names = [c.name for c in s.configurations]
-            controller = Controller(s, prom_query(client), router, folder, metrics,
-                                    health=lambda: unhealthy_configs(names))
-            controller.capacities = capacities
-            controller.apply_initial()
-            controller.start()
-            stack.callback(controller.stop)
+            controller = _start_controller(resolved, folder, url, ports, capacities, stack, console)
             if on_started is not None:
                 on_started(controller)
-            interrupted = _drive_load(resolved, target, folder, loadgen_port, controller, console, live)
+            interrupted = _drive_load(resolved, target, folder, ports.loadgen, controller, console, live)
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]interrupted: tearing down and writing the run folder[/]")
@@ -166,18 +159,69 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             log.debug("run failed", exc_info=True)
     if controller is not None:
         console.print(f"{len(controller.decisions)} routing decisions")
-    report = None
     predictor.join()
+    report, error = _write_results(resolved, folder, console, error)
+    return RunResult(folder, report, interrupted, error)
+
+
+def _start_prometheus(s: Scenario, folder: Path, ports: _Ports, stack: ExitStack, console: Console
+                      ) -> PrometheusHandle:
+    """Prometheus with the recording rules, at the controller's window: the scoreboard and the dashboards
+    read their series. A Prometheus of the user's own (monitoring.prometheus_url) must load them itself."""
+    rules = scoreboard_rules(s)
+    if s.monitoring.prometheus_url:
+        prom = attach_prometheus(s.monitoring.prometheus_url, folder)
+        path = write_rules(Path(prom.folder) / "rules.yml", rules)
+        console.print(f"[yellow]attached Prometheus: the controller reads the recording rules in {path}; "
+                      "load them into it (rule_files) or the scoreboard stays empty[/]")
+        return prom
+    targets = [ScrapeTarget("ray", ports.ray), ScrapeTarget("loadgen", ports.loadgen),
+               ScrapeTarget("controller", ports.controller)]
+    prom = start_prometheus(folder, targets, rules, scrape_interval_s=s.monitoring.scrape_interval_s)
+    stack.callback(stop_prometheus, prom)
+    return prom
+
+
+def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
+                      capacities: dict[tuple[str, str], float], stack: ExitStack, console: Console) -> Controller:
+    """The controller's metrics endpoint, Prometheus and the dashboards, then the controller itself (with
+    the simulator's `capacities`, filled in as they come), routing evenly until it has evidence; everything
+    is stopped by `stack`."""
+    s = resolved.scenario
+    metrics = ControllerMetrics()
+    server, thread = start_http_server(ports.controller, addr="127.0.0.1", registry=metrics.registry)
+    stack.callback(thread.join, 5)
+    stack.callback(server.server_close)
+    stack.callback(server.shutdown)
+    prom = _start_prometheus(s, folder, ports, stack, console)
+    console.print(f"prometheus: {prom.url}")
+    export_dashboards(folder / "dashboards", prom.url, s.monitoring.scrape_interval_s)
+    client = stack.enter_context(PromClient(prom.url))
+    router = HttpRouter(url, api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
+    stack.callback(router.close)
+    names = [c.name for c in s.configurations]
+    controller = Controller(s, prom_query(client), router, folder, metrics, health=lambda: unhealthy_configs(names))
+    controller.capacities = capacities
+    controller.apply_initial()
+    controller.start()
+    stack.callback(controller.stop)
+    return controller
+
+
+def _write_results(resolved: Resolved, folder: Path, console: Console, error: str | None
+                   ) -> tuple[Path | None, str | None]:
+    """The what-if and the report, whatever happened before; the first error stays the one reported."""
     try:
         write_whatif(resolved, folder)
     except Exception as e:  # the report is still worth having without the prediction
         error = error or f"the what-if failed: {type(e).__name__}: {e}"
+    report = None
     try:
         report = render_report(folder)
         console.print(f"report: {report}")
     except Exception as e:
         error = error or f"writing the report failed: {type(e).__name__}: {e}"
-    return RunResult(folder, report, interrupted, error)
+    return report, error
 
 
 def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, controller: Controller,
@@ -200,7 +244,7 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
         try:
             await run_load(url, list(s.classes), s.load, folder, metrics_port=metrics_port, stop=stop,
                            on_record=lambda _: done.__setitem__(0, done[0] + 1), base_dir=base_dir,
-                           tokenizer=_local_tokenizer(s),
+                           tokenizer=_local_tokenizer(s), time_scale=s.engine.clock_scale,
                            api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
         finally:
             loop.remove_signal_handler(signal.SIGINT)

@@ -12,12 +12,13 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from controllers.config import ControllerConfig
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
-from deployments.catalog.memory import check_parallelism, plan_memory, weight_bytes_per_gpu
+from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
-from deployments.config import DeploymentSpec
+from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
 from loadgen.config import LoadConfig, TrafficClass, mean_length
 from loadgen.errors import LoadError
+from loadgen.files import resolve_path
 from monitoring.config import MonitoringConfig
 
 
@@ -122,9 +123,12 @@ def load_scenario(path: str | Path) -> Resolved:
     return parse_scenario(data, source, p.parent)
 
 
+Problems = list[tuple[str, str]]
+
+
 def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | None = None) -> Resolved:
-    """Checks that need the catalog or span several fields."""
-    problems: list[tuple[str, str]] = []
+    """Checks that need the catalog or span several fields: one checker per section of the file."""
+    problems: Problems = []
     model = gpu = None
     try:
         model = resolve_model(s.model, base_dir)
@@ -134,49 +138,78 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
         gpu = resolve_gpu(s.hardware.gpu, base_dir)
     except ValueError as e:
         problems.append(("hardware.gpu", str(e)))
+    problems += _check_configurations(s, model, gpu)
+    problems += _check_dtype(s, gpu)
+    problems += _check_classes(s, base_dir)
+    problems += _check_server(s)
+    problems += _check_load(s, base_dir)
+    problems += _check_engine(s, gpu, base_dir)
+    if problems or model is None or gpu is None:
+        raise ScenarioError(source, problems)
+    return Resolved(scenario=_absolute_paths(s, base_dir), model=model, gpu=gpu, source=source)
 
+
+def _check_configurations(s: Scenario, model: ModelSpec | None, gpu: GpuSpec | None) -> Problems:
+    """Unique names, TP inside a node, a split the model allows, room for KV cache, GPUs enough for all."""
+    problems: Problems = []
     names = [c.name for c in s.configurations]
     for i, c in enumerate(s.configurations):
         if names.count(c.name) > 1:
             problems.append((f"configurations[{i}].name", f"duplicate configuration name {c.name!r}"))
-        if c.tp > s.hardware.gpus_per_node:
-            problems.append((f"configurations[{i}].tp",
-                             f"tp={c.tp} exceeds the {s.hardware.gpus_per_node} GPUs of one node; "
-                             "TP must stay inside a node"))
-        elif c.gpus_per_replica > s.hardware.gpus_per_node and not c.spread_pp_over_nodes:
-            problems.append((f"configurations[{i}]",
-                             f"tp×pp={c.gpus_per_replica} exceeds one node's {s.hardware.gpus_per_node} "
-                             "GPUs; set spread_pp_over_nodes: true or lower pp"))
+        problems += _check_placement(s, i, c)
         if model is not None:
-            try:
-                check_parallelism(model, c.tp, c.pp)
-            except ValueError as e:
-                problems.append((f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e)))
-                continue
-            if gpu is not None:
-                plan = plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp,
-                                   s.engine.gpu_memory_utilization, s.engine.max_num_batched_tokens,
-                                   s.engine.block_size)
-                if not plan.fits:
-                    total = weight_bytes_per_gpu(model, s.dtype, 1, 1) / 1e9
-                    problems.append((
-                        f"configurations[{i}]",
-                        f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; "
-                        f"{c.name} (tp{c.tp}×pp{c.pp}) gives {c.gpus_per_replica}×{gpu.memory_gb:.0f} GB "
-                        f"and leaves no room for KV cache; raise tp or pp, or use a smaller dtype",
-                    ))
+            problems += _check_memory(s, i, c, model, gpu)
     used = sum(c.gpus for c in s.configurations)
     if used > s.hardware.total_gpus:
         problems.append(("configurations",
                          f"the configurations need {used} GPUs side by side but hardware has "
                          f"{s.hardware.total_gpus} ({s.hardware.nodes} node(s) × {s.hardware.gpus_per_node}); "
                          "raise hardware.nodes or remove configurations"))
-    if gpu is not None and not gpu.supports(s.dtype):
-        try:
-            gpu.compute_dtype(s.dtype)
-        except ValueError as e:
-            problems.append(("dtype", f"{e}; use one of {', '.join(d.value for d in gpu.peak_tflops)}"))
+    return problems
 
+
+def _check_placement(s: Scenario, i: int, c: ParallelConfig) -> Problems:
+    """TP stays inside a node; so does a whole replica unless its pipeline stages may spread."""
+    if c.tp > s.hardware.gpus_per_node:
+        return [(f"configurations[{i}].tp", f"tp={c.tp} exceeds the {s.hardware.gpus_per_node} GPUs of one node; "
+                 "TP must stay inside a node")]
+    if c.gpus_per_replica > s.hardware.gpus_per_node and not c.spread_pp_over_nodes:
+        return [(f"configurations[{i}]", f"tp×pp={c.gpus_per_replica} exceeds one node's "
+                 f"{s.hardware.gpus_per_node} GPUs; set spread_pp_over_nodes: true or lower pp")]
+    return []
+
+
+def _check_memory(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu: GpuSpec | None) -> Problems:
+    """The model splits this way, and its weights leave room for KV cache on the GPUs."""
+    try:
+        check_parallelism(model, c.tp, c.pp)
+    except ValueError as e:
+        return [(f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e))]
+    if gpu is None:
+        return []
+    plan = s.engine.plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
+    if plan.fits:
+        return []
+    total = weight_bytes_per_gpu(model, s.dtype, 1, 1, s.engine.memory_model) / 1e9
+    return [(f"configurations[{i}]",
+             f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; {c.name} (tp{c.tp}×pp{c.pp}) gives "
+             f"{c.gpus_per_replica}×{gpu.memory_gb:.0f} GB and leaves no room for KV cache; raise tp or pp, "
+             "or use a smaller dtype")]
+
+
+def _check_dtype(s: Scenario, gpu: GpuSpec | None) -> Problems:
+    if gpu is None or gpu.supports(s.dtype):
+        return []
+    try:
+        gpu.compute_dtype(s.dtype)
+    except ValueError as e:
+        return [("dtype", f"{e}; use one of {', '.join(d.value for d in gpu.peak_tflops)}")]
+    return []
+
+
+def _check_classes(s: Scenario, base_dir: Path | None) -> Problems:
+    """Shares sum to 1, unique names, length files that exist and parse."""
+    problems: Problems = []
     total_share = sum(c.share for c in s.classes)
     if abs(total_share - 1.0) > 1e-6:
         problems.append(("classes", f"class shares sum to {total_share:g}, not 1; adjust the share fields"))
@@ -186,43 +219,58 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
             problems.append((f"classes[{i}].name", f"duplicate class name {tc.name!r}"))
         for which, (field, dist) in enumerate((("input", tc.input), ("output", tc.output))):
             path = getattr(dist, "path", None)
-            if path is not None and not _find(path, base_dir).is_file():
+            if path is not None and not resolve_path(path, base_dir).is_file():
                 problems.append((f"classes[{i}].{field}.path", f"{path}: no such file"))
             elif path is not None:
                 try:
                     mean_length(dist, which, base_dir)
                 except LoadError as e:
                     problems.append((f"classes[{i}].{field}.path", str(e)))
+    return problems
+
+
+def _check_server(s: Scenario) -> Problems:
+    cnames = [c.name for c in s.classes]
     if s.server.default_class is not None and s.server.default_class not in cnames:
-        problems.append(("server.default_class",
-                         f"{s.server.default_class!r} is not a class; use one of {', '.join(cnames)}"))
+        return [("server.default_class", f"{s.server.default_class!r} is not a class; use one of {', '.join(cnames)}")]
+    return []
+
+
+def _check_load(s: Scenario, base_dir: Path | None) -> Problems:
     trace = getattr(s.load.arrival, "path", None)
-    if trace is not None and not _find(trace, base_dir).exists():
-        problems.append(("load.arrival.path", f"{trace}: no such file"))
+    if trace is not None and not resolve_path(trace, base_dir).exists():
+        return [("load.arrival.path", f"{trace}: no such file")]
+    return []
+
+
+def _check_engine(s: Scenario, gpu: GpuSpec | None, base_dir: Path | None) -> Problems:
+    """The sim engine's calibration covers the GPU; the vllm engine has a model folder."""
+    problems: Problems = []
     if s.engine.kind == "sim" and gpu is not None:
-        problems.extend(_check_calibration(s.engine.calibration, gpu, base_dir))
+        problems += _check_calibration(s.engine.calibration, gpu, base_dir)
     if s.engine.kind == "vllm" and not s.engine.model_path:
         problems.append(("engine.model_path", "the vllm engine needs a local model folder; set model_path"))
-    elif s.engine.model_path and not Path(s.engine.model_path).is_absolute():
-        # Replicas run in other working directories: a relative folder that exists becomes absolute.
-        local = _find(Path(s.engine.model_path), base_dir)
-        if local.exists():
-            s = s.model_copy(update={"engine": s.engine.model_copy(update={"model_path": str(local.resolve())})})
-
-    if problems or model is None or gpu is None:
-        raise ScenarioError(source, problems)
-    return Resolved(scenario=s, model=model, gpu=gpu, source=source)
+    return problems
 
 
-def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> list[tuple[str, str]]:
+def _absolute_paths(s: Scenario, base_dir: Path | None) -> Scenario:
+    """Replicas run in other working directories: a relative model folder or calibration file that exists
+    (next to the scenario) becomes absolute, so every reader finds the same file."""
+    update = {}
+    for field in ("model_path", "calibration"):
+        value = getattr(s.engine, field)
+        if value and not Path(value).is_absolute():
+            local = resolve_path(Path(value), base_dir)
+            if local.exists():
+                update[field] = str(local.resolve())
+    return s.model_copy(update={"engine": s.engine.model_copy(update=update)}) if update else s
+
+
+def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> Problems:
     """The sim engine needs constants for the GPU's family, from the defaults or the override file."""
     try:
-        cal = DEFAULT_CALIBRATION if path is None else load_calibration(_find(Path(path), base_dir))
+        cal = DEFAULT_CALIBRATION if path is None else load_calibration(resolve_path(Path(path), base_dir))
         cal.for_gpu(gpu)
     except ValueError as e:
         return [("engine.calibration" if path is not None else "hardware.gpu", str(e))]
     return []
-
-
-def _find(p: Path, base_dir: Path | None) -> Path:
-    return p if p.is_absolute() or base_dir is None or p.exists() else base_dir / p

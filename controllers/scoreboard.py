@@ -1,22 +1,27 @@
 """The scoreboard: per (configuration, SLA class) figures over a sliding window, from PromQL.
 
-The queries read the LLMServer's per-class server-side metrics (`ray_parallax_*`) and the engines'
-vLLM-named gauges; `assemble` turns their answers into `PairStats`. Errors also come from the load
-generator's client-side counters, which see failures the server cannot count (a replica that died
-mid-stream). Pure apart from the query callable.
+The per-class figures are the recording rules' series (monitoring/rules.py, server side), the very
+series the dashboards show: the controller acts on the numbers a user sees. Their rate window is the
+rules' (`parallax run` writes them with the controller's `window_s`). Queue depth and KV-cache usage are
+the engines' vLLM-named gauges. Errors also come from the load generator's client-side series, which see
+failures the server cannot count (a replica that died mid-stream). `assemble` turns the answers into
+`PairStats`; pure apart from the query callable.
 """
 
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from controllers.scenario import Scenario
 from monitoring import metrics as m
+from monitoring import rules as r
+from monitoring.duration import prometheus_duration
 
 Labels = Mapping[str, str]
 Sample = tuple[Labels, float]
 Query = Callable[[str], Sequence[Sample]]
 
-RAY_PREFIX = "ray_"
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -41,11 +46,11 @@ class PairStats:
 
     config: str
     sla_class: str
-    samples: int = 0                   # requests finished in the window (ok + error)
-    request_rate: float = 0.0          # finished requests/s
-    error_rate: float = 0.0            # share of finished requests that failed
-    attainment: float | None = None    # share of finished requests that met every SLO of the class
-    goodput: float = 0.0               # requests/s that met every SLO
+    samples: int = 0                   # requests that ended in the window (any status)
+    request_rate: float = 0.0          # requests/s that ended, any status
+    error_rate: float = 0.0            # share of them that failed (server or client side, the larger)
+    attainment: float | None = None    # share of them that met the class's SLO (parallax:slo_attainment)
+    goodput: float = 0.0               # requests/s that met the class's SLO
     output_tps: float = 0.0            # output tokens/s
     output_tps_per_gpu: float = 0.0
     ttft: Quantiles = field(default_factory=Quantiles)
@@ -78,38 +83,36 @@ class Scoreboard:
         return self.pairs.get((config, sla_class), PairStats(config, sla_class))
 
 
-def _metric(name: str) -> str:
-    """Selector for a server-side metric exported through Ray (counters with or without _total)."""
-    return f"{RAY_PREFIX}{m.SERVER_PREFIX}{name}"
+def scoreboard_rules(s: Scenario) -> dict[str, Any]:
+    """The recording rules a scenario's scoreboard reads: its configurations, at the controller's window,
+    evaluated at the scrape interval. Load them into the Prometheus the controller queries."""
+    return r.recording_rules(s.configurations, prometheus_duration(s.controller.window_s),
+                             s.monitoring.scrape_interval_s)
 
 
-def _counter(name: str, extra: str = "") -> str:
-    return f'{{__name__=~"{_metric(name)}(_total)?"{extra}}}'
+def _recorded(record: str, source: str = "server", **labels: str) -> str:
+    """A recording rule's series of one source, e.g. `parallax:slo_attainment{source="server"}`."""
+    selector = ", ".join(f'{k}="{v}"' for k, v in {"source": source, **labels}.items())
+    return f"{record}{{{selector}}}"
 
 
-def build_queries(window_s: float, engine_prefix: str = "ray_vllm_") -> dict[str, str]:
+def build_queries(engine_prefix: str = "ray_vllm_") -> dict[str, str]:
     """The PromQL of every scoreboard field, keyed by field name."""
-    w = f"[{max(1, round(window_s))}s]"
-    by = "config, sla_class"
-    not_ok = ',status!="ok"'
-    client = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?"}}'
-    client_failed = f'{{__name__=~"{m.CLIENT_PREFIX}{m.CLIENT_REQUESTS}(_total)?",status!="ok"}}'
     q: dict[str, str] = {
-        "finished": f"sum by ({by}) (increase({_counter(m.SERVER_REQUESTS)}{w}))",
-        "rate": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS)}{w}))",
-        "errors": f"sum by ({by}) (rate({_counter(m.SERVER_REQUESTS, not_ok)}{w}))",
-        "met": f"sum by ({by}) (rate({_counter(m.SERVER_SLO_MET)}{w}))",
-        "client_rate": f"sum by ({by}) (rate({client}{w}))",
-        "client_errors": f"sum by ({by}) (rate({client_failed}{w}))",
-        "tokens": f"sum by ({by}) (rate({_counter(m.SERVER_OUTPUT_TOKENS)}{w}))",
+        "rate": _recorded(r.REQUEST_RATE),
+        "error_ratio": _recorded(r.ERROR_RATIO),
+        "attainment": _recorded(r.SLO_ATTAINMENT),
+        "goodput": _recorded(r.GOODPUT),
+        "tokens": _recorded(r.OUTPUT_TOKENS_RATE),
+        "tokens_per_gpu": _recorded(r.OUTPUT_TOKENS_PER_GPU),
+        "client_rate": _recorded(r.REQUEST_RATE, "client"),
+        "client_error_ratio": _recorded(r.ERROR_RATIO, "client"),
         "queue": f"sum by (config) ({engine_prefix}{m.NUM_REQUESTS_WAITING})",
         "kv": f"avg by (config) ({engine_prefix}{m.KV_CACHE_USAGE})",
     }
-    for metric, hist in (("ttft", m.SERVER_TTFT), ("tpot", m.SERVER_TPOT), ("e2e", m.SERVER_E2E)):
+    for metric, record in (("ttft", r.TTFT), ("tpot", r.TPOT), ("e2e", r.E2E)):
         for p in QUANTILES:
-            q[f"{metric}_p{round(p * 100)}"] = (
-                f"histogram_quantile({p}, sum by ({by}, le) (rate({_metric(hist)}_bucket{w})))"
-            )
+            q[f"{metric}_p{round(p * 100)}"] = _recorded(record, quantile=f"{p:g}")
     return q
 
 
@@ -117,10 +120,8 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def assemble(
-    answers: Mapping[str, Sequence[Sample]], gpus: Mapping[str, int], now: float, window_s: float = 0.0
-) -> Scoreboard:
-    """Build a scoreboard from the answers to `build_queries` (pure)."""
+def assemble(answers: Mapping[str, Sequence[Sample]], now: float, window_s: float = 0.0) -> Scoreboard:
+    """Build a scoreboard from the answers to `build_queries` (pure); `window_s` is the rules' rate window."""
     per_pair: dict[tuple[str, str], dict[str, float]] = {}
     per_config: dict[str, dict[str, float]] = {}
     for key, samples in answers.items():
@@ -135,12 +136,8 @@ def assemble(
     pairs = {}
     for (cfg, cls), v in per_pair.items():
         rate = v.get("rate", 0.0)
-        errors = v.get("errors", 0.0)
         client_rate = v.get("client_rate", 0.0)
-        error_rate = max(errors / rate if rate > 0 else 0.0,
-                         v.get("client_errors", 0.0) / client_rate if client_rate > 0 else 0.0)
-        met = v.get("met", 0.0)
-        tokens = v.get("tokens", 0.0)
+        error_rate = max(_finite(v.get("error_ratio", 0.0)) or 0.0, _finite(v.get("client_error_ratio", 0.0)) or 0.0)
 
         def quant(name: str, v: dict[str, float] = v) -> Quantiles:
             return Quantiles(*(_finite(v[f"{name}_p{round(p * 100)}"]) if f"{name}_p{round(p * 100)}" in v
@@ -148,13 +145,13 @@ def assemble(
 
         pairs[(cfg, cls)] = PairStats(
             config=cfg, sla_class=cls,
-            samples=round(max(v.get("finished", 0.0), client_rate * window_s)),
+            samples=round(max(rate, client_rate) * window_s),
             request_rate=rate,
             error_rate=min(1.0, error_rate),
-            attainment=min(1.0, met / rate) if rate > 0 else None,
-            goodput=met,
-            output_tps=tokens,
-            output_tps_per_gpu=tokens / gpus[cfg] if gpus.get(cfg) else 0.0,
+            attainment=_finite(v["attainment"]) if "attainment" in v else None,
+            goodput=v.get("goodput", 0.0),
+            output_tps=v.get("tokens", 0.0),
+            output_tps_per_gpu=v.get("tokens_per_gpu", 0.0),
             ttft=quant("ttft"), tpot=quant("tpot"), e2e=quant("e2e"),
             queue_depth=per_config.get(cfg, {}).get("queue"),
             kv_usage=per_config.get(cfg, {}).get("kv"),
@@ -162,11 +159,10 @@ def assemble(
     return Scoreboard(time=now, pairs=pairs)
 
 
-def collect(query: Query, window_s: float, gpus: Mapping[str, int], now: float,
-            engine_prefix: str = "ray_vllm_") -> Scoreboard:
+def collect(query: Query, window_s: float, now: float, engine_prefix: str = "ray_vllm_") -> Scoreboard:
     """Run every scoreboard query and assemble the answers; exceptions of `query` propagate."""
-    answers = {key: query(promql) for key, promql in build_queries(window_s, engine_prefix).items()}
-    return assemble(answers, gpus, now, window_s)
+    answers = {key: query(promql) for key, promql in build_queries(engine_prefix).items()}
+    return assemble(answers, now, window_s)
 
 
 @dataclass(frozen=True)

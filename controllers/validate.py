@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controllers.scenario import Resolved
-from deployments.catalog.memory import plan_memory
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,7 @@ def footprints(r: Resolved) -> list[ConfigFootprint]:
         mean_tokens += tc.share * (isl + osl)
     out = []
     for c in s.configurations:
-        plan = plan_memory(r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp,
-                           s.engine.gpu_memory_utilization, s.engine.max_num_batched_tokens,
-                           s.engine.block_size)
+        plan = s.engine.plan_memory(r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
         seqs = int(plan.kv_tokens // mean_tokens) if mean_tokens > 0 else 0
         out.append(ConfigFootprint(
             name=c.name, tp=c.tp, pp=c.pp, replicas=c.replicas, gpus=c.gpus,

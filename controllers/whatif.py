@@ -1,6 +1,11 @@
-"""Model-assisted what-if: for each class's observed arrival rate and length mix, the simulator predicts,
-offline, how each configuration would serve that class alone — SLO attainment and headroom — and
-why (the cost terms of a prefill and a decode step per configuration).
+"""Model-assisted what-if, with the live engine's own replicas (`ReplicaFactory.for_deployment`):
+
+- replay: per configuration, exactly the requests it received in the run (arrival times, lengths, classes,
+  from the records) through the offline simulator, judged per class against what was measured. With the
+  simulated engine the two must agree; with vLLM the difference is the simulator's error on that hardware;
+- capacity: per class alone, the highest arrival rate at which each configuration still meets the class's
+  SLO attainment target (and its prediction at the class's observed rate), for the study comparison;
+- why: the cost terms of a prefill and a decode step per configuration.
 """
 
 import json
@@ -13,42 +18,100 @@ import numpy as np
 
 from controllers import runfolder as rf
 from controllers.policies import headroom
-from controllers.records import Rec, load_records
+from controllers.records import Rec, attainment_interval, measured
 from controllers.scenario import Resolved
 from controllers.scoreboard import PairStats, Quantiles
-from deployments.catalog.memory import plan_memory
 from deployments.config import ParallelConfig
-from deployments.engines.sim.block_manager import BlockManager
-from deployments.engines.sim.core import EngineCore
+from deployments.engines.sim.offline import RequestRecord as SimRecord
 from deployments.engines.sim.offline import RequestSpec, run_offline
-from deployments.engines.sim.perf_model import PerfModel
-from deployments.engines.sim.scheduler import Scheduler
+from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
 from loadgen.config import SLO, TrafficClass
+from loadgen.records import RequestRecord, read_records
 
 MIN_REQUESTS = 60
 MAX_REQUESTS = 600
 DECODE_BATCH = 64
 
 
-def _perf(resolved: Resolved, c: ParallelConfig) -> PerfModel:
-    s = resolved.scenario
-    return PerfModel(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
+def replicas(resolved: Resolved, c: ParallelConfig) -> ReplicaFactory:
+    """The replicas of configuration `c`, built exactly as the live simulated engine builds them."""
+    return ReplicaFactory.for_deployment(resolved.scenario, c, resolved.model, resolved.gpu)
 
 
-def _core_factory(resolved: Resolved, c: ParallelConfig) -> Any:
-    s = resolved.scenario
-    e = s.engine
-    plan = plan_memory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp,
-                       e.gpu_memory_utilization, e.max_num_batched_tokens, e.block_size)
-    perf = _perf(resolved, c)
-
-    def make() -> EngineCore:
-        blocks = BlockManager(max(1, plan.kv_tokens // e.block_size), e.block_size)
-        return EngineCore(Scheduler(blocks, e.max_num_seqs, e.max_num_batched_tokens), perf, c.pp, e.max_model_len)
-    return make
+def _met(r: SimRecord, slo: SLO) -> bool:
+    """The one SLO judgment (`SLO.met`) of a simulated request (one output token: no TPOT to judge)."""
+    return slo.met(r.ttft, r.tpot if r.output_len > 1 else None, r.e2e)
 
 
+def _quantiles(a: Sequence[float]) -> Quantiles:
+    return Quantiles(*(float(np.percentile(a, p)) for p in (50, 90, 99))) if len(a) else Quantiles()
+
+
+# --- replay -------------------------------------------------------------------------------------------------
+def replay(resolved: Resolved, c: ParallelConfig, records: Sequence[RequestRecord]) -> list[tuple[RequestRecord,
+                                                                                                   SimRecord]]:
+    """Every request configuration `c`'s engine held, replayed offline on `c`'s replicas at its send time
+    (engine clock) with its prompt and output lengths; pairs of (record on the engine clock, simulated
+    request). Warm-up requests loaded the engine like the others; requests cut off by a timeout or the end of
+    the run ran up to then, and are replayed whole (only requests that finished before the cut-off are
+    compared, and they met them only before it). Refused requests never reached the engine. Replicated
+    configurations dispatch least-loaded, which may differ from the live router's choice request by request."""
+    k = resolved.scenario.engine.clock_scale
+    mine = sorted((r for r in records if r.config == c.name and r.send_time is not None
+                   and r.status in ("ok", "timeout", "cancelled")), key=lambda r: r.send_time or 0.0)
+    if not mine:
+        return []
+    t0 = mine[0].send_time or 0.0
+    specs = [RequestSpec(r.prompt_tokens or r.planned_prompt_tokens,
+                         r.output_tokens if r.status == "ok" and r.output_tokens else r.max_tokens,
+                         ((r.send_time or t0) - t0) / k, r.sla_class) for r in mine]
+    result = run_offline(replicas(resolved, c), specs, replicas=c.replicas)
+    return [(r.on_engine_clock(k), sim) for r, sim in zip(mine, result.records, strict=True)]
+
+
+def _relative_error(pred: Sequence[float], meas: Sequence[float | None]) -> float | None:
+    """Median of (predicted − measured) / measured over the requests that have both."""
+    errs = [p / m - 1 for p, m in zip(pred, meas, strict=True) if m]
+    return float(np.median(errs)) if errs else None
+
+
+def compare(tc: TrafficClass, pairs: Sequence[tuple[RequestRecord, SimRecord]]) -> dict[str, Any] | None:
+    """One class on one configuration: the replay's attainment against the measured one over the same
+    requests (the answered ones; warm-up left out). They agree when the prediction lies in the 95 %
+    interval of the measured attainment — what that many requests can resolve."""
+    scored = [(r, s) for r, s in pairs if r.sla_class == tc.name and r.scored and r.status == "ok"]
+    if not scored:
+        return None
+    n = len(scored)
+    met = [_met(s, tc.slo) for _, s in scored]
+    measured_met = [r.meets(tc.slo) for r, _ in scored]
+    n_met = sum(measured_met)
+    lo, hi = attainment_interval(n_met, n)
+    attainment = sum(met) / n
+    sims = [s for _, s in scored]
+    ttft, tpot, e2e = ([x.ttft for x in sims], [x.tpot for x in sims if x.output_len > 1], [x.e2e for x in sims])
+    stats = PairStats("", tc.name, samples=n, attainment=attainment, ttft=_quantiles(ttft), tpot=_quantiles(tpot),
+                      e2e=_quantiles(e2e))
+    multi = [(r, s) for r, s in scored if s.output_len > 1]
+    # Per-request latency error against the server's own figures where it reports them (without the HTTP
+    # path between client and server), else against the client's.
+    server = all(r.server_ttft_s is not None for r, _ in scored)
+    ttft_meas = [r.server_ttft_s if server else r.ttft_s for r, _ in scored]
+    tpot_meas = [r.server_tpot_s if server else r.tpot_s for r, _ in multi]
+    return {
+        "requests": n, "attainment": attainment, "meets": tc.slo.attained(attainment),
+        "measured_attainment": n_met / n, "interval": [lo, hi], "agrees": lo <= attainment <= hi,
+        "flipped": sum(a != b for a, b in zip(met, measured_met, strict=True)),
+        "headroom": headroom(stats, tc.slo), "ttft_p90": stats.ttft.p90, "tpot_p90": stats.tpot.p90,
+        "e2e_p90": stats.e2e.p90,
+        "ttft_error": _relative_error(ttft, ttft_meas),
+        "tpot_error": _relative_error([s.tpot for _, s in multi], tpot_meas),
+        "error_basis": "server" if server else "client",
+    }
+
+
+# --- one class alone ---------------------------------------------------------------------------------------
 def _workload(rate: float, lengths: Sequence[tuple[int, int]], n: int, seed: int) -> list[RequestSpec]:
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(1.0 / rate, n)
@@ -57,47 +120,40 @@ def _workload(rate: float, lengths: Sequence[tuple[int, int]], n: int, seed: int
     return [RequestSpec(int(lengths[k][0]), int(lengths[k][1]), float(at)) for k, at in zip(picks, t, strict=True)]
 
 
-def _met(ttft: float, tpot: float, e2e: float, slo: SLO) -> bool:
-    return all(v is None or x * 1000 <= v for x, v in ((ttft, slo.ttft_ms), (tpot, slo.tpot_ms), (e2e, slo.e2e_ms)))
-
-
 def predict(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, rate: float,
             lengths: Sequence[tuple[int, int]], duration_s: float, seed: int = 0) -> dict[str, Any]:
     """Simulate `rate` req/s of class `tc` alone on configuration `c` (engine clock)."""
     n = int(min(MAX_REQUESTS, max(MIN_REQUESTS, rate * duration_s)))
     try:
-        result = run_offline(_core_factory(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
+        result = run_offline(replicas(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
     except ValueError as e:   # a request this configuration cannot hold at all (KV cache / max_model_len)
         return {"sla_class": tc.name, "config": c.name, "rate": rate, "requests": n, "attainment": 0.0,
                 "meets": False, "headroom": None, "ttft_p90": None, "tpot_p90": None, "e2e_p90": None,
                 "error": str(e)}
-    ttft = np.array([r.ttft for r in result.records])
-    tpot = np.array([r.tpot for r in result.records])
-    e2e = np.array([r.e2e for r in result.records])
-    met = [_met(a, b, x, tc.slo) for a, b, x in zip(ttft, tpot, e2e, strict=True)]
-
-    def q(a: np.ndarray) -> Quantiles:
-        return Quantiles(*(float(np.percentile(a, p)) for p in (50, 90, 99)))
-    stats = PairStats(c.name, tc.name, samples=n, attainment=float(np.mean(met)), ttft=q(ttft), tpot=q(tpot),
-                      e2e=q(e2e))
-    attainment = float(np.mean(met))
+    recs = result.records
+    attainment = float(np.mean([_met(r, tc.slo) for r in recs]))
+    stats = PairStats(c.name, tc.name, samples=n, attainment=attainment, ttft=_quantiles([r.ttft for r in recs]),
+                      tpot=_quantiles([r.tpot for r in recs]), e2e=_quantiles([r.e2e for r in recs]))
     return {"sla_class": tc.name, "config": c.name, "rate": rate, "requests": n, "attainment": attainment,
-            "meets": attainment >= tc.slo.attainment, "headroom": headroom(stats, tc.slo),
+            "meets": tc.slo.attained(attainment), "headroom": headroom(stats, tc.slo),
             "ttft_p90": stats.ttft.p90, "tpot_p90": stats.tpot.p90, "e2e_p90": stats.e2e.p90}
 
 
-def cost_terms(resolved: Resolved, isl: int, context: int) -> dict[str, dict[str, dict[str, float]]]:
-    """Per configuration, seconds per cost term of a prefill step (one prompt of `isl` tokens, chunked as
-    the engine would) and of a decode step (DECODE_BATCH sequences at `context` tokens)."""
-    chunk = min(isl, resolved.scenario.engine.max_num_batched_tokens)
-    prefill = BatchShape(prefill_tokens=chunk, prefill_seqs=1, prefill_attn_pairs=chunk * (chunk + 1) / 2)
-    decode = BatchShape(decode_seqs=DECODE_BATCH, decode_context=DECODE_BATCH * context)
-    out: dict[str, dict[str, dict[str, float]]] = {"prefill": {}, "decode": {}}
-    for c in resolved.scenario.configurations:
-        perf = _perf(resolved, c)
-        out["prefill"][c.name] = dict(perf.step(prefill).terms)
-        out["decode"][c.name] = dict(perf.step(decode).terms)
-    return out
+def capacity(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, lengths: Sequence[tuple[int, int]],
+             duration_s: float, seed: int = 0, max_rate: float = 512.0, steps: int = 5) -> float:
+    """Goodput capacity: the highest arrival rate (req/s, engine clock) of class `tc` alone at which the
+    simulator predicts configuration `c` still meets the class's SLO attainment target (0: not even 1/16)."""
+    def ok(rate: float) -> bool:
+        return bool(predict(resolved, c, tc, rate, lengths, duration_s, seed)["meets"])
+    lo, hi = 0.0, 1.0 / 16
+    while hi <= max_rate and ok(hi):
+        lo, hi = hi, hi * 2
+    if lo == 0.0:
+        return 0.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
 
 
 def _observed(records: Sequence[Rec], tc: TrafficClass) -> list[tuple[int, int]]:
@@ -121,32 +177,62 @@ def planned_capacities(resolved: Resolved) -> dict[tuple[str, str], float]:
     return out
 
 
-def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
-    """Predictions at each class's observed rate in the run's last sweep step (the final routing's load)."""
+# --- why -----------------------------------------------------------------------------------------------------
+def cost_terms(resolved: Resolved, isl: int, context: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Per configuration, seconds per cost term of a prefill step (one prompt of `isl` tokens, chunked as
+    the engine would) and of a decode step (DECODE_BATCH sequences at `context` tokens)."""
+    chunk = min(isl, resolved.scenario.engine.max_num_batched_tokens)
+    prefill = BatchShape(prefill_tokens=chunk, prefill_seqs=1, prefill_attn_pairs=chunk * (chunk + 1) / 2)
+    decode = BatchShape(decode_seqs=DECODE_BATCH, decode_context=DECODE_BATCH * context)
+    out: dict[str, dict[str, dict[str, float]]] = {"prefill": {}, "decode": {}}
+    for c in resolved.scenario.configurations:
+        perf = replicas(resolved, c).cost_model
+        out["prefill"][c.name] = dict(perf.step(prefill).terms)
+        out["decode"][c.name] = dict(perf.step(decode).terms)
+    return out
+
+
+# --- whatif.json ---------------------------------------------------------------------------------------------
+def whatif(resolved: Resolved, records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Per (class, configuration): the replay of the traffic the configuration received, and the class alone
+    at its observed rate in the run's last sweep step (the final routing's load) with its capacity."""
     s = resolved.scenario
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
-    step = max((r.rate_step for r in records), default=0)
-    last = [r for r in records if r.rate_step == step]
+    scale = s.engine.clock_scale
+    recs = measured(records, scale, {c.name: c.slo for c in s.classes})
+    step = max((r.rate_step for r in recs), default=0)
     span = s.load.duration_s / scale
     preds = []
-    for tc in s.classes:
-        n = sum(1 for r in last if r.sla_class == tc.name)
-        rate = n / span if span > 0 and n else None
-        if rate is None:
-            continue
-        lengths = _observed(records, tc)
-        for c in s.configurations:
-            p = predict(resolved, c, tc, rate, lengths, s.load.duration_s / scale, seed=s.load.seed)
-            p["capacity"] = capacity(resolved, c, tc, lengths, s.load.duration_s / scale, seed=s.load.seed, steps=3)
-            p["capacity_ratio"] = p["capacity"] / rate
+    for c in s.configurations:
+        try:
+            pairs = replay(resolved, c, records)
+            error = None
+        except ValueError as e:   # a request this configuration cannot hold at all
+            pairs, error = [], str(e)
+        for tc in s.classes:
+            p: dict[str, Any] = {"sla_class": tc.name, "config": c.name}
+            replayed = compare(tc, pairs)
+            if replayed is not None:
+                p |= replayed
+            elif error is not None:
+                p["error"] = error
+            n = sum(1 for r in recs if r.sla_class == tc.name and r.rate_step == step)
+            if n and span > 0:
+                lengths = _observed(recs, tc)
+                rate = n / span
+                p["alone"] = predict(resolved, c, tc, rate, lengths, span, seed=s.load.seed)
+                p["capacity"] = capacity(resolved, c, tc, lengths, span, seed=s.load.seed, steps=3)
+                p["capacity_ratio"] = p["capacity"] / rate
             preds.append(p)
     isl = max(tc.mean_lengths()[0] for tc in s.classes)
     ctx = sum(tc.share * (tc.mean_lengths()[0] + tc.mean_lengths()[1] / 2) for tc in s.classes)
     return {
-        "note": ("Simulated offline with the sim engine's cost model and scheduler, at the rate each class was "
-                 "observed to arrive in the last sweep step, each class alone on each configuration (live, the "
-                 "classes share the configurations they are routed to). Capacity: the highest rate of that class "
-                 "alone at which the configuration still meets the class's SLO attainment target."),
+        "note": ("Predicted: the offline simulator (the live simulated engine's replicas, cost model and scheduler) "
+                 "replaying exactly the requests each configuration received — send times, prompt and output "
+                 "lengths, classes — judged per class like the measurement. It agrees when it lies within the 95 % "
+                 "interval of the measured attainment over those requests. With the simulated engine the schedule is "
+                 "the same; what is left of the TTFT difference is the real-time delivery (the process woken late "
+                 "on a busy machine). Capacity: the highest rate of the class alone at which the configuration still "
+                 "meets the class's SLO attainment target."),
         "rate_step": step,
         "predictions": preds,
         "cost_terms": cost_terms(resolved, math.ceil(isl), math.ceil(ctx)),
@@ -160,25 +246,6 @@ def whatif(resolved: Resolved, records: Sequence[Rec]) -> dict[str, Any]:
 def write_whatif(resolved: Resolved, folder: Path) -> Path:
     """whatif.json of a run folder, from its records."""
     out = folder / rf.WHATIF_JSON
-    s = resolved.scenario
-    scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
-    recs = load_records(folder / rf.RECORDS_JSONL, scale, {c.name: c.slo for c in s.classes})
-    out.write_text(json.dumps(whatif(resolved, recs), indent=1))
+    path = folder / rf.RECORDS_JSONL
+    out.write_text(json.dumps(whatif(resolved, read_records(path) if path.exists() else []), indent=1))
     return out
-
-
-def capacity(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, lengths: Sequence[tuple[int, int]],
-             duration_s: float, seed: int = 0, max_rate: float = 512.0, steps: int = 5) -> float:
-    """Goodput capacity: the highest arrival rate (req/s, engine clock) of class `tc` alone at which the
-    simulator predicts configuration `c` still meets the class's SLO attainment target (0: not even 1/16)."""
-    def ok(rate: float) -> bool:
-        return bool(predict(resolved, c, tc, rate, lengths, duration_s, seed)["meets"])
-    lo, hi = 0.0, 1.0 / 16
-    while hi <= max_rate and ok(hi):
-        lo, hi = hi, hi * 2
-    if lo == 0.0:
-        return 0.0
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo

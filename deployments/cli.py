@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from rich.table import Table
 from controllers.scenario import Resolved, ScenarioError, load_scenario
 from deployments.app_args import APP_NAME, AppArgs
 from deployments.daemon import UpState
+from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
 
 console = Console()
 STATE_DIR_ENV = "PARALLAX_STATE_DIR"
@@ -36,18 +39,11 @@ def state_dir() -> Path:
 
 
 def _kill_session(sid: int) -> None:
-    """SIGKILL every process of session `sid`: the holder leads its own session, and Ray's workers, each
-    in a process group of its own, stay in that session (killing the holder's group alone misses them)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
-        except (OSError, IndexError, ValueError):
-            continue
-        if session == sid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(proc.name), signal.SIGKILL)
+    """SIGKILL every process of the holder's session `sid` (killing its process group alone would miss
+    Ray's workers)."""
+    for pid in session_pids(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int | None) -> bool:
@@ -172,15 +168,90 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="print the rec
             except (httpx.HTTPError, ValueError):
                 health = None
         alive = st.mode == "attached" or _alive(st.pid)
-        out.append({**st.model_dump(), "process_alive": alive, "health": health, "routing": routing})
+        listening = _listening(st) if alive else []
+        out.append({**st.model_dump(), "process_alive": alive, "health": health, "routing": routing,
+                    "listening": [asdict(r) for r in listening]})
         if not as_json:
             state = "[green]healthy[/]" if health else "[red]not answering[/]"
             console.print(f"[bold]{st.name}[/] ({st.mode}, {st.status}, {state}) at {st.url}")
             if routing:
                 console.print(f"  routing: {json.dumps(routing.get('weights'))}")
             _print_up(st)
+            _print_listening(listening)
     if as_json:
         print(json.dumps(out, indent=2))
+
+
+@dataclass(frozen=True)
+class ServiceAddresses:
+    """Where one service of a deployment listens (addresses None: the OS would not say)."""
+
+    service: str
+    port: int | None
+    addresses: list[str] | None
+    access: str
+
+
+def _port(url: str | None) -> int | None:
+    return httpx.URL(url).port if url else None
+
+
+def _listening(st: UpState) -> list[ServiceAddresses]:
+    """What listens for this deployment, measured on this host: the local Ray's processes, and the
+    scenario's Prometheus and load generator ports. On a cluster, the ingress as recorded (the cluster's
+    other ports: README, Security)."""
+    try:
+        scenario = load_scenario(st.scenario).scenario
+    except ScenarioError:
+        scenario = None
+    ingress, metrics = _port(st.url), _port(st.metrics_url)
+    key_env = scenario.server.api_key_env if scenario else None
+    api_access = f"Bearer key from ${key_env}" if key_env else "none (server.api_key_env unset)"
+    rows = []
+    if st.mode == "local" and st.pid is not None:
+        sockets = listening_sockets(session_pids(st.pid))
+        rows += [ServiceAddresses("ingress (OpenAI API)", ingress, _at(sockets, ingress), api_access),
+                 ServiceAddresses("Ray metrics export", metrics, _at(sockets, metrics), "none; metrics only")]
+        ray = [s for s in sockets if s.port not in (ingress, metrics)]
+        rows.append(ServiceAddresses("Ray's own servers", None, [s.address for s in ray if s.loopback],
+                                     "loopback only (README: Security)"))
+        for allowed in ALL_INTERFACES_ALLOWED:
+            wide = [s.address for s in ray if not s.loopback and s.allowance() == allowed]
+            if wide:
+                rows.append(ServiceAddresses(allowed.what, None, wide, allowed.guard))
+        rows += [ServiceAddresses(f"NOT EXPECTED: {s.name}", s.port, [s.address], "unknown")
+                 for s in ray if not s.loopback and s.allowance() is None]
+    elif st.url:  # on the cluster, not necessarily on this host: as recorded
+        rows.append(ServiceAddresses("ingress (OpenAI API), on the cluster", ingress,
+                                     [httpx.URL(st.url).netloc.decode()], api_access))
+    if scenario is not None:
+        mon = scenario.monitoring
+        if not mon.prometheus_url:
+            rows.append(ServiceAddresses("Prometheus", mon.prometheus_port,
+                                         listening_on(mon.prometheus_port), "none; read-only API"))
+        rows.append(ServiceAddresses("load generator metrics", mon.loadgen_metrics_port,
+                                     listening_on(mon.loadgen_metrics_port), "none; metrics only"))
+    return rows
+
+
+def _at(sockets: list[ListeningSocket], port: int | None) -> list[str]:
+    return [s.address for s in sockets if s.port == port]
+
+
+def _print_listening(rows: list[ServiceAddresses]) -> None:
+    table = Table("listening", "address", "authentication")
+    for r in rows:
+        if r.addresses is None:
+            where = "unknown (the OS lists other processes' sockets to root only)"
+        elif not r.addresses:
+            where = f"nothing on :{r.port}"
+        elif len(r.addresses) > 4:  # Ray's many servers: how many on which host
+            hosts = Counter(a.rsplit(":", 1)[0] for a in r.addresses)
+            where = ", ".join(f"{h}: {n} ports" for h, n in sorted(hosts.items()))
+        else:
+            where = ", ".join(r.addresses)
+        table.add_row(r.service, where, r.access)
+    console.print(table)
 
 
 def down_cmd(

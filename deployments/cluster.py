@@ -2,18 +2,22 @@
 
 Locally Ray gets `nodes × gpus_per_node` logical GPUs so that placement groups of GPU bundles behave
 as on a GPU cluster. A deployment Ray cannot place stays PENDING for ever, so the resources are
-checked before deploying.
+checked before deploying. A local Ray listens on loopback only (see `_single_node`).
 """
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from ray._private import ray_constants
 
 from controllers.scenario import Resolved
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.config import ParallelConfig
+from deployments.listening import is_loopback
 from deployments.placement import Node, PlacementError, plan_nodes
 
 
@@ -29,23 +33,55 @@ def local_cpus(resolved: Resolved) -> int:
     return int(replicas * REPLICA_CPUS + s.server.ingress_replicas * INGRESS_CPUS + s.load.ray_cpus) + 2
 
 
+LOOPBACK = "127.0.0.1"
+# Ray's switch for "this machine may join a multi-node cluster"; off (Ray's default on macOS and Windows),
+# Ray takes loopback as the node IP and binds its servers there. It is read when Ray is imported.
+_SINGLE_NODE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+
+
+@contextlib.contextmanager
+def _single_node() -> Iterator[None]:
+    """Ray's single-node mode while a local Ray starts or a driver attaches to one: loopback node IP.
+
+    Ray 2.60 replaces a loopback node IP (`_node_ip_address`, `ray start --node-ip-address`) and a
+    loopback cluster address by the host's routable address unless multi-node clusters are off. The
+    environment variable reaches the processes Ray starts (GCS, raylet, agents and, through the raylet,
+    every worker); this process imported Ray already, so its copy of the setting is switched as well.
+    Both are restored afterwards, so that a later `connect` to a real cluster is unaffected."""
+    saved_env, saved_flag = os.environ.get(_SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = saved_env
+
+
 def start_local_ray(resolved: Resolved, temp_dir: Path, metrics_port: int | None = None) -> str:
-    """Start a fresh local Ray owned by this process; returns its GCS address."""
+    """Start a fresh local Ray owned by this process, listening on loopback; returns its GCS address."""
     hw = resolved.scenario.hardware
     port = resolved.scenario.server.metrics_port if metrics_port is None else metrics_port
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ray.init(address="local", num_cpus=local_cpus(resolved), num_gpus=hw.total_gpus, include_dashboard=False,
-             _metrics_export_port=port, _temp_dir=str(temp_dir.resolve()), log_to_driver=False,
-             configure_logging=False,
-             # replicas report metrics every second (Ray's default: 10 s), so the controller sees changes soon
-             _system_config={"metrics_report_interval_ms": 1000})
+    with _single_node():
+        ray.init(address="local", _node_ip_address=LOOPBACK, num_cpus=local_cpus(resolved),
+                 num_gpus=hw.total_gpus, include_dashboard=False, _metrics_export_port=port,
+                 _temp_dir=str(temp_dir.resolve()), log_to_driver=False, configure_logging=False,
+                 # replicas report metrics every second (Ray's default: 10 s), so the controller sees changes soon
+                 _system_config={"metrics_report_interval_ms": 1000})
     return str(ray.get_runtime_context().gcs_address)
 
 
 def connect(address: str | None = None) -> None:
-    """Attach to an existing cluster (`address`, else RAY_ADDRESS)."""
+    """Attach to an existing cluster (`address`, else RAY_ADDRESS); to a local one at a loopback address
+    (what start_local_ray returns) in single-node mode."""
     if not ray.is_initialized():
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+        target = address or os.environ["RAY_ADDRESS"]
+        with _single_node() if is_loopback(target.rsplit(":", 1)[0]) else contextlib.nullcontext():
+            ray.init(address=target, log_to_driver=False)
 
 
 @dataclass(frozen=True)

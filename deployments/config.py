@@ -2,9 +2,12 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.catalog.dtypes import Dtype, parse_dtype
+from deployments.catalog.gpus import GpuSpec
+from deployments.catalog.memory import MemoryModel, MemoryPlan, plan_memory
+from deployments.catalog.models import ModelSpec
 
 
 class _Strict(BaseModel):
@@ -46,6 +49,10 @@ class EngineConfig(_Strict):
 
     kind: Literal["sim", "vllm"] = "sim"
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    memory_model: MemoryModel = Field(
+        default="vllm", description="sim only: how the KV cache is sized — 'vllm' (gpu_memory_utilization, "
+        "activation reserve) or 'study' (all HBM for weights and KV cache, as arXiv 2603.05692 counts)"
+    )
     max_num_seqs: int = Field(default=256, gt=0)
     max_num_batched_tokens: int = Field(default=8192, gt=0)
     block_size: int = Field(default=16, gt=0)
@@ -62,6 +69,29 @@ class EngineConfig(_Strict):
     model_path: str | None = Field(default=None, description="vllm only: local model folder")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm only: extra engine args")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _memory_model(self) -> "EngineConfig":
+        if self.memory_model == "study" and self.kind == "vllm":
+            raise ValueError("memory_model: 'study' sizes a simulated engine's KV cache; vLLM sizes its own "
+                             "(use gpu_memory_utilization)")
+        default = type(self).model_fields["gpu_memory_utilization"].default
+        if self.memory_model == "study" and self.gpu_memory_utilization != default:
+            raise ValueError("gpu_memory_utilization does not apply with memory_model: 'study' (it counts all "
+                             "HBM); give one of the two")
+        return self
+
+    def plan_memory(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int,
+                    pp: int) -> MemoryPlan:
+        """The memory plan (KV-cache capacity) of one TP×PP replica under these engine settings."""
+        return plan_memory(model, gpu, dtype, kv_dtype, tp, pp, self.gpu_memory_utilization,
+                           self.max_num_batched_tokens, self.block_size, self.memory_model)
+
+    @property
+    def clock_scale(self) -> float:
+        """Wall seconds per second of the engine's clock: `time_scale` for the simulated engine, 1 for a real
+        one. Every latency and rate Parallax reports is on the engine's clock: wall ÷ clock_scale."""
+        return self.time_scale if self.kind == "sim" else 1.0
 
 
 class ServerConfig(_Strict):

@@ -1,6 +1,6 @@
 """Library API: deploy a scenario's configurations on the connected Ray cluster, wait, report, tear down.
 
-    deploy(resolved) -> Deployment   # after ray.init / cluster.start_local_ray / cluster.connect
+    deploy(resolved) -> DeployedApp   # after ray.init / cluster.start_local_ray / cluster.connect
     teardown()                        # removes the Serve application and Serve itself
 """
 
@@ -34,7 +34,9 @@ class DeployError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ReplicaPlacement:
+class PlacedReplica:
+    """Where one replica's placement group landed."""
+
     placement_group: str
     strategy: str
     state: str
@@ -43,7 +45,7 @@ class ReplicaPlacement:
 
 
 @dataclass(frozen=True)
-class Deployment:
+class DeployedApp:
     """Where a deployed scenario answers, and how each configuration was placed.
 
     `url` goes through Serve's proxy; `ingress_urls` reach the ingress replicas' own HTTP servers
@@ -52,7 +54,7 @@ class Deployment:
 
     url: str
     app_name: str
-    placements: dict[str, list[ReplicaPlacement]] = field(default_factory=dict)
+    placements: dict[str, list[PlacedReplica]] = field(default_factory=dict)
     ingress_urls: list[str] = field(default_factory=list)
 
     @property
@@ -65,7 +67,7 @@ class Deployment:
 
 
 def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = None,
-           timeout_s: float = 120.0, replace: bool = False) -> Deployment:
+           timeout_s: float = 120.0, replace: bool = False) -> DeployedApp:
     """Deploy every configuration plus the ingress; fail fast when the cluster is too small.
 
     The resources of an application parallax already deployed count as available (it would be replaced),
@@ -95,7 +97,7 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
         raise DeployError(f"Serve did not start: {str(e).strip().splitlines()[-1]}") from None
     wait_ready(resolved, timeout_s)
     direct = ingress_urls(host, srv.ingress_replicas) if srv.direct_ingress else []
-    return Deployment(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved),
+    return DeployedApp(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved),
                       ingress_urls=direct)
 
 
@@ -139,10 +141,10 @@ def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME) -
         time.sleep(0.25)
 
 
-def placements(resolved: Resolved) -> dict[str, list[ReplicaPlacement]]:
+def placements(resolved: Resolved) -> dict[str, list[PlacedReplica]]:
     """Each configuration's replica placement groups, from Ray's placement group table."""
     table = ray.util.placement_group_table()
-    out: dict[str, list[ReplicaPlacement]] = {c.name: [] for c in resolved.scenario.configurations}
+    out: dict[str, list[PlacedReplica]] = {c.name: [] for c in resolved.scenario.configurations}
     by_deployment = {server_deployment_name(c): c for c in out}
     for pg in table.values():
         name = pg.get("name", "")
@@ -153,7 +155,7 @@ def placements(resolved: Resolved) -> dict[str, list[ReplicaPlacement]]:
             bundles = [pg["bundles"][i] for i in sorted(pg["bundles"])]
             nodes = [pg["bundles_to_node_id"].get(i, "") for i in sorted(pg["bundles"])]
             out[by_deployment[deployment]].append(
-                ReplicaPlacement(placement_group=name, strategy=pg["strategy"], state=pg["state"],
+                PlacedReplica(placement_group=name, strategy=pg["strategy"], state=pg["state"],
                                  bundles=bundles, nodes=nodes))
     return out
 
@@ -170,12 +172,13 @@ def held_resources() -> dict[str, float]:
 
 
 def ingress_handle() -> DeploymentHandle:
-    """The ingress, for `get_routing()` / `set_routing(weights)` from the controller."""
+    """The ingress, for `get_routing()` / `set_routing(weights)` through a Serve handle from inside the
+    cluster (the controller PUTs /v1/routing over HTTP instead: controllers/router_client.py)."""
     return serve.get_deployment_handle(INGRESS_NAME, app_name=APP_NAME)
 
 
 @contextlib.contextmanager
-def deployed_locally(resolved: Resolved, timeout_s: float = 120.0) -> Iterator[Deployment]:
+def deployed_locally(resolved: Resolved, timeout_s: float = 120.0) -> Iterator[DeployedApp]:
     """A fresh local Ray (its files in a temp folder, free ports) with the scenario deployed; everything is
     removed on exit. For benchmarks and tests."""
     folder = Path(tempfile.mkdtemp(prefix="plx-"))

@@ -2,7 +2,9 @@
 
 `model` naming a configuration goes there; `auto` (or the scenario's base model name) goes where the
 routing weights of the request's SLA class (header `x-sla-class`) send it. Responses carry
-`x-parallax-config` (who served) and echo `x-sla-class`.
+`x-parallax-config` (who served) and echo `x-sla-class`; the client's `x-request-id` (Serve's proxy makes
+one up when absent, and echoes it) names the request in the replicas' logs and the response's `id`
+(loadgen/wire.py).
 """
 
 import asyncio
@@ -12,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,14 +25,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
-from deployments.routing import Router, RoutingError, Weights, check_weights
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights
 from deployments.routing_store import Routing, UpdateResult
-from deployments.server import Job
+from loadgen.wire import (
+    CLASS_HEADER,
+    CONFIG_HEADER,
+    INGRESS_HEADER,
+    MAX_REQUEST_ID,
+    REQUEST_ID_HEADER,
+    Job,
+    Kind,
+    valid_request_id,
+)
 
 logger = logging.getLogger("ray.serve")
-CONFIG_HEADER = "x-parallax-config"
-CLASS_HEADER = "x-sla-class"
-INGRESS_HEADER = "x-parallax-ingress"  # which ingress replica answered
 RETRY_S = 0.5  # wait before polling the routing store again after a failed call
 
 fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
@@ -67,7 +75,7 @@ async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
 class Ingress:
     """One of `server.ingress_replicas` replicas. Each routes with its own copy of the routing, which it
     follows from the RoutingStore (routing_store.py); a change, from `PUT /v1/routing` on any replica
-    or `set_routing` through a handle, goes through the store and reaches every replica."""
+    (the controller's) or `set_routing` through a handle, goes through the store and reaches every replica."""
 
     async def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle],  # type: ignore[misc]
                        store: DeploymentHandle):
@@ -86,7 +94,7 @@ class Ingress:
         self.store = store
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.routing: Routing = await store.watch.remote(self.replica, None, 0.0)
-        self.router = Router(self.routing.weights)
+        self.router = WeightedRoundRobin(self.routing.weights)
         self._follower = asyncio.get_running_loop().create_task(self._follow())
         key_env = s.server.api_key_env
         self._key = os.environ.get(key_env, "").encode() if key_env else b""
@@ -114,6 +122,7 @@ class Ingress:
                                exc_info=True)
                 await asyncio.sleep(RETRY_S)
 
+    # --- the /v1/routing endpoints (the controller's PUT), or a Serve handle inside the cluster ------
     def get_routing(self) -> dict[str, Any]:
         return {"version": self.routing.version, "default_class": self.default_class,
                 "weights": self.router.weights, "replica": self.replica}
@@ -168,11 +177,9 @@ class Ingress:
     @fastapi_app.put("/v1/routing")
     async def routing_put(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
+        body = api.parse_json(await request.body())
         try:
-            body = api.json.loads(await request.body())
             return await self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
-        except api.json.JSONDecodeError as e:
-            raise api.OpenAIError(400, f"request body is not valid JSON: {e}") from None
         except RoutingError as e:
             raise api.OpenAIError(400, str(e), param="weights") from None
 
@@ -193,17 +200,20 @@ class Ingress:
                               f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
                               code="model_not_found")
 
-    async def _serve(self, kind: Literal["completion", "chat"], request: Request) -> Response:
+    async def _serve(self, kind: Kind, request: Request) -> Response:
         arrival = time.time()
         self._authorize(request)
         sla_class = request.headers.get(CLASS_HEADER) or self.default_class
         if sla_class not in self.classes:
             raise api.OpenAIError(400, f"unknown SLA class {sla_class!r} in header {CLASS_HEADER}; use one of "
                                   f"{', '.join(self.classes)}", param=CLASS_HEADER)
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        if not valid_request_id(request_id):
+            raise api.OpenAIError(400, f"header {REQUEST_ID_HEADER}: give at most {MAX_REQUEST_ID} printable ASCII "
+                                  "characters without spaces, or leave it out", param=REQUEST_ID_HEADER)
         body = api.parse_request(kind, await request.body())
         config = self._route(body.model, sla_class)
-        prefix = "cmpl" if kind == "completion" else "chatcmpl"
-        job = Job(request_id=f"{prefix}-{uuid.uuid4().hex}", kind=kind, model=config, prompt=body.prompt_text(),
+        job = Job(request_id=request_id, kind=kind, model=config, prompt=body.prompt_text(),
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
                   arrival_wall=arrival)

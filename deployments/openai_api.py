@@ -1,16 +1,20 @@
 """The OpenAI wire format the ingress speaks: request schemas, error bodies and response/SSE builders.
 
-Pure functions and pydantic models only; the ingress and the LLMServer do the I/O.
+Pure functions and pydantic models only; the ingress and the LLMServer do the I/O. Parallax's own part of
+the contract (headers, usage extras, ids, the job a replica gets) is loadgen/wire.py, which clients share.
 """
 
 import json
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loadgen import wire
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; used for chat too
 AUTO_MODEL = "auto"
+MAX_STOP_SEQUENCES = 4   # OpenAI's limit on `stop`
 
 
 class OpenAIError(Exception):
@@ -48,6 +52,16 @@ class _Common(BaseModel):
     n: int = Field(default=1, ge=1, le=1, description="one choice per request")
     ignore_eos: bool = True
     user: str | None = None
+    stop: str | list[str] | None = Field(default=None, description="validated as OpenAI does; the engines stop "
+                                         "on max_tokens only")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_sequences(cls, v: object) -> object:
+        strings = isinstance(v, list) and len(v) <= MAX_STOP_SEQUENCES and all(isinstance(x, str) for x in v)
+        if not (v is None or isinstance(v, str) or strings):
+            raise ValueError(f"give a string or a list of at most {MAX_STOP_SEQUENCES} strings")
+        return v
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "_Common":
@@ -105,12 +119,19 @@ class ChatCompletionRequest(_Common):
         return "\n".join(lines)
 
 
-def parse_request(kind: Literal["completion", "chat"], raw: bytes) -> CompletionRequest | ChatCompletionRequest:
-    """Parse a request body; every problem becomes a 400 naming the field."""
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; not JSON (or nested too deeply to parse) is a 400."""
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise OpenAIError(400, f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise OpenAIError(400, "request body nests arrays or objects too deeply to parse; flatten it") from None
+
+
+def parse_request(kind: wire.Kind, raw: bytes) -> CompletionRequest | ChatCompletionRequest:
+    """Parse a request body; every problem becomes a 400 naming the field."""
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise OpenAIError(400, "request body must be a JSON object")
     schema = CompletionRequest if kind == "completion" else ChatCompletionRequest
@@ -145,14 +166,14 @@ def usage(prompt_tokens: int, completion_tokens: int, stream_interval_ms: float,
     tell how much of its latency the path to it added."""
     out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                            "total_tokens": prompt_tokens + completion_tokens,
-                           "parallax_stream_interval_ms": stream_interval_ms}
-    for key, v in (("parallax_server_ttft_ms", ttft_s), ("parallax_server_tpot_ms", tpot_s)):
+                           wire.STREAM_INTERVAL_MS: stream_interval_ms}
+    for key, v in ((wire.SERVER_TTFT_MS, ttft_s), (wire.SERVER_TPOT_MS, tpot_s)):
         if v is not None:
             out[key] = round(v * 1e3, 3)
     return out
 
 
-def response_body(kind: Literal["completion", "chat"], request_id: str, model: str, text: str,
+def response_body(kind: wire.Kind, request_id: str, model: str, text: str,
                   finish_reason: str | None, use: dict[str, Any]) -> dict[str, Any]:
     """A whole (non-streamed) response."""
     if kind == "completion":
@@ -166,7 +187,7 @@ def response_body(kind: Literal["completion", "chat"], request_id: str, model: s
             "choices": [choice], "usage": use}
 
 
-def stream_event(kind: Literal["completion", "chat"], request_id: str, model: str, created: int, text: str,
+def stream_event(kind: wire.Kind, request_id: str, model: str, created: int, text: str,
                  finish_reason: str | None, first: bool = False) -> str:
     """One SSE event carrying `text` (possibly several coalesced tokens)."""
     if kind == "completion":
@@ -179,7 +200,7 @@ def stream_event(kind: Literal["completion", "chat"], request_id: str, model: st
     return sse({"id": request_id, "object": obj, "created": created, "model": model, "choices": [choice]})
 
 
-def usage_event(kind: Literal["completion", "chat"], request_id: str, model: str, created: int,
+def usage_event(kind: wire.Kind, request_id: str, model: str, created: int,
                 use: dict[str, Any]) -> str:
     """The final event of `stream_options.include_usage`: no choices, only usage."""
     obj = "text_completion" if kind == "completion" else "chat.completion.chunk"

@@ -40,7 +40,7 @@ def check_weights(update: Mapping[str, Mapping[str, float]], classes: list[str],
     return out
 
 
-class Router:
+class WeightedRoundRobin:
     """Per-class smooth weighted round-robin over configurations."""
 
     def __init__(self, weights: Weights):

@@ -1,17 +1,20 @@
 """LLMServer: one Serve deployment per parallel configuration, wrapping an engine behind one interface.
 
 The ingress calls `generate` (streaming: a status dict, then ready-made SSE event strings) or
-`complete` (one response dict). The server checks the request against the model's context, times
-every request, judges it against its SLA class's SLO and records the metrics of telemetry.py.
+`complete` (one response dict) with a `Job` (loadgen/wire.py). The server checks the request against the
+model's context, times every request, judges it against its SLA class's SLO and records the metrics of
+telemetry.py. Responses and log lines name the client's request id; the engine gets it with a
+per-replica sequence number, so a client that reuses an id still gets two engine requests.
 """
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from controllers.scenario import Resolved
 from deployments import openai_api as api
@@ -19,29 +22,13 @@ from deployments.app_args import AppArgs
 from deployments.engines.base import Engine, GenerationRequest, TokenChunk
 from deployments.engines.factory import create_engine
 from deployments.telemetry import ReplicaMetrics, RequestTiming
+from loadgen.wire import CLASS_HEADER, Job
 
 logger = logging.getLogger("ray.serve")
 
 STATS_PERIOD_S = 1.0
 # The most a request's arrival is moved back to the ingress's receipt (bounds a skewed clock on another node).
 MAX_HOP_S = 1.0
-
-
-@dataclass(frozen=True)
-class Job:
-    """A request as the ingress hands it to a configuration."""
-
-    request_id: str
-    kind: Literal["completion", "chat"]
-    model: str            # the name echoed in responses (the configuration's)
-    prompt: str
-    max_tokens: int
-    min_tokens: int
-    temperature: float
-    ignore_eos: bool
-    sla_class: str
-    include_usage: bool
-    arrival_wall: float   # time.time() when the ingress received it
 
 
 def received_at(arrival_wall: float, now_wall: float, now_monotonic: float) -> tuple[float, float]:
@@ -75,12 +62,13 @@ class LLMServer:
         self.resolved: Resolved = AppArgs.model_validate(args).resolve()
         s = self.resolved.scenario
         self.config = next(c for c in s.configurations if c.name == config_name)
-        self.scale = s.engine.time_scale if s.engine.kind == "sim" else 1.0
+        self.scale = s.engine.clock_scale
         self.stream_interval_ms = s.engine.stream_interval_ms
         self.context = s.engine.max_model_len or self.resolved.model.max_context
         self.slos = {c.name: c.slo for c in s.classes}
         self.metrics = ReplicaMetrics(config_name, self.config.tp, self.config.pp, s.engine.kind)
         self.engine: Engine = create_engine(self.resolved, self.config)
+        self._engine_ids = itertools.count()
         await self.engine.start()
         self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())
 
@@ -93,7 +81,7 @@ class LLMServer:
     def _admit(self, job: Job) -> tuple[GenerationRequest, int, AsyncIterator[TokenChunk], _Progress]:
         """Hand a job to the engine, or raise the 400 the client gets (the engine may refuse it too)."""
         if job.sla_class not in self.slos:
-            raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param="x-sla-class")
+            raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param=CLASS_HEADER)
         n = self.engine.count_prompt_tokens(job.prompt)
         if n < 1:
             raise api.OpenAIError(400, "the prompt is empty; send at least one token", param="prompt")
@@ -101,7 +89,8 @@ class LLMServer:
         if err is not None:
             raise err
         wall, monotonic = received_at(job.arrival_wall, time.time(), time.monotonic())
-        req = GenerationRequest(request_id=job.request_id, prompt=job.prompt, max_tokens=job.max_tokens,
+        req = GenerationRequest(request_id=f"{job.response_id}-{next(self._engine_ids)}", prompt=job.prompt,
+                                max_tokens=job.max_tokens,
                                 min_tokens=job.min_tokens, sla_class=job.sla_class, ignore_eos=job.ignore_eos,
                                 temperature=job.temperature, arrival_time=monotonic)
         try:
@@ -139,10 +128,16 @@ class LLMServer:
         return (p.last_at - p.first_at) / (p.tokens - 1) / self.scale
 
     def _record(self, job: Job, p: _Progress) -> None:
+        """Metrics and one log line (naming the client's request id) per request that reached the engine."""
         if p.failed or p.finish_reason in (None, "abort") or p.first_at is None or p.last_at is None:
-            self.metrics.failed(job.sla_class, "error" if p.failed else "aborted")
+            status = "error" if p.failed else "aborted"
+            self.metrics.failed(job.sla_class, status)
+            logger.info("request %s (%s) %s after %d tokens", job.request_id, job.sla_class, status, p.tokens)
             return
         tpot = self._tpot(p)
+        logger.info("request %s (%s) finished (%s): %d prompt + %d output tokens, TTFT %.1f ms (engine clock)",
+                    job.request_id, job.sla_class, p.finish_reason, p.prompt_tokens, p.tokens,
+                    (p.first_at - p.started) / self.scale * 1e3)
 
         def timing(start: float) -> RequestTiming:
             return RequestTiming(ttft_s=(p.first_at - start) / self.scale, tpot_s=tpot,  # type: ignore[operator]
@@ -156,13 +151,17 @@ class LLMServer:
         ttft = None if p.first_at is None else (p.first_at - p.started) / self.scale
         return api.usage(p.prompt_tokens, p.tokens, self.stream_interval_ms, ttft, self._tpot(p))
 
+    def _refused(self, job: Job, e: api.OpenAIError) -> dict[str, Any]:
+        self.metrics.failed(job.sla_class, "error")
+        logger.info("request %s (%s) refused: %s", job.request_id, job.sla_class, e.message)
+        return {"status": e.status, "body": e.body()}
+
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
         """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
         try:
             req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
-            self.metrics.failed(job.sla_class, "error")
-            yield {"status": e.status, "body": e.body()}
+            yield self._refused(job, e)
             return
         yield {"status": 200}
         created = int(job.arrival_wall)
@@ -171,11 +170,11 @@ class LLMServer:
             async with aclosing(self._run(req, n, stream, p)) as chunks:  # closed (engine abort) if cut short
                 async for chunk in chunks:
                     if chunk.num_tokens or chunk.finished:
-                        yield api.stream_event(job.kind, job.request_id, job.model, created, chunk.text,
+                        yield api.stream_event(job.kind, job.response_id, job.model, created, chunk.text,
                                                p.finish_reason if chunk.finished else None, first=first)
                         first = False
             if job.include_usage:
-                yield api.usage_event(job.kind, job.request_id, job.model, created, self._usage(p))
+                yield api.usage_event(job.kind, job.response_id, job.model, created, self._usage(p))
             yield api.SSE_DONE
         except Exception as e:  # an engine failure ends this stream only, never the replica
             logger.exception("request %s failed in the engine", job.request_id)
@@ -190,8 +189,7 @@ class LLMServer:
         try:
             req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
-            self.metrics.failed(job.sla_class, "error")
-            return {"status": e.status, "body": e.body()}
+            return self._refused(job, e)
         parts: list[str] = []
         try:
             async with aclosing(self._run(req, n, stream, p)) as chunks:
@@ -203,7 +201,7 @@ class LLMServer:
             return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
         finally:
             self._record(job, p)
-        return {"status": 200, "body": api.response_body(job.kind, job.request_id, job.model, "".join(parts),
+        return {"status": 200, "body": api.response_body(job.kind, job.response_id, job.model, "".join(parts),
                                                          p.finish_reason, self._usage(p))}
 
     async def check_health(self) -> None:

@@ -16,15 +16,6 @@ ENGINE_PREFIX = "vllm_"  # vLLM under Ray exports `vllm:x` as `ray_vllm_x`; ":" 
 ENGINES_WITH_OWN_METRICS = {"vllm"}  # deployments/engines/vllm/stat_logger.py
 
 
-def slo_met(slo: SLO, ttft_s: float, tpot_s: float | None, e2e_s: float) -> bool:
-    """A request meets its class's SLO when each target given is met (TPOT only with ≥ 2 tokens)."""
-    if slo.ttft_ms is not None and ttft_s * 1000 > slo.ttft_ms:
-        return False
-    if slo.tpot_ms is not None and tpot_s is not None and tpot_s * 1000 > slo.tpot_ms:
-        return False
-    return not (slo.e2e_ms is not None and e2e_s * 1000 > slo.e2e_ms)
-
-
 @dataclass(frozen=True)
 class RequestTiming:
     """One finished request as the server saw it, in engine-clock seconds."""
@@ -136,7 +127,7 @@ class ReplicaMetrics:
             self.s_tpot.observe(server.tpot_s, tags=tags)
         self.s_e2e.observe(server.e2e_s, tags=tags)
         self.s_tokens.inc(server.output_tokens, tags=tags)
-        if slo_met(slo, server.ttft_s, server.tpot_s, server.e2e_s):
+        if slo.met(server.ttft_s, server.tpot_s, server.e2e_s):
             self.s_met.inc(1, tags=tags)
         else:
             self.s_violated.inc(1, tags=tags)

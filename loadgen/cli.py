@@ -15,7 +15,7 @@ from rich.table import Table
 from controllers.scenario import ScenarioError, load_scenario
 from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
-from loadgen.lengths import resolve_path
+from loadgen.files import resolve_path
 from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.sender import event_loop_factory
@@ -123,6 +123,9 @@ def _print_summary(s: LoadSummary, records: list[Any]) -> None:
     if not console.is_terminal:  # logs and pipes: do not squeeze the table to 80 columns
         console.width = max(console.width, 160)
     console.print(summary_table(s))
+    if s.engine_time_scale != 1.0:
+        console.print(f"times, rates and SLOs on the simulated engine's clock: wall ÷ {s.engine_time_scale:g} "
+                      "(the scenario's engine.time_scale), as `parallax run` reports them")
     if s.lateness_p50_s is not None and s.lateness_p99_s is not None:
         console.print(f"sent {s.sent}/{s.records} records; send lateness p50 {s.lateness_p50_s * 1000:.2f} ms, "
                       f"p99 {s.lateness_p99_s * 1000:.2f} ms")
@@ -168,8 +171,9 @@ def load_cmd(
 ) -> None:
     """Send SLA-tagged streaming traffic to an OpenAI-compatible server and record every request."""
     try:
-        classes, load, base_dir, model_path = _inputs(scenario, class_, arrival, rate, burstiness, concurrency,
-                                                      trace, duration, warmup, timeout, seed, workers, ray_workers)
+        classes, load, base_dir, model_path, time_scale = _inputs(
+            scenario, class_, arrival, rate, burstiness, concurrency, trace, duration, warmup, timeout, seed,
+            workers, ray_workers)
         tokenizer = tokenizer or model_path  # a vllm scenario's own model folder gives exact prompt lengths
         if api not in ("completions", "chat"):
             raise LoadError(f"--api {api!r}: use completions or chat")
@@ -184,7 +188,7 @@ def load_cmd(
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         return await run_load(target, classes, load, run_dir, model=model, api=api,  # type: ignore[arg-type]
                               metrics_port=metrics_port, stop=stop, tokenizer=tokenizer, api_key=api_key,
-                              base_dir=base_dir, progress=progress,
+                              base_dir=base_dir, progress=progress, time_scale=time_scale,
                               on_metrics_port=lambda p: console.print(f"client metrics on http://127.0.0.1:{p}/metrics"))
 
     try:
@@ -212,8 +216,10 @@ def load_cmd(
 def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate: list[float], burstiness: float,
             concurrency: int, trace: Path | None, duration: float | None, warmup: float | None,
             timeout: float | None, seed: int | None, workers: int | None = None, ray_workers: bool = False
-            ) -> tuple[list[TrafficClass], LoadConfig, Path | None, Path | None]:
+            ) -> tuple[list[TrafficClass], LoadConfig, Path | None, Path | None, float]:
+    """Classes, load, the scenario's folder, a real engine's model folder, and the engine's clock scale."""
     base_dir = model_path = None
+    time_scale = 1.0
     if scenario is not None:
         if class_:
             raise LoadError("give either --scenario or --class, not both")
@@ -222,6 +228,7 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         except ScenarioError as e:
             raise LoadError(str(e)) from None
         classes, load, base_dir = list(r.scenario.classes), r.scenario.load, scenario.parent
+        time_scale = r.scenario.engine.clock_scale
         if r.scenario.engine.kind == "vllm" and r.scenario.engine.model_path:
             model_path = resolve_path(Path(r.scenario.engine.model_path), base_dir)
     else:
@@ -245,7 +252,7 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
     except ValidationError as e:
         err = e.errors()[0]
         raise LoadError(f"load option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return classes, load, base_dir, model_path
+    return classes, load, base_dir, model_path, time_scale
 
 
 def summarize_cmd(
@@ -263,9 +270,11 @@ def summarize_cmd(
                 raise LoadError(f"{run_dir}: no {META_FILE} with the classes' SLOs, so --slo cannot apply")
             name, new = parse_slo_override(spec, slos)
             slos[name] = new
-        records = rescore(records, slos)
+        time_scale = float(meta.get("engine_time_scale", 1.0))
+        records = rescore(records, slos, time_scale)
         durations = {int(k): v for k, v in meta.get("step_durations_s", {}).items()}
-        summary = summarize(records, slos, durations, interrupted=bool(meta.get("interrupted")))
+        summary = summarize(records, slos, durations, interrupted=bool(meta.get("interrupted")),
+                            time_scale=time_scale)
     except LoadError as e:
         _fail(str(e))
         return

@@ -18,12 +18,8 @@ import aiohttp
 
 from loadgen.errors import LoadError
 from loadgen.records import RequestRecord, Status
+from loadgen.wire import CLASS_HEADER, CONFIG_HEADER, REQUEST_ID_HEADER, SERVER_TPOT_MS, SERVER_TTFT_MS
 
-CONFIG_HEADER = "x-parallax-config"
-CLASS_HEADER = "x-sla-class"
-REQUEST_ID_HEADER = "x-request-id"
-# The Parallax ingress reports its own TTFT / TPOT (engine clock, ms) in the final usage.
-SERVER_TTFT_KEY, SERVER_TPOT_KEY = "parallax_server_ttft_ms", "parallax_server_tpot_ms"
 Api = Literal["completions", "chat"]
 
 _HINTS = {
@@ -223,10 +219,10 @@ class StreamingClient:
         usage = ev.get("usage") or {}
         if usage.get("prompt_tokens") is not None:
             s.usage_prompt = int(usage["prompt_tokens"])
-        if usage.get(SERVER_TTFT_KEY) is not None:
-            s.server_ttft_s = float(usage[SERVER_TTFT_KEY]) / 1e3
-        if usage.get(SERVER_TPOT_KEY) is not None:
-            s.server_tpot_s = float(usage[SERVER_TPOT_KEY]) / 1e3
+        if usage.get(SERVER_TTFT_MS) is not None:   # the Parallax server's own timing (engine clock)
+            s.server_ttft_s = float(usage[SERVER_TTFT_MS]) / 1e3
+        if usage.get(SERVER_TPOT_MS) is not None:
+            s.server_tpot_s = float(usage[SERVER_TPOT_MS]) / 1e3
         choices = ev.get("choices") or []
         text = ""
         if choices:

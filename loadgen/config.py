@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loadgen.files import read_lengths, resolve_path
+
 RAY_WORKER_CPUS = 1.0  # what each load generator worker reserves when it runs as a Ray actor
 
 
@@ -33,6 +35,23 @@ class SLO(_Strict):
         if self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None:
             raise ValueError("give at least one of ttft_ms, tpot_ms, e2e_ms")
         return self
+
+    def met(self, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None) -> bool:
+        """Whether one finished request met this SLO: the one judgment every part of Parallax uses.
+
+        Times are seconds on the engine's clock. Each target given is met when the value, in ms, is at
+        most the target (equal meets). A request without a TTFT or an E2E produced no answer: it misses.
+        A missing TPOT (fewer than two output tokens: no gap to time) meets the TPOT target. Whether the
+        request ended well is the caller's to check: a failed request meets no SLO.
+        """
+        if ttft_s is None or e2e_s is None:
+            return False
+        return all(target is None or value is None or value * 1000 <= target
+                   for value, target in ((ttft_s, self.ttft_ms), (tpot_s, self.tpot_ms), (e2e_s, self.e2e_ms)))
+
+    def attained(self, attainment: float | None) -> bool:
+        """Whether a share of requests meeting the SLO reaches the class's attainment target."""
+        return attainment is not None and attainment >= self.attainment
 
 
 class FixedLength(_Strict):
@@ -191,8 +210,6 @@ def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLeng
         case PresetLength(name=n):
             return float(PRESETS[n][which])
         case EmpiricalLength(path=p, column=col):
-            from loadgen.lengths import read_lengths, resolve_path  # lengths imports this module
-
             values = read_lengths(resolve_path(p, base_dir), col)
             return sum(values) / len(values)
     raise AssertionError(dist)

@@ -17,7 +17,8 @@ from loadgen.arrivals import SWEEPABLE, ArrivalConfig, arrival_times, is_open_lo
 from loadgen.client import Planned
 from loadgen.config import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
 from loadgen.errors import LoadError
-from loadgen.lengths import Sampler, make_sampler, resolve_path
+from loadgen.files import resolve_path
+from loadgen.lengths import Sampler, make_sampler
 from loadgen.trace import TraceRow, read_trace
 
 

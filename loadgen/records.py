@@ -1,7 +1,11 @@
 """One record per scheduled request, written as JSONL in the run folder.
 
 The controller's report reads these files: keep field names stable. Times `scheduled_time` and
-`send_time` are Unix epoch seconds; durations are seconds.
+`send_time` are Unix epoch seconds; the client's durations are wall seconds as measured, the server's
+(`server_*`) are on the engine's clock. `slo_met` is judged on the engine's clock: against a simulated
+engine that runs `engine_time_scale` (load-meta.json) times slower than the wall, on `on_engine_clock`.
+`request_id` is the `x-request-id` the client sent, which the Parallax server logs and puts in the
+response's `id` (loadgen.wire), so records join to server logs.
 """
 
 import json
@@ -11,6 +15,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loadgen.config import SLO
 from loadgen.errors import LoadError
 
 RECORDS_FILE = "records.jsonl"
@@ -52,8 +57,33 @@ class RequestRecord(BaseModel):
     slo_met: bool = False
 
     @property
+    def scored(self) -> bool:
+        """Whether the request counts in the figures: not warm-up traffic, and not cancelled (never sent, or cut
+        off when the run stopped)."""
+        return not self.warmup and self.status != "cancelled"
+
+    @property
     def lateness_s(self) -> float | None:
         return None if self.send_time is None else self.send_time - self.scheduled_time
+
+    def meets(self, slo: SLO) -> bool:
+        """Whether this request met `slo`; one that did not end ok (error, timeout) meets none."""
+        return self.status == "ok" and slo.met(self.ttft_s, self.tpot_s, self.e2e_s)
+
+    def on_engine_clock(self, time_scale: float) -> "RequestRecord":
+        """This record with the client's durations and the offered rate on the clock of an engine that runs
+        `time_scale` wall seconds per engine second (deployments' `EngineConfig.clock_scale`); the epoch
+        timestamps stay wall times and the server's figures are on the engine's clock already."""
+        if time_scale == 1.0:
+            return self
+        k = time_scale
+
+        def div(x: float | None) -> float | None:
+            return None if x is None else x / k
+        return self.model_copy(update={
+            "ttft_s": div(self.ttft_s), "tpot_s": div(self.tpot_s), "e2e_s": div(self.e2e_s),
+            "itl_s": [g / k for g in self.itl_s],
+            "offered_rate": None if self.offered_rate is None else self.offered_rate * k})
 
 
 def write_record(f: IO[str], record: RequestRecord) -> None:

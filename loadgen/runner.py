@@ -42,8 +42,11 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                    stop: asyncio.Event | None = None, on_record: Callable[[RequestRecord], None] | None = None,
                    tokenizer: str | Path | None = None, api_key: str | None = None,
                    base_dir: Path | None = None, progress: bool = False,
-                   on_metrics_port: Callable[[int], None] | None = None) -> LoadSummary:
+                   on_metrics_port: Callable[[int], None] | None = None, time_scale: float = 1.0) -> LoadSummary:
     """Run the load and return its summary; records, meta and summary land in `out_dir`.
+
+    `time_scale`: wall seconds per second of the target engine's clock (a simulated engine's
+    `EngineConfig.clock_scale`): SLOs are judged, and the summary and client metrics reported, on that clock.
 
     `stop` ends the run early (in-flight requests are cancelled and recorded as such). Raises
     LoadError for bad input, an unreachable target, or a target that answers 401/403/404 to
@@ -66,7 +69,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
             raise LoadError(f"{out}: cannot create the run folder ({e.strerror}); choose another --out") from None
         meta: dict[str, Any] = {
             "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
-            "load": load.model_dump(mode="json"), "started_at": time.time(),
+            "load": load.model_dump(mode="json"), "started_at": time.time(), "engine_time_scale": time_scale,
             "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
                        "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
                        "warmup_s": s.warmup_s} for s in plan],
@@ -79,23 +82,24 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
         reports: list[WorkerReport] = []
         try:
             with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
-                sink = RecordSink(f, metrics, view, on_record)
+                sink = RecordSink(f, metrics, view, on_record, time_scale)
                 if load.workers == 1 and load.workers_on == "local":
                     client.clock = clock = Clock()  # the schedule starts now, after the preflight
                     meta["started_at"] = clock.epoch0
-                    sender = Sender(client, prompts, workload, slos, sink.add, prompt_rng(load.seed))
+                    sender = Sender(client, prompts, workload, slos, sink.add, prompt_rng(load.seed), time_scale)
                     interrupted = await drive(sender, sink.halt, plan, clock, durations, stop, metrics, view)
                 else:
                     share = Share(target=target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
                                   classes=classes, base_dir=base_dir, slos=slos, seed=load.seed,
-                                  tokenizer=str(tokenizer) if tokenizer else None, workers=load.workers)
+                                  tokenizer=str(tokenizer) if tokenizer else None, workers=load.workers,
+                                  time_scale=time_scale)
                     fleet = await run_fleet(share, plan, load.workers_on, sink, durations, stop, metrics, view)
                     interrupted, reports = fleet.stopped, fleet.reports
                     meta["started_at"] = fleet.started_at or meta["started_at"]
         finally:
             if metrics:
                 metrics.close()
-    summary = summarize(sink.records, slos, durations, interrupted=interrupted)
+    summary = summarize(sink.records, slos, durations, interrupted=interrupted, time_scale=time_scale)
     summary = summary.model_copy(update={"workers": reports})
     meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted,
              "workers": [w.model_dump() for w in reports]}

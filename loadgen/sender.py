@@ -21,7 +21,7 @@ from loadgen.plan import ClosedUsers, StepPlan, Workload
 from loadgen.progress import LiveView
 from loadgen.prompts import PromptFactory
 from loadgen.records import RequestRecord
-from loadgen.summary import meets_slo
+from loadgen.summary import judge
 
 # HTTP answers that will not get better by retrying: stop the run at the first one if nothing succeeded.
 FATAL_STATUS = (401, 403, 404)
@@ -51,8 +51,10 @@ class RecordSink:
     and a callback. It halts the run at the first 401/403/404 when nothing has succeeded yet."""
 
     def __init__(self, out: IO[str], metrics: ClientMetrics | None, view: LiveView | None,
-                 on_record: Callable[[RequestRecord], None] | None):
+                 on_record: Callable[[RequestRecord], None] | None, time_scale: float = 1.0):
+        """`time_scale`: /metrics and the live view report on the engine's clock (run_load's)."""
         self.out, self.metrics, self.view, self.on_record = out, metrics, view, on_record
+        self.time_scale = time_scale
         self.records: list[RequestRecord] = []
         self.halt = asyncio.Event()
         self.fatal: str | None = None
@@ -68,9 +70,9 @@ class RecordSink:
             self.fatal = r.error
             self.halt.set()
         if self.metrics:
-            self.metrics.observe(r)
+            self.metrics.observe(r.on_engine_clock(self.time_scale))
         if self.view:
-            self.view.add(r)
+            self.view.add(r.on_engine_clock(self.time_scale))
         if self.on_record:
             self.on_record(r)
 
@@ -80,14 +82,14 @@ class Sender:
     record is scored and handed to `emit` exactly once. `on_launch` hears of each request as it goes."""
 
     def __init__(self, client: StreamingClient, prompts: PromptFactory, workload: Workload, slos: dict,
-                 emit: Callable[[RequestRecord], None], rng: np.random.Generator,
+                 emit: Callable[[RequestRecord], None], rng: np.random.Generator, time_scale: float = 1.0,
                  on_launch: Callable[[Planned, float], None] | None = None):
         self.client, self.prompts, self.workload, self.slos = client, prompts, workload, slos
-        self.emit, self.rng, self.on_launch = emit, rng, on_launch
+        self.emit, self.rng, self.time_scale, self.on_launch = emit, rng, time_scale, on_launch
         self.inflight: set[asyncio.Task[None]] = set()
 
     def sink(self, r: RequestRecord) -> None:
-        self.emit(r.model_copy(update={"slo_met": meets_slo(r, self.slos[r.sla_class])}))
+        self.emit(judge(r, self.slos[r.sla_class], self.time_scale))
 
     def launch(self, p: Planned, scheduled_perf: float) -> asyncio.Task[None]:
         prompt = self.prompts.make(p.prompt_tokens, self.rng)

@@ -35,6 +35,7 @@ class Share:
     seed: int
     tokenizer: str | None
     workers: int
+    time_scale: float = 1.0    # the target engine's clock (run_load's): SLOs are judged on it
     index: int = 0
     steps: list[StepPlan] = field(default_factory=list)
 

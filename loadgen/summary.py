@@ -1,7 +1,9 @@
 """Scoring records against SLOs and summarising them per (sweep step, configuration, class).
 
 Goodput follows DistServe: requests per second that meet every SLO of their class. A failed
-request (error, timeout) meets no SLO. Warm-up and cancelled requests are left out.
+request (error, timeout) meets no SLO. Warm-up and cancelled requests are left out. Against a simulated
+engine whose clock runs `time_scale` times slower than the wall, every figure (latencies, rates, goodput)
+is on the engine's clock, as `parallax run`'s report and the server's metrics are.
 """
 
 from collections import defaultdict
@@ -15,21 +17,15 @@ from loadgen.config import SLO
 from loadgen.records import RequestRecord
 
 
-def meets_slo(r: RequestRecord, slo: SLO) -> bool:
-    """Whether one request met its class's TTFT, mean TPOT and E2E targets (a missing TPOT passes)."""
-    if r.status != "ok" or r.ttft_s is None or r.e2e_s is None:
-        return False
-    if slo.ttft_ms is not None and r.ttft_s * 1000 > slo.ttft_ms:
-        return False
-    if slo.tpot_ms is not None and r.tpot_s is not None and r.tpot_s * 1000 > slo.tpot_ms:
-        return False
-    return not (slo.e2e_ms is not None and r.e2e_s * 1000 > slo.e2e_ms)
+def judge(r: RequestRecord, slo: SLO, time_scale: float = 1.0) -> RequestRecord:
+    """The (wall-clock) record with `slo_met` judged on the engine's clock."""
+    return r.model_copy(update={"slo_met": r.on_engine_clock(time_scale).meets(slo)})
 
 
-def rescore(records: Iterable[RequestRecord], slos: Mapping[str, SLO]) -> list[RequestRecord]:
+def rescore(records: Iterable[RequestRecord], slos: Mapping[str, SLO], time_scale: float = 1.0
+            ) -> list[RequestRecord]:
     """The records with `slo_met` recomputed (classes without an SLO here keep their verdict)."""
-    return [r.model_copy(update={"slo_met": meets_slo(r, slos[r.sla_class])}) if r.sla_class in slos else r
-            for r in records]
+    return [judge(r, slos[r.sla_class], time_scale) if r.sla_class in slos else r for r in records]
 
 
 class Percentiles(BaseModel):
@@ -97,6 +93,7 @@ class LoadSummary(BaseModel):
     lateness_p99_s: float | None
     lateness_max_s: float | None
     interrupted: bool = False
+    engine_time_scale: float = 1.0   # wall seconds per engine second: figures are on the engine's clock
     workers: list[WorkerReport] = Field(default_factory=list)
 
     def row(self, config: str, sla_class: str) -> GroupSummary | None:
@@ -122,21 +119,24 @@ def _group(rs: list[RequestRecord], duration: float, step: int | None, config: s
         e2e_s=Percentiles.of([r.e2e_s for r in ok if r.e2e_s is not None]),
         output_tokens_per_s=sum(r.output_tokens for r in ok) / d, request_throughput=len(ok) / d,
         slo_attainment=attainment, slo_target=slo.attainment if slo else None,
-        meets_target=(attainment >= slo.attainment) if slo and rs else None, goodput=met / d,
+        meets_target=slo.attained(attainment) if slo and rs else None, goodput=met / d,
     )
 
 
 def summarize(records: Iterable[RequestRecord], slos: Mapping[str, SLO], step_durations: Mapping[int, float],
-              interrupted: bool = False) -> LoadSummary:
-    """Summarise records; `step_durations` gives each sweep step's measured length in seconds."""
+              interrupted: bool = False, time_scale: float = 1.0) -> LoadSummary:
+    """Summarise (wall-clock) records; `step_durations` gives each sweep step's measured length in wall
+    seconds; `time_scale` (wall seconds per engine second) puts the figures on the engine's clock."""
     all_records = list(records)
-    scored = [r for r in all_records if not r.warmup and r.status != "cancelled"]
+    scored = [r for r in all_records if r.scored]
     durations = dict(step_durations)
     for r in scored:  # records of a step without a known duration: use their own span
         if r.rate_step not in durations:
             span = [x for x in scored if x.rate_step == r.rate_step]
             durations[r.rate_step] = max(x.scheduled_time + (x.e2e_s or 0) for x in span) - min(
                 x.scheduled_time for x in span)
+    durations = {step: d / time_scale for step, d in durations.items()}
+    scored = [r.on_engine_clock(time_scale) for r in scored]
     by_step: dict[tuple[int, str, str], list[RequestRecord]] = defaultdict(list)
     by_pair: dict[tuple[str, str], list[RequestRecord]] = defaultdict(list)
     for r in scored:
@@ -153,5 +153,5 @@ def summarize(records: Iterable[RequestRecord], slos: Mapping[str, SLO], step_du
         step_durations_s=durations,
         lateness_p50_s=float(lp[0]) if lp is not None else None,
         lateness_p99_s=float(lp[1]) if lp is not None else None,
-        lateness_max_s=max(late) if late else None, interrupted=interrupted,
+        lateness_max_s=max(late) if late else None, interrupted=interrupted, engine_time_scale=time_scale,
     )

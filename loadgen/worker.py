@@ -77,7 +77,7 @@ async def run_share(share: Share, emit: Callable[[bytes], None], started: "async
             emit(line(RECORD, r.model_dump_json()))
 
         sender = Sender(client, prompts, workload, share.slos, record, prompt_rng(share.seed, share.index),
-                        on_launch=launched)
+                        share.time_scale, on_launch=launched)
         await asyncio.sleep(max(0.0, clock.perf0 - time.perf_counter()))
         interrupted = stop.is_set() or await drive(sender, asyncio.Event(), share.steps, clock, {}, stop, None, None)
     emit(line(END, json.dumps({"interrupted": interrupted})))

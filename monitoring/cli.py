@@ -13,6 +13,7 @@ from deployments.config import ServerConfig
 from monitoring.config import MonitoringConfig
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import export, rendered_dashboards
+from monitoring.duration import prometheus_duration
 from monitoring.prometheus import (
     PrometheusLaunchError,
     ScrapeTarget,
@@ -22,7 +23,7 @@ from monitoring.prometheus import (
     stop_run,
 )
 from monitoring.promql import PromClient
-from monitoring.rules import ConfigGpus, recording_rules, write_rules
+from monitoring.rules import recording_rules, write_rules
 
 prometheus_app = typer.Typer(help="Run (or attach to) the Prometheus that watches a run.", no_args_is_help=True)
 dashboards_app = typer.Typer(help="Grafana dashboards generated from code.", no_args_is_help=True)
@@ -56,9 +57,11 @@ def _parse_target(spec: str) -> ScrapeTarget:
     return ScrapeTarget(job, int(port), host or "127.0.0.1")
 
 
-def _rules(scenario: Scenario | None, window: str, interval_s: float) -> dict[str, object]:
-    configs = [ConfigGpus(c.name, c.tp, c.pp, c.replicas) for c in scenario.configurations] if scenario else []
-    return recording_rules(configs, window, interval_s)
+def _rules(scenario: Scenario | None, window: str | None, interval_s: float) -> dict[str, object]:
+    """The scenario's rules; the window defaults to its controller's (the window the scoreboard reads), else 30s."""
+    if window is None:
+        window = prometheus_duration(scenario.controller.window_s) if scenario else "30s"
+    return recording_rules(scenario.configurations if scenario else [], window, interval_s)
 
 
 SCENARIO_ARG = typer.Argument(None, help="scenario YAML: ports, scrape interval, configurations for the rules")
@@ -74,7 +77,8 @@ def prometheus_up(
     loadgen_port: int | None = typer.Option(None, help="load generator /metrics port"),
     controller_port: int | None = typer.Option(None, help="controller /metrics port"),
     target: list[str] = typer.Option([], help="extra scrape target JOB=HOST:PORT (repeatable), e.g. a vLLM server"),
-    window: str = typer.Option("30s", help="rate window of the recording rules"),
+    window: str | None = typer.Option(None, help="rate window of the recording rules, e.g. 30s (default: the "
+                                      "scenario's controller.window_s, which the controller reads; else 30s)"),
     url: str | None = typer.Option(None, help="attach to this Prometheus instead of starting one"),
 ) -> None:
     """Start Prometheus for a run (config, rules and data in the run folder), or attach to an existing one."""
@@ -142,7 +146,8 @@ def prometheus_status(scenario_file: Path | None = SCENARIO_ARG, run_dir: Path |
 def prometheus_rules(
     scenario_file: Path = typer.Argument(..., help="scenario YAML (its configurations give the GPU counts)"),
     out: Path = typer.Option(Path("rules.yml"), "--out", "-o", help="rules file to write"),
-    window: str = typer.Option("30s", help="rate window of the recording rules"),
+    window: str | None = typer.Option(None, help="rate window of the recording rules, e.g. 30s (default: the "
+                                      "scenario's controller.window_s, which the controller reads; else 30s)"),
 ) -> None:
     """Write the recording rules for a scenario (to load into a Prometheus of your own)."""
     scenario = _scenario(scenario_file)

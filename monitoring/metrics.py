@@ -43,8 +43,8 @@ SERVER_TTFT = "ttft_seconds"                  # histogram
 SERVER_TPOT = "tpot_seconds"                  # histogram (per-request mean time per output token)
 SERVER_E2E = "e2e_seconds"                    # histogram
 SERVER_OUTPUT_TOKENS = "output_tokens"        # counter
-SERVER_SLO_MET = "slo_met"                    # counter
-SERVER_SLO_VIOLATED = "slo_violated"          # counter
+SERVER_SLO_MET = "slo_met"                    # counter (attainment: met / requests, see rules.py)
+SERVER_SLO_VIOLATED = "slo_violated"          # counter, requests that ended ok but missed (failed ones: requests)
 
 # SLO-oriented buckets: fine enough to read p50/p90/p99 near the MLPerf targets, and to tell decode
 # speeds apart (TPOT ~10 ms on TP8 vs ~15 ms on TP4xPP2 must not share one bucket).

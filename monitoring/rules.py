@@ -1,8 +1,14 @@
 """Prometheus recording rules: per (configuration, SLA class) figures from server- and client-side metrics.
 
-Every recorded series carries the labels `config`, `sla_class` and `source` ("server" for the
-LLMServer wrapper's `ray_parallax_*` metrics, "client" for the load generator's `parallax_client_*`).
-Latency quantiles add a `quantile` label ("0.5", "0.9", "0.99").
+These rules are the one definition of each per-class figure: the dashboards, the controller's scoreboard
+(controllers/scoreboard.py) and so the report's live scoreboard all read the recorded series. Every
+recorded series carries the labels `config`, `sla_class` and `source` ("server" for the LLMServer
+wrapper's `ray_parallax_*` metrics, "client" for the load generator's `parallax_client_*`). Latency
+quantiles add a `quantile` label ("0.5", "0.9", "0.99").
+
+SLO attainment is the share of the requests that ended in the window, whatever their status, that met
+their class's SLO: a request that failed (error, abort, timeout) did not meet it. Goodput is the rate of
+those that met it, so attainment = goodput / request rate.
 
 Output tokens per GPU needs each configuration's GPU count, replicas included. The `tp` / `pp`
 labels cannot be multiplied in PromQL and the client side has no such labels, so the rules are
@@ -11,9 +17,8 @@ per configuration, and the per-GPU rule divides by it. Without a scenario that r
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -26,7 +31,7 @@ ERROR_RATIO = "parallax:error_ratio"            # share of requests that did not
 TTFT = "parallax:ttft_seconds"                  # + quantile label
 TPOT = "parallax:tpot_seconds"                  # + quantile label
 E2E = "parallax:e2e_seconds"                    # + quantile label
-SLO_ATTAINMENT = "parallax:slo_attainment"      # share of finished requests that met their SLO
+SLO_ATTAINMENT = "parallax:slo_attainment"      # share of ended requests (failed ones too) that met their SLO
 GOODPUT = "parallax:goodput"                    # requests/s that met their SLO
 OUTPUT_TOKENS_RATE = "parallax:output_tokens_rate"
 OUTPUT_TOKENS_PER_GPU = "parallax:output_tokens_per_gpu"
@@ -36,18 +41,19 @@ GROUP_BY = "config, sla_class"
 SOURCES = {"server": "ray_" + m.SERVER_PREFIX, "client": m.CLIENT_PREFIX}
 
 
-@dataclass(frozen=True)
-class ConfigGpus:
-    """A configuration's name and shape, for the per-GPU rules."""
-
-    name: str
-    tp: int
-    pp: int
-    replicas: int
+class ConfigShape(Protocol):
+    """What the per-GPU rules need of a configuration (deployments' ParallelConfig is one)."""
 
     @property
-    def gpus(self) -> int:
-        return self.tp * self.pp * self.replicas
+    def name(self) -> str: ...
+    @property
+    def tp(self) -> int: ...
+    @property
+    def pp(self) -> int: ...
+    @property
+    def replicas(self) -> int: ...
+    @property
+    def gpus(self) -> int: ...
 
 
 def _rate(metric: str, window: str) -> str:
@@ -59,12 +65,9 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
         return {"record": record, "expr": expr, "labels": {"source": source, **extra}}
 
     requests = prefix + m.SERVER_REQUESTS + "_total"
-    met = _rate(prefix + m.SERVER_SLO_MET + "_total", window)
-    violated = _rate(prefix + m.SERVER_SLO_VIOLATED + "_total", window)
-    # A pair whose requests all met (or all missed) has only one of the two counters: count the other as 0.
-    met_or_0 = f"({met} or 0 * {violated})"
-    violated_or_0 = f"({violated} or 0 * {met})"
     everything = _rate(requests, window)
+    # A pair none of whose requests met the SLO has no met counter: count it as 0.
+    met_or_0 = f"({_rate(prefix + m.SERVER_SLO_MET + '_total', window)} or 0 * {everything})"
     failed = f"sum by ({GROUP_BY}) (rate({requests}{{status!=\"ok\"}}[{window}]))"
     rules = [rule(REQUEST_RATE, everything), rule(ERROR_RATIO, f"({failed} or 0 * {everything}) / {everything}")]
     for record, name in ((TTFT, m.SERVER_TTFT), (TPOT, m.SERVER_TPOT), (E2E, m.SERVER_E2E)):
@@ -73,7 +76,7 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
             rules.append(rule(record, f"histogram_quantile({q}, {buckets})", quantile=q))
     tokens = _rate(prefix + m.SERVER_OUTPUT_TOKENS + "_total", window)
     rules += [
-        rule(SLO_ATTAINMENT, f"{met_or_0} / ({met_or_0} + {violated_or_0})"),
+        rule(SLO_ATTAINMENT, f"{met_or_0} / {everything}"),
         rule(GOODPUT, met_or_0),
         rule(OUTPUT_TOKENS_RATE, tokens),
     ]
@@ -82,7 +85,7 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
     return rules
 
 
-def recording_rules(configs: Iterable[ConfigGpus] = (), window: str = "30s",
+def recording_rules(configs: Iterable[ConfigShape] = (), window: str = "30s",
                     interval_s: float = 1.0) -> dict[str, Any]:
     """The rules file (as data) for these configurations; `window` is the rate window of every rule."""
     configs = list(configs)

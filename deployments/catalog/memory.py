@@ -3,10 +3,18 @@
 Pure functions. The rules follow vLLM: attention heads split evenly over TP ranks; KV heads split
 when TP divides them and are replicated (one per rank) when TP is a multiple of them; layers split
 over PP stages as evenly as possible (earlier stages take the remainder, like vLLM's partition).
+
+Two ways to count what is left for the KV cache (`MemoryModel`):
+- "vllm": as vLLM does — `gpu_memory_utilization` of the HBM, less the weights, the runtime reserve and
+  the activations of one `max_num_batched_tokens` pass; quantised checkpoints keep embeddings in bf16.
+- "study": the study's arithmetic (arXiv 2603.05692) — all HBM holds weights and KV cache, every parameter
+  at the weight dtype, nothing reserved. Its batch sizes (e.g. 405B FP4 at batch 32 of 9428+684 tokens on
+  one MI355X) fit only this way.
 """
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
@@ -16,6 +24,16 @@ GIB = 1024**3
 # Memory outside the KV cache and the weights that a serving engine holds on every GPU:
 # CUDA/HIP context, communicator buffers and CUDA graphs (about 1-2 GiB on vLLM on H100).
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
+
+MemoryModel = Literal["vllm", "study"]
+
+
+def describe_memory_model(memory_model: MemoryModel, gpu_memory_utilization: float) -> str:
+    """One line saying how the KV cache was sized (what `parallax validate` and `simulate` print)."""
+    if memory_model == "study":
+        return "memory model 'study': all HBM holds the weights (every parameter at the weight dtype) and KV cache"
+    return (f"memory model 'vllm': {gpu_memory_utilization:g} of HBM, less the weights, the runtime and the "
+            "activation reserve, holds the KV cache")
 
 
 def check_parallelism(model: ModelSpec, tp: int, pp: int) -> None:
@@ -53,10 +71,12 @@ def embedding_dtype(dtype: Dtype) -> Dtype:
     return Dtype.bf16 if dtype.bytes < 2 else dtype
 
 
-def weight_bytes_per_gpu(model: ModelSpec, dtype: Dtype, tp: int, pp: int) -> float:
-    """Weight bytes on the most loaded GPU: its stage's layers / TP, plus embeddings on the end stages."""
+def weight_bytes_per_gpu(model: ModelSpec, dtype: Dtype, tp: int, pp: int, memory_model: MemoryModel = "vllm") -> float:
+    """Weight bytes on the most loaded GPU: its stage's layers / TP, plus embeddings on the end stages
+    (in bf16 for quantised checkpoints; at the weight dtype under the study's memory model)."""
     stages = layers_per_stage(model, pp)
-    emb_bytes = model.vocab_size * model.hidden_size * embedding_dtype(dtype).bytes / tp
+    emb = dtype if memory_model == "study" else embedding_dtype(dtype)
+    emb_bytes = model.vocab_size * model.hidden_size * emb.bytes / tp
     per_stage = []
     for i, n in enumerate(stages):
         b = n * model.params_per_layer * dtype.bytes / tp
@@ -96,6 +116,7 @@ class MemoryPlan:
     kv_tokens: int
     num_blocks: int
     block_size: int
+    memory_model: MemoryModel = "vllm"
 
     @property
     def fits(self) -> bool:
@@ -112,16 +133,19 @@ def plan_memory(
     gpu_memory_utilization: float = 0.9,
     max_num_batched_tokens: int = 8192,
     block_size: int = 16,
+    memory_model: MemoryModel = "vllm",
 ) -> MemoryPlan:
-    """KV capacity of one replica: (memory × utilisation − weights − reserve) / KV bytes per token."""
-    usable = gpu.memory_bytes * gpu_memory_utilization
-    weights = weight_bytes_per_gpu(model, dtype, tp, pp)
-    reserve = RUNTIME_RESERVE_BYTES + activation_bytes(model, tp, max_num_batched_tokens)
+    """KV capacity of one replica: (memory × utilisation − weights − reserve) / KV bytes per token
+    ("vllm"), or (memory − weights) / KV bytes per token ("study")."""
+    study = memory_model == "study"
+    usable = gpu.memory_bytes * (1.0 if study else gpu_memory_utilization)
+    weights = weight_bytes_per_gpu(model, dtype, tp, pp, memory_model)
+    reserve = 0.0 if study else RUNTIME_RESERVE_BYTES + activation_bytes(model, tp, max_num_batched_tokens)
     kv = max(0.0, usable - weights - reserve)
     per_token = kv_bytes_per_token(model, kv_dtype, tp, pp)
     blocks = math.floor(kv / (per_token * block_size))
     return MemoryPlan(
         gpu_bytes=gpu.memory_bytes, usable_bytes=usable, weight_bytes=weights, reserve_bytes=reserve,
         kv_bytes=kv, kv_bytes_per_token=per_token, kv_tokens=blocks * block_size, num_blocks=blocks,
-        block_size=block_size,
+        block_size=block_size, memory_model=memory_model,
     )

@@ -82,7 +82,8 @@ def comparison() -> Dashboard:
         Row("SLO", (
             Panel("Goodput", "Requests per second that met their class's SLO",
                   (Target(f"{r.GOODPUT}{{{cls}}}", "{{config}} · {{sla_class}}"),), unit="reqps"),
-            Panel("SLO attainment", "Share of finished requests that met their class's SLO",
+            Panel("SLO attainment", "Share of the requests that ended that met their class's SLO (a failed request "
+                  "is a miss); the number the controller acts on",
                   (Target(f"{r.SLO_ATTAINMENT}{{{cls}}}", "{{config}} · {{sla_class}}"),),
                   unit="percentunit", max=1),
             Panel("Error ratio", "Share of requests that ended in error, abort or timeout",
@@ -143,7 +144,8 @@ def drilldown() -> Dashboard:
             Panel("Requests/s and goodput", "Finished requests per second and those meeting the SLO (server side)",
                   (Target(f"{r.REQUEST_RATE}{{{by_class}}}", "{{sla_class}} requests"),
                    Target(f"{r.GOODPUT}{{{by_class}}}", "{{sla_class}} goodput")), unit="reqps", width=7),
-            Panel("SLO attainment", "Share of finished requests meeting the SLO, both sides",
+            Panel("SLO attainment", "Share of the requests that ended meeting the SLO (failed ones are misses), "
+                  "both sides",
                   (Target(f"{r.SLO_ATTAINMENT}{{{CLASS_SEL}}}", "{{sla_class}} {{source}}"),),
                   unit="percentunit", max=1, width=6),
             Panel("Output tokens/s per GPU", "Generated tokens per second per GPU (server side)",

@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 from controllers.controller import Controller, prom_query
 from controllers.policies import Weights
 from controllers.scenario import parse_scenario
+from controllers.scoreboard import scoreboard_rules
 from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
 from tests.support.metric_sources import ALWAYS_MET, RaySource, wait_until
@@ -50,7 +51,8 @@ def test_controller_routes_on_live_metrics_and_survives_a_prometheus_restart(
         ray_source: RaySource, tmp_path: Path) -> None:
     resolved = parse_scenario(SCENARIO)
     targets = [ScrapeTarget("ray", ray_source.port)]
-    prom = start_prometheus(tmp_path, targets, scrape_interval_s=1)
+    rules = scoreboard_rules(resolved.scenario)
+    prom = start_prometheus(tmp_path, targets, rules, scrape_interval_s=1)
     try:
         with PromClient(prom.url) as client:
             router = Recorder()
@@ -76,7 +78,7 @@ def test_controller_routes_on_live_metrics_and_survives_a_prometheus_restart(
             assert c.board.stale and c.state.weights == before
             assert "parallax_controller_stale 1.0" in generate_latest(c.metrics.registry).decode()
 
-            prom = start_prometheus(tmp_path, targets, port=prom.port, scrape_interval_s=1)
+            prom = start_prometheus(tmp_path, targets, rules, port=prom.port, scrape_interval_s=1)
             assert wait_until(lambda: (c.tick(), not c.board.stale)[1], timeout_s=30, period_s=1)
             assert c.state.weights == before or c.state.classes[cls].incumbent == cfg
             assert "parallax_controller_stale 0.0" in generate_latest(c.metrics.registry).decode()

@@ -38,10 +38,12 @@ from ray import serve
 from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
 from controllers.scenario import Resolved, load_scenario
+from controllers.scoreboard import scoreboard_rules
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
+from deployments.listening import listening_on
 from loadgen.plan import Workload, build_plan
 from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, read_records
 from loadgen.runner import run_load
@@ -67,6 +69,7 @@ SCENARIO: dict[str, Any] = {
     "controller": {"policy": "best-per-class", "interval_s": 0.25, "window_s": 10, "min_samples": 5,
                    "min_dwell_s": 1},
     "server": {"api_key_env": KEY_ENV},
+    "monitoring": {"scrape_interval_s": 0.5},   # the recording rules the controller reads are evaluated as often
 }
 
 
@@ -150,7 +153,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         controller: Controller | None = None
         try:
             d = deploy(r, port=free_port(), timeout_s=180)
-            prom = start_prometheus(run_dir, [ScrapeTarget("ray", metrics_port)], scrape_interval_s=0.5)
+            prom = start_prometheus(run_dir, [ScrapeTarget("ray", metrics_port)], scoreboard_rules(r.scenario),
+                                    scrape_interval_s=0.5)
             router = HttpRouter(d.url, api_key=SECRET)
             names = [c.name for c in r.scenario.configurations]
             client = PromClient(prom.url, timeout_s=2.0)
@@ -290,7 +294,8 @@ def test_prometheus_restart_marks_stale_keeps_routing_and_recovers(stack: Stack)
         seen["during"] = stack.routing()
         marks["restart"] = time.time()
         stack.prom = start_prometheus(stack.run_dir, [ScrapeTarget("ray", stack.ray_metrics_port)],
-                                      port=stack.prom.port, scrape_interval_s=0.5)
+                                      scoreboard_rules(stack.resolved.scenario), port=stack.prom.port,
+                                      scrape_interval_s=0.5)
         marks["fresh"] = marks["restart"] + _wait(lambda: not stack.controller.board.stale, 40, "recovery", 0.05)
 
     planned, records, _ = stack.load_once(stack.run_dir / "load-prom", 14.0, outage)
@@ -349,31 +354,11 @@ def test_interrupted_load_generator_flushes_every_record(stack: Stack, sig: sign
 
 # --- access -----------------------------------------------------------------------------------
 
-def _listening() -> dict[int, set[str]]:
-    """Local TCP ports in LISTEN state → the addresses they are bound to."""
-    out: dict[int, set[str]] = {}
-    for name, width in (("tcp", 8), ("tcp6", 32)):
-        with contextlib.suppress(FileNotFoundError):
-            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                if state != "0A":
-                    continue
-                addr_hex, port_hex = local.split(":")
-                if width == 8:
-                    addr = ".".join(str(int(addr_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
-                else:
-                    addr = "::" if set(addr_hex) == {"0"} else addr_hex
-                out.setdefault(int(port_hex, 16), set()).add(addr)
-    return out
-
-
 def test_endpoints_bind_localhost_only(stack: Stack) -> None:
-    listening = _listening()
-    # Ray's own metrics export listens on every interface: Ray 2.60 binds it to the node IP it detects
-    # (it ignores _node_ip_address=127.0.0.1 here); it is Ray's, not a Parallax endpoint.
-    ports = {"serve": int(stack.url.rsplit(":", 1)[1]), "prometheus": stack.prom.port}
+    ports = {"serve": int(stack.url.rsplit(":", 1)[1]), "prometheus": stack.prom.port,
+             "ray metrics": stack.ray_metrics_port}
     for what, port in ports.items():
-        assert listening.get(port) == {"127.0.0.1"}, f"{what} on {port}: {listening.get(port)}"
+        assert listening_on(port) == [f"127.0.0.1:{port}"], f"{what} on {port}: {listening_on(port)}"
 
 
 def test_api_key_is_enforced(stack: Stack) -> None:

@@ -14,7 +14,7 @@ import ray
 from controllers.router_client import HttpRouter
 from controllers.scenario import parse_scenario
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
-from deployments.deploy import Deployment, deployed_locally, ingress_handle
+from deployments.deploy import DeployedApp, deployed_locally, ingress_handle
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ SCENARIO = {
 
 
 @pytest.fixture(scope="module")
-def dep() -> Iterator[Deployment]:
+def dep() -> Iterator[DeployedApp]:
     with deployed_locally(parse_scenario(SCENARIO)) as d:
         assert len(d.ingress_urls) == 2 and d.target == ",".join(d.ingress_urls)
         yield d
@@ -64,7 +64,7 @@ def routings(urls: list[str]) -> dict[str, int]:
     return out
 
 
-def test_a_put_on_one_replica_is_honoured_by_every_replica(dep: Deployment) -> None:
+def test_a_put_on_one_replica_is_honoured_by_every_replica(dep: DeployedApp) -> None:
     a, b = dep.ingress_urls
     before = routings([a, b])
     assert len(before) == 2 and len(set(before.values())) == 1  # two replicas, one version
@@ -80,7 +80,7 @@ def test_a_put_on_one_replica_is_honoured_by_every_replica(dep: Deployment) -> N
     assert set(routings([a, b]).values()) == {body["version"]}
 
 
-def test_the_controllers_router_and_the_handle_go_through_the_same_store(dep: Deployment) -> None:
+def test_the_controllers_router_and_the_handle_go_through_the_same_store(dep: DeployedApp) -> None:
     router = HttpRouter(dep.url)   # through Serve's proxy, as `parallax run` does
     try:
         router.set_weights({"chat": {"tp8": 1}})
@@ -95,7 +95,7 @@ def test_the_controllers_router_and_the_handle_go_through_the_same_store(dep: De
         router.close()
 
 
-def test_a_restarted_store_keeps_the_routing(dep: Deployment) -> None:
+def test_a_restarted_store_keeps_the_routing(dep: DeployedApp) -> None:
     with httpx.Client(base_url=dep.url, timeout=30) as http:
         http.put("/v1/routing", json={"weights": {"batch": {"pp8": 1}}}).raise_for_status()
         version = http.get("/v1/routing").json()["version"]

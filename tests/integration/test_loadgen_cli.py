@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from controllers.cli import app
@@ -113,3 +114,31 @@ def test_a_run_where_nothing_succeeds_exits_non_zero(server, tmp_path):
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and "5 request(s): HTTP 500 Internal Server Error: server error" in out
     assert "no request succeeded" in out and len(read_records(tmp_path)) == 5
+
+
+def test_a_simulated_engine_scenario_is_judged_on_the_engines_clock(server, tmp_path):
+    """The server streams a token every 10 ms of wall time; the scenario's simulated engine runs 5× slower
+    than the wall, so that is 2 ms on its clock: within chat's 5 ms TPOT target there, not on the wall."""
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "scenarios" / "demo.yaml").read_text())
+    data["engine"] = {**data.get("engine", {}), "kind": "sim", "time_scale": 5}
+    data["classes"] = [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 1000, "tpot_ms": 5},
+                        "input": {"kind": "fixed", "value": 8}, "output": {"kind": "fixed", "value": 10}}]
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["load", "--target", server, "--scenario", str(scenario), "--arrival", "constant",
+                            "--rate", "10", "--duration", "1", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "on the simulated engine's clock: wall ÷ 5" in " ".join(r.output.split())
+    records = read_records(out)
+    assert records and all(x.status == "ok" and x.slo_met for x in records)
+    assert all(x.tpot_s is not None and x.tpot_s >= 0.009 for x in records)   # records keep the wall times
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    (row,) = summary["overall"]
+    assert summary["engine_time_scale"] == 5 and row["slo_attainment"] == 1.0
+    assert row["tpot_s"]["p50"] == pytest.approx(min(x.tpot_s for x in records) / 5, rel=0.5)
+    assert {g["offered_rate"] for g in summary["groups"]} == {5 * x.offered_rate for x in records}  # type: ignore[operator]
+    r = runner.invoke(app, ["summarize", str(out), "--json", str(tmp_path / "s.json")])
+    assert r.exit_code == 0 and "wall ÷ 5" in " ".join(r.output.split())
+    assert json.loads((tmp_path / "s.json").read_text())["overall"][0]["slo_attainment"] == 1.0

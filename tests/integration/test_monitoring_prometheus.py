@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli import app
+from deployments.config import ParallelConfig
 from monitoring.prometheus import (
     PrometheusLaunchError,
     ScrapeTarget,
@@ -20,7 +21,7 @@ from monitoring.prometheus import (
     stop_run,
 )
 from monitoring.promql import PromClient, PrometheusError
-from monitoring.rules import ConfigGpus, recording_rules
+from monitoring.rules import recording_rules
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,8 @@ def _alive(pid: int) -> bool:
 
 def test_start_writes_everything_into_the_run_folder_and_stops_cleanly(tmp_path: Path) -> None:
     targets = [ScrapeTarget("ray", 1), ScrapeTarget("loadgen", 2)]
-    handle = start_prometheus(tmp_path, targets, recording_rules([ConfigGpus("tp8", 8, 1, 1)]), scrape_interval_s=2)
+    rules = recording_rules([ParallelConfig(name="tp8", tp=8)])
+    handle = start_prometheus(tmp_path, targets, rules, scrape_interval_s=2)
     try:
         folder = tmp_path / "prometheus"
         assert httpx.get(f"{handle.url}/-/ready").status_code == 200

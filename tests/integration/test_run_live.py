@@ -1,11 +1,16 @@
 """`parallax run` end to end on the real stack (Ray Serve + sim engine + Prometheus + load generator):
 the latency class's rate steps up mid-run and the controller's routing follows within a bounded time;
-a configuration that starts failing a class's requests is drained from that class's routing; the run
+a configuration that starts failing a class's requests is drained from that class's routing, and
+meanwhile Grafana's SLO-attainment panel and the controller's scoreboard give the same number; the run
 folder and report are written and nothing is left running."""
 
 import json
+import math
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,8 +21,13 @@ from rich.console import Console
 from controllers.controller import Controller
 from controllers.run import run_scenario
 from controllers.scenario import parse_scenario
+from controllers.scoreboard import collect
 from loadgen.records import read_records
+from monitoring import rules as r
+from monitoring.dashboards.check import ALL, interpolate, interval_macros, resolve_variables
+from monitoring.dashboards.parallax import COMPARISON_UID
 from monitoring.prometheus import read_state
+from monitoring.promql import PromClient
 
 pytestmark = pytest.mark.integration
 
@@ -117,8 +127,85 @@ FAILING = {
 }
 
 
-def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
-    folder = _run(FAILING, tmp_path)
+Pair = tuple[str, str]
+
+
+@dataclass
+class Readings:
+    """At one evaluation time: the comparison dashboard's SLO-attainment panel (source server, every
+    configuration and class) and the controller's scoreboard, per (config, class); and the error ratios."""
+
+    at: float
+    panel: dict[Pair, float | None]
+    board: dict[Pair, float | None]
+    errors: dict[Pair, float]
+
+
+@dataclass
+class Watched:
+    folder: Path
+    readings: list[Readings] = field(default_factory=list)
+    failure: str | None = None
+
+
+def _panel_query(folder: Path, client: PromClient) -> str:
+    """The "SLO attainment" panel's query as Grafana would send it (source=server, All configs and classes)."""
+    dash = json.loads((folder / "dashboards" / "dashboards" / f"{COMPARISON_UID}.json").read_text())
+    (panel,) = [p for p in dash["panels"] if p.get("title") == "SLO attainment"]
+    values, _ = resolve_variables(dash, client, {"source": ["server"], "config": [ALL], "sla_class": [ALL]},
+                                  interval_macros(2, 1, 60))
+    return interpolate(panel["targets"][0]["expr"], values)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _watch(c: Controller, out: Watched, done: threading.Event) -> None:
+    """Every 2 s while the load runs (it starts right after the controller), read the panel's query and the
+    scoreboard at one past evaluation time."""
+    assert c.folder is not None
+    end = time.monotonic() + c.scenario.load.duration_s - 2
+    handle = read_state(c.folder)
+    assert handle is not None
+    try:
+        with PromClient(handle.url, timeout_s=10) as client:
+            expr = _panel_query(c.folder, client)
+            while not done.wait(2.0) and time.monotonic() < end:
+                at = time.time() - 1.0
+
+                def query(e: str, at: float = at) -> list[tuple[dict[str, str], float]]:
+                    return [(s.labels, s.value) for s in client.query(e, at=at)]
+                panel = {(s["config"], s["sla_class"]): _finite(v) for s, v in query(expr)}
+                board = collect(query, c.cfg.window_s, at)
+                errors = {(s["config"], s["sla_class"]): v for s, v in query(f'{r.ERROR_RATIO}{{source="server"}}')}
+                out.readings.append(Readings(at, panel, {k: p.attainment for k, p in board.pairs.items()}, errors))
+    except Exception as e:  # reported by the test, not lost in a thread
+        out.failure = f"{type(e).__name__}: {e}"
+
+
+@pytest.fixture(scope="module")
+def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
+    """One run of FAILING, watched from the controller's start to the end of the load."""
+    tmp_path = tmp_path_factory.mktemp("drain")
+    done = threading.Event()
+    watchers: list[threading.Thread] = []
+    out = Watched(tmp_path)
+
+    def on_started(c: Controller) -> None:
+        watchers.append(threading.Thread(target=_watch, args=(c, out, done), daemon=True))
+        watchers[0].start()
+    try:
+        out.folder = _run(FAILING, tmp_path, on_started)
+    finally:
+        done.set()
+        for w in watchers:
+            w.join(30)
+    yield out
+
+
+def test_a_configuration_that_starts_failing_is_drained(drained: Watched) -> None:
+    folder = drained.folder
     meta = json.loads((folder / "load-meta.json").read_text())
     t0 = meta["started_at"]
     assert [w["status"] for w in meta["workers"]] == ["finished", "finished"]
@@ -135,3 +222,20 @@ def test_a_configuration_that_starts_failing_is_drained(tmp_path: Path) -> None:
     chat = [r for r in records if r["sla_class"] == "chat" and r["config"] == "tp1x2" and r["status"] == "ok"]
     assert chat, "chat's requests fit tp1x2 and should still be served there"
     assert sum(w["sent"] for w in meta["workers"]) == len(records)
+
+
+def test_the_dashboard_panel_and_the_scoreboard_show_the_same_attainment(drained: Watched) -> None:
+    """At each moment, Grafana's "SLO attainment" panel and the controller's scoreboard agree per (config,
+    class), failed requests counting as misses (doc's on tp1x2 fail from FAIL_AT_S)."""
+    assert drained.failure is None, drained.failure
+    seen = [x for x in drained.readings if x.panel]
+    assert len(seen) >= 10, f"only {len(seen)} readings with data"
+    for x in seen:
+        # (the board may also hold pairs only the client saw, e.g. a config "unknown": no attainment there)
+        assert {k for k, v in x.board.items() if v is not None} == {k for k, v in x.panel.items() if v is not None}, x
+        for pair, value in x.panel.items():
+            assert x.board.get(pair) == value, (pair, x)
+    failing = [(x, pair) for x in seen for pair, e in x.errors.items() if e > 0.2 and x.panel.get(pair) is not None]
+    assert failing, "no window saw failed requests"
+    for x, pair in failing:
+        assert x.panel[pair] <= 1 - x.errors[pair] + 1e-9, (pair, x)  # type: ignore[operator]

@@ -1,6 +1,7 @@
 """The serving layer on a real local Ray (24 logical GPUs): one cluster and one deployment for the module."""
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -20,9 +21,15 @@ import yaml
 from ray import serve
 
 from controllers.scenario import Resolved, load_scenario
+from deployments.app_args import server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
-from deployments.deploy import DeployError, Deployment, deploy, ingress_handle, teardown, wait_ready
+from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
+from loadgen.config import LoadConfig
+from loadgen.records import read_records
+from loadgen.runner import run_load
+from loadgen.wire import REQUEST_ID_HEADER
 from monitoring.prometheus import free_port
+from tests.support.metric_sources import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +61,7 @@ def scenario_data(name: str = "itest", nodes: int = 3) -> dict[str, object]:
 @dataclass
 class Served:
     resolved: Resolved
-    info: Deployment
+    info: DeployedApp
     metrics_port: int
     gcs: str
     folder: Path
@@ -170,6 +177,9 @@ def _post(s: Served, path: str, content: bytes, headers: dict[str, str] | None =
     ("/v1/chat/completions", b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}',
      {"x-sla-class": "batch"}, 400, "x-sla-class"),
     ("/v1/completions", b'{"model": "tp8", "prompt": "x"}', {"authorization": "Bearer wrong"}, 401, None),
+    ("/v1/completions", b'{"model": "tp8", "prompt": "x"}', {"x-request-id": "two words"}, 400, "x-request-id"),
+    ("/v1/completions", b"[" * 5000 + b"]" * 5000, {}, 400, None),
+    ("/v1/completions", b'{"model": "tp8", "prompt": "x", "stop": [["a"]]}', {}, 400, "stop"),
 ])
 def test_bad_requests_get_openai_errors(served: Served, path: str, body: bytes, headers: dict[str, str],
                                         status: int, param: str | None) -> None:
@@ -178,6 +188,38 @@ def test_bad_requests_get_openai_errors(served: Served, path: str, body: bytes, 
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["message"]
     assert err["param"] == param
+
+
+def _logged(s: Served, deployment: str, text: str) -> bool:
+    """Whether a log file of one of `deployment`'s replicas names `text`."""
+    logs = s.folder / "ray" / "session_latest" / "logs" / "serve"
+    return any(text in f.read_text(errors="replace") for f in logs.glob(f"replica_parallax_{deployment}_*.log"))
+
+
+def test_the_clients_request_id_is_kept_end_to_end(served: Served, tmp_path: Path) -> None:
+    """x-request-id names the response (`cmpl-<id>`, echoed header) and the log line of the replica that
+    served it; the load generator's records carry it, so records join to server logs."""
+    body = {"model": "tp8", "prompt": "x", "max_tokens": 3, "stream": True}
+    auth = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", f"{served.info.url}/v1/completions", json=body, timeout=30,
+                      headers={**auth, REQUEST_ID_HEADER: "itest-trace-1"}) as r:
+        assert r.status_code == 200 and r.headers[REQUEST_ID_HEADER] == "itest-trace-1"
+        events = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+    assert events and {e["id"] for e in events} == {"cmpl-itest-trace-1"}
+    chat = client(served).chat.completions.with_raw_response.create(
+        model="tp8", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+        extra_headers={REQUEST_ID_HEADER: "itest-trace-2"})
+    assert chat.parse().id == "chatcmpl-itest-trace-2"
+    anonymous = client(served).completions.with_raw_response.create(model="tp8", prompt="x", max_tokens=1)
+    assert anonymous.parse().id == f"cmpl-{anonymous.headers[REQUEST_ID_HEADER]}"   # one made up, and echoed
+
+    load = LoadConfig(arrival={"kind": "constant", "rate": 4.0}, duration_s=1.0)
+    asyncio.run(run_load(served.info.url, [served.resolved.scenario.classes[0]], load, tmp_path, model="tp8",
+                         api_key=KEY))
+    ids = [rec.request_id for rec in read_records(tmp_path) if rec.status == "ok"]
+    assert len(ids) >= 3
+    assert wait_until(lambda: all(_logged(served, server_deployment_name("tp8"), f"request {i} ")
+                                  for i in [*ids, "itest-trace-1"]), timeout_s=30, period_s=1), ids
 
 
 def test_replicas_survive_bad_requests(served: Served) -> None:

@@ -41,7 +41,6 @@ from tests.support.vllm_tier import (
     Residue,
     Samples,
     histogram,
-    quantile_bucket,
     scrape,
     set_cache_env,
 )
@@ -234,21 +233,25 @@ def test_engine_metrics_carry_the_configuration_labels(load_run: LoadRun, served
 
 
 def test_client_ttft_matches_vllms_histogram(load_run: LoadRun, served: Served) -> None:
-    """The load generator's TTFT (client side, through HTTP and the ingress) lands in the bucket of vLLM's
-    own TTFT histogram or at most two above (at these ~10-60 ms TTFTs a bucket is 10-20 ms wide, and
-    with tp2/pp2 both cores of this machine are pinned by the engine's ranks, so the HTTP path of the
-    request waits for CPU), at the median and the 90th percentile; never in a lower bucket."""
+    """Each request's TTFT as the load generator measured it (through HTTP and the ingress) holds the server's
+    own TTFT for that same request (its usage: from the ingress's receipt to the token leaving vLLM), which
+    holds vLLM's own (from the request's arrival in the engine). So, request by request, client ≥ server,
+    and at every bound of vLLM's TTFT histogram no more server TTFTs lie below it than vLLM counted there.
+    What separates them is the path on a shared machine (bench/live_path measures it); a timed bound on it
+    would fail whenever the machine is busy, so none is asserted."""
     match = {"model_name": served.config}
     after, before = histogram(load_run.after, TTFT, match), histogram(load_run.before, TTFT, match)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
     bounds = sorted(delta)
-    ok = sorted(r.ttft_s or 0.0 for r in load_run.records if r.status == "ok")
+    ok = [r for r in load_run.records if r.status == "ok"]
     assert delta[bounds[-1]] == len(ok)  # every request counted once by vLLM, none twice
-    for q in (0.5, 0.9):
-        client = ok[min(len(ok) - 1, int(q * len(ok)))]
-        client_bucket = next(i for i, b in enumerate(bounds) if client <= b)
-        engine_bucket = quantile_bucket(delta, q)
-        assert engine_bucket <= client_bucket <= engine_bucket + 2, (q, client, bounds[engine_bucket])
+    for r in ok:
+        assert r.ttft_s is not None and r.server_ttft_s is not None, r
+        assert 0 < r.server_ttft_s <= r.ttft_s, (r.request_id, r.server_ttft_s, r.ttft_s)
+    server = [r.server_ttft_s for r in ok]
+    for le in bounds:  # the usage rounds to 1 µs: a server TTFT within it of a bound is not taken to be below
+        below = sum(1 for x in server if x is not None and x <= le - 1e-6)
+        assert below <= delta[le], (le, below, delta[le], sorted(x for x in server if x is not None))
 
 
 def test_dashboard_queries_return_data_for_the_real_engine(load_run: LoadRun, served: Served) -> None:

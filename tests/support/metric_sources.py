@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from deployments.config import ParallelConfig
 from monitoring import metrics as m
 from monitoring.prometheus import free_port
-from monitoring.rules import ConfigGpus
 
-CONFIGS = (ConfigGpus("tp8", 8, 1, 1), ConfigGpus("tp2", 2, 1, 2))
+CONFIGS = (ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp2", tp=2, replicas=2))
 CLASSES = ("chat", "summarize")
 ALWAYS_MET = ("tp8", "chat")        # the one (config, class) pair whose requests all meet the SLO and succeed;
                                     # every other pair: one ok + one failed request, one met + one violated SLO

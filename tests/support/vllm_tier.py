@@ -79,14 +79,3 @@ def histogram(samples: Samples, name: str, match: dict[str, str]) -> dict[float,
             out[le] = out.get(le, 0.0) + v
     return out
 
-
-def bucket_of(value: float, bounds: list[float]) -> int:
-    """Index of the histogram bucket holding `value` (upper bounds sorted, +Inf last)."""
-    return next(i for i, b in enumerate(bounds) if value <= b)
-
-
-def quantile_bucket(cumulative: dict[float, float], q: float) -> int:
-    """Index of the bucket where the cumulative count first reaches q of the total."""
-    bounds = sorted(cumulative)
-    total = cumulative[bounds[-1]]
-    return next(i for i, b in enumerate(bounds) if cumulative[b] >= q * total)

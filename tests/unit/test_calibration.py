@@ -13,6 +13,7 @@ from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_70B
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, FAMILIES, load_calibration
 from deployments.engines.sim.perf_model import PerfModel
+from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
 
 
@@ -84,7 +85,11 @@ def _scenario_with(tmp_path: Path, engine_lines: str, gpu: str = "mi325x") -> Pa
 def test_scenario_names_a_calibration_file(tmp_path: Path) -> None:
     (tmp_path / "cal.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: 3.0\n")
     r = load_scenario(_scenario_with(tmp_path, "  calibration: cal.yaml\n"))
-    assert r.scenario.engine.calibration == "cal.yaml"
+    # read next to the scenario by whoever builds replicas (live engine, sweep, what-if), wherever they run
+    assert r.scenario.engine.calibration == str((tmp_path / "cal.yaml").resolve())
+    for c in r.scenario.configurations:
+        factory = ReplicaFactory.for_deployment(r.scenario, c, r.model, r.gpu)
+        assert factory.cost_model.constants.host_decode_ms == 3.0
     (tmp_path / "bad.yaml").write_text("families:\n  cdna3:\n    host_decode_ms: -1\n")
     with pytest.raises(ScenarioError, match=r"engine\.calibration: .*families\.cdna3\.host_decode_ms"):
         load_scenario(_scenario_with(tmp_path, "  calibration: bad.yaml\n"))

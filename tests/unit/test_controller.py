@@ -14,7 +14,7 @@ from controllers.scoreboard import Sample, build_queries
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Router:
+class RecordingEndpoint:
     def __init__(self) -> None:
         self.applied: list[Weights] = []
         self.broken = False
@@ -27,12 +27,12 @@ class Router:
 
 def answers(att: dict[tuple[str, str], float]) -> dict[str, list[Sample]]:
     """Prometheus answers for pairs with 2 req/s and the given attainment; latency from attainment."""
-    out: dict[str, list[Sample]] = {k: [] for k in build_queries(20)}
+    out: dict[str, list[Sample]] = {k: [] for k in build_queries()}
     for (cfg, cls), a in att.items():
         lab = {"config": cfg, "sla_class": cls}
-        out["finished"].append((lab, 40.0))
         out["rate"].append((lab, 2.0))
-        out["met"].append((lab, 2.0 * a))
+        out["attainment"].append((lab, a))
+        out["goodput"].append((lab, 2.0 * a))
         for q in ("ttft_p50", "ttft_p90", "ttft_p99"):
             out[q].append((lab, 0.1 if a > 0.95 else 3.0))
     return out
@@ -42,7 +42,7 @@ class Prom:
     def __init__(self) -> None:
         self.data: dict[str, list[Sample]] = {}
         self.down = False
-        self.by_query = {v: k for k, v in build_queries(20).items()}
+        self.by_query = {v: k for k, v in build_queries().items()}
 
     def __call__(self, q: str) -> list[Sample]:
         if self.down:
@@ -51,17 +51,17 @@ class Prom:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Controller, Prom, Router, list[float]]:
+def setup(tmp_path: Path) -> tuple[Controller, Prom, RecordingEndpoint, list[float]]:
     scenario = load_scenario(ROOT / "scenarios/demo.yaml").scenario
     scenario = scenario.model_copy(update={"controller": scenario.controller.model_copy(
         update={"window_s": 20, "min_dwell_s": 10, "min_samples": 10, "explore_share": 0.1})})
     now = [1000.0]
-    prom, router = Prom(), Router()
+    prom, router = Prom(), RecordingEndpoint()
     c = Controller(scenario, prom, router, folder=tmp_path, clock=lambda: now[0])
     return c, prom, router, now
 
 
-def test_controller_routes_logs_and_exports(setup: tuple[Controller, Prom, Router, list[float]],
+def test_controller_routes_logs_and_exports(setup: tuple[Controller, Prom, RecordingEndpoint, list[float]],
                                             tmp_path: Path) -> None:
     c, prom, router, _now = setup
     c.apply_initial()
@@ -81,7 +81,7 @@ def test_controller_routes_logs_and_exports(setup: tuple[Controller, Prom, Route
 
 
 def test_prometheus_down_keeps_last_routing_and_marks_stale(
-        setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+        setup: tuple[Controller, Prom, RecordingEndpoint, list[float]]) -> None:
     c, prom, _router, now = setup
     prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 0.2, ("tp4pp2", "chat"): 0.2})
     c.tick()
@@ -95,14 +95,14 @@ def test_prometheus_down_keeps_last_routing_and_marks_stale(
     prom.down, prom.data = False, {}          # back, but the series are gone: still stale
     now[0] += 2
     c.tick()
-    assert c.board.stale and c.board.error == "no series in the window" and c.state.weights == before
+    assert c.board.stale and c.board.error.startswith("no parallax:request_rate series") and c.state.weights == before
     prom.data = answers({("tp8", "chat"): 0.2, ("pp8", "chat"): 1.0, ("tp4pp2", "chat"): 0.2})
     now[0] += 2
     (d,) = c.tick()
     assert not c.board.stale and d.chosen == "pp8"
 
 
-def test_router_failure_keeps_state_and_retries(setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+def test_router_failure_keeps_state_and_retries(setup: tuple[Controller, Prom, RecordingEndpoint, list[float]]) -> None:
     c, prom, router, now = setup
     prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 0.2, ("tp4pp2", "chat"): 0.2})
     router.broken = True
@@ -114,7 +114,7 @@ def test_router_failure_keeps_state_and_retries(setup: tuple[Controller, Prom, R
 
 
 def test_live_view_shows_weights_attainment_decisions_and_staleness(
-        setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+        setup: tuple[Controller, Prom, RecordingEndpoint, list[float]]) -> None:
     from rich.console import Console
 
     from controllers.live_view import render
@@ -135,7 +135,7 @@ def test_live_view_shows_weights_attainment_decisions_and_staleness(
 
 
 def test_predicted_headroom_is_exported_from_the_simulators_capacity(
-        setup: tuple[Controller, Prom, Router, list[float]]) -> None:
+        setup: tuple[Controller, Prom, RecordingEndpoint, list[float]]) -> None:
     c, prom, _router, _now = setup
     c.capacities = {("chat", "tp8"): 40.0, ("chat", "pp8"): 0.0}
     prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 1.0})   # 2 + 2 req/s wall

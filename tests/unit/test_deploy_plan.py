@@ -1,4 +1,4 @@
-"""Pure parts of the deployment: SLO judgement, placement bundles, capacity check, the Serve config."""
+"""Pure parts of the deployment: placement bundles, capacity check, the Serve config."""
 
 from pathlib import Path
 
@@ -12,19 +12,8 @@ from deployments.cli import serve_config
 from deployments.cluster import Capacity, capacity_problems
 from deployments.config import ParallelConfig
 from deployments.placement import replica_placement
-from deployments.telemetry import slo_met
-from loadgen.config import SLO
 
 DEMO = Path(__file__).parents[2] / "scenarios" / "demo.yaml"
-
-
-def test_slo_met_checks_every_target_given() -> None:
-    slo = SLO(ttft_ms=450, tpot_ms=40)
-    assert slo_met(slo, 0.45, 0.04, 99.0)
-    assert not slo_met(slo, 0.451, 0.01, 1.0)
-    assert not slo_met(slo, 0.1, 0.041, 1.0)
-    assert slo_met(slo, 0.1, None, 1.0)  # one output token: no TPOT to judge
-    assert not slo_met(SLO(e2e_ms=1000), 0.1, 0.01, 1.001)
 
 
 def test_replica_bundles_hold_tp_times_pp_gpus() -> None:

@@ -13,7 +13,7 @@ from controllers.scoreboard import Sample
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Router:
+class RecordingEndpoint:
     def __init__(self) -> None:
         self.applied: list[Weights] = []
 
@@ -37,7 +37,7 @@ def test_drain_moves_the_share_in_proportion_and_never_strands_a_class() -> None
 def test_unhealthy_configuration_is_drained_then_restored(tmp_path: Path) -> None:
     scenario = load_scenario(ROOT / "scenarios/demo.yaml").scenario
     down: set[str] = set()
-    router = Router()
+    router = RecordingEndpoint()
     c = Controller(scenario, no_data, router, folder=tmp_path, health=lambda: set(down))
     c.apply_initial()
     before = router.applied[-1]
@@ -72,7 +72,7 @@ def test_a_failing_health_check_keeps_the_last_answer(tmp_path: Path) -> None:
             raise a
         return a
 
-    router = Router()
+    router = RecordingEndpoint()
     c = Controller(scenario, no_data, router, health=health)
     c.tick()
     assert c.down == {"pp8"}

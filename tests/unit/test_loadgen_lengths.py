@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from deployments.engines.sim.workload import draw_lengths
 from loadgen.config import (
     EmpiricalLength,
     FixedLength,
@@ -56,6 +57,14 @@ def test_empirical_from_text_csv_and_jsonl(tmp_path):
     assert set(draws(EmpiricalLength(path="l.txt"), 300, base_dir=tmp_path)) == {10, 20, 30}
     assert set(draws(EmpiricalLength(path=tmp_path / "l.csv", column="len"), 300)) == {5, 7}
     assert set(draws(EmpiricalLength(path=tmp_path / "l.jsonl", column="n"), 300)) == {3, 4}
+
+
+def test_the_offline_simulator_reads_lengths_files_as_the_load_generator_does(tmp_path):
+    (tmp_path / "l.csv").write_text("a,len\nx,5\ny,7\n")
+    (tmp_path / "l.jsonl").write_text("\n".join(json.dumps({"n": v}) for v in (3, 4)))
+    rng = np.random.default_rng(0)
+    assert set(draw_lengths(EmpiricalLength(path="l.csv", column="len"), 0, 300, rng, tmp_path)) == {5, 7}
+    assert set(draw_lengths(EmpiricalLength(path="l.jsonl", column="n"), 0, 300, rng, tmp_path)) == {3, 4}
 
 
 def test_empirical_bad_rows_are_named(tmp_path):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from loadgen.client import _gaps
 from loadgen.config import SLO
 from loadgen.records import RequestRecord, read_records, write_records
-from loadgen.summary import meets_slo, rescore, summarize
+from loadgen.summary import rescore, summarize
 
 
 def rec(i, cls="chat", config="tp8", ttft=0.1, tpot=0.02, e2e=1.0, status="ok", out=50, step=0, warmup=False,
@@ -24,12 +24,12 @@ def rec(i, cls="chat", config="tp8", ttft=0.1, tpot=0.02, e2e=1.0, status="ok", 
 
 def test_slo_verdict_checks_every_target():
     slo = SLO(ttft_ms=200, tpot_ms=30, e2e_ms=2000)
-    assert meets_slo(rec(0), slo)
-    assert not meets_slo(rec(0, ttft=0.25), slo)
-    assert not meets_slo(rec(0, tpot=0.031), slo)
-    assert not meets_slo(rec(0, e2e=2.5), slo)
-    assert not meets_slo(rec(0, status="timeout"), slo)
-    assert meets_slo(rec(0, tpot=None), SLO(ttft_ms=200, tpot_ms=30))   # one output token: no TPOT
+    assert rec(0).meets(slo)
+    assert not rec(0, ttft=0.25).meets(slo)
+    assert not rec(0, tpot=0.031).meets(slo)
+    assert not rec(0, e2e=2.5).meets(slo)
+    assert not rec(0, status="timeout").meets(slo)
+    assert rec(0, tpot=None).meets(SLO(ttft_ms=200, tpot_ms=30))   # one output token: no TPOT
 
 
 def test_summary_groups_percentiles_goodput():
@@ -50,6 +50,20 @@ def test_summary_groups_percentiles_goodput():
     bad = s.row("pp8", "sum")
     assert bad.errors == 10 and bad.goodput == 0 and bad.ttft_s is None
     assert s.records == 111 and s.lateness_p99_s == pytest.approx(0.001)
+
+
+def test_engine_clock_judges_and_reports_wall_times_divided_by_the_time_scale():
+    # 5x slower simulated clock: 200 ms of wall TTFT is 40 ms of engine time, 2 req/s wall is 10 on the engine
+    records = [rec(i, ttft=0.2, tpot=0.045, e2e=2.5) for i in range(10)]
+    slos = {"chat": SLO(ttft_ms=50, tpot_ms=10)}
+    wall = summarize(rescore(records, slos), slos, {0: 10.0}).row("tp8", "chat")
+    engine = summarize(rescore(records, slos, 5.0), slos, {0: 10.0}, time_scale=5.0)
+    row = engine.row("tp8", "chat")
+    assert wall is not None and wall.slo_attainment == 0.0
+    assert row is not None and row.slo_attainment == 1.0 and engine.engine_time_scale == 5.0
+    assert row.ttft_s.p50 == pytest.approx(0.04) and row.tpot_s.p50 == pytest.approx(0.009)
+    assert row.offered_rate == pytest.approx(10.0) and row.request_throughput == pytest.approx(5.0)
+    assert engine.duration_s == pytest.approx(2.0) and row.goodput == pytest.approx(5.0)
 
 
 def test_rescore_with_other_slos_changes_verdicts():

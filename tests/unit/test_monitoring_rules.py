@@ -6,16 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from controllers.cli import app
 from controllers.scenario import load_scenario
+from controllers.scoreboard import scoreboard_rules
+from deployments.config import ParallelConfig
 from monitoring import rules as r
 
-CONFIGS = [r.ConfigGpus("tp8", 8, 1, 1), r.ConfigGpus("tp4pp2", 4, 2, 1), r.ConfigGpus("tp2", 2, 1, 3)]
+CONFIGS = [ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp4pp2", tp=4, pp=2),
+           ParallelConfig(name="tp2", tp=2, replicas=3)]
 FIGURES = {r.REQUEST_RATE, r.ERROR_RATIO, r.TTFT, r.TPOT, r.E2E, r.SLO_ATTAINMENT, r.GOODPUT,
            r.OUTPUT_TOKENS_RATE, r.OUTPUT_TOKENS_PER_GPU}
 
 
-def _rules(configs: list[r.ConfigGpus]) -> list[dict[str, Any]]:
+def _rules(configs: list[ParallelConfig]) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = r.recording_rules(configs, window="20s", interval_s=2)["groups"][0]["rules"]
     return rules
 
@@ -51,7 +57,7 @@ def test_without_configurations_per_gpu_is_left_out() -> None:
 
 
 @pytest.mark.parametrize("configs", [CONFIGS, []])
-def test_promtool_accepts_the_rules(tmp_path: Path, configs: list[r.ConfigGpus]) -> None:
+def test_promtool_accepts_the_rules(tmp_path: Path, configs: list[ParallelConfig]) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run `make setup` (installs Debian's prometheus package)"
     path = r.write_rules(tmp_path / "rules.yml", r.recording_rules(configs))
@@ -62,6 +68,49 @@ def test_promtool_accepts_the_rules(tmp_path: Path, configs: list[r.ConfigGpus])
 
 def test_rules_for_the_demo_scenario(tmp_path: Path) -> None:
     s = load_scenario(Path(__file__).parents[2] / "scenarios" / "demo.yaml").scenario
-    configs = [r.ConfigGpus(c.name, c.tp, c.pp, c.replicas) for c in s.configurations]
-    gpus = {x["labels"]["config"]: x["expr"] for x in _rules(configs) if x["record"] == r.CONFIG_GPUS}
+    gpus = {x["labels"]["config"]: x["expr"] for x in _rules(s.configurations) if x["record"] == r.CONFIG_GPUS}
     assert gpus == {c.name: f"vector({c.gpus})" for c in s.configurations}
+
+
+def test_attainment_counts_failed_requests_as_misses(tmp_path: Path) -> None:
+    """promtool evaluates the rules on synthetic counters: per second, tp8/chat ends one request that met the
+    SLO and one that failed (the server counts no SLO verdict for a failed request); tp2/chat only fails."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run `make setup` (installs Debian's prometheus package)"
+    write_rules_file = r.write_rules(tmp_path / "rules.yml", r.recording_rules([], window="20s", interval_s=1))
+    server = "ray_parallax_"
+
+    def series(name: str, **labels: str) -> dict[str, str]:
+        sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{sel}}}", "values": "0+1x120"}
+    inputs = [series(f"{server}requests_total", config="tp8", sla_class="chat", status="ok"),
+              series(f"{server}requests_total", config="tp8", sla_class="chat", status="error"),
+              series(f"{server}slo_met_total", config="tp8", sla_class="chat"),
+              series(f"{server}requests_total", config="tp2", sla_class="chat", status="error")]
+
+    def expect(record: str, values: dict[str, float]) -> dict[str, object]:
+        return {"expr": f'{record}{{source="server"}}', "eval_time": "100s",
+                "exp_samples": [{"labels": f'{record}{{config="{c}",sla_class="chat",source="server"}}', "value": v}
+                                for c, v in values.items()]}
+    spec = {"rule_files": [write_rules_file.name], "evaluation_interval": "1s", "tests": [{
+        "interval": "1s", "input_series": inputs, "promql_expr_test": [
+            expect(r.SLO_ATTAINMENT, {"tp8": 0.5, "tp2": 0.0}),
+            expect(r.GOODPUT, {"tp8": 1.0, "tp2": 0.0}),
+            expect(r.REQUEST_RATE, {"tp8": 2.0, "tp2": 1.0}),
+            expect(r.ERROR_RATIO, {"tp8": 0.5, "tp2": 1.0})]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_rules_command_defaults_to_the_window_the_controller_reads(tmp_path: Path) -> None:
+    """`parallax prometheus rules SCENARIO` writes the rules the scenario's controller reads (its window_s)."""
+    demo = Path(__file__).parents[2] / "scenarios" / "demo.yaml"
+    out = tmp_path / "rules.yml"
+    result = CliRunner().invoke(app, ["prometheus", "rules", str(demo), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(out.read_text())
+    assert written == scoreboard_rules(load_scenario(demo).scenario)
+    window = f"[{load_scenario(demo).scenario.controller.window_s:g}s]"
+    assert all(window in x["expr"] for x in written["groups"][0]["rules"] if "rate(" in x["expr"])

@@ -22,6 +22,11 @@ def test_completion_defaults_and_extras() -> None:
     (b'{"model": "m", "prompt": "x", "max_tokens": 2, "min_tokens": 3}', None, "min_tokens must be"),
     (b'{"model": "m", "prompt": ["a", "b"]}', None, "one prompt"),
     (b'{"model": "m", "prompt": "x", "n": 2}', "n", "less than or equal to 1"),
+    (b"[" * 5000 + b"]" * 5000, None, "nests arrays or objects too deeply"),
+    (b'{"model": "m", "prompt": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}", None, "too deeply"),
+    (b'{"model": "m", "prompt": "x", "stop": [["a"]]}', "stop", "a list of at most 4 strings"),
+    (b'{"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', "stop", "at most 4"),
+    (b'{"model": "m", "prompt": "x", "stop": 7}', "stop", "a string or a list"),
 ])
 def test_bad_completion_requests_name_the_field(raw: bytes, param: str | None, needle: str) -> None:
     with pytest.raises(api.OpenAIError) as e:
@@ -31,6 +36,12 @@ def test_bad_completion_requests_name_the_field(raw: bytes, param: str | None, n
     assert needle in e.value.message
     body = e.value.body()["error"]
     assert set(body) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("stop", [None, "\n", [], ["a", "b", "c", "d"]])
+def test_stop_as_openai_takes_it(stop: object) -> None:
+    body = json.dumps({"model": "m", "prompt": "x", "stop": stop}).encode()
+    assert api.parse_request("completion", body).stop == stop
 
 
 def test_chat_prompt_and_max_completion_tokens() -> None:

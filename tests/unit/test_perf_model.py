@@ -131,3 +131,19 @@ def test_step_is_cheap_and_independent_of_batch_size() -> None:
 def test_bad_parallelism_is_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="tp=3"):
         PerfModel(LLAMA_3_1_70B, H100, Dtype.fp8, Dtype.fp8, tp=3)
+
+
+def test_mid_size_all_reduce_on_a_mesh_takes_two_synchronised_phases_not_a_ring() -> None:
+    """256 decoding sequences × 8192 × 2 bytes = 4 MiB per all-reduce on MI325X's mesh: a two-shot all-reduce
+    (reduce-scatter + all-gather, each over all t−1 peer links at once) moves 2(t−1)/t of it per GPU in two
+    synchronised phases, so the bytes per link and the time fall from TP4 to TP8; a ring would add 2(t−1)
+    steps of latency in sequence and make TP8's all-reduce dearer than TP4's."""
+    mi325x = GPUS["mi325x"]
+    m = LLAMA_3_1_70B
+    terms = {tp: PerfModel(m, mi325x, Dtype.fp8, Dtype.fp8, tp=tp).step(decode(256, 9000)).terms["allreduce"]
+             for tp in (4, 8)}
+    c = PerfModel(m, mi325x, Dtype.fp8, Dtype.fp8, tp=8).constants
+    link = mi325x.link.group_bandwidth(8) * c.link_fraction
+    two_shot = 2 * c.oneshot_us * 1e-6 + 2 * 7 / 8 * 256 * m.hidden_size * 2 / link
+    assert terms[8] == pytest.approx(2 * m.num_layers * two_shot, rel=1e-9)
+    assert terms[8] < 0.75 * terms[4]

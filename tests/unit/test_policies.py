@@ -3,7 +3,16 @@
 import pytest
 
 from controllers.config import ControllerConfig
-from controllers.policies import ClassState, PolicyState, best_per_class, equal_weights, headroom, step
+from controllers.policies import (
+    ClassState,
+    Evidence,
+    PolicyState,
+    Proposal,
+    best_per_class,
+    equal_weights,
+    headroom,
+    step,
+)
 from controllers.scoreboard import PairStats, Quantiles, Scoreboard
 from loadgen.config import SLO
 
@@ -19,6 +28,10 @@ def pair(config: str, attainment: float, ttft90: float = 0.2, tpot90: float = 0.
                      ttft=Quantiles(ttft90 / 2, ttft90, ttft90 * 1.5), tpot=Quantiles(tpot90 / 2, tpot90, tpot90))
 
 
+def unpack(p: Proposal) -> tuple[dict[str, float], ClassState, str, dict[str, Evidence]]:
+    return p.weights, p.state, p.reason, p.evidence
+
+
 def board(*pairs: PairStats, t: float = 0.0, stale: bool = False) -> Scoreboard:
     return Scoreboard(t, {(p.config, p.sla_class): p for p in pairs}, stale=stale)
 
@@ -32,7 +45,7 @@ def test_headroom_is_smallest_margin_at_the_attainment_percentile() -> None:
 def test_first_choice_is_the_config_meeting_the_slo_with_most_headroom_and_others_keep_explore_share() -> None:
     b = board(pair("tp8", 0.99, ttft90=0.1, tpot90=0.01), pair("tp4pp2", 0.95, ttft90=0.3),
               pair("pp8", 0.5, ttft90=0.9))
-    w, st, reason, ev = best_per_class(b, SLO_CHAT, "chat", CONFIGS, {}, ClassState(), CFG, now=0)
+    w, st, reason, ev = unpack(best_per_class(b, SLO_CHAT, "chat", CONFIGS, {}, ClassState(), CFG, now=0))
     assert st.incumbent == "tp8"
     assert w == pytest.approx({"tp8": 0.9, "tp4pp2": 0.05, "pp8": 0.05})
     assert "tp8" in reason and ev["pp8"].attainment == 0.5
@@ -40,31 +53,31 @@ def test_first_choice_is_the_config_meeting_the_slo_with_most_headroom_and_other
 
 def test_meeting_the_slo_beats_headroom_of_a_config_that_misses_it() -> None:
     b = board(pair("tp8", 0.8, ttft90=0.05), pair("pp8", 0.95, ttft90=0.4))
-    _, st, _, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState(), CFG, now=0)
+    _, st, _, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState(), CFG, now=0))
     assert st.incumbent == "pp8"
 
 
 def test_too_few_samples_keeps_current_weights() -> None:
     b = board(pair("tp8", 1.0, samples=3), pair("pp8", 1.0, samples=9))
     cur = {"tp8": 0.5, "pp8": 0.5}
-    w, st, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], cur, ClassState(), CFG, now=0)
+    w, st, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], cur, ClassState(), CFG, now=0))
     assert w == cur and st.incumbent is None and "warming up" in reason
 
 
 def test_hysteresis_keeps_incumbent_when_challenger_is_only_slightly_better() -> None:
     b = board(pair("tp8", 0.95, ttft90=0.2), pair("pp8", 0.97, ttft90=0.18))  # headroom 0.55 vs 0.5
     st = ClassState("tp8", since=-100)
-    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0)
+    _, new, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0))
     assert new.incumbent == "tp8" and reason == "keeping tp8"
 
 
 def test_switch_when_incumbent_misses_slo_but_only_after_min_dwell() -> None:
     b = board(pair("tp8", 0.6), pair("pp8", 0.97))
     recent = ClassState("tp8", since=-5)
-    _, new, _, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, recent, CFG, now=0)
+    _, new, _, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, recent, CFG, now=0))
     assert new.incumbent == "tp8"          # dwell not over: no flapping
     old = ClassState("tp8", since=-11)
-    w, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, old, CFG, now=0)
+    w, new, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, old, CFG, now=0))
     assert new.incumbent == "pp8" and new.since == 0 and w["pp8"] == pytest.approx(0.9)
     assert "misses the SLO" in reason
 
@@ -72,7 +85,7 @@ def test_switch_when_incumbent_misses_slo_but_only_after_min_dwell() -> None:
 def test_failing_config_is_drained_at_once_even_within_dwell() -> None:
     b = board(pair("tp8", 0.1, error_rate=0.8, samples=20), pair("pp8", 0.97), pair("tp4pp2", 0.95))
     st = ClassState("tp8", since=-1)
-    w, new, reason, ev = best_per_class(b, SLO_CHAT, "chat", CONFIGS, {}, st, CFG, now=0)
+    w, new, reason, ev = unpack(best_per_class(b, SLO_CHAT, "chat", CONFIGS, {}, st, CFG, now=0))
     assert "tp8" not in w and new.incumbent in {"pp8", "tp4pp2"} and ev["tp8"].failing
     assert "failing" in reason
     assert sum(w.values()) == pytest.approx(1.0)
@@ -158,7 +171,7 @@ def test_overloaded_config_sheds_its_heaviest_class_even_if_that_class_still_mee
 def test_a_new_incumbent_without_samples_yet_is_kept() -> None:
     b = board(pair("tp8", 1.0, samples=2), pair("pp8", 1.0, ttft90=0.05))
     st = ClassState("tp8", since=-100)
-    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0)
+    _, new, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, st, CFG, now=0))
     assert new.incumbent == "tp8" and reason == "keeping tp8"
 
 
@@ -199,8 +212,9 @@ def test_a_class_at_the_edge_waits_while_the_heavier_class_has_no_measured_alter
 
 def test_an_incumbent_with_headroom_to_spare_is_not_left_for_a_flattered_challenger() -> None:
     b = board(pair("tp8", 0.97, ttft90=0.3), pair("pp8", 1.0, ttft90=0.05))  # headroom 33% vs 89%
-    _, new, _, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    _, new, _, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0))
     assert new.incumbent == "tp8"
     b = board(pair("tp8", 0.97, ttft90=0.42), pair("pp8", 1.0, ttft90=0.05))  # at risk: 7% headroom
-    _, new, reason, _ = best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG, now=0)
+    _, new, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], {}, ClassState("tp8", -100), CFG,
+                                              now=0))
     assert new.incumbent == "pp8" and "more latency headroom" in reason

@@ -2,14 +2,14 @@ from collections import Counter
 
 import pytest
 
-from deployments.routing import Router, RoutingError, check_weights, uniform_weights
+from deployments.routing import RoutingError, WeightedRoundRobin, check_weights, uniform_weights
 
 CLASSES = ["chat", "summarize"]
 CONFIGS = ["tp8", "tp4pp2", "pp8"]
 
 
 def test_smooth_weighted_round_robin_keeps_exact_shares() -> None:
-    r = Router(uniform_weights(CLASSES, CONFIGS))
+    r = WeightedRoundRobin(uniform_weights(CLASSES, CONFIGS))
     r.update(check_weights({"chat": {"tp8": 3, "pp8": 1, "tp4pp2": 0}}, CLASSES, CONFIGS))
     picks = [r.choose("chat") for _ in range(400)]
     assert Counter(picks) == {"tp8": 300, "pp8": 100}
@@ -19,7 +19,7 @@ def test_smooth_weighted_round_robin_keeps_exact_shares() -> None:
 
 
 def test_update_keeps_other_classes() -> None:
-    r = Router(uniform_weights(CLASSES, CONFIGS))
+    r = WeightedRoundRobin(uniform_weights(CLASSES, CONFIGS))
     r.update({"chat": {"pp8": 1.0}})
     assert r.weights["chat"] == {"pp8": 1.0}
     assert r.weights["summarize"] == dict.fromkeys(CONFIGS, 1.0)

@@ -77,6 +77,9 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
     ({"configurations__1__name": "tp8"}, "configurations[1].name", "duplicate"),
     ({"tp_size": 8}, "tp_size", "unknown field"),
     ({"server": {"default_class": "nope"}}, "server.default_class", "not a class"),
+    ({"engine": {"memory_model": "hbm"}}, "engine.memory_model", "'vllm' or 'study'"),
+    ({"engine": {"memory_model": "study", "gpu_memory_utilization": 0.5}}, "engine", "does not apply"),
+    ({"engine": {"memory_model": "study", "kind": "vllm", "model_path": "/m"}}, "engine", "vLLM sizes its own"),
 ])
 def test_errors_name_the_field(changes: dict[str, Any], field: str, words: str) -> None:
     probs = problems_of(mutate(**changes))
@@ -141,3 +144,15 @@ def test_odd_keys_are_quoted_so_each_problem_stays_on_one_line() -> None:
     data["configurations"][0]["n\nnopar"] = None
     probs = problems_of(data)
     assert ('configurations[0]["n\\nnopar"]', "unknown field; remove it or check its spelling") in probs
+
+
+def test_validate_says_which_memory_model_sized_the_kv_cache(tmp_path: Path) -> None:
+    out = {}
+    for model in ("vllm", "study"):
+        p = tmp_path / f"{model}.yaml"
+        p.write_text(yaml.safe_dump(mutate(engine={"memory_model": model})))
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["validate", str(p)])
+        assert result.exit_code == 0, result.output
+        assert f"memory model '{model}'" in result.output
+        out[model] = result.output
+    assert "0.9 of HBM" in out["vllm"] and "all HBM" in out["study"]

@@ -1,29 +1,43 @@
-"""Scoreboard assembly from PromQL answers, and the Pareto frontier."""
+"""Scoreboard: its queries are the recording rules' series, assembly of their answers, the Pareto frontier."""
 
 import math
+import re
 
 import pytest
 
 from controllers.scoreboard import FrontierPoint, assemble, build_queries, config_points, pareto_frontier
+from deployments.config import ParallelConfig
+from monitoring import rules as r
+
+SELECTOR = re.compile(r'^(parallax:\w+)\{(.*)\}$')
 
 
-def test_queries_use_the_metric_contract_and_the_window() -> None:
-    q = build_queries(20)
-    assert "ray_parallax_requests(_total)?" in q["rate"] and "[20s]" in q["rate"]
-    assert 'status!="ok"' in q["errors"]
-    assert q["ttft_p99"].startswith("histogram_quantile(0.99") and "ray_parallax_ttft_seconds_bucket" in q["ttft_p99"]
+def test_every_per_class_figure_is_a_recording_rule_series() -> None:
+    """The controller reads exactly the series the dashboards show: each per-class query selects, by name and
+    labels, a series `recording_rules` records (the engine gauges are the only raw queries)."""
+    rules = r.recording_rules([ParallelConfig(name="tp8", tp=8)])["groups"][0]["rules"]
+    recorded = {(x["record"], frozenset(x["labels"].items())) for x in rules}
+    q = build_queries()
+    for key, expr in q.items():
+        if key in ("queue", "kv"):
+            continue
+        match = SELECTOR.match(expr)
+        assert match, expr
+        labels = frozenset(tuple(p.split("=", 1)) for p in match.group(2).replace('"', "").split(", "))
+        assert (match.group(1), labels) in recorded, expr
+    assert q["attainment"] == f'{r.SLO_ATTAINMENT}{{source="server"}}'
     assert "ray_vllm_num_requests_waiting" in q["queue"]
-    assert "vllm:kv_cache_usage_perc" in build_queries(5, engine_prefix="vllm:")["kv"]
+    assert "vllm:kv_cache_usage_perc" in build_queries(engine_prefix="vllm:")["kv"]
 
 
-def test_assemble_computes_attainment_goodput_and_per_gpu_throughput() -> None:
+def test_assemble_takes_attainment_goodput_and_per_gpu_throughput_as_recorded() -> None:
     chat = {"config": "tp8", "sla_class": "chat"}
     answers = {
-        "finished": [(chat, 40.0)], "rate": [(chat, 2.0)], "errors": [(chat, 0.5)], "met": [(chat, 1.5)],
-        "tokens": [(chat, 800.0)], "ttft_p90": [(chat, 0.3)], "ttft_p99": [(chat, math.nan)],
-        "queue": [({"config": "tp8"}, 4.0)], "kv": [({"config": "tp8"}, 0.25)],
+        "rate": [(chat, 2.0)], "error_ratio": [(chat, 0.25)], "attainment": [(chat, 0.75)], "goodput": [(chat, 1.5)],
+        "tokens": [(chat, 800.0)], "tokens_per_gpu": [(chat, 100.0)], "ttft_p90": [(chat, 0.3)],
+        "ttft_p99": [(chat, math.nan)], "queue": [({"config": "tp8"}, 4.0)], "kv": [({"config": "tp8"}, 0.25)],
     }
-    b = assemble(answers, {"tp8": 8}, now=12.0)
+    b = assemble(answers, now=12.0, window_s=20)
     p = b.pair("tp8", "chat")
     assert p.samples == 40 and p.attainment == pytest.approx(0.75) and p.goodput == 1.5
     assert p.error_rate == pytest.approx(0.25) and p.output_tps_per_gpu == 100.0
@@ -42,15 +56,15 @@ def test_pareto_frontier_drops_dominated_configs() -> None:
 def test_config_points_sum_throughput_and_take_worst_class_latency() -> None:
     a = {"config": "tp8", "sla_class": "chat"}
     b = {"config": "tp8", "sla_class": "sum"}
-    board = assemble({"rate": [(a, 1.0), (b, 1.0)], "tokens": [(a, 80.0), (b, 160.0)],
-                      "e2e_p90": [(a, 1.0), (b, 3.0)]}, {"tp8": 8}, 0.0)
+    board = assemble({"rate": [(a, 1.0), (b, 1.0)], "tokens_per_gpu": [(a, 10.0), (b, 20.0)],
+                      "e2e_p90": [(a, 1.0), (b, 3.0)]}, 0.0)
     (pt,) = config_points(board)
     assert pt.throughput == pytest.approx(30.0) and pt.latency == 3.0
 
 
 def test_client_side_errors_count_when_the_server_could_not_record_them() -> None:
     lab = {"config": "tp1x8", "sla_class": "chat"}
-    b = assemble({"rate": [(lab, 1.0)], "met": [(lab, 1.0)], "client_rate": [(lab, 2.0)],
-                  "client_errors": [(lab, 1.5)]}, {"tp1x8": 8}, 0.0, window_s=10)
+    b = assemble({"rate": [(lab, 1.0)], "error_ratio": [(lab, 0.0)], "attainment": [(lab, 1.0)],
+                  "client_rate": [(lab, 2.0)], "client_error_ratio": [(lab, 0.75)]}, 0.0, window_s=10)
     p = b.pair("tp1x8", "chat")
     assert p.error_rate == pytest.approx(0.75) and p.samples == 20

@@ -35,12 +35,36 @@ def test_max_throughput_json_contract() -> None:
 
 def test_static_batch_json_follows_the_studys_formula() -> None:
     out = simulate("--input-len", "1024", "--output-len", "128", "--batch-size", "32")
-    assert {"prefill_ms", "decode_step_ms", "output_tokens_per_s", "max_batch"} <= out.keys()
-    tps = 32 * 128 / ((out["prefill_ms"] + 128 * out["decode_step_ms"]) / 1e3)
+    assert {"prefill_ms", "decode_step_ms", "e2e_ms", "output_tokens_per_s", "max_batch"} <= out.keys()
+    assert out["waves"] == 1 and out["memory_model"] == "vllm"
+    assert out["e2e_ms"] == pytest.approx(out["prefill_ms"] + 128 * out["decode_step_ms"], rel=1e-9)
+    tps = 32 * 128 / (out["e2e_ms"] / 1e3)
     assert out["output_tokens_per_s"] == pytest.approx(tps, rel=1e-6)
-    too_big = runner.invoke(app, [*BASE, "--input-len", "1024", "--output-len", "128", "--batch-size",
-                                  str(out["max_batch"] + 1)])
-    assert too_big.exit_code == 2 and "the largest batch is" in too_big.output
+
+
+def test_a_batch_beyond_the_kv_cache_runs_in_waves_unless_the_study_memory_model_is_asked() -> None:
+    small = ("--input-len", "1024", "--output-len", "64", "--gpu-memory-utilization", "0.3", "--max-num-seqs", "1024")
+    fits = simulate(*small, "--batch-size", "64")
+    big = fits["max_batch"] + 1
+    waves = simulate(*small, "--batch-size", str(big))
+    assert waves["waves"] == 2 and waves["e2e_ms"] > fits["e2e_ms"]
+    assert "prefill_ms" not in waves and waves["output_tokens_per_s"] == pytest.approx(
+        big * 64 / (waves["e2e_ms"] / 1e3))
+    study = runner.invoke(app, [*BASE, "--input-len", "1024", "--output-len", "64", "--memory-model", "study",
+                                "--batch-size", "100000"])
+    assert study.exit_code == 2 and "the largest batch is" in study.output and "study" in study.output
+
+
+def test_the_study_memory_model_counts_all_hbm() -> None:
+    args = ("--input-len", "1024", "--output-len", "64", "--batch-size", "1")
+    vllm, study = simulate(*args), simulate(*args, "--memory-model", "study")
+    assert study["memory_model"] == "study" and study["kv_cache_tokens"] > 1.1 * vllm["kv_cache_tokens"]
+    lower = simulate(*args, "--gpu-memory-utilization", "0.5")
+    assert lower["kv_cache_tokens"] < 0.6 * vllm["kv_cache_tokens"]
+    both = runner.invoke(app, [*BASE, *args, "--memory-model", "study", "--gpu-memory-utilization", "0.5"])
+    assert both.exit_code == 2 and "--gpu-memory-utilization does not apply" in both.output
+    bad = runner.invoke(app, [*BASE, *args, "--memory-model", "hbm"])
+    assert bad.exit_code == 2 and "--memory-model 'hbm'" in bad.output
 
 
 def test_replicas_and_seed() -> None:

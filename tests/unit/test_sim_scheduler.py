@@ -16,8 +16,9 @@ from tests.unit.sim_costs import LinearCost
 
 def make_core(cost: LinearCost, *, blocks: int = 10_000, block_size: int = 16, max_num_seqs: int = 256,
               budget: int = 2048, pp: int = 1) -> EngineCore:
-    sched = Scheduler(BlockManager(blocks, block_size), max_num_seqs=max_num_seqs, max_num_batched_tokens=budget)
-    return EngineCore(sched, cost, pp=pp)
+    sched = Scheduler(BlockManager(blocks, block_size), max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
+                      microbatches=pp)
+    return EngineCore(sched, cost)
 
 
 def run(core: EngineCore, specs: list[tuple[float, int, int]]) -> list[Sequence]:
@@ -135,7 +136,7 @@ def test_pp_micro_batches_raise_throughput_not_single_request_speed() -> None:
     assert makespan(4) < 0.35 * makespan(1)
 
 
-def test_pp_keeps_each_sequence_in_one_micro_batch() -> None:
+def test_pp_keeps_a_decoding_sequence_in_one_micro_batch() -> None:
     cost = LinearCost(stages=2)
     core = make_core(cost, pp=2)
     seqs = [Sequence(str(i), 30, 40) for i in range(6)]
@@ -146,13 +147,38 @@ def test_pp_keeps_each_sequence_in_one_micro_batch() -> None:
         core.run_until(core.next_event_time())
         in_flight = list(core._in_flight)
         max_inflight = max(max_inflight, len(in_flight))
-        ids = [id(s) for mb in in_flight for s in mb.batch.decodes + mb.batch.prefills]
-        assert len(ids) == len(set(ids))
+        ids = [id(s) for mb in in_flight for s in mb.batch.decodes + mb.batch.sampled]
+        assert len(ids) == len(set(ids))   # one token at a time: nobody samples twice in the pipeline
     assert max_inflight == 2
     assert all(s.num_output == 40 for s in seqs)
     for s in seqs:   # a token per full pass, never faster
         gaps = [b - a for a, b in zip(s.token_times, s.token_times[1:], strict=False)]
         assert min(gaps) >= 2 * 0.010
+
+
+def test_pp_micro_batches_share_the_token_budget_and_a_prompt_streams_through_the_stages() -> None:
+    """PP4, budget 400: each micro-batch takes at most 100 tokens; the next chunk of a long prompt enters
+    the pipeline as soon as the previous one has left the first stage (not once it has left the last), so a
+    1000-token prompt's first token comes after 10 + 3 stage intervals, not 10 full passes."""
+    cost = LinearCost(step_s=0.001, token_s=0.0001, stages=4)
+    core = make_core(cost, budget=400, pp=4)
+    (seq,) = run(core, [(0.0, 1000, 2)])
+    assert [s.prefill_tokens for s in cost.shapes[:10]] == [100] * 10
+    stage = 0.001 + 0.0001 * 100
+    assert seq.first_token_time == pytest.approx((10 + 3) * stage)
+
+
+def test_a_pp_replica_under_mixed_load_approaches_data_parallel_replicas() -> None:
+    """Long prompts arriving among short requests, near saturation: one 4-stage pipeline (each GPU holding a
+    quarter of the layers, so 4× one GPU's KV blocks) keeps up with the traffic about as well as 4
+    data-parallel copies of the whole model (the same work per token): micro-batches of equal cost keep
+    every stage busy. When a prompt's next chunk waited for the previous one to leave the last stage and a
+    micro-batch full of decodes admitted no prompt, the queue grew (makespan ×1.3 here)."""
+    cost = LinearCost(step_s=0.0005, token_s=0.0001, stages=4)
+    reqs = [RequestSpec(2000 if i % 5 == 0 else 50, 100 if i % 5 == 0 else 30, arrival=0.05 * i) for i in range(200)]
+    pp4 = run_offline(lambda: make_core(cost, budget=2048, pp=4, blocks=40_000), reqs)
+    dp4 = run_offline(lambda: make_core(cost, budget=2048), reqs, replicas=4)
+    assert pp4.makespan < 1.1 * dp4.makespan
 
 
 def test_data_parallel_replicas_share_the_load() -> None:
@@ -209,3 +235,27 @@ def test_scheduler_invariants_on_random_workloads(lengths: list[tuple[int, int, 
         assert s.num_output == s.max_tokens == len(s.token_times)
         assert s.first_token_time == s.token_times[0] > s.arrival
         assert all(b > a for a, b in zip(s.token_times, s.token_times[1:], strict=False))
+
+
+def test_a_micro_batch_with_its_share_of_decodes_still_takes_prompt_tokens() -> None:
+    """PP2, 11 decoding sequences (a micro-batch takes at most ⌈12 / 2⌉ = 6 of them) and a long prompt: every
+    micro-batch until the prompt's last chunk fills its half of the token budget with a chunk of it, also
+    the ones holding their full share of decodes."""
+    cost = LinearCost(stages=2)
+    core = make_core(cost, budget=256, pp=2)
+    decoders = [Sequence(f"d{i}", 8, 400) for i in range(11)]
+    for s in decoders:
+        core.submit(s, 0.0)
+    core.run_until(0.5)
+    assert all(s.num_output > 2 for s in decoders)
+    n = len(cost.shapes)
+    big = Sequence("big", 1200, 2)
+    core.submit(big, core.now)
+    while big.first_token_time is None:
+        core.run_until(core.next_event_time())
+    during = cost.shapes[n:]
+    chunks = [s for s in during if s.prefill_tokens]
+    assert sum(s.prefill_tokens for s in chunks) == 1200
+    before_last = during[:during.index(chunks[-1])]
+    assert {s.decode_seqs for s in before_last} == {5, 6}
+    assert all(s.num_tokens == 128 for s in before_last)

@@ -13,7 +13,8 @@ from deployments.config import EngineConfig
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.replica import ReplicaFactory
-from deployments.engines.sim.static_batch import StaticBatchResult, max_static_batch, static_batch
+from deployments.engines.sim.simulate import simulate_static
+from deployments.engines.sim.static_batch import StaticBatchResult, kv_sequences, max_static_batch, static_batch
 from deployments.engines.sim.work import BatchShape
 
 # (name, model, gpu, weight dtype, KV dtype, long workload ISL/OSL, short workload ISL/OSL)
@@ -174,3 +175,31 @@ def test_simulator_reproduces_static_batch_when_run_as_one_batch() -> None:
         assert r.ttft * 1e3 == pytest.approx(static.prefill_ms, rel=1e-6)
         # The simulator's context counts the token being decoded too: at most one token per step apart.
         assert r.tpot * 1e3 == pytest.approx(static.decode_step_ms, rel=1e-3)
+
+
+def test_a_batch_twice_the_kv_cache_runs_in_two_waves_of_about_one_batch_each() -> None:
+    """As `vllm bench latency` runs it: all requests submitted at once, the scheduler admitting what the KV
+    cache holds and the rest as sequences finish."""
+    factory = ReplicaFactory(LLAMA_3_1_70B, GPUS["h100-sxm"], Dtype.fp8, Dtype.bf16, 8, 1,
+                             EngineConfig(gpu_memory_utilization=0.3, max_num_seqs=2048))
+    isl, osl = 1024, 64
+    cap = kv_sequences(factory.plan, isl, osl)
+    one, two = simulate_static(factory, cap, isl, osl), simulate_static(factory, 2 * cap, isl, osl)
+    assert (one["waves"], two["waves"]) == (1, 2)
+    assert 1.85 < two["e2e_ms"] / one["e2e_ms"] < 2.2
+    assert two["ttft_ms"]["p90"] > one["prefill_ms"]   # the second wave waits for the first
+
+
+def test_the_studys_batches_fit_only_with_the_study_memory_model() -> None:
+    """70B FP8 TP2 at batch 256 of LongAlpaca on MI325X and 405B FP4 on one MI355X at batch 32 of MLPerf
+    summarisation, FP8 KV cache: the study counts all HBM (and every parameter at the weight dtype)."""
+    cases = [(LLAMA_3_1_70B, GPUS["mi325x"], Dtype.fp8, 2, 256, 9092, 208),
+             (LLAMA_3_1_405B, GPUS["mi355x"], Dtype.fp4, 1, 32, 9428, 684)]
+    for model, gpu, dtype, tp, batch, isl, osl in cases:
+        vllm = ReplicaFactory(model, gpu, dtype, Dtype.fp8, tp, 1)
+        study = ReplicaFactory(model, gpu, dtype, Dtype.fp8, tp, 1, EngineConfig(memory_model="study"))
+        assert kv_sequences(vllm.plan, isl, osl) < batch <= kv_sequences(study.plan, isl, osl)
+        out = simulate_static(study, batch, isl, osl)
+        assert out["waves"] == 1 and out["prefill_ms"] > 0
+        with pytest.raises(ValueError, match="the study runs only batches that fit"):
+            simulate_static(study, 2 * batch, isl, osl)

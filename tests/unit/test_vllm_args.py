@@ -99,3 +99,10 @@ def test_gpu_scenarios_validate_and_keep_hub_ids(name: str) -> None:
         kw = launch_for(s, c, "gpu").engine_kwargs
         assert kw["tensor_parallel_size"] * kw["pipeline_parallel_size"] == c.tp * c.pp
         assert kw["distributed_executor_backend"] == "ray"
+
+
+@pytest.mark.parametrize(("pp", "budget"), [(1, 8192), (2, 4096), (8, 1024)])
+def test_each_pp_micro_batch_gets_its_share_of_the_token_budget(pp: int, budget: int) -> None:
+    """As the simulator schedules PP (SCHEDULER.md): the step's budget is split over the micro-batches."""
+    kw = launch_for(_spec(max_num_batched_tokens=8192), ParallelConfig(name="x", pp=pp), "gpu").engine_kwargs
+    assert kw["max_num_batched_tokens"] == budget

@@ -6,7 +6,11 @@ import pytest
 
 from controllers.records import Rec, load_records
 from controllers.scenario import Resolved, load_scenario
-from controllers.whatif import capacity, cost_terms, predict, whatif
+from controllers.whatif import capacity, compare, cost_terms, predict, replay, whatif
+from deployments.engines.sim.offline import run_offline
+from deployments.engines.sim.replica import ReplicaFactory
+from deployments.engines.sim.workload import class_mix
+from loadgen.records import RequestRecord, read_records
 from tests.fake_run import make_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +43,60 @@ def test_prediction_and_capacity_bracket_the_slo(demo: Resolved) -> None:
 
 def test_whatif_predicts_at_the_observed_rate_of_the_last_step(demo: Resolved, tmp_path: Path) -> None:
     run = make_run(tmp_path / "r")
-    recs = load_records(run / "records.jsonl")
-    out = whatif(demo, recs)
+    out = whatif(demo, read_records(run / "records.jsonl"))
     assert out["rate_step"] == 1
     chat = [p for p in out["predictions"] if p["sla_class"] == "chat"]
     assert {p["config"] for p in chat} == {"tp8", "tp4pp2", "pp8"}
     engine = demo.scenario.engine
-    assert chat[0]["rate"] == pytest.approx(30 * engine.time_scale / demo.scenario.load.duration_s)
+    assert chat[0]["alone"]["rate"] == pytest.approx(30 * engine.time_scale / demo.scenario.load.duration_s)
     assert all(p["capacity"] >= 0 and "capacity_ratio" in p for p in chat)
+    # the replay compares the same requests: the chat requests each configuration answered (tp4pp2 failed two)
+    assert [p["requests"] for p in chat] == [20, 18, 20]
+
+
+def live_records(resolved: Resolved, slow: float = 1.0) -> list[RequestRecord]:
+    """What the load generator would record from the live simulated engine (time_scale 5) serving the demo's
+    mix at 6 req/s (engine clock) on each configuration, its first 3 s warm-up; `slow` stretches the measured
+    latencies (an engine slower than the simulator)."""
+    s = resolved.scenario
+    k, t0 = s.engine.time_scale, 1.7e9
+    reqs, _ = class_mix(s.classes, s.load.arrival, 6.0, 40.0, seed=3)
+    out = []
+    for c in s.configurations:
+        res = run_offline(ReplicaFactory.for_deployment(s, c, resolved.model, resolved.gpu), reqs)
+        for r in res.records:
+            tpot = r.tpot * slow if r.output_len > 1 else None
+            rec = RequestRecord(
+                request_id=f"{c.name}-{r.request_id}", sla_class=r.tag, config=c.name, model="auto", rate_step=0,
+                offered_rate=6.0 / k, warmup=r.arrival < 3.0, scheduled_time=t0 + r.arrival * k,
+                send_time=t0 + r.arrival * k, ttft_s=r.ttft * slow * k, tpot_s=None if tpot is None else tpot * k,
+                e2e_s=r.e2e * slow * k, prompt_tokens=r.prompt_len, planned_prompt_tokens=r.prompt_len,
+                output_tokens=r.output_len, max_tokens=r.output_len, status="ok")
+            out.append(rec)
+    return out
+
+
+def replayed(resolved: Resolved, records: list[RequestRecord]) -> list[dict]:
+    s = resolved.scenario
+    cells = [compare(tc, replay(resolved, c, records)) for c in s.configurations for tc in s.classes]
+    return [p for p in cells if p is not None]
+
+
+def test_replaying_the_requests_a_configuration_received_reproduces_the_simulated_engine(demo: Resolved) -> None:
+    preds = replayed(demo, live_records(demo))
+    assert len(preds) == 6
+    for p in preds:
+        assert p["agrees"] and p["flipped"] == 0, p
+        assert p["attainment"] == pytest.approx(p["measured_attainment"])
+        assert abs(p["ttft_error"]) < 1e-6 and abs(p["tpot_error"]) < 1e-6
+        assert p["requests"] > 50   # warm-up requests were replayed (they loaded the engine) but not compared
+
+
+def test_an_engine_slower_than_the_simulator_disagrees_where_it_matters(demo: Resolved) -> None:
+    preds = replayed(demo, live_records(demo, slow=3.0))
+    assert all(p["ttft_error"] == pytest.approx(-2 / 3) for p in preds)
+    missed = [p for p in preds if p["measured_attainment"] < p["attainment"] - 0.3]
+    assert missed and all(not p["agrees"] for p in missed)
 
 
 def test_records_convert_to_the_engine_clock_and_are_rejudged(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Its flags and JSON keys are a contract other tools rely on (see the assignment i
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from deployments.catalog.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
+from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
 from deployments.config import EngineConfig, Hardware
 from deployments.engines.sim.replica import ReplicaFactory
@@ -46,6 +47,12 @@ def simulate_cmd(
     seed: int = typer.Option(0, "--seed"),
     max_num_seqs: int = typer.Option(256, "--max-num-seqs", min=1),
     max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", min=1),
+    gpu_memory_utilization: float = typer.Option(
+        None, "--gpu-memory-utilization", min=0.0, max=1.0,
+        help="share of HBM the engine may use, as vLLM's flag (default 0.9; memory model vllm)"),
+    memory_model: str = typer.Option(
+        "vllm", "--memory-model", help="size the KV cache as vLLM does ('vllm') or as the study does ('study': "
+        "all HBM for weights and KV cache)"),
     scenario: Path = typer.Option(None, "--scenario", help="sweep every configuration of a scenario file"),
     plot: Path = typer.Option(None, "--plot", help="with --scenario: write latency-throughput curves (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -76,7 +83,7 @@ def simulate_cmd(
         g = resolve_gpu(gpu)
         d = parse_dtype(dtype)
         kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
-        engine = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, seed=seed)
+        engine = _engine(max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, memory_model, seed)
         factory = ReplicaFactory(m, g, d, kv, tp, pp, engine)
         if batch_size is not None:
             out = simulate_static(factory, batch_size, input_len, output_len, replicas)
@@ -94,10 +101,26 @@ def simulate_cmd(
         _print_one(out)
 
 
+def _engine(max_num_seqs: int, max_num_batched_tokens: int, gpu_memory_utilization: float | None,
+            memory_model: str, seed: int) -> EngineConfig:
+    """The engine settings of the flags; ValueError naming the flag when they do not go together."""
+    if memory_model not in get_args(MemoryModel):
+        raise ValueError(f"--memory-model {memory_model!r}: use one of {', '.join(get_args(MemoryModel))}")
+    if memory_model == "study" and gpu_memory_utilization is not None:
+        raise ValueError("--gpu-memory-utilization does not apply with --memory-model study (it counts all HBM); "
+                         "give one of the two")
+    kwargs: dict[str, Any] = {"memory_model": memory_model}
+    if gpu_memory_utilization is not None:
+        if gpu_memory_utilization <= 0:
+            raise ValueError("--gpu-memory-utilization must be in (0, 1]")
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    return EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, seed=seed, **kwargs)
+
+
 def _print_one(out: dict[str, Any]) -> None:
     console.print(f"[bold]{out['model']}[/] {out['dtype']} (KV {out['kv_dtype']}) tp{out['tp']}×pp{out['pp']}"
                   f" × {out['replicas']} on {out['gpu']}, {out['input_len']} in / {out['output_len']} out, "
-                  f"mode {out['mode']}")
+                  f"mode {out['mode']}, KV cache sized by the {out['memory_model']} memory model")
     table = Table("metric", "value", "p50", "p90", "p99")
     for key, v in out.items():
         if isinstance(v, dict) and {"mean", "p50"} <= v.keys():
@@ -105,7 +128,7 @@ def _print_one(out: dict[str, Any]) -> None:
         elif isinstance(v, float) and key not in ("input_len", "output_len"):
             table.add_row(key, f"{v:,.2f}", "", "", "")
         elif isinstance(v, int) and key in ("max_batch", "global_batch", "kv_cache_tokens", "preemptions",
-                                            "num_requests", "batch_size"):
+                                            "num_requests", "batch_size", "waves"):
             table.add_row(key, f"{v:,}", "", "", "")
     console.print(table)
     shares = out["breakdown"]

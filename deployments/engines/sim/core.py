@@ -3,12 +3,11 @@
 Time is simulated seconds and only moves through `run_until`, so the same code runs offline
 (virtual time, as fast as possible) and in real time (the caller maps wall time to simulated time).
 
-With PP = p, up to p micro-batches are in flight: a new one may start once the previous one has
-cleared the slowest stage (`stage_s` after it started), and each completes `latency_s` after its
-start (never before the micro-batch ahead of it). A sequence is in at most one micro-batch, so a
-single request gets no faster, while many requests keep every stage busy. Each micro-batch takes
-at most 1/PP of the active sequences, so the running set is spread over the pipeline (as vLLM's
-per-stage virtual engines did).
+With PP = p (the scheduler's `microbatches`), up to p micro-batches are in flight: a new one may start
+once the previous one has cleared the slowest stage (`stage_s` after it started), and each completes
+`latency_s` after its start (never before the micro-batch ahead of it). A decoding sequence is in at most
+one micro-batch, so a single request decodes no faster, while many requests keep every stage busy; the
+scheduler gives each micro-batch its share of the sequences and of the token budget (scheduler.py).
 """
 
 import heapq
@@ -32,13 +31,11 @@ class MicroBatch:
 class EngineCore:
     """Scheduler + cost model + pipeline state of one replica."""
 
-    def __init__(self, scheduler: Scheduler, cost_model: CostModel, pp: int = 1, max_model_len: int | None = None,
+    def __init__(self, scheduler: Scheduler, cost_model: CostModel, max_model_len: int | None = None,
                  on_finish: Callable[[Sequence, float], None] | None = None):
-        if pp < 1:
-            raise ValueError("pp must be at least 1")
         self.scheduler = scheduler
         self.cost_model = cost_model
-        self.pp = pp
+        self.pp = scheduler.microbatches
         self.max_model_len = min(max_model_len or scheduler.blocks.capacity_tokens, scheduler.blocks.capacity_tokens)
         self.on_finish = on_finish
         self.now = 0.0
@@ -122,12 +119,7 @@ class EngineCore:
         return done
 
     def _start(self, te: float) -> None:
-        sched = self.scheduler
-        cap = None
-        if self.pp > 1:   # share the active sequences evenly among the micro-batches in flight
-            active = min(sched.max_num_seqs, sched.num_running + len(sched.waiting))
-            cap = max(1, -(-active // self.pp))
-        batch = sched.schedule(cap)
+        batch = self.scheduler.schedule()
         if batch is None:
             self._blocked = True
             return

@@ -19,7 +19,6 @@ from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.sequence import Sequence, Status
-from deployments.placement import inter_node_hops
 
 # The words the simulated model "generates": one per token, chosen deterministically.
 VOCAB = (
@@ -54,8 +53,7 @@ class SimEngine:
     """One simulated TP×PP replica of `spec.model` on `gpu`, streaming in (scaled) real time."""
 
     def __init__(self, spec: DeploymentSpec, parallel: ParallelConfig, model: ModelSpec, gpu: GpuSpec):
-        factory = ReplicaFactory(model, gpu, spec.dtype, spec.resolved_kv_dtype, parallel.tp, parallel.pp,
-                                 spec.engine, inter_node_hops=inter_node_hops(parallel, spec.hardware.gpus_per_node))
+        factory = ReplicaFactory.for_deployment(spec, parallel, model, gpu)
         self.core = factory()
         self.plan = factory.plan
         self.seed = spec.engine.seed

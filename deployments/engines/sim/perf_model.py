@@ -3,7 +3,7 @@
 Per layer and GPU: the four GEMMs (QKV, O, gate/up, down) as TP shards them, each a roofline of
 FLOPs at a shape-dependent achievable rate vs bytes at achievable HBM bandwidth; attention (prefill:
 causal FLOPs; decode: KV-cache reads); element-wise kernels (norms, RoPE, SiLU, residuals, KV writes);
-two all-reduces under TP (one-shot or ring, whichever is faster); a fixed per-layer kernel overhead.
+two all-reduces under TP (one-shot, two-shot or ring, whichever is fastest); a fixed per-layer kernel overhead.
 Then the LM head on the last stage, PP−1 activation transfers and the host's per-iteration time.
 Equations and constants: deployments/engines/sim/MODEL.md.
 """
@@ -65,16 +65,23 @@ class PerfModel:
         self._elem_s = elem_bytes / bw
         self._layer_overhead_s = c.layer_overhead_us * 1e-6
 
-        # All-reduce of M·h activations, twice per layer. One-shot: every GPU reads the t−1 other
-        # buffers; ring: 2(t−1) steps moving 2(t−1)/t of the message. group_bandwidth is the bytes/s one
-        # GPU sends to the rest of the group (switch: its link; mesh: t−1 links).
+        # All-reduce of M·h activations, twice per layer; the engine uses the fastest algorithm for the size.
+        # group_bandwidth is the bytes/s one GPU moves to (or from) the rest of the group at once (switch: its
+        # link; mesh: t−1 links). One-shot: every GPU reads the t−1 other whole buffers (one synchronisation).
+        # Two-shot (vLLM's custom all-reduce for mid-size messages, RCCL/NCCL direct algorithms): each GPU
+        # reduces 1/t of the message read from every peer, then gathers the other reduced parts: 2(t−1)/t of
+        # the message per GPU over all its peer links at once, in two synchronised phases. Ring: the same
+        # bytes, but in 2(t−1) steps that follow one another.
         self._tp_group = tp > 1
         if tp > 1:
             group_bw = gpu.link.group_bandwidth(tp) * c.link_fraction
             self._oneshot_lat = c.oneshot_us * 1e-6
             self._oneshot_per_token = (tp - 1) * h * ACT_BYTES / group_bw
+            self._twoshot_lat = 2 * c.oneshot_us * 1e-6
             self._ring_lat = 2 * (tp - 1) * c.ring_step_us * 1e-6
             self._ring_per_token = 2 * (tp - 1) / tp * h * ACT_BYTES / group_bw
+            # Ring and two-shot move the same bytes: whichever has the lower fixed latency is the one.
+            self._split_lat = min(self._twoshot_lat, self._ring_lat)
 
         # LM head on the last stage: vocab-parallel GEMM over the sampled rows, weights in bf16 for
         # quantised checkpoints.
@@ -117,8 +124,8 @@ class PerfModel:
         allreduce = 0.0
         if self._tp_group:
             oneshot = self._oneshot_lat + m * self._oneshot_per_token
-            ring = self._ring_lat + m * self._ring_per_token
-            allreduce = 2.0 * (oneshot if oneshot < ring else ring)
+            split = self._split_lat + m * self._ring_per_token
+            allreduce = 2.0 * (oneshot if oneshot < split else split)
         per_layer = gemm + attention + elementwise + self._layer_overhead_s + allreduce
 
         sampled = batch.prefill_seqs + batch.decode_seqs

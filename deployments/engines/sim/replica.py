@@ -2,14 +2,15 @@
 
 from deployments.catalog.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
-from deployments.catalog.memory import MemoryPlan, check_parallelism, plan_memory
+from deployments.catalog.memory import MemoryPlan, check_parallelism
 from deployments.catalog.models import ModelSpec
-from deployments.config import EngineConfig
+from deployments.config import DeploymentSpec, EngineConfig, ParallelConfig
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.core import EngineCore
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.scheduler import Scheduler
+from deployments.placement import inter_node_hops
 
 
 class ReplicaFactory:
@@ -25,8 +26,7 @@ class ReplicaFactory:
         if not gpu.supports(dtype):
             gpu.compute_dtype(dtype)   # raises for a dtype the GPU cannot run at all
         e = self.engine
-        self.plan: MemoryPlan = plan_memory(model, gpu, dtype, kv_dtype, tp, pp, e.gpu_memory_utilization,
-                                            e.max_num_batched_tokens, e.block_size)
+        self.plan: MemoryPlan = e.plan_memory(model, gpu, dtype, kv_dtype, tp, pp)
         if not self.plan.fits:
             raise ValueError(
                 f"{model.name} {dtype.value} on tp{tp}×pp{pp} {gpu.name} leaves no room for the KV cache "
@@ -37,8 +37,17 @@ class ReplicaFactory:
         self.pp = pp
         self.max_model_len = min(e.max_model_len or model.max_context, self.plan.kv_tokens)
 
+    @classmethod
+    def for_deployment(cls, spec: DeploymentSpec, parallel: ParallelConfig, model: ModelSpec,
+                       gpu: GpuSpec) -> "ReplicaFactory":
+        """The replicas of one configuration of a deployment, exactly as the live simulated engine builds them
+        (engine settings, calibration, pipeline transfers across nodes): what-if, sweep and the live engine
+        all predict with this one."""
+        return cls(model, gpu, spec.dtype, spec.resolved_kv_dtype, parallel.tp, parallel.pp, spec.engine,
+                   inter_node_hops=inter_node_hops(parallel, spec.hardware.gpus_per_node))
+
     def __call__(self) -> EngineCore:
         e = self.engine
         sched = Scheduler(BlockManager(self.plan.num_blocks, self.plan.block_size), e.max_num_seqs,
-                          e.max_num_batched_tokens)
-        return EngineCore(sched, self.cost_model, self.pp, self.max_model_len)
+                          e.max_num_batched_tokens, microbatches=self.pp)
+        return EngineCore(sched, self.cost_model, self.max_model_len)

@@ -1,18 +1,26 @@
 """Continuous-batching scheduler in the manner of vLLM V1: decodes first, then chunked prefills.
 
-Each call to `schedule` builds one iteration (one micro-batch when PP > 1) from the sequences that
-are not already in flight:
-1. running sequences that decode one token each, oldest first;
-2. running sequences part-way through a (chunked) prefill;
-3. waiting sequences, first come first served, while `max_num_seqs` and the KV blocks allow,
+Each call to `schedule` builds one iteration (one micro-batch when PP > 1) from the running and
+waiting sequences, in three phases that share the iteration's token budget:
+1. `_decodes`: running sequences that decode one token each, oldest first;
+2. `_partial_prefills`: running sequences with prompt tokens left (a chunked prefill, or a recompute
+   after preemption); a prefill takes what is left of the budget;
+3. `_admit`: waiting sequences, first come first served, while `max_num_seqs` and the KV blocks allow,
    and only when nothing was preempted in this iteration.
-All three share the token budget `max_num_batched_tokens`; a prefill takes what is left of it.
-When a running sequence needs a KV block and none is free, the newest running sequence that is not
-in flight is preempted (its blocks freed, its progress recomputed later), as vLLM does.
+Every KV change goes through the `BlockManager`. When a running sequence needs a KV block and none is
+free, the newest running sequence that is not in flight is preempted (its blocks freed, its progress
+recomputed later), as vLLM does.
+
+Micro-batches (PP = p > 1; the core keeps up to p in flight): each one takes at most 1/p of the active
+sequences as decodes and 1/p of `max_num_batched_tokens` in all, so every micro-batch costs about the
+same at every stage and the pipeline stays full (a micro-batch carrying a whole 8k-token prefill chunk
+would hold the light ones queued behind it at every stage, and only p fit in flight). A sequence waiting
+for its sampled token is in no other micro-batch; its next prompt chunk may be (the chunk reaches each
+stage after the one before it), as vLLM V1 schedules prompt tokens whose predecessors are still in flight.
 """
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.sequence import Sequence, Status
@@ -21,26 +29,55 @@ from deployments.engines.sim.work import BatchShape
 
 @dataclass(slots=True)
 class Batch:
-    """One scheduled iteration: decoding sequences, prefill chunks and their aggregate shape."""
+    """One scheduled iteration: decoding sequences, prefill chunks and their aggregate shape.
+
+    `sampled`: the prefills whose chunk ends their prompt (they sample a token when the batch lands).
+    """
 
     decodes: list[Sequence]
     prefills: list[Sequence]
     shape: BatchShape
+    sampled: list[Sequence] = field(default_factory=list)
+
+
+class _Draft:
+    """An iteration being built: what the three phases have taken so far."""
+
+    __slots__ = ("attn_pairs", "budget", "cap", "decode_context", "decodes", "partial", "preempted",
+                 "prefill_tokens", "prefills", "sampled", "step")
+
+    def __init__(self, step: int, cap: int, budget: int):
+        self.step = step
+        self.cap = cap            # decoding sequences this iteration may hold
+        self.budget = budget      # tokens left
+        self.decodes: list[Sequence] = []
+        self.partial: list[Sequence] = []   # running, with prompt tokens left
+        self.prefills: list[Sequence] = []
+        self.sampled: list[Sequence] = []   # prefills whose chunk ends the prompt
+        self.decode_context = 0
+        self.prefill_tokens = 0
+        self.attn_pairs = 0.0
+        self.preempted = False
 
 
 class Scheduler:
-    """Queues, KV blocks and the per-iteration batch decision of one engine replica."""
+    """Queues, KV blocks and the per-iteration batch decision of one engine replica.
 
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
-        if max_num_seqs < 1 or max_num_batched_tokens < 1:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be at least 1")
+    `microbatches`: how many iterations the engine keeps in flight at once (PP); each takes its share of
+    the sequences and of the token budget.
+    """
+
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, microbatches: int = 1):
+        if max_num_seqs < 1 or max_num_batched_tokens < 1 or microbatches < 1:
+            raise ValueError("max_num_seqs, max_num_batched_tokens and microbatches must be at least 1")
         self.blocks = blocks
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.microbatches = microbatches
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
-        self._in_flight = 0        # running sequences inside an in-flight micro-batch
+        self._awaiting = 0         # running sequences whose sampled token is in flight
         self._step = 0
         self._stale = False        # `running` holds sequences that left it (finished, preempted, aborted)
 
@@ -56,8 +93,8 @@ class Scheduler:
 
     @property
     def has_ready(self) -> bool:
-        """True when some sequence could join a new iteration (waiting, or running and not in flight)."""
-        return bool(self.waiting) or self.num_running > self._in_flight
+        """True when some sequence could join a new iteration (waiting, or running and not awaiting a token)."""
+        return bool(self.waiting) or self.num_running > self._awaiting
 
     def abort(self, seq: Sequence) -> None:
         """Drop a sequence wherever it is; an in-flight iteration still carries it but yields nothing."""
@@ -65,78 +102,94 @@ class Scheduler:
             self.waiting.remove(seq)
         elif seq.status == Status.RUNNING:
             self._stale = True
-            if seq.in_flight:
-                self._in_flight -= 1
+            if seq.num_computed == seq.num_tokens:
+                self._awaiting -= 1
         self.blocks.release(seq)
         seq.status = Status.ABORTED
 
     # --- one iteration -------------------------------------------------------------------------
-    def schedule(self, max_seqs: int | None = None) -> Batch | None:
-        """Choose the next iteration's work and reserve its KV blocks; None when nothing can run.
-
-        `max_seqs` caps the sequences of this one iteration (the PP pipeline splits the running set
-        into micro-batches with it).
-        """
-        cap = max_seqs or self.max_num_seqs
+    def schedule(self) -> Batch | None:
+        """Choose the next iteration's work and reserve its KV blocks; None when nothing can run."""
         self._step += 1
-        step = self._step
-        budget = self.max_num_batched_tokens
+        k = self.microbatches
+        cap, budget = self.max_num_seqs, self.max_num_batched_tokens
+        if k > 1:
+            active = min(self.max_num_seqs, self.num_running + len(self.waiting))
+            cap, budget = max(1, -(-active // k)), max(1, budget // k)
+        d = _Draft(self._step, cap, budget)
+        self._decodes(d)
+        self._partial_prefills(d)
+        if not d.preempted:
+            self._admit(d)
+        if not d.decodes and not d.prefills:
+            return None
+        self._awaiting += len(d.decodes) + len(d.sampled)
+        shape = BatchShape(prefill_tokens=d.prefill_tokens, prefill_seqs=len(d.prefills),
+                           prefill_attn_pairs=d.attn_pairs, decode_seqs=len(d.decodes),
+                           decode_context=d.decode_context)
+        return Batch(d.decodes, d.prefills, shape, d.sampled)
+
+    def _decodes(self, d: _Draft) -> None:
+        """Phase 1: one token for every running sequence whose last token has landed (the hot loop: one
+        pass, plain attribute arithmetic); note the ones with prompt tokens left for phase 2."""
         blocks = self.blocks
         block_size = blocks.block_size
-        preempted = False
-        decodes: list[Sequence] = []
-        partial: list[Sequence] = []   # running, idle, part-way through a (re)prefill
-        decode_context = 0
         running_status = Status.RUNNING
-        for seq in self.running:   # the hot loop: one pass, plain attribute arithmetic
-            if seq.in_flight or seq.status != running_status:
+        decodes, partial = d.decodes, d.partial
+        cap, budget, context = d.cap, d.budget, 0
+        step = d.step
+        for seq in self.running:
+            if seq.status != running_status:
                 continue
-            if budget == 0 or len(decodes) == cap:
+            if budget == 0:
                 break
             computed = seq.num_computed
             out = seq.num_output
             if out == 0 or computed != seq.prompt_len + out - 1:
-                partial.append(seq)
+                if computed < seq.prompt_len + out:   # else its sampled token is in flight
+                    partial.append(seq)
+                continue
+            if len(decodes) == cap:   # this micro-batch's share of the decodes: look on for prompt chunks only
                 continue
             if computed == seq.num_blocks * block_size:  # the new token opens a block
                 if blocks.free == 0:
-                    preempted = True
+                    d.preempted = True
                     if not self._make_room(seq, 1, step):
                         continue
-                blocks.free -= 1
-                seq.num_blocks += 1
+                blocks.allocate(seq, 1)
             seq.num_computed = computed + 1
-            seq.in_flight = True
+            seq.in_flight = 1   # a decoding sequence is in no other iteration
             seq.sched_step = step
-            decode_context += computed + 1
+            context += computed + 1
             decodes.append(seq)
             budget -= 1
+        d.budget = budget
+        d.decode_context = context
 
-        prefills: list[Sequence] = []
-        prefill_tokens = 0
-        attn_pairs = 0.0
-        for seq in partial:
-            if budget == 0 or len(decodes) + len(prefills) == cap:
+    def _partial_prefills(self, d: _Draft) -> None:
+        """Phase 2: the next chunk of running sequences that have prompt tokens left."""
+        blocks = self.blocks
+        for seq in d.partial:
+            if d.budget == 0:
                 break
-            if seq.status != running_status:   # preempted to make room above
+            if seq.status != Status.RUNNING:   # preempted to make room in phase 1
                 continue
-            new = min(seq.num_tokens - seq.num_computed, budget)
+            new = min(seq.num_tokens - seq.num_computed, d.budget)
             need = blocks.blocks_needed(seq, new)
             if need > blocks.free:
-                preempted = True
-                if not self._make_room(seq, need, step):
+                d.preempted = True
+                if not self._make_room(seq, need, d.step):
                     continue
             blocks.allocate(seq, need)
-            attn_pairs += self._take(seq, new, step)
-            prefills.append(seq)
-            prefill_tokens += new
-            budget -= new
+            self._take(d, seq, new)
 
+    def _admit(self, d: _Draft) -> None:
+        """Phase 3: waiting sequences, first come first served, while the KV blocks and max_num_seqs allow."""
+        blocks = self.blocks
         self._compact()
-        while (self.waiting and budget > 0 and not preempted and len(self.running) < self.max_num_seqs
-               and len(decodes) + len(prefills) < cap):
+        while self.waiting and d.budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            new = min(seq.num_tokens - seq.num_computed, budget)
+            new = min(seq.num_tokens - seq.num_computed, d.budget)
             need = blocks.blocks_needed(seq, new)
             if need > blocks.free:
                 break
@@ -144,17 +197,7 @@ class Scheduler:
             seq.status = Status.RUNNING
             self.running.append(seq)
             blocks.allocate(seq, need)
-            attn_pairs += self._take(seq, new, step)
-            prefills.append(seq)
-            prefill_tokens += new
-            budget -= new
-
-        if not decodes and not prefills:
-            return None
-        self._in_flight += len(decodes) + len(prefills)
-        shape = BatchShape(prefill_tokens=prefill_tokens, prefill_seqs=len(prefills), prefill_attn_pairs=attn_pairs,
-                           decode_seqs=len(decodes), decode_context=decode_context)
-        return Batch(decodes, prefills, shape)
+            self._take(d, seq, new)
 
     def complete(self, batch: Batch, t: float) -> list[Sequence]:
         """The iteration's tokens exist at time `t`: sample them; return the sequences that finished."""
@@ -162,7 +205,7 @@ class Scheduler:
         running_status = Status.RUNNING
         landed = 0
         for seq in batch.decodes:   # the other hot loop
-            seq.in_flight = False
+            seq.in_flight = 0
             if seq.status == running_status:
                 landed += 1
                 seq.num_output += 1
@@ -171,29 +214,33 @@ class Scheduler:
                     self._finish(seq, t)
                     finished.append(seq)
         for seq in batch.prefills:
-            seq.in_flight = False
+            seq.in_flight -= 1
+        for seq in batch.sampled:
             if seq.status == running_status:
                 landed += 1
-                if seq.num_computed == seq.num_tokens:
-                    seq.num_output += 1
-                    seq.token_times.append(t)
-                    if seq.first_token_time is None:
-                        seq.first_token_time = t
-                    if seq.num_output >= seq.max_tokens:
-                        self._finish(seq, t)
-                        finished.append(seq)
-        self._in_flight -= landed   # aborted ones left the count when they were aborted
+                seq.num_output += 1
+                seq.token_times.append(t)
+                if seq.first_token_time is None:
+                    seq.first_token_time = t
+                if seq.num_output >= seq.max_tokens:
+                    self._finish(seq, t)
+                    finished.append(seq)
+        self._awaiting -= landed   # aborted ones left the count when they were aborted
         return finished
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def _take(seq: Sequence, new: int, step: int) -> float:
-        """Put `new` prompt tokens of `seq` into this iteration; return their causal attention pairs."""
-        pairs = new * (seq.num_computed + (new + 1) / 2)
+    def _take(d: _Draft, seq: Sequence, new: int) -> None:
+        """Put `new` prompt tokens of `seq` into the iteration, with their causal attention pairs."""
+        d.attn_pairs += new * (seq.num_computed + (new + 1) / 2)
         seq.num_computed += new
-        seq.in_flight = True
-        seq.sched_step = step
-        return pairs
+        seq.in_flight += 1
+        seq.sched_step = d.step
+        d.prefills.append(seq)
+        d.prefill_tokens += new
+        d.budget -= new
+        if seq.num_computed == seq.num_tokens:
+            d.sampled.append(seq)
 
     def _finish(self, seq: Sequence, t: float) -> None:
         seq.status = Status.FINISHED
@@ -204,7 +251,8 @@ class Scheduler:
     def _make_room(self, seq: Sequence, need: int, step: int) -> bool:
         """Preempt the newest idle running sequences until `need` blocks are free.
 
-        Returns False when `seq` itself had to go (it is the newest candidate, or the only one).
+        Returns False when `seq` itself had to go (it is the newest candidate, or the only one), or has to
+        wait (an earlier chunk of its prompt is still in flight).
         """
         while self.blocks.free < need:
             victim = None
@@ -213,7 +261,8 @@ class Scheduler:
                     victim = cand
                     break
             if victim is None or victim is seq:
-                self._preempt(seq)
+                if not seq.in_flight:   # a prompt whose earlier chunk is in flight waits for it instead
+                    self._preempt(seq)
                 return False
             self._preempt(victim)
         return True

@@ -39,7 +39,7 @@ class Sequence:
         self.num_computed = 0
         self.num_output = 0
         self.num_blocks = 0
-        self.in_flight = False
+        self.in_flight = 0        # in-flight iterations (micro-batches) carrying it
         self.sched_step = -1
         self.preemptions = 0
         self.first_token_time: float | None = None

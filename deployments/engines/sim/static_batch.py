@@ -5,12 +5,15 @@ Batch size B is what one pass carries (one micro-batch). Under PP, PP micro-batc
 (the study's "several batches in flight"), so a replica holds PP·B sequences; a sequence's TTFT is one
 pass over every stage, and its steady decode step is the longer of one pass and PP slowest-stage
 intervals. Throughput = (PP·B · OSL · replicas) / (prefill + OSL · decode step).
+
+This is the batch that fits the KV cache at once; a larger one runs in waves through the scheduler
+(`simulate.simulate_static`).
 """
 
 import math
 from dataclasses import dataclass, field
 
-from deployments.catalog.memory import plan_memory
+from deployments.catalog.memory import MemoryPlan, plan_memory
 from deployments.engines.sim.perf_model import TERMS, PerfModel
 from deployments.engines.sim.work import BatchShape, StepCost
 
@@ -23,6 +26,7 @@ class StaticBatchResult:
     replicas: int
     prefill_ms: float          # TTFT of the batch: one prefill pass over every stage
     decode_step_ms: float      # mean decode step (TPOT) over the OSL steps
+    e2e_ms: float              # the batch's time in the study's formula: prefill + OSL · decode step
     output_tokens_per_s: float
     max_batch: int             # largest B whose PP·B sequences of ISL+OSL tokens fit in the KV cache
     global_batch: int          # sequences in flight per replica: PP·B
@@ -38,18 +42,24 @@ def _shares(terms: dict[str, float]) -> dict[str, float]:
     return {k: (v / total if total > 0 else 0.0) for k, v in terms.items()}
 
 
-def max_static_batch(perf: PerfModel, isl: int, osl: int, gpu_memory_utilization: float = 0.9,
-                     block_size: int = 16) -> int:
-    """Largest per-pass batch whose PP·B sequences of ISL+OSL tokens fit in one replica's KV cache."""
-    plan = plan_memory(perf.model, perf.gpu, perf.dtype, perf.kv_dtype, perf.tp, perf.pp,
-                       gpu_memory_utilization=gpu_memory_utilization,
-                       block_size=block_size)
-    blocks_per_seq = math.ceil((isl + osl) / block_size)
-    return plan.num_blocks // blocks_per_seq // perf.pp
+def default_plan(perf: PerfModel) -> MemoryPlan:
+    """The memory plan of `perf`'s replica with vLLM's default engine settings."""
+    return plan_memory(perf.model, perf.gpu, perf.dtype, perf.kv_dtype, perf.tp, perf.pp)
+
+
+def kv_sequences(plan: MemoryPlan, isl: int, osl: int) -> int:
+    """Sequences of ISL+OSL tokens (block-rounded) one replica's KV cache holds at once."""
+    return plan.num_blocks // math.ceil((isl + osl) / plan.block_size)
+
+
+def max_static_batch(perf: PerfModel, isl: int, osl: int, plan: MemoryPlan | None = None) -> int:
+    """Largest per-pass batch whose PP·B sequences of ISL+OSL tokens fit in one replica's KV cache
+    (`plan`: the replica's memory plan; vLLM's default one when None)."""
+    return kv_sequences(plan or default_plan(perf), isl, osl) // perf.pp
 
 
 def static_batch(perf: PerfModel, batch_size: int, isl: int, osl: int, replicas: int = 1,
-                 gpu_memory_utilization: float = 0.9, block_size: int = 16) -> StaticBatchResult:
+                 plan: MemoryPlan | None = None) -> StaticBatchResult:
     """Prefill latency, mean decode step and throughput of B prompts of ISL tokens generating OSL each."""
     if batch_size < 1 or isl < 1 or osl < 1 or replicas < 1:
         raise ValueError("batch_size, isl, osl and replicas must be at least 1")
@@ -72,8 +82,9 @@ def static_batch(perf: PerfModel, batch_size: int, isl: int, osl: int, replicas:
         batch_size=b, isl=isl, osl=osl, replicas=replicas,
         prefill_ms=prefill.latency_s * 1e3,
         decode_step_ms=decode_s * 1e3,
+        e2e_ms=total_s * 1e3,
         output_tokens_per_s=pp * b * osl * replicas / total_s,
-        max_batch=max_static_batch(perf, isl, osl, gpu_memory_utilization, block_size),
+        max_batch=max_static_batch(perf, isl, osl, plan),
         global_batch=pp * b,
         breakdown={"prefill": _shares(prefill.terms), "decode": _shares(decode_terms)},
     )

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from controllers.scenario import Resolved
-from deployments.engines.sim.calibration import load_calibration
-from deployments.engines.sim.offline import RequestRecord, run_offline
+from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
-from loadgen.config import SLO, ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
 
 
 @dataclass(frozen=True)
@@ -29,13 +28,6 @@ class SweepPoint:
     classes: dict[str, dict[str, Any]]      # per SLA class: latencies, slo_attainment, requests
 
 
-def meets(r: RequestRecord, slo: SLO) -> bool:
-    """Whether one request met every latency target its class sets."""
-    return ((slo.ttft_ms is None or r.ttft * 1e3 <= slo.ttft_ms)
-            and (slo.tpot_ms is None or r.tpot * 1e3 <= slo.tpot_ms)
-            and (slo.e2e_ms is None or r.e2e * 1e3 <= slo.e2e_ms))
-
-
 def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
                       seed: int | None = None) -> list[SweepPoint]:
     """Every configuration of the scenario at every rate (default: `load.rates`, else the arrival's own)."""
@@ -48,14 +40,9 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     sweep = rates or s.load.rates or [own]
     seed = s.engine.seed if seed is None else seed
     base_dir = Path(resolved.source).parent
-    calibration = None
-    if s.engine.calibration is not None:   # a relative path is read next to the scenario, as validation does
-        p = Path(s.engine.calibration)
-        calibration = load_calibration(p if p.is_absolute() or p.exists() else base_dir / p)
     points = []
     for c in s.configurations:
-        factory = ReplicaFactory(resolved.model, resolved.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp, s.engine,
-                                 calibration)
+        factory = ReplicaFactory.for_deployment(s, c, resolved.model, resolved.gpu)
         for rate in sweep:
             reqs, concurrency = class_mix(s.classes, arrival, rate, s.load.duration_s, seed, base_dir)
             res = run_offline(factory, reqs, replicas=c.replicas, concurrency=concurrency)
@@ -66,7 +53,7 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
                 per_class[tc.name] = {
                     "num_requests": len(recs),
                     **latencies(recs),
-                    "slo_attainment": sum(meets(r, tc.slo) for r in recs) / len(recs) if recs else 0.0,
+                    "slo_attainment": sum(tc.slo.met(r.ttft, r.tpot, r.e2e) for r in recs) / len(recs) if recs else 0.0,
                 }
             points.append(SweepPoint(c.name, c.tp, c.pp, c.replicas, rate, summary, per_class))
     return points

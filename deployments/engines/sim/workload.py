@@ -21,6 +21,7 @@ from loadgen.config import (
     TrafficClass,
     UniformLength,
 )
+from loadgen.files import read_lengths, resolve_path
 
 
 def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -54,9 +55,8 @@ def draw_lengths(dist: LengthDist, which: int, n: int, rng: np.random.Generator,
         case PresetLength(name=name):
             x = np.full(n, float(PRESETS[name][which]))
             lo, hi = 1, None
-        case EmpiricalLength(path=p):
-            path = p if p.is_absolute() or base_dir is None or p.exists() else base_dir / p
-            values = np.array([float(v) for v in path.read_text().split()])
+        case EmpiricalLength(path=p, column=col):   # the load generator's reading: CSV / JSONL columns too
+            values = np.array(read_lengths(resolve_path(p, base_dir), col), dtype=float)
             x = values[rng.integers(0, len(values), n)]
             lo, hi = 1, None
         case _:

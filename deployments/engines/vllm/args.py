@@ -55,7 +55,10 @@ def launch_for(spec: DeploymentSpec, config: ParallelConfig, platform: str,
         "tensor_parallel_size": config.tp,
         "pipeline_parallel_size": config.pp,
         "max_num_seqs": e.max_num_seqs,
-        "max_num_batched_tokens": e.max_num_batched_tokens,
+        # The simulator's PP scheduling (SCHEDULER.md "Pipeline parallelism under continuous batching"):
+        # each of the PP micro-batches in flight gets 1/PP of the step's token budget, so one long prompt
+        # chunk does not stall the stages behind it. vLLM V1 gives every micro-batch the whole budget.
+        "max_num_batched_tokens": max(1, e.max_num_batched_tokens // config.pp),
         "block_size": e.block_size,
         "seed": e.seed,
         "disable_log_stats": False,  # the stat loggers feed the metrics and EngineStats

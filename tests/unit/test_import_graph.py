@@ -1,0 +1,126 @@
+"""Imports point one way: the import graph, built from the sources (every import statement, those inside
+functions too), has no cycle between modules nor between packages."""
+
+import ast
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("controllers", "deployments", "loadgen", "monitoring", "bench")
+
+# The one module cycle left runs through the command-line modules (the error printer in controllers/cli.py,
+# deployments/cli.py's serve_config that kuberay uses); issue 15's package move takes it apart.
+CLI_CYCLE = {"controllers.cli", "controllers.commands", "deployments.cli", "deployments.engines.sim.cli",
+             "deployments.kuberay", "deployments.kuberay_cli", "loadgen.cli"}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            parts = f.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project's modules it imports (`from a.b import c` is a.b.c when that is a module)."""
+    mods = modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            graph[m] |= {o for n in names if n.split(".")[0] in PACKAGES and (o := owner(n)) and o != m}
+    return graph
+
+
+def cycles(graph: Mapping[str, Iterable[str]]) -> list[set[str]]:
+    """The strongly connected components with more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(graph[start]))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            v, edges = work[-1]
+            w = next(edges, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(graph[w])))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = set()
+                while True:
+                    x = stack.pop()
+                    on_stack.discard(x)
+                    comp.add(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    found.append(comp)
+    return found
+
+
+def package_graph(graph: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for m, targets in graph.items():
+        out[m.split(".")[0]] |= {t.split(".")[0] for t in targets} - {m.split(".")[0]}
+    return out
+
+
+def test_cycle_finder_finds_cycles_and_only_cycles() -> None:
+    g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set(), "f": {"g"}, "g": {"f"}}
+    assert sorted(map(sorted, cycles(g))) == [["a", "b", "c"], ["f", "g"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_imports_inside_functions() -> None:
+    g = import_graph()
+    assert "monitoring.metrics" in g["deployments.telemetry"]
+    assert "controllers.cli" in g["loadgen.cli"]   # `from controllers.cli import fail` inside _fail
+
+
+def test_module_cycles_are_only_the_command_line_one_the_package_move_removes() -> None:
+    """Guards the module graph until the move: no cycle may appear anywhere else."""
+    outside = [c for c in cycles(import_graph()) if not c <= CLI_CYCLE]
+    assert outside == [], outside
+
+
+@pytest.mark.xfail(strict=True, reason="the command-line modules' cycle (CLI_CYCLE) goes with issue 15's package "
+                   "move; then drop this mark and the test above")
+def test_no_import_cycle_between_modules() -> None:
+    assert cycles(import_graph()) == []
+
+
+@pytest.mark.xfail(strict=True, reason="controllers ↔ deployments ↔ loadgen ↔ monitoring: the scenario schema moves "
+                   "to a bottom package and the CLIs to the top in issue 15's package move; then drop this mark")
+def test_no_import_cycle_between_packages() -> None:
+    assert cycles(package_graph(import_graph())) == []
