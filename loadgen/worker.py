@@ -23,7 +23,6 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +69,8 @@ async def run_share(share: Share, emit: Callable[[bytes], None], started: "async
         client.clock = clock = Clock(started.result())
 
         def launched(p: Planned, scheduled_perf: float) -> None:
-            emit(line(LAUNCHED, json.dumps(asdict(p) | {"scheduled_time": clock.epoch(scheduled_perf),
-                                                         "send_time": clock.epoch(time.perf_counter())})))
+            emit(line(LAUNCHED, json.dumps({**vars(p), "scheduled_time": clock.epoch(scheduled_perf),
+                                            "send_time": clock.epoch(time.perf_counter())})))
 
         def record(r: RequestRecord) -> None:
             emit(line(RECORD, r.model_dump_json()))
