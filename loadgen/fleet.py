@@ -18,7 +18,7 @@ import pickle
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -206,19 +206,34 @@ class _Worker:
 
 
 async def _spawn(shares: list[Share], on: str) -> list[_Handle]:
-    if on == "local":
-        return list(await asyncio.gather(*(_Process.spawn(s) for s in shares)))
+    """Start every worker, or none: the ones started are ended when another cannot start."""
+    if on == "ray":
+        _check_ray(shares[0].workers)
+    spawn: Callable[[Share], Awaitable[_Handle]] = _Process.spawn if on == "local" else _Actor.spawn
+    started: list[_Handle | BaseException] = await asyncio.gather(*(spawn(s) for s in shares),
+                                                                   return_exceptions=True)
+    failed = next((e for e in started if isinstance(e, BaseException)), None)
+    if failed is None:
+        return [h for h in started if not isinstance(h, BaseException)]
+    for h in started:
+        if not isinstance(h, BaseException):
+            h.stop()
+            await h.close(STOP_GRACE_S)
+    raise LoadError(f"a load generator worker could not start ({type(failed).__name__}: {failed})")
+
+
+def _check_ray(workers: int) -> None:
+    """Connected to a Ray cluster with room for the workers (connects to RAY_ADDRESS if need be)."""
     if not ray.is_initialized():
         if not os.environ.get("RAY_ADDRESS"):
             raise LoadError("load.workers_on: ray (--ray) needs a Ray cluster: set RAY_ADDRESS (`ray start --head` "
                             "prints it), or run local workers (--workers N without --ray)")
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     free = ray.available_resources().get("CPU", 0.0)
-    need = shares[0].workers * RAY_WORKER_CPUS
+    need = workers * RAY_WORKER_CPUS
     if need > free:
-        raise LoadError(f"load.workers: {shares[0].workers} Ray workers need {need:g} CPUs but the cluster has "
+        raise LoadError(f"load.workers: {workers} Ray workers need {need:g} CPUs but the cluster has "
                         f"{free:g} free; lower --workers or add nodes")
-    return list(await asyncio.gather(*(_Actor.spawn(s) for s in shares)))
 
 
 async def _all_ready(workers: list[_Worker], readers: list[asyncio.Task[None]], stop: asyncio.Event | None) -> bool:
