@@ -205,14 +205,17 @@ def _listening(st: UpState) -> list[ServiceAddresses]:
     except ScenarioError:
         scenario = None
     ingress, metrics = _port(st.url), _port(st.metrics_url)
+    direct = [p for p in map(_port, st.ingress_urls) if p is not None]
     key_env = scenario.server.api_key_env if scenario else None
     api_access = f"Bearer key from ${key_env}" if key_env else "none (server.api_key_env unset)"
     rows = []
     if st.mode == "local" and st.pid is not None:
         sockets = listening_sockets(session_pids(st.pid))
-        rows += [ServiceAddresses("ingress (OpenAI API)", ingress, _at(sockets, ingress), api_access),
-                 ServiceAddresses("Ray metrics export", metrics, _at(sockets, metrics), "none; metrics only")]
-        ray = [s for s in sockets if s.port not in (ingress, metrics)]
+        rows += [ServiceAddresses("ingress (OpenAI API)", ingress, _at(sockets, ingress), api_access)]
+        rows += [ServiceAddresses("ingress replica (OpenAI API, direct)", p, _at(sockets, p), api_access)
+                 for p in direct]
+        rows.append(ServiceAddresses("Ray metrics export", metrics, _at(sockets, metrics), "none; metrics only"))
+        ray = [s for s in sockets if s.port not in (ingress, metrics, *direct)]
         rows.append(ServiceAddresses("Ray's own servers", None, [s.address for s in ray if s.loopback],
                                      "loopback only (README: Security)"))
         for allowed in ALL_INTERFACES_ALLOWED:
