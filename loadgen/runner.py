@@ -1,8 +1,8 @@
 """`run_load`: drive a target with the planned traffic and write records + summary to a run folder.
 
-Open-loop requests are sent on schedule whatever the server does: each is its own task, and the
-dispatcher never waits for a response. Every request that was due produces exactly one record
-(ok, error, timeout, or cancelled when the run is stopped).
+One process sends the plan itself (sender.py), or `load.workers` workers share it (fleet.py: local
+processes, or Ray actors with `load.workers_on: ray`); either way the records, the summary and the
+client /metrics are those of one run.
 """
 
 import asyncio
