@@ -43,6 +43,7 @@ START_MARGIN_S = 0.5     # the shared start: this long after the last worker sai
 READY_TIMEOUT_S = 120.0  # imports, tokenizer and preflight of every worker must fit in this
 STOP_GRACE_S = 15.0      # after a stop, how long workers get to flush their records before they are killed
 PIPE_BYTES = 1 << 20     # a process worker's event pipe (Linux's default is 64 KiB)
+READ_EVERY_S = 0.005     # how often the parent takes a process worker's events
 
 
 class _Handle(Protocol):
@@ -62,8 +63,8 @@ class _Handle(Protocol):
 class _Process:
     """`python -m loadgen.worker` on this machine: events on a pipe, control lines on its stdin."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, events: asyncio.StreamReader):
-        self.proc, self.events = proc, events
+    def __init__(self, proc: asyncio.subprocess.Process, events: int):
+        self.proc, self.events = proc, events   # the read end of the events pipe (non-blocking)
         self.where = f"pid {proc.pid}"
 
     @classmethod
@@ -83,14 +84,33 @@ class _Process:
         assert proc.stdin is not None
         proc.stdin.write(LENGTH.pack(len(data)) + data)
         await proc.stdin.drain()
-        events = asyncio.StreamReader(limit=1 << 26)
-        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(events),
-                                                           os.fdopen(r, "rb", 0))
-        return cls(proc, events)
+        os.set_blocking(r, False)
+        return cls(proc, r)
 
     async def lines(self) -> AsyncIterator[bytes]:
-        while raw := await self.events.readline():
-            yield raw
+        """Every READ_EVERY_S, what the pipe holds: the worker writes each event as it happens (so a kill
+        loses none), and this side takes them in batches instead of waking for each one."""
+        rest = b""
+        try:
+            while True:
+                await asyncio.sleep(READ_EVERY_S)
+                chunks, ended = [], False
+                while True:
+                    try:
+                        chunk = os.read(self.events, PIPE_BYTES)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        ended = True
+                        break
+                    chunks.append(chunk)
+                *whole, rest = (rest + b"".join(chunks)).split(b"\n")
+                for raw in whole:
+                    yield raw + b"\n"
+                if ended:
+                    return
+        finally:
+            os.close(self.events)
 
     def _send(self, command: str) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
