@@ -146,23 +146,35 @@ def _outcome_table(run: Run) -> str:
 
 
 def study_comparison(run: Run) -> list[str]:
-    """Per class: which configuration the simulator says carries it furthest within its SLO, and how
-    that compares with the study's finding (TP gives latency, PP gives throughput)."""
+    """Per class: which configuration the simulator says carries it furthest within its SLO and which is
+    fastest, set against the study's findings (the highest TP gives the lowest latency; deep PP gives
+    the most throughput)."""
     s = run.scenario
     shape = {c.name: (c.tp, c.pp) for c in s.configurations}
+    highest_tp = max(shape, key=lambda c: (shape[c][0], -shape[c][1]))
+    deepest_pp = max(shape, key=lambda c: (shape[c][1], -shape[c][0]))
     out = []
     for tc in s.classes:
         preds = [p for p in run.whatif.get("predictions", []) if p["sla_class"] == tc.name and "capacity" in p]
         if not preds:
             continue
         ranked = sorted(preds, key=lambda p: -p["capacity"])
+        leader = ranked[0]["config"]
         caps = ", ".join(f"{p['config']} {p['capacity']:.1f}" for p in ranked)
         alone = [p for p in preds if p.get("alone", {}).get("ttft_p90") is not None]
-        fastest = min(alone, key=lambda p: p["alone"]["ttft_p90"], default=None)
-        deepest_pp = max(shape, key=lambda c: (shape[c][1], -shape[c][0]))
+        fastest = min(alone, key=lambda p: p["alone"]["ttft_p90"])["config"] if alone else None
         line = (f"<b>{html.escape(tc.name)}</b>: capacity within its SLO (req/s, engine clock): {caps}. "
-                f"Lowest predicted p90 TTFT: {fastest['config'] if fastest else '–'}.")
-        if ranked[0]["config"] != deepest_pp and shape[deepest_pp][1] > 1:
+                f"Lowest predicted p90 TTFT: {fastest or '–'}.")
+        if fastest is not None and fastest != highest_tp:
+            line += (f" The study finds the highest TP fastest; here {fastest} beats {highest_tp}: under continuous "
+                     "batching a long prompt's chunks stream through the PP stages while TP pays an all-reduce per "
+                     "layer (see the cost terms).")
+        if leader == deepest_pp and shape[deepest_pp][1] > 1:
+            line += f" As the study finds, deep PP ({leader}) carries the most traffic."
+        elif leader == highest_tp and fastest == highest_tp:
+            line += (f" As the study finds, TP gives latency: {leader} is the fastest, and this class's latency "
+                     "targets, not throughput, limit how much traffic a configuration carries.")
+        elif shape[deepest_pp][1] > 1:
             line += (f" The study finds deep PP gives throughput; here {deepest_pp} is not the capacity leader. "
                      "With continuous batching and memory to spare, PP does not shorten a pass, each micro-batch "
                      "re-reads its stage's weights, and a request waits for every stage in turn; TP pays its "

@@ -8,11 +8,12 @@ from typing import Any
 
 from controllers.policies import Decision
 from controllers.scoreboard import PairStats, Scoreboard
+from deployments.config import SCENARIO_FILE
 
 SCOREBOARD_CSV = "scoreboard.csv"
 DECISIONS_JSONL = "decisions.jsonl"
 WEIGHTS_CSV = "weights.csv"
-SCENARIO_YAML = "scenario.yaml"
+SCENARIO_YAML = SCENARIO_FILE
 RECORDS_JSONL = "records.jsonl"
 WHATIF_JSON = "whatif.json"
 REPORT_HTML = "report.html"

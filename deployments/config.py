@@ -9,6 +9,9 @@ from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import MemoryModel, MemoryPlan, plan_memory
 from deployments.catalog.models import ModelSpec
 
+# The scenario as a run folder keeps it (`parallax run` writes it; calibrate and the report read it).
+SCENARIO_FILE = "scenario.yaml"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -7,11 +7,10 @@ each entry names its source. A user GPU is read from a YAML file with the same f
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.catalog.dtypes import Dtype
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_yaml
 
 GB = 1e9
 TERA = 1e12
@@ -139,11 +138,7 @@ GPUS: dict[str, GpuSpec] = {
 def gpu_from_yaml(path: str | Path) -> GpuSpec:
     """A user-described GPU: a YAML file with GpuSpec's fields."""
     p = Path(path)
-    text = read_text(p, "a GPU name or a YAML GPU spec file")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p}: invalid YAML: {e}") from None
+    raw = read_yaml(p, "a GPU name or a YAML GPU spec file")
     try:
         return GpuSpec.model_validate(raw)
     except ValidationError as e:

@@ -1,11 +1,10 @@
 """Dense decoder architectures: the built-in Llama-3.1 family and any Hugging Face config.json."""
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.catalog.files import read_text
+from deployments.catalog.files import read_json
 
 
 class ModelSpec(BaseModel):
@@ -50,7 +49,7 @@ class ModelSpec(BaseModel):
         return self.num_layers * self.params_per_layer + self.embedding_params
 
 
-# Architecture numbers from the models' published config.json files (meta-llama/Llama-3.1-*).
+# Architecture numbers from the models' published config.json files (meta-llama/Llama-3.1-*, Llama-2-70b-hf).
 LLAMA_3_1_8B = ModelSpec(
     name="llama-3.1-8b", num_layers=32, hidden_size=4096, intermediate_size=14336,
     num_attention_heads=32, num_kv_heads=8, head_dim=128, vocab_size=128256, max_context=131072,
@@ -64,7 +63,14 @@ LLAMA_3_1_405B = ModelSpec(
     num_attention_heads=128, num_kv_heads=8, head_dim=128, vocab_size=128256, max_context=131072,
 )
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (LLAMA_3_1_8B, LLAMA_3_1_70B, LLAMA_3_1_405B)}
+# meta-llama/Llama-2-70b-hf config.json: Llama-3.1-70B's shape with a 32k vocabulary and a 4k context
+# (MLPerf Inference's llama2-70b benchmark model).
+LLAMA_2_70B = ModelSpec(
+    name="llama-2-70b", num_layers=80, hidden_size=8192, intermediate_size=28672,
+    num_attention_heads=64, num_kv_heads=8, head_dim=128, vocab_size=32000, max_context=4096,
+)
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (LLAMA_3_1_8B, LLAMA_3_1_70B, LLAMA_3_1_405B, LLAMA_2_70B)}
 
 
 def model_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
@@ -72,11 +78,7 @@ def model_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    text = read_text(p, "a Hugging Face config.json or its folder")
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
+    raw = read_json(p, "a Hugging Face config.json or its folder")
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: expected a JSON object with the model's architecture")
     missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size",

@@ -8,7 +8,7 @@ from deployments.catalog.models import MODELS
 
 
 @pytest.mark.parametrize(("name", "published"), [
-    ("llama-3.1-8b", 8.03e9), ("llama-3.1-70b", 70.6e9), ("llama-3.1-405b", 405.9e9),
+    ("llama-3.1-8b", 8.03e9), ("llama-3.1-70b", 70.6e9), ("llama-3.1-405b", 405.9e9), ("llama-2-70b", 68.98e9),
 ])
 def test_parameter_counts_match_published(name: str, published: float) -> None:
     assert MODELS[name].num_params == pytest.approx(published, rel=0.01)

@@ -1,12 +1,13 @@
 """Report rendering from a run folder, and the comparison page."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from controllers import runfolder as rf
-from controllers.report import RunFolderError, compare_runs, render_report
+from controllers.report import RunFolderError, compare_runs, read_run, render_report, study_comparison
 from tests.fake_run import make_run
 
 
@@ -20,7 +21,7 @@ def test_report_renders_every_figure_and_the_outcome(tmp_path: Path) -> None:
     assert "disagree" in page      # pp8 misses chat's SLO on measurement; the prediction said it meets it
     assert "1 controller steps with stale data" in page
     assert "capacity within its SLO (req/s, engine clock): tp8 10.0, pp8 2.0" in page
-    assert "pp8 is not the capacity leader" in page
+    assert "As the study finds, TP gives latency: tp8 is the fastest" in page
     # the client's TTFT (÷ time_scale) is 1 / 0.8 of the server's own in every record: +25% from the path
     assert page.count("<td>+25.0% / +25.0%</td>") == 3
 
@@ -45,3 +46,19 @@ def test_compare_sets_runs_side_by_side(tmp_path: Path) -> None:
     shutil.copytree(a, b)
     page = compare_runs([a, b], tmp_path / "cmp.html").read_text()
     assert "<th>a</th><th>b</th>" in page and page.count("att=") >= 12
+
+
+@pytest.mark.parametrize(("caps", "ttfts", "verdict"), [
+    ({"tp8": 10.0, "pp8": 2.0}, {"tp8": 0.05, "pp8": 0.2}, "As the study finds, TP gives latency"),
+    ({"tp8": 2.0, "pp8": 10.0}, {"tp8": 0.05, "pp8": 0.2}, "As the study finds, deep PP (pp8) carries the most"),
+    ({"tp8": 2.0, "tp4pp2": 10.0, "pp8": 1.0}, {"tp8": 0.05, "tp4pp2": 0.1, "pp8": 0.2},
+     "The simulator disagrees with the study here"),
+    ({"tp8": 10.0, "pp8": 2.0}, {"tp8": 0.3, "pp8": 0.2}, "here pp8 beats tp8"),
+])
+def test_study_comparison_says_where_the_simulator_agrees_with_the_study(
+        tmp_path: Path, caps: dict[str, float], ttfts: dict[str, float], verdict: str) -> None:
+    run = read_run(make_run(tmp_path / "r"))
+    preds = [{"sla_class": "chat", "config": c, "capacity": cap, "alone": {"ttft_p90": ttfts[c]}}
+             for c, cap in caps.items()]
+    lines = study_comparison(replace(run, whatif={"predictions": preds}))
+    assert len(lines) == 1 and verdict in lines[0]

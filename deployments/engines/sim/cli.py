@@ -4,6 +4,7 @@ Its flags and JSON keys are a contract other tools rely on (see the assignment i
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -16,6 +17,7 @@ from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
 from deployments.config import EngineConfig, Hardware
+from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
@@ -53,13 +55,22 @@ def simulate_cmd(
     memory_model: str = typer.Option(
         "vllm", "--memory-model", help="size the KV cache as vLLM does ('vllm') or as the study does ('study': "
         "all HBM for weights and KV cache)"),
+    calibration: Path = typer.Option(None, "--calibration", help="calibration file (`parallax calibrate`); with "
+                                     "--scenario it replaces engine.calibration"),
     scenario: Path = typer.Option(None, "--scenario", help="sweep every configuration of a scenario file"),
     plot: Path = typer.Option(None, "--plot", help="with --scenario: write latency-throughput curves (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Simulate a TP×PP deployment offline (virtual time): static batch, or continuous batching under load."""
+    cal = None
+    if calibration is not None:
+        try:
+            cal = load_calibration(calibration)
+        except ValueError as e:
+            _fail(str(e))
+            return
     if scenario is not None:
-        _scenario(scenario, plot, seed, as_json)
+        _scenario(scenario, plot, seed, as_json, calibration)
         return
     if plot is not None:
         _fail("--plot draws a scenario's sweep; give --scenario FILE too")
@@ -84,7 +95,7 @@ def simulate_cmd(
         d = parse_dtype(dtype)
         kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
         engine = _engine(max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, memory_model, seed)
-        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine)
+        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine, cal)
         if batch_size is not None:
             out = simulate_static(factory, batch_size, input_len, output_len, replicas)
         else:
@@ -138,11 +149,15 @@ def _print_one(out: dict[str, Any]) -> None:
         console.print(f"{phase} breakdown: {parts}")
 
 
-def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool) -> None:
+def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibration: Path | None) -> None:
     from controllers.scenario import ScenarioError, load_scenario
 
     try:
         resolved = load_scenario(path)
+        if calibration is not None:   # --calibration replaces the scenario's engine.calibration
+            s = resolved.scenario
+            engine = s.engine.model_copy(update={"calibration": str(calibration.resolve())})
+            resolved = replace(resolved, scenario=s.model_copy(update={"engine": engine}))
         points = simulate_scenario(resolved, seed=seed)
     except (ScenarioError, ValueError) as e:
         _fail(str(e))
