@@ -112,7 +112,7 @@ FAILING = {
     "engine": {"kind": "sim", "time_scale": 2, "stream_interval_ms": 100, "gpu_memory_utilization": 0.95,
                "max_num_batched_tokens": 2048},
     "configurations": [{"name": "tp8", "tp": 8}, {"name": "tp1x2", "tp": 1, "replicas": 2}],
-    "server": {"port": 0, "ingress_replicas": 2},   # the controller's weights reach both through the store
+    "server": {"port": 0},
     "classes": [
         {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 2000, "tpot_ms": 200, "attainment": 0.5},
          "input": {"kind": "fixed", "value": 200}, "output": {"kind": "fixed", "value": 8},
