@@ -17,23 +17,19 @@ ratio, steps × the ratio), which is how to ask "how slow must the clock be for 
 
 import argparse
 import asyncio
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import ray
 
 from controllers.scenario import check_scenario, load_scenario
-from deployments.cluster import start_local_ray
-from deployments.deploy import deploy, teardown
+from deployments.deploy import deployed_locally
 from loadgen.arrivals import with_rate
 from loadgen.config import LoadConfig, TrafficClass
 from loadgen.records import RECORDS_FILE, RequestRecord, read_records
 from loadgen.runner import run_load
-from monitoring.prometheus import free_port
 
 
 def warm_up(url: str, configs: list[str]) -> None:
@@ -102,22 +98,14 @@ def main() -> None:
     if engine.kind != "sim":
         raise SystemExit(f"{a.scenario}: bench.live_path measures the simulated engine's live path "
                          "(engine.time_scale); use a scenario with engine.kind: sim")
-    folder = Path(tempfile.mkdtemp(prefix="plx-bench-"))
-    try:
-        start_local_ray(r, folder / "ray", free_port())
-        info = deploy(r, port=free_port())
-        warm_up(info.url, [c.name for c in s.configurations])
+    with deployed_locally(r) as info, tempfile.TemporaryDirectory() as folder:
+        for url in info.target.split(","):
+            warm_up(url, [c.name for c in s.configurations])
         time.sleep(1.0)
         wall0 = time.monotonic()
-        asyncio.run(run_load(info.url, s.classes, s.load, folder / "load", base_dir=Path(a.scenario).parent))
+        asyncio.run(run_load(info.target, s.classes, s.load, Path(folder) / "load", base_dir=Path(a.scenario).parent))
         wall = time.monotonic() - wall0
-        records = read_records(folder / "load" / RECORDS_FILE)
-    finally:
-        try:
-            teardown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(folder, ignore_errors=True)
+        records = read_records(Path(folder) / "load" / RECORDS_FILE)
 
     ok = [x for x in records if x.status == "ok" and x.ttft_s is not None and x.server_ttft_s is not None
           and x.output_tokens == x.max_tokens]

@@ -12,8 +12,6 @@ requests and client CPU time per request. "Sustained" = every request completed 
 import argparse
 import asyncio
 import itertools
-import json
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -25,49 +23,17 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.cli import event_loop_factory
+from bench.fast_sse import start_fast_sse
 from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
-from loadgen.wire import CONFIG_HEADER
+from loadgen.sender import event_loop_factory
 
 TOKENS = 8
 LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-
-
-def _serve(port_out: "mp.Queue[int]") -> None:
-    """A fast SSE server: 8 one-token events per request, no artificial delay."""
-    async def completions(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", CONFIG_HEADER: "bench"})
-        await resp.prepare(request)
-        for i in range(TOKENS):
-            ev = {"model": "bench", "choices": [{"index": 0, "text": "tok ",
-                                                 "finish_reason": "length" if i == TOKENS - 1 else None}]}
-            await resp.write(f"data: {json.dumps(ev)}\n\n".encode())
-        await resp.write(b'data: {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": 8}}\n\n'
-                         b"data: [DONE]\n\n")
-        return resp
-
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "bench"}]})
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/completions", completions)
-        app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        port_out.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 BODY = {"model": "bench", "prompt": "a b c d e f g h", "max_tokens": TOKENS, "stream": True,
@@ -164,10 +130,7 @@ def main() -> None:
     global LOOP
     LOOP = (None if args.asyncio else event_loop_factory()) or asyncio.new_event_loop
     print(f"event loop: {LOOP.__module__}.{LOOP.__qualname__}")
-    q: mp.Queue[int] = mp.get_context("spawn").Queue()
-    server = mp.get_context("spawn").Process(target=_serve, args=(q,), daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{q.get(timeout=30)}"
+    url, stop_server = start_fast_sse(TOKENS)
     rows = []
     try:
         for rate, _, (name, fn) in itertools.product(args.rates, range(args.repeat), (
@@ -181,8 +144,7 @@ def main() -> None:
                   f"{'sustained' if r['sustained'] else 'NOT sustained'}  (load avg {load1:.1f} on "
                   f"{os.cpu_count()} CPUs)", flush=True)
     finally:
-        server.terminate()
-        server.join(10)
+        stop_server()
 
 
 if __name__ == "__main__":

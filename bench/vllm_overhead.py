@@ -42,10 +42,12 @@ SCENARIO = REPO / "scenarios" / "cpu-vllm-tiny.yaml"
 TINY = REPO / ".cache" / "tiny-llama"
 
 
-def resolved(config: str, port: int) -> Resolved:
+def resolved(config: str, port: int, stream_interval_ms: float | None = None) -> Resolved:
     data = yaml.safe_load(SCENARIO.read_text())
     data["configurations"] = [c for c in data["configurations"] if c["name"] == config]
     data["server"] = {"port": port, "metrics_port": free_port()}
+    if stream_interval_ms is not None:
+        data["engine"]["stream_interval_ms"] = stream_interval_ms
     return parse_scenario(data, str(SCENARIO), SCENARIO.parent)
 
 
@@ -111,7 +113,7 @@ def against_testbed(r: Resolved, out: Path, concurrency: int, duration_s: float)
     try:
         start_local_ray(r, temp)
         d = deploy(r, timeout_s=400)
-        return load(d.url, r.scenario.configurations[0].name, out / "testbed", concurrency, duration_s)
+        return load(d.target, r.scenario.configurations[0].name, out / "testbed", concurrency, duration_s)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -139,17 +141,22 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=None, help="keep the records here (default: a temp folder)")
+    ap.add_argument("--stream-interval-ms", type=float, default=None,
+                    help="the testbed's engine.stream_interval_ms (default: the scenario's; vLLM's own server "
+                         "sends every token)")
     a = ap.parse_args()
     os.environ.setdefault("VLLM_CACHE_ROOT", str(REPO / ".cache" / "vllm"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "inductor"))
     write_tiny_model(TINY)
     out = a.out or Path(tempfile.mkdtemp(prefix="pxbench"))
     out.mkdir(parents=True, exist_ok=True)
-    r = resolved(a.config, free_port())
+    r = resolved(a.config, free_port(), a.stream_interval_ms)
+    load0 = os.getloadavg()[0]
     own = figures(against_vllm(r, out, a.concurrency, a.duration), a.duration)
     bed = figures(against_testbed(r, out, a.concurrency, a.duration), a.duration)
     print(f"\n{a.config}: closed loop, concurrency {a.concurrency}, {a.duration:g} s, 128 in / 32 out tokens, "
-          f"streaming completions (records in {out})")
+          f"streaming completions; testbed stream_interval_ms {r.scenario.engine.stream_interval_ms:g}; load average "
+          f"{load0:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (records in {out})")
     print(f"{'':14}{'vLLM server':>14}{'testbed':>14}{'difference':>14}")
     for key in own:
         print(f"{key:14}{own[key]:>14.2f}{bed[key]:>14.2f}{bed[key] - own[key]:>+14.2f}")

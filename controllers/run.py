@@ -105,12 +105,13 @@ def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _deployment(resolved: Resolved, port: int) -> Iterator[str]:
+def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
+    """(the proxy's URL, what the load generator sends to: the ingress replicas' own addresses if any)."""
     from deployments.deploy import deploy, teardown
 
     try:
         dep = deploy(resolved, host="127.0.0.1", port=port)
-        yield dep.url
+        yield dep.url, dep.target
     finally:
         teardown()
 
@@ -145,12 +146,12 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
         try:
             console.print("starting Ray and deploying the configurations …")
             stack.enter_context(_ray(resolved, ports.ray))
-            url = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
-            console.print(f"ingress: {url}")
+            url, target = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
+            console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
             controller = _start_controller(resolved, folder, url, ports, capacities, stack, console)
             if on_started is not None:
                 on_started(controller)
-            interrupted = _drive_load(resolved, url, folder, ports.loadgen, controller, console, live)
+            interrupted = _drive_load(resolved, target, folder, ports.loadgen, controller, console, live)
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]interrupted: tearing down and writing the run folder[/]")

@@ -1,4 +1,5 @@
-"""The Serve application of a scenario: one LLMServer deployment per configuration behind the ingress.
+"""The Serve application of a scenario: one LLMServer deployment per configuration behind the ingress
+replicas, which share one routing through the RoutingStore.
 
 `build_app` is the importable builder that `serve deploy` configs name
 (`import_path: deployments.app:build_app`, `args: {scenario: ..., base_dir: ...}`).
@@ -11,36 +12,58 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from controllers.scenario import Resolved
-from deployments.app_args import INGRESS_NAME, AppArgs, server_deployment_name
+from deployments.app_args import INGRESS_NAME, ROUTING_STORE_NAME, AppArgs, server_deployment_name
 from deployments.config import ParallelConfig
 from deployments.ingress import Ingress
 from deployments.placement import replica_placement
+from deployments.routing import uniform_weights
+from deployments.routing_store import RoutingStore
 from deployments.server import LLMServer
 
 REPLICA_CPUS = 1.0      # the replica actor (engine loop) sits in bundle 0 with one CPU
 INGRESS_CPUS = 1.0
+# Ray Serve settings of the live path, each kept because bench/path_cost.py showed it helps
+# (deployments/README.md, "Live-path capacity"): user code and the handle's router on the replica's own
+# event loop, no thread hop per request and per streamed event ...
+SERVE_REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# ... and the ingress replicas serve HTTP themselves (for the Serve controller too): no proxy hop either
+# way. No load balancer needs time to deregister a replica, so none drains for the default 30 s.
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+
+
+def _env(env: dict[str, str]) -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": env}}
 
 
 def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]:
+    """Serve counts `max_queued_requests` per caller: each ingress replica queues its share of the total."""
     srv = resolved.scenario.server
     return dict(
         name=server_deployment_name(config.name),
         num_replicas=config.replicas,
         max_ongoing_requests=srv.max_ongoing_requests,
-        max_queued_requests=srv.max_queued_requests,
-        ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0},
+        max_queued_requests=-(-srv.max_queued_requests // srv.ingress_replicas),
+        ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0, **_env(SERVE_REPLICA_ENV)},
         **replica_placement(config, REPLICA_CPUS).as_deployment_options(),
         health_check_period_s=5.0,
     )
 
 
 def ingress_options(resolved: Resolved) -> dict[str, Any]:
-    """Enough room at the ingress for every configuration's ongoing + queued requests, then 503."""
+    """Enough room at each ingress replica for every configuration's ongoing + queued requests, then 503."""
     srv = resolved.scenario.server
     capacity = sum(c.replicas * srv.max_ongoing_requests + srv.max_queued_requests
                    for c in resolved.scenario.configurations)
-    return dict(name=INGRESS_NAME, num_replicas=1, max_ongoing_requests=capacity + 64,
-                max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS})
+    env = SERVE_REPLICA_ENV | (DIRECT_INGRESS_ENV if srv.direct_ingress else {})
+    return dict(name=INGRESS_NAME, num_replicas=srv.ingress_replicas, max_ongoing_requests=capacity + 64,
+                max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS, **_env(env)})
+
+
+def store_options() -> dict[str, Any]:
+    """One replica, no CPU reserved (it only answers the ingress replicas' polls); room for every poll."""
+    return dict(name=ROUTING_STORE_NAME, num_replicas=1, max_ongoing_requests=10_000,
+                ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1.0,
+                graceful_shutdown_wait_loop_s=0.2)
 
 
 def _deployment(cls: type, options: dict[str, Any]) -> Deployment:
@@ -52,6 +75,9 @@ def build_app(args: dict[str, Any]) -> Application:
     app_args = AppArgs.model_validate(args)
     resolved = app_args.resolve()
     plain = app_args.model_dump()
+    s = resolved.scenario
     servers = {c.name: _deployment(LLMServer, server_options(resolved, c)).bind(plain, c.name)
-               for c in resolved.scenario.configurations}
-    return _deployment(Ingress, ingress_options(resolved)).bind(plain, servers)
+               for c in s.configurations}
+    weights = uniform_weights([c.name for c in s.classes], [c.name for c in s.configurations])
+    store = _deployment(RoutingStore, store_options()).bind(weights)
+    return _deployment(Ingress, ingress_options(resolved)).bind(plain, servers, store)

@@ -9,6 +9,7 @@ from controllers.scenario import Resolved, parse_scenario
 
 APP_NAME = "parallax"
 INGRESS_NAME = "ingress"
+ROUTING_STORE_NAME = "routing-store"
 
 
 def server_deployment_name(config: str) -> str:

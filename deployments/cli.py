@@ -72,6 +72,9 @@ def _load(scenario: Path) -> Resolved:
 def _print_up(st: UpState) -> None:
     console.print(f"[bold]{st.name}[/] is up at [bold]{st.url}[/] (OpenAI API under /v1); "
                   f"Ray metrics at {st.metrics_url or 'the cluster metrics port'}")
+    if st.ingress_urls:
+        console.print(f"the ingress replicas answer directly (no proxy hop) at {','.join(st.ingress_urls)}: "
+                      "give that to `parallax load --target`")
     table = Table("config", "replica", "placement group", "strategy", "bundles", "GPUs", "state")
     for cfg, reps in st.placements.items():
         for i, p in enumerate(reps):
@@ -116,7 +119,8 @@ def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, ti
     except (CapacityError, DeployError) as e:
         _fail(str(e))
     st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
-                 url=info.url, placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
+                 url=info.url, ingress_urls=info.ingress_urls,
+                 placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
     st.write(path)
     return st
 
@@ -201,14 +205,17 @@ def _listening(st: UpState) -> list[ServiceAddresses]:
     except ScenarioError:
         scenario = None
     ingress, metrics = _port(st.url), _port(st.metrics_url)
+    direct = [p for p in map(_port, st.ingress_urls) if p is not None]
     key_env = scenario.server.api_key_env if scenario else None
     api_access = f"Bearer key from ${key_env}" if key_env else "none (server.api_key_env unset)"
     rows = []
     if st.mode == "local" and st.pid is not None:
         sockets = listening_sockets(session_pids(st.pid))
-        rows += [ServiceAddresses("ingress (OpenAI API)", ingress, _at(sockets, ingress), api_access),
-                 ServiceAddresses("Ray metrics export", metrics, _at(sockets, metrics), "none; metrics only")]
-        ray = [s for s in sockets if s.port not in (ingress, metrics)]
+        rows += [ServiceAddresses("ingress (OpenAI API)", ingress, _at(sockets, ingress), api_access)]
+        rows += [ServiceAddresses("ingress replica (OpenAI API, direct)", p, _at(sockets, p), api_access)
+                 for p in direct]
+        rows.append(ServiceAddresses("Ray metrics export", metrics, _at(sockets, metrics), "none; metrics only"))
+        ray = [s for s in sockets if s.port not in (ingress, metrics, *direct)]
         rows.append(ServiceAddresses("Ray's own servers", None, [s.address for s in ray if s.loopback],
                                      "loopback only (README: Security)"))
         for allowed in ALL_INTERFACES_ALLOWED:
@@ -302,8 +309,13 @@ def _cleanup(st: UpState, path: Path, keep_log: bool = False) -> None:
 
 
 def serve_config(r: Resolved, host: str | None = None, port: int | None = None) -> dict[str, object]:
-    """A Ray Serve config (`serve deploy FILE`) that builds this scenario's application on a cluster."""
+    """A Ray Serve config (`serve deploy FILE`) that builds this scenario's application on a cluster.
+
+    Clients come through Serve's proxy there (KubeRay's Service points at it): the Serve controller that
+    `serve deploy` starts has no direct ingress, so the ingress replicas open no ports of their own."""
     srv = r.scenario.server
+    args = AppArgs.from_resolved(r).model_dump()
+    args["scenario"]["server"]["direct_ingress"] = False
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host or srv.host, "port": srv.port if port is None else port},
@@ -311,7 +323,7 @@ def serve_config(r: Resolved, host: str | None = None, port: int | None = None) 
             "name": APP_NAME,
             "route_prefix": "/",
             "import_path": "deployments.app:build_app",
-            "args": AppArgs.from_resolved(r).model_dump(),
+            "args": args,
             "logging_config": {"enable_access_log": False},
         }],
     }

@@ -26,9 +26,11 @@ class CapacityError(RuntimeError):
 
 
 def local_cpus(resolved: Resolved) -> int:
-    """Logical CPUs for a local cluster: one per replica actor, the ingress, and two for Serve itself."""
-    replicas = sum(c.replicas for c in resolved.scenario.configurations)
-    return int(replicas * REPLICA_CPUS + INGRESS_CPUS) + 2
+    """Logical CPUs for a local cluster: one per replica actor, ingress replica and load generator actor
+    (`load.workers_on: ray`), and two for Serve itself."""
+    s = resolved.scenario
+    replicas = sum(c.replicas for c in s.configurations)
+    return int(replicas * REPLICA_CPUS + s.server.ingress_replicas * INGRESS_CPUS + s.load.ray_cpus) + 2
 
 
 LOOPBACK = "127.0.0.1"
@@ -98,7 +100,7 @@ def cluster_capacity(credit: dict[str, float] | None = None) -> Capacity:
                     free_cpus=free.get("CPU", 0.0) + extra.get("CPU", 0.0), node_gpus=nodes)
 
 
-def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]:
+def capacity_problems(configs: list[ParallelConfig], cap: Capacity, ingress_replicas: int = 1) -> list[str]:
     """Why `configs` cannot all be placed on a cluster with `cap` (empty list: they fit)."""
     problems = []
     need_gpus = sum(c.gpus for c in configs)
@@ -116,7 +118,7 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
             plan_nodes(configs, [Node(str(i), g) for i, g in enumerate(cap.node_gpus) if g > 0])
         except PlacementError as e:
             problems.append(str(e))
-    need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + INGRESS_CPUS
+    need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + ingress_replicas * INGRESS_CPUS
     if need_cpus > cap.free_cpus:
         problems.append(f"the replicas and the ingress need {need_cpus:g} CPUs but the cluster has "
                         f"{cap.free_cpus:g} available; add CPUs")
@@ -124,6 +126,7 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity) -> list[str]
 
 
 def check_capacity(resolved: Resolved, credit: dict[str, float] | None = None) -> None:
-    problems = capacity_problems(resolved.scenario.configurations, cluster_capacity(credit))
+    problems = capacity_problems(resolved.scenario.configurations, cluster_capacity(credit),
+                                 resolved.scenario.server.ingress_replicas)
     if problems:
         raise CapacityError(f"{resolved.source}: cannot deploy: " + "; ".join(problems))

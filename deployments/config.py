@@ -108,6 +108,14 @@ class ServerConfig(_Strict):
         "max_ongoing_requests; more are refused with 503"
     )
     api_key_env: str | None = Field(default=None, description="env var holding an optional Bearer key")
+    ingress_replicas: int = Field(
+        default=1, gt=0, description="replicas of the ingress; they share one versioned routing (clients "
+        "spread requests over their addresses, or Serve's proxy does)"
+    )
+    direct_ingress: bool = Field(
+        default=True, description="the ingress replicas serve HTTP on ports of their own (Serve's direct "
+        "ingress), so clients skip Serve's proxy; `port` still answers through the proxy"
+    )
 
 
 class DeploymentSpec(_Strict):

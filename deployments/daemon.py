@@ -34,6 +34,7 @@ class UpState(BaseModel):
     ray_address: str | None = None
     temp_dir: str | None = None
     url: str | None = None
+    ingress_urls: list[str] = []   # the ingress replicas' own addresses (direct ingress): the cheaper path
     metrics_url: str | None = None
     log: str | None = None
     error: str | None = None
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         address = start_local_ray(resolved, temp_dir / "ray", metrics_port)
         info = deploy(resolved, host=a.host, port=a.port, timeout_s=a.timeout)
         state = state.model_copy(update={
-            "status": "ready", "ray_address": address, "url": info.url,
+            "status": "ready", "ray_address": address, "url": info.url, "ingress_urls": info.ingress_urls,
             "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
             "placements": {k: [vars(p) for p in v] for k, v in info.placements.items()}})
         state.write(a.state_file)

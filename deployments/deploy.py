@@ -4,19 +4,27 @@
     teardown()                        # removes the Serve application and Serve itself
 """
 
+import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
+from ray.serve._private.common import RequestProtocol
+from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
-from ray.serve.schema import ApplicationStatus
+from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
 
 from controllers.scenario import Resolved
-from deployments.app import build_app
+from deployments.app import DIRECT_INGRESS_ENV, build_app
 from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
-from deployments.cluster import check_capacity
+from deployments.cluster import check_capacity, start_local_ray
+from monitoring.prometheus import free_port
 
 REPLICA_PG_PREFIX = "SERVE_REPLICA::"
 
@@ -38,11 +46,21 @@ class PlacedReplica:
 
 @dataclass(frozen=True)
 class DeployedApp:
-    """Where a deployed scenario answers, and how each configuration was placed."""
+    """Where a deployed scenario answers, and how each configuration was placed.
+
+    `url` goes through Serve's proxy; `ingress_urls` reach the ingress replicas' own HTTP servers
+    (`server.direct_ingress`), the cheaper path: clients spread their requests over them.
+    """
 
     url: str
     app_name: str
     placements: dict[str, list[PlacedReplica]] = field(default_factory=dict)
+    ingress_urls: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        """What a client should send to: the ingress replicas' addresses (comma-separated), else `url`."""
+        return ",".join(self.ingress_urls) or self.url
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +84,9 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
                               "(`parallax down`)")
         serve.delete(APP_NAME)
     app = build_app(AppArgs.from_resolved(resolved).model_dump())
+    controller = {"runtime_env": {"env_vars": DIRECT_INGRESS_ENV}} if srv.direct_ingress else None
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options={"host": host, "port": port}, controller_options=controller)
         serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
                                         logging_config={"enable_access_log": False})],
                        wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
@@ -77,7 +96,29 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
                               "(--port or server.port)") from None
         raise DeployError(f"Serve did not start: {str(e).strip().splitlines()[-1]}") from None
     wait_ready(resolved, timeout_s)
-    return DeployedApp(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved))
+    direct = ingress_urls(host, srv.ingress_replicas) if srv.direct_ingress else []
+    return DeployedApp(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved),
+                      ingress_urls=direct)
+
+
+def ingress_urls(host: str, replicas: int, timeout_s: float = 10.0) -> list[str]:
+    """The ingress replicas' own HTTP addresses that this machine can reach (Serve's direct ingress);
+    none when the running Serve controller was started without it (then the proxy's `url` serves)."""
+    node_ip = ray.util.get_node_ip_address()
+    client = _get_global_client()
+    assert client is not None  # it raises when Serve is not running
+    deadline = time.monotonic() + timeout_s
+    while True:
+        details = ServeInstanceDetails(**client.get_serve_details())
+        groups = [g for g in details.target_groups if g.app_name == APP_NAME and g.protocol == RequestProtocol.HTTP]
+        if groups and not any(g.ingress_deployment_name == INGRESS_NAME for g in groups):
+            return []  # the controller routes through proxies: direct ingress is off
+        targets = [t for g in groups for t in g.targets]
+        if len(targets) >= replicas or time.monotonic() > deadline:
+            local = host in ("127.0.0.1", "localhost")
+            return sorted(f"http://127.0.0.1:{t.port}" if local else f"http://{t.ip}:{t.port}"
+                          for t in targets if not local or t.ip == node_ip)
+        time.sleep(0.2)
 
 
 def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME) -> None:
@@ -134,6 +175,22 @@ def ingress_handle() -> DeploymentHandle:
     """The ingress, for `get_routing()` / `set_routing(weights)` through a Serve handle from inside the
     cluster (the controller PUTs /v1/routing over HTTP instead: controllers/router_client.py)."""
     return serve.get_deployment_handle(INGRESS_NAME, app_name=APP_NAME)
+
+
+@contextlib.contextmanager
+def deployed_locally(resolved: Resolved, timeout_s: float = 120.0) -> Iterator[DeployedApp]:
+    """A fresh local Ray (its files in a temp folder, free ports) with the scenario deployed; everything is
+    removed on exit. For benchmarks and tests."""
+    folder = Path(tempfile.mkdtemp(prefix="plx-"))
+    try:
+        start_local_ray(resolved, folder / "ray", free_port())
+        yield deploy(resolved, port=free_port(), timeout_s=timeout_s)
+    finally:
+        try:
+            teardown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def teardown() -> None:

@@ -7,6 +7,7 @@ one up when absent, and echoes it) names the request in the replicas' logs and t
 (loadgen/wire.py).
 """
 
+import asyncio
 import hmac
 import logging
 import os
@@ -24,10 +25,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
-from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights, uniform_weights
-from loadgen.wire import CLASS_HEADER, CONFIG_HEADER, MAX_REQUEST_ID, REQUEST_ID_HEADER, Job, Kind, valid_request_id
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights
+from deployments.routing_store import Routing, UpdateResult
+from loadgen.wire import (
+    CLASS_HEADER,
+    CONFIG_HEADER,
+    INGRESS_HEADER,
+    MAX_REQUEST_ID,
+    REQUEST_ID_HEADER,
+    Job,
+    Kind,
+    valid_request_id,
+)
 
 logger = logging.getLogger("ray.serve")
+RETRY_S = 0.5  # wait before polling the routing store again after a failed call
 
 fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -61,9 +73,12 @@ async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
 
 @serve.ingress(fastapi_app)
 class Ingress:
-    """One replica (it holds the routing state); the controller changes weights with PUT /v1/routing."""
+    """One of `server.ingress_replicas` replicas. Each routes with its own copy of the routing, which it
+    follows from the RoutingStore (routing_store.py); a change, from `PUT /v1/routing` on any replica
+    (the controller's) or `set_routing` through a handle, goes through the store and reaches every replica."""
 
-    def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle]):
+    async def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle],  # type: ignore[misc]
+                       store: DeploymentHandle):
         resolved = AppArgs.model_validate(args).resolve()
         s = resolved.scenario
         self.base_model = s.model
@@ -72,22 +87,62 @@ class Ingress:
         self.default_class = s.default_class
         self.engine = s.engine.kind
         self.created = int(time.time())
-        self.router = WeightedRoundRobin(uniform_weights(self.classes, list(self.configs)))
-        self.handles = servers
-        self.streams = {name: h.options(stream=True) for name, h in servers.items()}
+        # Serve's gRPC transport to the replicas (not Ray object refs): half the ingress's and the replica's
+        # CPU per request, and a third of the added TTFT, in bench/path_cost.py
+        self.handles = {name: h.options(_by_reference=False) for name, h in servers.items()}
+        self.streams = {name: h.options(stream=True, _by_reference=False) for name, h in servers.items()}
+        self.store = store
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.routing: Routing = await store.watch.remote(self.replica, None, 0.0)
+        self.router = WeightedRoundRobin(self.routing.weights)
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
         key_env = s.server.api_key_env
         self._key = os.environ.get(key_env, "").encode() if key_env else b""
         if key_env and not self._key:
             logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
 
+    # --- the routing, shared through the store ------------------------------------------------------
+    def _apply(self, routing: Routing) -> None:
+        """Take a newer version: only the classes whose rows changed restart their round-robin."""
+        if routing.version <= self.routing.version:
+            return
+        changed = {c: row for c, row in routing.weights.items() if self.routing.weights.get(c) != row}
+        self.router.update(changed)
+        self.routing = routing
+
+    async def _follow(self) -> None:
+        """Long-poll the store for new versions (each poll also acknowledges the version applied)."""
+        while True:
+            try:
+                self._apply(await self.store.watch.remote(self.replica, self.routing))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store restarts (Serve brings it back): keep the routing, retry
+                logger.warning("routing store unreachable; keeping routing version %d", self.routing.version,
+                               exc_info=True)
+                await asyncio.sleep(RETRY_S)
+
     # --- the /v1/routing endpoints (the controller's PUT), or a Serve handle inside the cluster ------
     def get_routing(self) -> dict[str, Any]:
-        return {"default_class": self.default_class, "weights": self.router.weights}
+        return {"version": self.routing.version, "default_class": self.default_class,
+                "weights": self.router.weights, "replica": self.replica}
 
-    def set_routing(self, weights: Weights) -> dict[str, Any]:
-        """Replace the weights of the classes given (raises RoutingError naming what is wrong)."""
-        self.router.update(check_weights(weights, self.classes, list(self.configs)))
-        return self.get_routing()
+    async def set_routing(self, weights: Weights) -> dict[str, Any]:
+        """Replace the weights of the classes given (raises RoutingError naming what is wrong); returns once
+        every ingress replica honours them (at most routing_store.ACK_S)."""
+        checked = check_weights(weights, self.classes, list(self.configs))
+        try:
+            result: UpdateResult = await self.store.update.remote(checked, self.routing)
+        except Exception as e:
+            raise api.OpenAIError(503, f"the routing store is unavailable ({type(e).__name__}); retry",
+                                  "server_error", code="routing_unavailable") from None
+        self._apply(result.routing)
+        return self.get_routing() | {"replicas": {"applied": result.applied, "live": result.replicas}}
+
+    async def check_health(self) -> None:
+        """Serve's health check: the routing follower must still be running."""
+        if self._follower.done():
+            raise RuntimeError("the routing follower stopped")
 
     # --- HTTP --------------------------------------------------------------------------------------
     def _authorize(self, request: Request) -> None:
@@ -124,7 +179,7 @@ class Ingress:
         self._authorize(request)
         body = api.parse_json(await request.body())
         try:
-            return self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
+            return await self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
         except RoutingError as e:
             raise api.OpenAIError(400, str(e), param="weights") from None
 
@@ -162,7 +217,7 @@ class Ingress:
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
                   arrival_wall=arrival)
-        headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class}
+        headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class, INGRESS_HEADER: self.replica}
         try:
             if not body.stream:
                 out = await self.handles[config].complete.remote(job)

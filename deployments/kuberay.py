@@ -126,7 +126,7 @@ def to_yaml(manifest: dict[str, Any]) -> str:
 def default_sizes(r: Resolved) -> tuple[PodSize, PodSize]:
     """Head and worker pod sizes: the head holds Serve's controller, proxy and the ingress; each worker
     one CPU per replica actor it may host (at most one per GPU) and two for Ray itself."""
-    head = PodSize(cpus=int(INGRESS_CPUS) + 2, memory="16Gi")
+    head = PodSize(cpus=int(r.scenario.server.ingress_replicas * INGRESS_CPUS) + 2, memory="16Gi")
     worker = PodSize(cpus=int(r.scenario.hardware.gpus_per_node * REPLICA_CPUS) + 2,
                      memory=f"{max(32, 16 * r.scenario.hardware.gpus_per_node)}Gi")
     return head, worker

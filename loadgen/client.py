@@ -32,11 +32,13 @@ _HINTS = {
 
 
 class Clock:
-    """perf_counter for durations, mapped to Unix epoch seconds for records."""
+    """perf_counter for durations, mapped to Unix epoch seconds for records; starts now, or at `epoch`
+    (the start load generator workers share)."""
 
-    def __init__(self) -> None:
-        self.perf0 = time.perf_counter()
-        self.epoch0 = time.time()
+    def __init__(self, epoch: float | None = None) -> None:
+        perf, now = time.perf_counter(), time.time()
+        self.epoch0 = now if epoch is None else epoch
+        self.perf0 = perf + (self.epoch0 - now)
 
     def epoch(self, perf: float) -> float:
         return self.epoch0 + (perf - self.perf0)
@@ -88,8 +90,11 @@ class StreamingClient:
     def __init__(self, target: str, *, model: str = "auto", api: Api = "completions", timeout_s: float = 120.0,
                  api_key: str | None = None, count_tokens: Callable[[str], int] = lambda t: len(t.split()),
                  clock: Clock | None = None, extra_body: dict[str, Any] | None = None):
-        self.target = target.rstrip("/")
-        self.url = self.target + ("/v1/chat/completions" if api == "chat" else "/v1/completions")
+        self.targets = [t.strip().rstrip("/") for t in target.split(",")]  # several: taken in turn
+        self.target = ",".join(self.targets)
+        path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
+        self.urls = [t + path for t in self.targets]
+        self._turn = 0
         self.model = model
         self.api = api
         self.timeout_s = timeout_s
@@ -110,20 +115,21 @@ class StreamingClient:
             await self._session.close()
 
     async def check(self, timeout_s: float = 5.0) -> None:
-        """Fail early, with a clear message, when the target cannot be reached at all.
+        """Fail early, with a clear message, when a target cannot be reached at all.
 
-        This also opens the connection the first request will reuse, so it pays no connect time.
+        This also opens the connections the first requests will reuse, so they pay no connect time.
         """
         assert self._session is not None, "use the client as an async context manager"
-        try:
-            async with asyncio.timeout(timeout_s), self._session.get(self.target + "/v1/models",
-                                                                     headers=self.headers) as resp:
-                await resp.read()
-        except aiohttp.ClientConnectorError as e:
-            raise LoadError(f"cannot reach {self.target}: {_reason(e)}; is the server running, "
-                            "and is --target right?") from None
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise LoadError(f"cannot reach {self.target}: {type(e).__name__} {e}; is the server running?") from None
+        for target in self.targets:
+            try:
+                async with asyncio.timeout(timeout_s), self._session.get(target + "/v1/models",
+                                                                         headers=self.headers) as resp:
+                    await resp.read()
+            except aiohttp.ClientConnectorError as e:
+                raise LoadError(f"cannot reach {target}: {_reason(e)}; is the server running, "
+                                "and is --target right?") from None
+            except (TimeoutError, aiohttp.ClientError) as e:
+                raise LoadError(f"cannot reach {target}: {type(e).__name__} {e}; is the server running?") from None
 
     def body(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         b: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "min_tokens": max_tokens,
@@ -165,7 +171,9 @@ class StreamingClient:
         headers = {CLASS_HEADER: p.sla_class, REQUEST_ID_HEADER: p.request_id, **self.headers}
         body = self.body(prompt, p.max_tokens)
         s.send = time.perf_counter()
-        async with self._session.post(self.url, json=body, headers=headers) as resp:
+        url = self.urls[self._turn % len(self.urls)]
+        self._turn += 1
+        async with self._session.post(url, json=body, headers=headers) as resp:
             s.http_status = resp.status
             s.config = resp.headers.get(CONFIG_HEADER, "")
             if resp.status != 200:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loadgen.files import read_lengths, resolve_path
 
+RAY_WORKER_CPUS = 1.0  # what each load generator worker reserves when it runs as a Ray actor
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -225,6 +227,20 @@ class LoadConfig(_Strict):
     warmup_s: float = Field(default=0.0, ge=0)
     timeout_s: float = Field(default=120.0, gt=0, description="per-request timeout")
     seed: int = 0
+    workers: int = Field(
+        default=1, ge=1, le=256,
+        description="load generator workers sharing the schedule: worker k sends requests k, k+N, k+2N … "
+        "(and closed-loop users k, k+N …); records, summary and /metrics are merged",
+    )
+    workers_on: Literal["local", "ray"] = Field(
+        default="local", description="local: processes on this machine; ray: Ray actors spread over the "
+        "nodes of the cluster in RAY_ADDRESS (or the one `parallax run` uses)",
+    )
+
+    @property
+    def ray_cpus(self) -> float:
+        """CPUs the load generator's Ray actors reserve on the cluster (none for local workers)."""
+        return self.workers * RAY_WORKER_CPUS if self.workers_on == "ray" else 0.0
 
     @model_validator(mode="after")
     def _positive_rates(self) -> "LoadConfig":

@@ -34,10 +34,16 @@ class Stream:
 
 @dataclass
 class ClosedUsers:
-    """A closed loop: `concurrency` users sending back to back for the step's duration."""
+    """A closed loop: `concurrency` users sending back to back for the step's duration (`users`: the ones
+    this sender runs, all by default; a worker runs its share)."""
 
     concurrency: int
     stream: Stream
+    users: tuple[int, ...] | None = None
+
+    @property
+    def user_ids(self) -> tuple[int, ...]:
+        return self.users if self.users is not None else tuple(range(self.concurrency))
 
 
 @dataclass

@@ -1,115 +1,40 @@
 """`run_load`: drive a target with the planned traffic and write records + summary to a run folder.
 
-Open-loop requests are sent on schedule whatever the server does: each is its own task, and the
-dispatcher never waits for a response. Every request that was due produces exactly one record
-(ok, error, timeout, or cancelled when the run is stopped).
+One process sends the plan itself (sender.py), or `load.workers` workers share it (fleet.py: local
+processes, or Ray actors with `load.workers_on: ray`); either way the records, the summary and the
+client /metrics are those of one run.
 """
 
 import asyncio
 import contextlib
 import json
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
-
-from loadgen.client import Api, Clock, Planned, StreamingClient
+from loadgen.client import Api, Clock, StreamingClient
 from loadgen.config import LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
-from loadgen.plan import ClosedUsers, StepPlan, Workload, build_plan
+from loadgen.fleet import run_fleet
+from loadgen.plan import Workload, build_plan
 from loadgen.progress import LiveView
 from loadgen.prompts import PromptFactory, load_tokenizer
-from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, RequestRecord, write_record
-from loadgen.summary import LoadSummary, judge, summarize
-
-# HTTP answers that will not get better by retrying: stop the run at the first one if nothing succeeded.
-FATAL_STATUS = (401, 403, 404)
-
-
-def raise_fd_limit() -> None:
-    """Every request in flight holds a connection: allow as many open files as the system lets us."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
-    if target > soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, RequestRecord
+from loadgen.sender import RecordSink, Sender, drive, prompt_rng, raise_fd_limit
+from loadgen.split import Share
+from loadgen.summary import LoadSummary, WorkerReport, summarize
 
 
 def check_url(target: str) -> None:
-    u = urlparse(target)
-    if u.scheme not in ("http", "https") or not u.netloc:
-        raise LoadError(f"--target {target!r}: give the server's base URL, e.g. http://127.0.0.1:8000")
-
-
-class _Run:
-    """State of one run: the record sink, in-flight requests and the stop condition."""
-
-    def __init__(self, client: StreamingClient, prompts: PromptFactory, workload: Workload, out: Any,
-                 slos: dict, metrics: ClientMetrics | None, view: LiveView | None,
-                 on_record: Callable[[RequestRecord], None] | None, seed: int, time_scale: float = 1.0):
-        self.client, self.prompts, self.workload, self.out = client, prompts, workload, out
-        self.time_scale = time_scale
-        self.slos, self.metrics, self.view, self.on_record = slos, metrics, view, on_record
-        self.rng = np.random.default_rng([seed, 1_000_003])
-        self.records: list[RequestRecord] = []
-        self.inflight: set[asyncio.Task[None]] = set()
-        self.halt = asyncio.Event()
-        self.fatal: str | None = None
-        self.any_ok = False
-
-    def sink(self, r: RequestRecord) -> None:
-        r = judge(r, self.slos[r.sla_class], self.time_scale)
-        self.records.append(r)
-        write_record(self.out, r)
-        self.out.flush()
-        self.any_ok |= r.status == "ok"
-        if r.http_status in FATAL_STATUS and not self.any_ok and self.fatal is None:
-            self.fatal = r.error
-            self.halt.set()
-        if self.metrics:
-            self.metrics.observe(r.on_engine_clock(self.time_scale))
-        if self.view:
-            self.view.add(r.on_engine_clock(self.time_scale))
-        if self.on_record:
-            self.on_record(r)
-
-    def launch(self, p: Planned, scheduled_perf: float) -> asyncio.Task[None]:
-        prompt = self.prompts.make(p.prompt_tokens, self.rng)
-        task = asyncio.create_task(self.client.send(p, prompt, scheduled_perf, self.sink))
-        self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
-        return task
-
-    async def open_loop(self, step: StepPlan, t0: float) -> None:
-        for p in step.requests:
-            delay = t0 + p.at_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.launch(p, t0 + p.at_s)
-
-    async def closed_user(self, step: StepPlan, users: ClosedUsers, user: int, t0: float, run_t0: float) -> None:
-        end = t0 + step.length_s
-        n = 0
-        rng = np.random.default_rng([user, step.index, 7])
-        while (now := time.perf_counter()) < end:
-            cls = self.workload.pick(users.stream, rng)
-            n_in, n_out = self.workload.lengths(cls, rng)
-            p = Planned(request_id=f"s{step.index}-u{user}-{n:06d}", at_s=now - run_t0, sla_class=cls,
-                        prompt_tokens=n_in, max_tokens=n_out, rate_step=step.index, offered_rate=None,
-                        concurrency=users.concurrency, warmup=now - t0 < step.warmup_s)
-            await self.launch(p, now)
-            n += 1
-
-    async def step(self, step: StepPlan, t0: float, run_t0: float) -> None:
-        jobs = [self.open_loop(step, t0)] if step.requests else []
-        jobs += [self.closed_user(step, u, i, t0, run_t0) for u in step.closed for i in range(u.concurrency)]
-        await asyncio.gather(*jobs)
-        await asyncio.sleep(max(0.0, t0 + step.length_s - time.perf_counter()))
+    """One base URL, or several separated by commas (requests take them in turn)."""
+    for one in target.split(","):
+        u = urlparse(one.strip())
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise LoadError(f"--target {one!r}: give the server's base URL, e.g. http://127.0.0.1:8000 "
+                            "(several: comma-separated)")
 
 
 async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, out_dir: str | Path, *,
@@ -154,72 +79,34 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
         if metrics and on_metrics_port:
             on_metrics_port(metrics.port)
         view = LiveView(sum(s.length_s for s in plan)) if progress else None
+        reports: list[WorkerReport] = []
         try:
             with (out / RECORDS_FILE).open("w") as f, view or contextlib.nullcontext():
-                client.clock = clock = Clock()  # the schedule starts now, after the preflight
-                run = _Run(client, prompts, workload, f, slos, metrics, view, on_record, load.seed, time_scale)
-                interrupted = await _drive(run, plan, clock, durations, stop, metrics, view)
+                sink = RecordSink(f, metrics, view, on_record, time_scale)
+                if load.workers == 1 and load.workers_on == "local":
+                    client.clock = clock = Clock()  # the schedule starts now, after the preflight
+                    meta["started_at"] = clock.epoch0
+                    sender = Sender(client, prompts, workload, slos, sink.add, prompt_rng(load.seed), time_scale)
+                    interrupted = await drive(sender, sink.halt, plan, clock, durations, stop, metrics, view)
+                else:
+                    share = Share(target=target, model=model, api=api, timeout_s=load.timeout_s, api_key=api_key,
+                                  classes=classes, base_dir=base_dir, slos=slos, seed=load.seed,
+                                  tokenizer=str(tokenizer) if tokenizer else None, workers=load.workers,
+                                  time_scale=time_scale)
+                    fleet = await run_fleet(share, plan, load.workers_on, sink, durations, stop, metrics, view)
+                    interrupted, reports = fleet.stopped, fleet.reports
+                    meta["started_at"] = fleet.started_at or meta["started_at"]
         finally:
             if metrics:
                 metrics.close()
-    summary = summarize(run.records, slos, durations, interrupted=interrupted, time_scale=time_scale)
-    meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted}
+    summary = summarize(sink.records, slos, durations, interrupted=interrupted, time_scale=time_scale)
+    summary = summary.model_copy(update={"workers": reports})
+    meta |= {"finished_at": time.time(), "step_durations_s": durations, "interrupted": interrupted,
+             "workers": [w.model_dump() for w in reports]}
     (out / META_FILE).write_text(json.dumps(meta, indent=1))
     (out / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
-    if run.fatal:
-        raise LoadError(f"{target} refused the requests: {run.fatal}")
+    if sink.fatal:
+        raise LoadError(f"{target} refused the requests: {sink.fatal}")
     return summary
 
 
-async def _drive(run: _Run, plan: list[StepPlan], clock: Clock, durations: dict[int, float],
-                 stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> bool:
-    """Run the steps, then drain in-flight requests; True when stopped early."""
-    run_t0 = clock.perf0
-
-    async def steps() -> None:
-        t0 = run_t0
-        for s in plan:
-            if metrics:
-                for cls, rate in s.class_rates.items():
-                    metrics.set_offered_rate(cls, rate)
-            if view:
-                view.set_step(f"step {s.index + 1}/{len(plan)}"
-                              + (f" @ {s.offered_rate:.3g} req/s" if s.offered_rate else ""))
-            await run.step(s, t0, run_t0)
-            durations[s.index] = s.duration_s
-            t0 += s.length_s
-
-    async def refresher() -> None:
-        while view:
-            view.refresh()
-            await asyncio.sleep(0.25)
-
-    waiters = [asyncio.create_task(run.halt.wait())] + ([asyncio.create_task(stop.wait())] if stop else [])
-    refresh = asyncio.create_task(refresher())
-    main = asyncio.create_task(steps())
-    stopped = False
-    try:
-        done, _ = await asyncio.wait([main, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        if main in done:
-            main.result()
-            while run.inflight and not any(w.done() for w in waiters):
-                await asyncio.wait([*run.inflight, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        stopped = any(w.done() for w in waiters)
-    finally:
-        for t in [main, refresh, *waiters, *run.inflight]:
-            t.cancel()
-        await asyncio.gather(main, refresh, *waiters, *run.inflight, return_exceptions=True)
-    if stopped:
-        _record_partial_step(plan, durations, clock)
-    return stopped
-
-
-def _record_partial_step(plan: list[StepPlan], durations: dict[int, float], clock: Clock) -> None:
-    """The measured length of the step a stopped run was in."""
-    elapsed = time.perf_counter() - clock.perf0
-    start = 0.0
-    for s in plan:
-        if s.index not in durations:
-            durations[s.index] = max(0.0, min(s.duration_s, elapsed - start - s.warmup_s))
-            return
-        start += s.length_s

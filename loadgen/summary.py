@@ -8,9 +8,10 @@ is on the engine's clock, as `parallax run`'s report and the server's metrics ar
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loadgen.config import SLO
 from loadgen.records import RequestRecord
@@ -67,6 +68,18 @@ class GroupSummary(BaseModel):
     goodput: float
 
 
+class WorkerReport(BaseModel):
+    """How one load generator worker ended (runs with `load.workers` > 1 or on Ray)."""
+
+    index: int
+    where: str = Field(description="pid N (a process here) or node ID (a Ray actor)")
+    status: Literal["finished", "stopped", "failed", "died"]
+    detail: str = Field(description="how it ended: exit code, signal, or the error")
+    planned: int = Field(description="open-loop requests in its share")
+    sent: int
+    recorded: int
+
+
 class LoadSummary(BaseModel):
     """The whole run: per step and overall groups, plus how well the generator kept its schedule."""
 
@@ -81,6 +94,7 @@ class LoadSummary(BaseModel):
     lateness_max_s: float | None
     interrupted: bool = False
     engine_time_scale: float = 1.0   # wall seconds per engine second: figures are on the engine's clock
+    workers: list[WorkerReport] = Field(default_factory=list)
 
     def row(self, config: str, sla_class: str) -> GroupSummary | None:
         return next((g for g in self.overall if g.config == config and g.sla_class == sla_class), None)

@@ -20,6 +20,7 @@ from typing import Literal
 CLASS_HEADER = "x-sla-class"            # request: the SLA class (else the scenario's default); echoed
 CONFIG_HEADER = "x-parallax-config"     # response: the configuration that served the request
 REQUEST_ID_HEADER = "x-request-id"      # request: the client's id, kept end to end; echoed
+INGRESS_HEADER = "x-parallax-ingress"   # response: the ingress replica that answered
 
 # Parallax's extras in a response's usage: the server's own timing (engine clock, ms) and SSE coalescing.
 SERVER_TTFT_MS = "parallax_server_ttft_ms"

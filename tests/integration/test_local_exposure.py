@@ -86,7 +86,7 @@ def test_local_up_listens_on_loopback_only(tmp_path: Path) -> None:
         used = {a for s in wide if (a := s.allowance()) is not None}
         assert used == set(ALL_INTERFACES_ALLOWED), "an allow-list entry no longer applies: drop it (and " \
                                                     "its line in the README's Security section)"
-        assert len(wide) == 3  # one per replica: the ingress and the two of tp1
+        assert len(wide) == 4  # one per replica: the ingress, the routing store and the two of tp1
 
         # `parallax status` shows where the deployment's own services listen, Prometheus and load generator too
         metrics = ClientMetrics(loadgen_port)
@@ -101,6 +101,8 @@ def test_local_up_listens_on_loopback_only(tmp_path: Path) -> None:
         [entry] = json.loads(status.stdout)
         shown = {r["service"]: r["addresses"] for r in entry["listening"]}
         assert shown["ingress (OpenAI API)"] == [f"127.0.0.1:{port}"]
+        direct = [r["addresses"] for r in entry["listening"] if r["service"] == "ingress replica (OpenAI API, direct)"]
+        assert direct == [[st.ingress_urls[0].removeprefix("http://")]]   # the replica's own server, on loopback
         assert shown["Ray metrics export"] == [f"127.0.0.1:{metrics_port}"]
         assert shown["Prometheus"] == [f"127.0.0.1:{prom_port}"]
         assert shown["load generator metrics"] == [f"127.0.0.1:{loadgen_port}"]

@@ -1,5 +1,6 @@
 """Multi-node placement on a real two-node Ray cluster (head + worker started with `ray start`, 4 logical
-GPUs each), attached through RAY_ADDRESS: configurations land on the nodes the placement rules promise."""
+GPUs each), attached through RAY_ADDRESS: configurations land on the nodes the placement rules promise,
+and the load generator's Ray workers spread over the nodes."""
 
 import os
 import subprocess
@@ -19,7 +20,12 @@ from deployments.app_args import APP_NAME
 from deployments.config import ParallelConfig
 from deployments.daemon import UpState
 from deployments.placement import PlacementError, gpu_nodes, plan_nodes, replica_placement
+from loadgen.config import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
+from loadgen.plan import Workload, build_plan
+from loadgen.records import read_records
+from loadgen.runner import run_load
 from tests.integration.ray_cluster import LocalCluster, driver_env, free_port, local_cluster
+from tests.integration.sse_server import SSEServer
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +157,22 @@ def test_parallax_up_attaches_through_ray_address_and_places_across_nodes(cluste
     left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#")]
     assert not left, left
+
+
+async def test_ray_load_workers_spread_over_the_nodes(cluster: LocalCluster, tmp_path: Path) -> None:
+    """`load.workers_on: ray`: one LoadWorker actor per node, the one-process schedule, every record merged."""
+    cls = TrafficClass(name="chat", share=1.0, slo=SLO(ttft_ms=2000), input=FixedLength(value=8),
+                       output=FixedLength(value=4))
+    load = LoadConfig(arrival=PoissonArrival(rate=40), duration_s=1.5, seed=3, workers=2, workers_on="ray")
+    planned = {r.request_id for s in build_plan([cls], load, Workload([cls])) for r in s.requests}
+    with SSEServer(ttft_s=0.01, itl_s=0.005) as srv:   # on 127.0.0.1: every "node" of this cluster reaches it
+        summary = await run_load(srv.url, [cls], load, tmp_path)
+        sent = srv.log.count
+    records = read_records(tmp_path)
+    assert {r.request_id for r in records} == planned and sent == len(records) == summary.sent
+    assert all(r.status == "ok" for r in records)
+    assert [w.status for w in summary.workers] == ["finished", "finished"]
+    names = node_names()
+    assert sorted(names[next(n for n in names if n.startswith(w.where.removeprefix("node ")))]
+                  for w in summary.workers) == ["b", "head"]
+    assert ray.is_initialized()   # the test's own connection is left alone

@@ -121,7 +121,7 @@ FAILING = {
          "input": {"kind": "fixed", "value": 6000}, "output": {"kind": "fixed", "value": 8},
          "arrival": {"kind": "steps", "steps": [{"at_s": 0, "rate": 0.05}, {"at_s": FAIL_AT_S, "rate": 1.5}]}},
     ],
-    "load": {"duration_s": 45},
+    "load": {"duration_s": 45, "workers": 2},   # `parallax run` uses the load generator's workers
     "controller": {"policy": "best-per-class", "interval_s": 1, "window_s": 10, "min_samples": 5,
                    "min_dwell_s": 5, "explore_share": 0.2},
 }
@@ -206,7 +206,9 @@ def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
 
 def test_a_configuration_that_starts_failing_is_drained(drained: Watched) -> None:
     folder = drained.folder
-    t0 = json.loads((folder / "load-meta.json").read_text())["started_at"]
+    meta = json.loads((folder / "load-meta.json").read_text())
+    t0 = meta["started_at"]
+    assert [w["status"] for w in meta["workers"]] == ["finished", "finished"]
     decisions = [json.loads(x) for x in (folder / "decisions.jsonl").read_text().splitlines()]
     drains = [d for d in decisions if d["sla_class"] == "doc" and d["weights"]["tp1x2"] == 0.0]
     assert drains, decisions
@@ -219,6 +221,7 @@ def test_a_configuration_that_starts_failing_is_drained(drained: Watched) -> Non
     assert not late, f"{len(late)} doc requests still went to tp1x2 after it was drained"
     chat = [r for r in records if r["sla_class"] == "chat" and r["config"] == "tp1x2" and r["status"] == "ok"]
     assert chat, "chat's requests fit tp1x2 and should still be served there"
+    assert sum(w["sent"] for w in meta["workers"]) == len(records)
 
 
 def test_the_dashboard_panel_and_the_scoreboard_show_the_same_attainment(drained: Watched) -> None:

@@ -89,12 +89,15 @@ def served() -> Iterator[Served]:
 
 
 def client(s: Served) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{s.info.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    """A client of the ingress replica's own address (direct ingress: the load generator's path)."""
+    return openai.OpenAI(base_url=f"{s.info.target}/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
 def test_models_lists_each_configuration_and_auto(served: Served) -> None:
     ids = [m.id for m in client(served).models.list()]
     assert ids == [*CONFIGS, "auto"]
+    assert len(served.info.ingress_urls) == 1 and served.info.target != served.info.url  # direct ingress
+    assert httpx.get(f"{served.info.url}/health", timeout=30).json()["configurations"] == CONFIGS  # the proxy too
 
 
 @pytest.mark.parametrize("model", [*CONFIGS, "auto"])
@@ -163,7 +166,7 @@ def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
 
 def _post(s: Served, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     h = {"authorization": f"Bearer {KEY}", "content-type": "application/json", **(headers or {})}
-    return httpx.post(f"{s.info.url}{path}", content=content, headers=h, timeout=30)
+    return httpx.post(f"{s.info.target}{path}", content=content, headers=h, timeout=30)
 
 
 @pytest.mark.parametrize(("path", "body", "headers", "status", "param"), [
@@ -244,34 +247,42 @@ def test_routing_weights_change_at_runtime(served: Served) -> None:
     assert served_by("llama-3.1-70b") == "pp8"  # the base model name routes like auto
     ingress_handle().set_routing.remote({"chat": {"tp8": 1, "tp4pp2": 1}}).result()
     assert {served_by("auto") for _ in range(4)} == {"tp8", "tp4pp2"}
-    got = httpx.get(f"{served.info.url}/v1/routing", headers=auth).json()
+    got = httpx.get(f"{served.info.target}/v1/routing", headers=auth).json()
     assert got["weights"]["chat"] == {"tp8": 1.0, "tp4pp2": 1.0}
     bad = httpx.put(f"{served.info.url}/v1/routing", json={"weights": {"chat": {"tp8": -1}}}, headers=auth)
     assert bad.status_code == 400 and "weight must be" in bad.json()["error"]["message"]
 
 
 def test_overload_beyond_max_ongoing_gets_503(served: Served) -> None:
-    async def one(http: httpx.AsyncClient) -> int:
+    async def one(http: httpx.AsyncClient, admitted: asyncio.Event | None = None) -> int:
         # ~10 s each on tp8: no request can finish (and free its slot) before the burst is all sent
         body = {"model": "tp8", "prompt": "x y z", "max_tokens": 1200, "stream": True}
         async with http.stream("POST", "/v1/completions", json=body) as r:
             if r.status_code == 200:
                 async for _ in r.aiter_lines():
-                    pass
+                    if admitted is not None:
+                        admitted.set()   # streaming: the replica holds it
             else:
                 await r.aread()
                 assert r.json()["error"]["code"] == "overloaded"
             return r.status_code
 
-    async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=served.info.url, timeout=120,
+    async def fill_then_burst() -> tuple[list[int], list[int]]:
+        async with httpx.AsyncClient(base_url=served.info.target, timeout=120,
                                      headers={"authorization": f"Bearer {KEY}"}) as http:
-            return await asyncio.gather(*(one(http) for _ in range(16)))
+            first = []
+            for _ in range(4):   # one after the other: a burst of even 4 can outrun the router's queue of 2
+                admitted = asyncio.Event()
+                first.append(asyncio.create_task(one(http, admitted)))
+                await asyncio.wait_for(admitted.wait(), 60)
+            burst = await asyncio.gather(*(one(http) for _ in range(12)))
+            return list(await asyncio.gather(*first)), list(burst)
 
-    codes = asyncio.run(burst())
-    # 4 ongoing + 2 queued per the scenario's server section; the rest are refused, not queued
-    assert codes.count(200) <= 8 and codes.count(200) >= 4
-    assert codes.count(503) == 16 - codes.count(200)
+    first, burst = asyncio.run(fill_then_burst())
+    # 4 ongoing fill the replica; of the burst at most 2 wait at the ingress (max_queued_requests), the rest
+    # are refused at once, not queued (Serve refuses more when the burst outruns its router's assignment)
+    assert first == [200] * 4
+    assert burst.count(200) <= 2 and burst.count(503) == 12 - burst.count(200)
 
 
 def test_scenario_larger_than_the_cluster_fails_fast(served: Served) -> None:
@@ -314,7 +325,7 @@ def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
 
 def test_a_client_that_goes_away_aborts_its_request(served: Served) -> None:
     body = {"model": "pp8", "prompt": "x", "max_tokens": 1500, "stream": True}
-    with httpx.stream("POST", f"{served.info.url}/v1/completions", json=body, timeout=30,
+    with httpx.stream("POST", f"{served.info.target}/v1/completions", json=body, timeout=30,
                       headers={"authorization": f"Bearer {KEY}", "x-sla-class": "summarize"}) as r:
         assert r.status_code == 200
         next(line for line in r.iter_lines() if line.startswith("data: {"))

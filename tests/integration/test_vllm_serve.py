@@ -108,7 +108,7 @@ def served(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Served]
     try:
         d = deploy(r, timeout_s=400)
         c = r.scenario.configurations[0]
-        yield Served(name, c.tp, c.pp, d.url, cluster.metrics_url)
+        yield Served(name, c.tp, c.pp, d.target, cluster.metrics_url)   # the ingress replica itself
     finally:
         if APP_NAME in serve.status().applications:
             serve.delete(APP_NAME)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -44,7 +45,9 @@ def test_serve_config_is_valid_and_rebuilds_the_scenario() -> None:
     schema = ServeDeploySchema.model_validate(cfg)
     app = schema.applications[0]
     assert app.import_path == "deployments.app:build_app" and schema.http_options.port == 9123
-    assert AppArgs.model_validate(app.args).resolve().scenario == r.scenario
+    # clients of a `serve deploy` cluster come through Serve's proxy: no ports of the ingress's own
+    no_direct = r.scenario.server.model_copy(update={"direct_ingress": False})
+    assert AppArgs.model_validate(app.args).resolve().scenario == r.scenario.model_copy(update={"server": no_direct})
 
 
 def test_build_app_binds_one_server_per_configuration_behind_the_ingress() -> None:
@@ -58,3 +61,19 @@ def test_build_app_binds_one_server_per_configuration_behind_the_ingress() -> No
         assert rc.placement_group_strategy == "STRICT_PACK"
         assert sum(b.get("GPU", 0) for b in rc.placement_group_bundles) == 8
         assert d.max_queued_requests == r.scenario.server.max_queued_requests
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_ingress_replicas_share_a_routing_store_and_the_queue(direct: bool) -> None:
+    r = load_scenario(DEMO)
+    data = r.scenario.model_dump(mode="json")
+    data["server"] |= {"ingress_replicas": 2, "max_queued_requests": 5, "direct_ingress": direct}
+    ingress = build_app(AppArgs.model_validate({"scenario": data, "base_dir": str(DEMO.parent)}).model_dump()
+                        )._bound_deployment
+    assert ingress.num_replicas == 2
+    env = ingress.ray_actor_options["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
+    assert (env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1") is direct
+    store = ingress.init_args[2]._bound_deployment
+    assert store.name == "routing-store" and store.num_replicas == 1 and store.ray_actor_options["num_cpus"] == 0
+    assert all(app._bound_deployment.max_queued_requests == 3 for app in ingress.init_args[1].values())  # ⌈5/2⌉

@@ -83,7 +83,9 @@ def test_serve_config_names_an_importable_app_of_this_scenario(r: Resolved) -> N
     builder = getattr(importlib.import_module(module), attr)
     args = AppArgs.model_validate(app["args"])
     assert args.base_dir == str(Path(r.source).parent.resolve())  # relative files: same path on the pods
-    assert args.resolve().scenario == r.scenario
+    # the pods' clients come through the Service to Serve's proxy: no direct ingress ports
+    no_direct = r.scenario.server.model_copy(update={"direct_ingress": False})
+    assert args.resolve().scenario == r.scenario.model_copy(update={"server": no_direct})
     assert isinstance(builder(app["args"]), Application)
 
 

@@ -11,6 +11,7 @@ import psutil
 
 from deployments.config import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
+from deployments.engines.coalesce import coalesce
 from deployments.engines.vllm.args import VllmLaunch, launch_for
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 
@@ -31,6 +32,7 @@ class VllmEngine:
                  **_catalog: Any):
         """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; the factory's model/gpu go unused."""
         self.launch: VllmLaunch = launch_for(spec, config, platform or detect_platform())
+        self.stream_interval_s = spec.engine.stream_interval_ms / 1e3
         self._llm: Any = None
         self._logger: Any = None
         self._tokenizer: Any = None
@@ -76,7 +78,11 @@ class VllmEngine:
         async for _ in self.generate(warm):
             pass
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        """vLLM's output, one chunk per `engine.stream_interval_ms` (coalesce.py)."""
+        return coalesce(self._generate(request), self.stream_interval_s)
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
