@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controllers.commands import compare_cmd, report_cmd, run_cmd
+from controllers.plan.cli import plan_cmd
 from controllers.scenario import ScenarioError, load_scenario
-from controllers.validate import footprints
+from controllers.terminal import console, fail
+from controllers.validate import footprints, node_shapes
 from deployments.catalog.dtypes import parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import describe_memory_model
@@ -37,35 +38,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
 @app.callback()
 def _root() -> None:
     """Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic."""
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print a clear error (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @app.command()
 def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) -> None:
-    """Check a scenario and print each configuration's GPUs, weights and KV-cache capacity."""
+    """Check a scenario and print each configuration's GPUs, weights and KV-cache capacity (without
+    configurations: every TP×PP split of a node, the shapes `parallax plan` chooses from)."""
     try:
-        r = load_scenario(scenario)
+        r = load_scenario(scenario, need_configurations=False)
     except ScenarioError as e:
         fail(str(e))
         return
     s = r.scenario
     console.print(f"[bold]{s.name}[/]: {r.model.name} {s.dtype.value} (KV {s.resolved_kv_dtype.value}) on "
                   f"{s.hardware.nodes}×{s.hardware.gpus_per_node} {r.gpu.name}, engine {s.engine.kind}")
+    shapes = None if s.configurations else node_shapes(r)
+    if shapes is not None:
+        console.print(f"no configurations: a question for `parallax plan {scenario}`; the splits of one node it "
+                      "chooses from:", highlight=False)
     table = Table("config", "tp", "pp", "replicas", "GPUs", "weights/GPU (GB)", "KV/GPU (GB)",
                   "KV tokens/replica", "seqs/replica", "fits")
-    for f in footprints(r):
+    for f in footprints(r, shapes):
         table.add_row(f.name, str(f.tp), str(f.pp), str(f.replicas), str(f.gpus),
                       f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
                       f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
@@ -194,7 +190,8 @@ def _print_fit(result: FitResult) -> None:
                                             for n in result.free))
 
 
-# In the order a user meets them: check, simulate, serve, load, watch, run, report.
+# In the order a user meets them: check, plan, simulate, serve, load, watch, run, report.
+app.command("plan")(plan_cmd)
 app.command("simulate")(simulate_cmd)
 app.command("up")(up_cmd)
 app.command("status")(status_cmd)

@@ -81,7 +81,9 @@ class Controller:
         self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
         self.time_scale = scenario.engine.clock_scale
         self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
-        self.state = PolicyState(equal_weights(list(self.slos), self.configs))
+        classes = list(self.slos)
+        self.state = PolicyState(scenario.plan.weights(classes) if scenario.plan is not None
+                                 else equal_weights(classes, self.configs))
         self.board = Scoreboard(clock(), {}, stale=True)
         self.decisions: list[Decision] = []
         self.router_error: str | None = None
@@ -93,7 +95,7 @@ class Controller:
         self._lock = threading.Lock()
 
     def apply_initial(self) -> None:
-        """Route every class evenly before any measurement."""
+        """Route every class evenly (as planned, for a scenario with a plan) before any measurement."""
         self.router.set_weights(self.state.weights)
         self.applied = _copy(self.state.weights)
         self.metrics.show(self.state.weights, stale=True)

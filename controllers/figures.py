@@ -15,7 +15,7 @@ from controllers.records import Rec, group, summarize
 DPI = 90
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -43,7 +43,7 @@ def latency_vs_throughput(recs: Sequence[Rec], gpus: Mapping[str, int], duration
     ax.set_title("Latency vs throughput per configuration")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def slo_vs_rate(recs: Sequence[Rec], classes: Sequence[str], duration_s: float, path: Path) -> Path:
@@ -68,7 +68,7 @@ def slo_vs_rate(recs: Sequence[Rec], classes: Sequence[str], duration_s: float, 
         for ax in (axes[0][j], axes[1][j]):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latency_cdfs(recs: Sequence[Rec], classes: Sequence[str], slos: Mapping[str, Any], path: Path) -> Path:
@@ -90,7 +90,7 @@ def latency_cdfs(recs: Sequence[Rec], classes: Sequence[str], slos: Mapping[str,
             ax.set_ylabel("share of requests")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cost_terms(terms: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path) -> Path:
@@ -112,7 +112,7 @@ def cost_terms(terms: Mapping[str, Mapping[str, Mapping[str, float]]], path: Pat
         ax.set_title(f"{phase} step: where the time goes")
         ax.set_ylabel("ms on the latency path")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def weights_over_time(rows: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]],
@@ -139,7 +139,7 @@ def weights_over_time(rows: Sequence[Mapping[str, Any]], decisions: Sequence[Map
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center right")
     axes[-1][0].set_xlabel("seconds since start")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scoreboard_over_time(rows: Sequence[Mapping[str, Any]], t0: float, path: Path) -> Path:
@@ -159,4 +159,4 @@ def scoreboard_over_time(rows: Sequence[Mapping[str, Any]], t0: float, path: Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[-1][0].set_xlabel("seconds since start")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -30,6 +30,7 @@ class Rec:
     offered_rate: float | None   # requests/s of this class the step offered (None: closed loop)
     server_ttft_s: float | None = None   # the server's own TTFT (engine clock), where it reported one
     request_id: str = ""
+    server_tpot_s: float | None = None   # the server's own TPOT (engine clock), likewise
 
 
 def reduce(r: RequestRecord, time_scale: float = 1.0) -> Rec:
@@ -42,7 +43,7 @@ def reduce(r: RequestRecord, time_scale: float = 1.0) -> Rec:
         ttft_s=e.ttft_s, tpot_s=e.tpot_s, e2e_s=e.e2e_s,
         prompt_tokens=e.prompt_tokens or e.planned_prompt_tokens, output_tokens=e.output_tokens,
         start_s=start / time_scale, rate_step=e.rate_step, offered_rate=e.offered_rate,
-        server_ttft_s=e.server_ttft_s, request_id=e.request_id,
+        server_ttft_s=e.server_ttft_s, request_id=e.request_id, server_tpot_s=e.server_tpot_s,
     )
 
 

@@ -12,6 +12,7 @@ import yaml
 
 from controllers import figures
 from controllers import runfolder as rf
+from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
 from controllers.scenario import Scenario
 
@@ -204,6 +205,51 @@ def _path_table(run: Run) -> str:
             "<th>server's own mean / p50 (ms)</th><th>client ÷ server − 1</th></tr>" + "".join(rows) + "</table>")
 
 
+def _plan_vs_live(run: Run) -> str:
+    """Predicted rank and capacity of each planned deployment against the live run's."""
+    pvl = compare(run.scenario, run.records)
+    if pvl is None:
+        return ""
+    plan = run.scenario.plan
+    assert plan is not None
+    unit = "req/s per GPU" if plan.split == "per-gpu" else "req/s per deployment"
+    ladder = ", ".join(f"{x:.2f}" for x in pvl.rates_per_unit)
+    head = ("<tr><th>predicted rank</th><th class=l>deployment</th><th>GPUs</th><th>predicted capacity (req/s)</th>"
+            "<th>live: steps met</th><th>live capacity (req/s)</th><th>live rank</th>"
+            + "".join(f"<th>step {j + 1}</th>" for j in range(len(pvl.rates_per_unit))) + "</tr>")
+    rows = []
+    for d in pvl.deployments:
+        lo, hi = d.live_capacity
+        cells = []
+        for st in d.steps:
+            att = ", ".join(f"{c} {a:.0%}" for c, a in st.attainment.items())
+            mark = "–" if st.met is None else ("met" if st.met else "missed")
+            agree = st.met is None or st.met == st.predicted
+            cells.append(f"<td class={'ok' if agree else 'bad'}>{st.offered:.2f}/s: {mark}"
+                         f"{' (predicted ' + ('met' if st.predicted else 'missed') + ')' if not agree else ''}"
+                         f"<br><span class=note>{att}</span></td>")
+        rows.append(f"<tr><td>{d.planned.rank}</td><td class=l>{html.escape(d.planned.label)}</td>"
+                    f"<td>{d.planned.gpus}</td><td>{d.planned.max_rate:.2f} ± {d.planned.max_rate_std:.2f}</td>"
+                    f"<td>{d.passed}/{len(d.steps)}</td><td>{lo:.2f} – {'∞' if hi is None else f'{hi:.2f}'}</td>"
+                    f"<td class={'ok' if d.live_rank == d.planned.rank else 'bad'}>{d.live_rank}</td>"
+                    f"{''.join(cells)}</tr>")
+    sep, pairs = pvl.pairs_separated
+    verdict = ("<span class=ok>the live ranking agrees with the plan</span>" if pvl.ranks_agree else
+               "<span class=bad>the live ranking differs</span>: " + ", ".join(
+                   f"#{a} ranked below #{b}" for a, b in pvl.inversions))
+    return (f"<h2>Plan vs live</h2><p class=note>`parallax plan` ({plan.objective}) predicted each deployment's "
+            f"capacity: the highest total rate at which every class meets its SLO. The live run offered each "
+            f"deployment the same load ladder ({ladder} {unit}, engine clock; one rung every deployment should "
+            f"meet, one between each pair of predicted capacities), every class split "
+            f"{'by GPUs' if plan.split == 'per-gpu' else 'equally'} between them. A step is met when every class "
+            f"meets its attainment target there, judged on the server's own TTFT and TPOT (engine clock; the Live "
+            f"path table shows what the path added on top); 'predicted': the simulator run offline through the "
+            f"same ladder."
+            f"</p><p>{verdict} ({sep} of {pairs} pairs told apart by the steps met, the rest by the worst class "
+            f"attainment at the first step missed); {pvl.steps_agree} of {pvl.steps_measured} "
+            f"steps as predicted.</p><table>{head}{''.join(rows)}</table>")
+
+
 def _decisions_table(run: Run) -> str:
     if not run.decisions:
         return "<p>No routing changes were made.</p>"
@@ -293,6 +339,7 @@ def render_report(folder: Path) -> Path:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {name}</title>
 <style>{CSS}</style></head><body>
 {_overview(run)}
+{_plan_vs_live(run)}
 <h2>Outcome per class</h2>
 <p class=note>Measured client-side over the whole run on the traffic each configuration actually received
 (the chosen one gets most of it, the others the exploration share). {whatif_note}</p>

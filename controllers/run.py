@@ -140,7 +140,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
     capacities: dict[tuple[str, str], float] = {}
     predictor = threading.Thread(target=lambda: capacities.update(planned_capacities(resolved)),
                                  name="parallax-capacity", daemon=True)
-    predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
+    if s.plan is None:   # a planned comparison brings its predictions; nothing competes with its live load
+        predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
     with ExitStack() as stack:
         try:
             console.print("starting Ray and deploying the configurations …")
@@ -159,7 +160,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             log.debug("run failed", exc_info=True)
     if controller is not None:
         console.print(f"{len(controller.decisions)} routing decisions")
-    predictor.join()
+    if predictor.is_alive():
+        predictor.join()
     report, error = _write_results(resolved, folder, console, error)
     return RunResult(folder, report, interrupted, error)
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
 from controllers.config import ControllerConfig
+from controllers.plan.schema import PlanSection
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
@@ -33,6 +34,8 @@ class Scenario(DeploymentSpec):
     load: LoadConfig = Field(default_factory=LoadConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    plan: PlanSection | None = Field(default=None, description="written by `parallax plan`: the planned "
+                                     "deployments the configurations make up, and what was predicted")
 
     @property
     def default_class(self) -> str:
@@ -88,23 +91,27 @@ def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown field; remove it or check its spelling"
         elif err["type"] == "missing":
             msg = "required field is missing; add it"
-        problems.append((_loc(err["loc"]), msg))
+        # pydantic quotes the offending value: a line break in it must not break the one-line-per-problem form
+        problems.append((_loc(err["loc"]), msg.encode("unicode_escape").decode("ascii") if not msg.isprintable()
+                         else msg))
     return problems
 
 
-def parse_scenario(data: object, source: str = "<scenario>", base_dir: Path | None = None) -> Resolved:
-    """Validate already-loaded YAML data and resolve its catalog references."""
+def parse_scenario(data: object, source: str = "<scenario>", base_dir: Path | None = None,
+                   need_configurations: bool = True) -> Resolved:
+    """Validate already-loaded YAML data and resolve its catalog references (`need_configurations=False`:
+    a scenario to plan, whose configurations are optional)."""
     if not isinstance(data, dict):
         raise ScenarioError(source, [("(top level)", "expected a mapping of scenario fields")])
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:
         raise ScenarioError(source, _pydantic_problems(e)) from None
-    return check_scenario(scenario, source, base_dir)
+    return check_scenario(scenario, source, base_dir, need_configurations)
 
 
-def load_scenario(path: str | Path) -> Resolved:
-    """Read, validate and resolve a scenario YAML file."""
+def load_scenario(path: str | Path, need_configurations: bool = True) -> Resolved:
+    """Read, validate and resolve a scenario YAML file (configurations optional when planning)."""
     p = Path(path)
     source = str(p)
     try:
@@ -120,15 +127,20 @@ def load_scenario(path: str | Path) -> Resolved:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(e, "problem", None) or str(e)
         raise ScenarioError(source, [(where, f"YAML syntax error: {problem}")]) from None
-    return parse_scenario(data, source, p.parent)
+    return parse_scenario(data, source, p.parent, need_configurations)
 
 
 Problems = list[tuple[str, str]]
 
 
-def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | None = None) -> Resolved:
-    """Checks that need the catalog or span several fields: one checker per section of the file."""
+def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | None = None,
+                   need_configurations: bool = True) -> Resolved:
+    """Checks that need the catalog or span several fields: one checker per section of the file
+    (`need_configurations=False`: a scenario to plan, whose configurations are optional)."""
     problems: Problems = []
+    if need_configurations and not s.configurations:
+        problems.append(("configurations", "nothing to deploy: add configurations (name, tp, pp, replicas), or let "
+                         "`parallax plan SCENARIO --write-scenario FILE` write them"))
     model = gpu = None
     try:
         model = resolve_model(s.model, base_dir)
@@ -144,6 +156,9 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     problems += _check_server(s)
     problems += _check_load(s, base_dir)
     problems += _check_engine(s, gpu, base_dir)
+    if s.plan is not None:
+        problems += _check_plan(s.plan, [c.name for c in s.configurations], [c.name for c in s.classes],
+                                s.controller.policy)
     if problems or model is None or gpu is None:
         raise ScenarioError(source, problems)
     return Resolved(scenario=_absolute_paths(s, base_dir), model=model, gpu=gpu, source=source)
@@ -264,6 +279,34 @@ def _absolute_paths(s: Scenario, base_dir: Path | None) -> Scenario:
             if local.exists():
                 update[field] = str(local.resolve())
     return s.model_copy(update={"engine": s.engine.model_copy(update=update)}) if update else s
+
+
+def _check_plan(plan: PlanSection, configs: list[str], classes: list[str], policy: str) -> Problems:
+    """Every planned pool is a configuration, each configuration in one pool, each class in one pool of each
+    deployment; the routing stays as planned (policy observe) so that every deployment gets its share."""
+    problems: Problems = []
+    seen: list[str] = []
+    for i, d in enumerate(plan.deployments):
+        for j, pool in enumerate(d.pools):
+            if pool.config not in configs:
+                problems.append((f"plan.deployments[{i}].pools[{j}].config",
+                                 f"{pool.config!r} is not a configuration; use one of {', '.join(configs)}"))
+            seen.append(pool.config)
+        routed = [c for pool in d.pools for c in pool.classes]
+        for c in classes:
+            if routed.count(c) != 1:
+                problems.append((f"plan.deployments[{i}].pools",
+                                 f"class {c!r} is routed to {routed.count(c)} pools; route it to exactly one"))
+        for c in set(routed) - set(classes):
+            problems.append((f"plan.deployments[{i}].pools", f"{c!r} is not a class; use one of {', '.join(classes)}"))
+    for c in configs:
+        if seen.count(c) != 1:
+            problems.append(("plan.deployments", f"configuration {c!r} is in {seen.count(c)} planned pools; put it in "
+                             "exactly one"))
+    if policy != "observe":
+        problems.append(("controller.policy", f"a planned comparison keeps each class on its planned pools; "
+                         f"{policy} would reroute it: set policy: observe, or remove plan:"))
+    return problems
 
 
 def _check_calibration(path: str | None, gpu: GpuSpec, base_dir: Path | None) -> Problems:

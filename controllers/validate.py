@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controllers.scenario import Resolved
+from deployments.catalog.memory import check_parallelism
+from deployments.config import ParallelConfig
 
 
 @dataclass(frozen=True)
@@ -20,15 +22,30 @@ class ConfigFootprint:
     fits: bool
 
 
-def footprints(r: Resolved) -> list[ConfigFootprint]:
-    """Memory plan of every configuration; sequences counted at the classes' mean lengths."""
+def node_shapes(r: Resolved) -> list[ParallelConfig]:
+    """Every TP×PP split of one node the model allows: what `parallax plan` chooses from for a scenario that
+    has no configurations yet."""
+    gpn = r.scenario.hardware.gpus_per_node
+    out = []
+    for tp in range(1, gpn + 1):
+        for pp in range(1, gpn // tp + 1):
+            try:
+                check_parallelism(r.model, tp, pp)
+            except ValueError:
+                continue
+            out.append(ParallelConfig(name=f"tp{tp}pp{pp}", tp=tp, pp=pp))
+    return out
+
+
+def footprints(r: Resolved, configs: list[ParallelConfig] | None = None) -> list[ConfigFootprint]:
+    """Memory plan of every configuration (or of `configs`); sequences counted at the classes' mean lengths."""
     s = r.scenario
     mean_tokens = 0.0
     for tc in s.classes:
         isl, osl = tc.mean_lengths(Path(r.source).parent)
         mean_tokens += tc.share * (isl + osl)
     out = []
-    for c in s.configurations:
+    for c in s.configurations if configs is None else configs:
         plan = s.engine.plan_memory(r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
         seqs = int(plan.kv_tokens // mean_tokens) if mean_tokens > 0 else 0
         out.append(ConfigFootprint(

@@ -126,7 +126,9 @@ class DeploymentSpec(_Strict):
     kv_dtype: Dtype | None = Field(default=None, description="default: bf16 (fp32 for fp32 models)")
     hardware: Hardware
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    configurations: list[ParallelConfig] = Field(min_length=1)
+    configurations: list[ParallelConfig] = Field(
+        default_factory=list, description="what to deploy; optional for `parallax plan`, which proposes them"
+    )
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @field_validator("dtype", "kv_dtype", mode="before")
