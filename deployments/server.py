@@ -67,6 +67,7 @@ class LLMServer:
         self.context = s.engine.max_model_len or self.resolved.model.max_context
         self.slos = {c.name: c.slo for c in s.classes}
         self.metrics = ReplicaMetrics(config_name, self.config.tp, self.config.pp, s.engine.kind)
+        self.metrics.declare(self.slos)
         self.engine: Engine = create_engine(self.resolved, self.config)
         self._engine_ids = itertools.count()
         await self.engine.start()

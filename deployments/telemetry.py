@@ -5,6 +5,7 @@ per-SLA-class figures (`parallax_*`, labels config/tp/pp/sla_class), including S
 Times are in engine-clock seconds: wall seconds divided by the simulated engine's `time_scale`.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ray.serve import metrics
@@ -89,6 +90,18 @@ class ReplicaMetrics:
         self.s_tokens = _counter(p + m.SERVER_OUTPUT_TOKENS, "output tokens", sk)
         self.s_met = _counter(p + m.SERVER_SLO_MET, "requests meeting their SLO", sk)
         self.s_violated = _counter(p + m.SERVER_SLO_VIOLATED, "requests violating their SLO", sk)
+
+    def declare(self, sla_classes: Iterable[str]) -> None:
+        """Export every per-class counter at 0 before its first request. Prometheus' rate() takes a series'
+        first sample as its baseline, so a counter born at 1 (e.g. the first failure of a class on this
+        configuration) would hide that increment: a configuration whose first few requests fail, then is
+        drained, would show no error at all. (Ray's Counter.inc refuses 0, hence its _record.)"""
+        for sla_class in sla_classes:
+            tags = {**self._srv_base, "sla_class": sla_class}
+            for status in m.SERVER_STATUSES:
+                self.s_requests._record(0.0, tags={**tags, "status": status})
+            for counter in (self.s_tokens, self.s_met, self.s_violated):
+                counter._record(0.0, tags=tags)
 
     def set_engine_stats(self, running: int, waiting: int, kv_usage: float, preemptions: int) -> None:
         if not self.engine_family:

@@ -38,7 +38,8 @@ REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 2
 # Emitted through ray.serve.metrics as "parallax_<name>"; exported as "ray_parallax_<name>".
 SERVER_PREFIX = "parallax_"
 SERVER_LABELS = ("config", "tp", "pp", "sla_class")
-SERVER_REQUESTS = "requests"                  # counter, + label status ("ok" | "error" | "aborted")
+SERVER_REQUESTS = "requests"                  # counter, + label status (one of SERVER_STATUSES)
+SERVER_STATUSES = ("ok", "error", "aborted")
 SERVER_TTFT = "ttft_seconds"                  # histogram
 SERVER_TPOT = "tpot_seconds"                  # histogram (per-request mean time per output token)
 SERVER_E2E = "e2e_seconds"                    # histogram

@@ -164,6 +164,21 @@ def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
         assert label in line
 
 
+def test_every_class_counter_is_exported_at_zero_before_its_first_request(served: Served) -> None:
+    """Prometheus' rate() takes a series' first sample as its baseline: a failure counter born at 1 would
+    hide the first failures of a pair. Each replica exports its per-class counters at 0 from the start."""
+    # (nothing in this module aborts a request on tp4pp2)
+    wanted = [rf'ray_parallax_requests_total\{{.*config="tp4pp2".*sla_class="{k}".*status="aborted".*\}} 0\.0'
+              for k in ("chat", "summarize")]
+    deadline = time.monotonic() + 40
+    missing = wanted
+    while missing and time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        missing = [w for w in wanted if not re.search(w, text)]
+        time.sleep(1)
+    assert not missing
+
+
 def _post(s: Served, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     h = {"authorization": f"Bearer {KEY}", "content-type": "application/json", **(headers or {})}
     return httpx.post(f"{s.info.target}{path}", content=content, headers=h, timeout=30)
