@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers.scenario import Resolved, parse_scenario
+from deployments.resolve import Resolved, parse_scenario
 from deployments.deploy import deployed_locally
-from loadgen.config import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
 

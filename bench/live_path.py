@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from controllers.scenario import check_scenario, load_scenario
+from deployments.resolve import check_scenario, load_scenario
 from deployments.deploy import deployed_locally
 from loadgen.arrivals import with_rate
-from loadgen.config import LoadConfig, TrafficClass
+from schema.traffic import LoadConfig, TrafficClass
 from loadgen.records import RECORDS_FILE, RequestRecord, read_records
 from loadgen.runner import run_load
 

@@ -15,7 +15,7 @@ import time
 
 from controllers.plan.parallel import runner
 from controllers.plan.search import PlanOptions, search
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 
 SCENARIO = {
     "name": "plan-speed", "model": "llama-3.1-70b", "dtype": "fp8",

@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from deployments.config import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
+from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 from deployments.engines.base import GenerationRequest
 from deployments.engines.sim.engine import SimEngine
 from deployments.engines.sim.offline import RequestSpec, run_offline

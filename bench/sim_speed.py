@@ -10,7 +10,7 @@ and generated tokens per CPU second.
 import argparse
 import time
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.engines.sim.offline import run_offline

@@ -26,13 +26,13 @@ import ray
 import yaml
 from ray import serve
 
-from controllers.scenario import Resolved, parse_scenario
+from deployments.resolve import Resolved, parse_scenario
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy
 from deployments.engines.vllm.args import launch_for
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from loadgen.config import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from monitoring.prometheus import free_port

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from controllers import runfolder
 from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
-from controllers.scenario import Scenario
+from schema.scenario import Scenario
 from controllers.scoreboard import Query, Sample, Scoreboard, collect
 from monitoring import metrics as m
 from monitoring.promql import PromClient

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.config import SLO
+from schema.traffic import SLO
 from loadgen.records import RequestRecord, read_records
 from loadgen.summary import judge
 

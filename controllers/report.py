@@ -14,7 +14,7 @@ from controllers import figures
 from controllers import runfolder as rf
 from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
-from controllers.scenario import Scenario
+from schema.scenario import Scenario
 
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}

@@ -29,7 +29,8 @@ from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
-from controllers.scenario import Resolved, Scenario
+from deployments.resolve import Resolved
+from schema.scenario import Scenario
 from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs

@@ -8,7 +8,7 @@ from typing import Any
 
 from controllers.policies import Decision
 from controllers.scoreboard import PairStats, Scoreboard
-from deployments.config import SCENARIO_FILE
+from schema.deployment import SCENARIO_FILE
 
 SCOREBOARD_CSV = "scoreboard.csv"
 DECISIONS_JSONL = "decisions.jsonl"

@@ -10,17 +10,17 @@ from pathlib import Path
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
-from controllers.config import ControllerConfig
-from controllers.plan.schema import PlanSection
+from schema.controller import ControllerConfig
+from schema.plan import PlanSection
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
-from deployments.config import DeploymentSpec, ParallelConfig
+from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
-from loadgen.config import LoadConfig, TrafficClass, mean_length
+from schema.traffic import LoadConfig, TrafficClass, mean_length
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
-from monitoring.config import MonitoringConfig
+from schema.monitoring import MonitoringConfig
 
 
 class Scenario(DeploymentSpec):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from controllers.scenario import Scenario
+from schema.scenario import Scenario
 from monitoring import metrics as m
 from monitoring import rules as r
 from monitoring.duration import prometheus_duration

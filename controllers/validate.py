@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from deployments.catalog.memory import check_parallelism
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 
 
 @dataclass(frozen=True)

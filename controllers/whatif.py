@@ -19,14 +19,14 @@ import numpy as np
 from controllers import runfolder as rf
 from controllers.policies import headroom
 from controllers.records import Rec, attainment_interval, measured
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from controllers.scoreboard import PairStats, Quantiles
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.engines.sim.offline import RequestRecord as SimRecord
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
-from loadgen.config import SLO, TrafficClass
+from schema.traffic import SLO, TrafficClass
 from loadgen.records import RequestRecord, read_records
 
 MIN_REQUESTS = 60

@@ -11,9 +11,9 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from deployments.app_args import INGRESS_NAME, ROUTING_STORE_NAME, AppArgs, server_deployment_name
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.ingress import Ingress
 from deployments.placement import replica_placement
 from deployments.routing import uniform_weights

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from controllers.scenario import Resolved, parse_scenario
+from deployments.resolve import Resolved, parse_scenario
 
 APP_NAME = "parallax"
 INGRESS_NAME = "ingress"

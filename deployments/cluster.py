@@ -14,9 +14,9 @@ from pathlib import Path
 import ray
 from ray._private import ray_constants
 
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.listening import is_loopback
 from deployments.placement import Node, PlacementError, plan_nodes
 

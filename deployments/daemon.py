@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controllers.scenario import ScenarioError, load_scenario
+from deployments.resolve import load_scenario
+from schema.scenario import ScenarioError
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 
 

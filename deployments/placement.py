@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
 from deployments.engines.base import Engine, GenerationRequest, TokenChunk

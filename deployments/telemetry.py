@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ray.serve import metrics
 
-from loadgen.config import SLO
+from schema.traffic import SLO
 from monitoring import metrics as m
 
 ENGINE_PREFIX = "vllm_"  # vLLM under Ray exports `vllm:x` as `ray_vllm_x`; ":" is deprecated in Ray names

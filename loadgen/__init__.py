@@ -12,5 +12,5 @@
   `ray_worker`: the same as a Ray actor; `fleet`: the parent that starts them, gives them one start
   time, merges their records and reports each;
 - `runner.run_load`: the library entry point (kept out of this module so that importing
-  `loadgen.config` stays light); `cli`: `parallax load` and `parallax summarize`.
+  `schema.traffic` stays light); `cli`: `parallax load` and `parallax summarize`.
 """

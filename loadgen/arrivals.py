@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.config import (
+from schema.traffic import (
     ClosedLoop,
     ConstantArrival,
     GammaArrival,

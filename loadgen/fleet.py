@@ -27,7 +27,7 @@ import ray
 
 import loadgen
 from loadgen.client import Clock
-from loadgen.config import RAY_WORKER_CPUS
+from schema.traffic import RAY_WORKER_CPUS
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.plan import StepPlan

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadgen.config import (
+from schema.traffic import (
     PRESETS,
     EmpiricalLength,
     FixedLength,

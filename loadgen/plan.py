@@ -15,7 +15,7 @@ import numpy as np
 
 from loadgen.arrivals import SWEEPABLE, ArrivalConfig, arrival_times, is_open_loop, mean_rate, with_rate
 from loadgen.client import Planned
-from loadgen.config import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
+from schema.traffic import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.lengths import Sampler, make_sampler

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import ray
 
-from loadgen.config import RAY_WORKER_CPUS
+from schema.traffic import RAY_WORKER_CPUS
 from loadgen.split import Share
 from loadgen.worker import run_share
 

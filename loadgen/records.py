@@ -15,7 +15,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from loadgen.config import SLO
+from schema.traffic import SLO
 from loadgen.errors import LoadError
 
 RECORDS_FILE = "records.jsonl"

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from loadgen.client import Api, Clock, StreamingClient
-from loadgen.config import LoadConfig, TrafficClass
+from schema.traffic import LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.fleet import run_fleet

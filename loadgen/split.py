@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadgen.client import Api
-from loadgen.config import SLO, TrafficClass
+from schema.traffic import SLO, TrafficClass
 from loadgen.plan import StepPlan
 
 

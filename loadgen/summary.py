@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from loadgen.config import SLO
+from schema.traffic import SLO
 from loadgen.records import RequestRecord
 
 

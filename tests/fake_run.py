@@ -8,7 +8,7 @@ import yaml
 
 from controllers import runfolder as rf
 from controllers.policies import Decision
-from controllers.scenario import load_scenario
+from deployments.resolve import load_scenario
 from loadgen.records import RequestRecord, write_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import check_parallelism
 from deployments.catalog.models import ModelSpec
-from deployments.config import EngineConfig, ParallelConfig
+from schema.deployment import EngineConfig, ParallelConfig
 from deployments.placement import Node, PlacementError, plan_nodes
 
 

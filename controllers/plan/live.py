@@ -11,10 +11,10 @@ passed and the first it failed), ties broken by the worst class attainment at th
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controllers.plan.schema import PlannedDeployment
+from schema.plan import PlannedDeployment
 from controllers.records import Rec
-from controllers.scenario import Scenario
-from loadgen.config import SLO
+from schema.scenario import Scenario
+from schema.traffic import SLO
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ import yaml
 
 from controllers.plan.candidates import Candidate
 from controllers.plan.evaluate import Miss, at_rate, judge, run_requests, stream
-from controllers.plan.schema import PlannedDeployment, PlannedPool, PlanSection
+from schema.plan import PlannedDeployment, PlannedPool, PlanSection
 from controllers.plan.search import Evaluated, Plan
-from controllers.scenario import Resolved, Scenario
-from deployments.config import EngineConfig, ParallelConfig
+from deployments.resolve import Resolved
+from schema.scenario import Scenario
+from schema.deployment import EngineConfig, ParallelConfig
 from deployments.engines.sim.offline import RequestSpec
 from deployments.routing import WeightedRoundRobin
-from loadgen.config import TrafficClass
+from schema.traffic import TrafficClass
 
 LOW, HIGH = 0.7, 1.3          # the ladder's first rung, and the last for one deployment, relative to capacity
 WALL_REQUESTS_PER_S = 15.0    # what the live path of a 2-core machine carries comfortably

@@ -43,8 +43,8 @@ from controllers.plan.evaluate import (
     saturation,
 )
 from controllers.plan.parallel import Runner
-from controllers.scenario import Resolved
-from deployments.catalog.dtypes import Dtype
+from deployments.resolve import Resolved
+from schema.dtypes import Dtype
 
 Objective = Literal["max-rate", "goodput-per-gpu", "min-gpus"]
 OBJECTIVES: tuple[Objective, ...] = ("max-rate", "goodput-per-gpu", "min-gpus")

@@ -10,7 +10,8 @@ from rich.console import Console
 from controllers.plan.live import PlanVsLive, compare
 from controllers.report import read_run
 from controllers.run import run_scenario
-from controllers.scenario import Resolved, Scenario, check_scenario
+from deployments.resolve import Resolved, check_scenario
+from schema.scenario import Scenario
 
 
 @dataclass(frozen=True)

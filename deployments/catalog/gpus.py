@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
 
 GB = 1e9

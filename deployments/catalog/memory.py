@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
 

@@ -2,8 +2,8 @@
 
 import importlib
 
-from controllers.scenario import Resolved
-from deployments.config import ParallelConfig
+from deployments.resolve import Resolved
+from schema.deployment import ParallelConfig
 from deployments.engines.base import Engine
 
 # kind -> "module:Class"; each takes (spec, parallel config) positionally and model=, gpu= as keywords.

@@ -31,7 +31,7 @@ SCENARIO = {
 
 
 def parallax(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controllers.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "controllers.cli.app", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 
 from controllers.controller import Controller, prom_query
 from controllers.policies import Weights
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 from controllers.scoreboard import scoreboard_rules
 from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient

@@ -49,7 +49,7 @@ def test_down_after_a_crash_leaves_nothing_running(tmp_path: Path) -> None:
     env = {**os.environ, "PARALLAX_STATE_DIR": str(tmp_path / "state")}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
-    cli = [sys.executable, "-m", "controllers.cli"]
+    cli = [sys.executable, "-m", "controllers.cli.app"]
     up = subprocess.run([*cli, "up", str(scenario), "--port", str(port), "--metrics-port", str(free_port()),
                          "--timeout", "180"], env=env, capture_output=True, text=True, timeout=400)
     state_file = tmp_path / "state" / "crash.json"

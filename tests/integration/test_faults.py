@@ -37,7 +37,7 @@ from ray import serve
 
 from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
-from controllers.scenario import Resolved, load_scenario
+from deployments.resolve import Resolved, load_scenario
 from controllers.scoreboard import scoreboard_rules
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.cluster import start_local_ray
@@ -313,7 +313,7 @@ def test_interrupted_load_generator_flushes_every_record(stack: Stack, sig: sign
     out = stack.run_dir / f"load-{sig.name}"
     scenario = stack.run_dir / "scenario.yaml"
     env = {**os.environ, "OPENAI_API_KEY": SECRET}
-    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli", "load", "--target", stack.url, "--scenario",
+    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli.app", "load", "--target", stack.url, "--scenario",
                              str(scenario), "--duration", "30", "--out", str(out), "--no-progress"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

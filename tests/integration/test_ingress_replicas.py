@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from controllers.router_client import HttpRouter
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
 from deployments.deploy import DeployedApp, deployed_locally, ingress_handle
 

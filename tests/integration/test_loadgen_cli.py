@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
+from controllers.cli.app import app
 from loadgen.records import SUMMARY_FILE, read_records
 from tests.integration.sse_server import sse_server_process
 
@@ -33,7 +33,7 @@ def server_count(url: str) -> int:
 def test_sigint_still_writes_records_and_summary(server, tmp_path):
     out = tmp_path / "run"
     before = server_count(server)
-    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli", "load", "--target", server, "--class",
+    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli.app", "load", "--target", server, "--class",
                              "chat:share=1,in=8,out=30,ttft_ms=200", "--rate", "20", "--duration", "60",
                              "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

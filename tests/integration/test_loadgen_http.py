@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from loadgen.config import (
+from schema.traffic import (
     SLO,
     ClosedLoop,
     ConstantArrival,

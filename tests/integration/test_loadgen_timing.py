@@ -6,7 +6,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.runner import run_load
 from tests.integration.sse_server import sse_server_process
 

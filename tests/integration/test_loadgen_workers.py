@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.config import SLO, ConstantArrival, FixedLength, LoadConfig, PoissonArrival, TrafficClass
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.records import META_FILE, read_records
 from loadgen.runner import run_load
@@ -92,7 +92,7 @@ async def test_two_workers_send_the_one_process_schedule_and_merge_like_it(tmp_p
 
 def test_sigterm_flushes_every_worker(tmp_path: Path) -> None:
     with SSEServer(ttft_s=0.01, itl_s=0.05) as srv:  # 20 tokens: ~1 s each, so several are in flight
-        cmd = [sys.executable, "-m", "controllers.cli", "load", "--target", srv.url, "--class",
+        cmd = [sys.executable, "-m", "controllers.cli.app", "load", "--target", srv.url, "--class",
                "a:share=1,in=8,out=20,ttft_ms=1000", "--arrival", "constant", "--rate", "10", "--duration", "30",
                "--workers", "2", "--out", str(tmp_path), "--no-progress"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -53,7 +53,7 @@ def test_local_up_listens_on_loopback_only(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(scenario))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PARALLAX_STATE_DIR"] = str(tmp_path / "state")
-    cli = [sys.executable, "-m", "controllers.cli"]
+    cli = [sys.executable, "-m", "controllers.cli.app"]
     port, metrics_port = free_port(), free_port()
     up = subprocess.run([*cli, "up", str(path), "--port", str(port), "--metrics-port", str(metrics_port)],
                         env=env, capture_output=True, text=True, timeout=300)

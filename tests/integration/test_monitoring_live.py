@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from controllers.cli import app
+from controllers.cli.app import app
 from monitoring import rules as r
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from deployments.config import ParallelConfig
+from controllers.cli.app import app
+from schema.deployment import ParallelConfig
 from monitoring.prometheus import (
     PrometheusLaunchError,
     ScrapeTarget,

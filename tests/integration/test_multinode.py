@@ -17,10 +17,10 @@ import yaml
 from ray import serve
 
 from deployments.app_args import APP_NAME
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.daemon import UpState
 from deployments.placement import PlacementError, gpu_nodes, plan_nodes, replica_placement
-from loadgen.config import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
+from schema.traffic import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.records import read_records
 from loadgen.runner import run_load
@@ -135,7 +135,7 @@ def test_parallax_up_attaches_through_ray_address_and_places_across_nodes(cluste
     port: int = cluster.serve_port  # type: ignore[attr-defined]
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token",
            "PARALLAX_STATE_DIR": str(tmp_path / "state")}
-    cli = [sys.executable, "-m", "controllers.cli"]
+    cli = [sys.executable, "-m", "controllers.cli.app"]
     up = subprocess.run([*cli, "up", str(scenario), "--port", str(port), "--timeout", "180"], env=env,
                         capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]

@@ -8,7 +8,7 @@ import pytest
 
 from controllers.plan.parallel import RayTasks, runner
 from controllers.plan.search import PlanOptions, search
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 from tests.integration.ray_cluster import driver_env, local_cluster
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from controllers.plan.parallel import runner
 from controllers.plan.proposal import proposal
 from controllers.plan.search import PlanOptions, search
 from controllers.plan.verify import verify
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 
 pytestmark = pytest.mark.integration
 

@@ -43,7 +43,7 @@ def test_ctrl_c_tears_down_and_still_writes_the_run_folder(tmp_path: Path) -> No
     src.write_text(yaml.safe_dump(SCENARIO))
     ray_dirs_before = set(glob.glob("/tmp/px-ray-*"))
     out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli", "run", str(src), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "controllers.cli.app", "run", str(src), "--out", str(out)],
                             cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

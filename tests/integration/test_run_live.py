@@ -20,7 +20,7 @@ from rich.console import Console
 
 from controllers.controller import Controller
 from controllers.run import run_scenario
-from controllers.scenario import parse_scenario
+from deployments.resolve import parse_scenario
 from controllers.scoreboard import collect
 from loadgen.records import read_records
 from monitoring import rules as r

@@ -20,11 +20,11 @@ import ray
 import yaml
 from ray import serve
 
-from controllers.scenario import Resolved, load_scenario
+from deployments.resolve import Resolved, load_scenario
 from deployments.app_args import server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
-from loadgen.config import LoadConfig
+from schema.traffic import LoadConfig
 from loadgen.records import read_records
 from loadgen.runner import run_load
 from loadgen.wire import REQUEST_ID_HEADER
@@ -313,7 +313,7 @@ def test_scenario_larger_than_the_cluster_fails_fast(served: Served) -> None:
         deploy(served.resolved, port=free_port())
     env = {**os.environ, "RAY_ADDRESS": served.gcs, "PARALLAX_STATE_DIR": str(served.folder / "state")}
     t0 = time.monotonic()
-    cli = subprocess.run([sys.executable, "-m", "controllers.cli", "up", str(path)], env=env,
+    cli = subprocess.run([sys.executable, "-m", "controllers.cli.app", "up", str(path)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 2
     assert "need 32 GPUs" in cli.stderr and "Traceback" not in cli.stderr + cli.stdout

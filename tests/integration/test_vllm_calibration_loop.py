@@ -18,8 +18,8 @@ import ray
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from controllers.scenario import parse_scenario
+from controllers.cli.app import app
+from deployments.resolve import parse_scenario
 from deployments.catalog.gpus import gpu_from_yaml
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
@@ -27,7 +27,7 @@ from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.measurements import Metric, predict_all
 from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from loadgen.config import LoadConfig
+from schema.traffic import LoadConfig
 from loadgen.runner import run_load
 from monitoring.prometheus import free_port
 from tests.support.vllm_tier import TINY_MODEL, Residue, set_cache_env

@@ -21,12 +21,12 @@ import ray
 import yaml
 from ray import serve
 
-from controllers.scenario import Resolved, parse_scenario
+from deployments.resolve import Resolved, parse_scenario
 from deployments.app_args import APP_NAME
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from loadgen.config import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from monitoring import metrics as m

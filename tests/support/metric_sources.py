@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from monitoring import metrics as m
 from monitoring.prometheus import free_port
 

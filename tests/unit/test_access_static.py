@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.config import ServerConfig
+from schema.deployment import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for pkg in ("deployments", "controllers", "loadgen", "monitoring", "bench")

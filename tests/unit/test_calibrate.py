@@ -14,12 +14,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from controllers.scenario import parse_scenario
-from deployments.catalog.dtypes import Dtype
+from controllers.cli.app import app
+from deployments.resolve import parse_scenario
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_8B, ModelSpec, model_from_hf_config
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.calibrate import BenchContext, calibrate, gather
 from deployments.engines.sim.calibration import FAMILIES, Calibration, FamilyConstants, load_calibration
 from deployments.engines.sim.measurements import Metric, Setup, predict_all

@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from bench.fit_calibration import FITS, family_observations, run_fit
-from controllers.scenario import ScenarioError, load_scenario
-from deployments.catalog.dtypes import Dtype
+from deployments.resolve import load_scenario
+from schema.scenario import ScenarioError
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_70B
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, FAMILIES, load_calibration

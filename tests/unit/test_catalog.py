@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.memory import kv_bytes_per_token
 from deployments.catalog.models import MODELS
 

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from controllers import runfolder
 from controllers.controller import Controller
 from controllers.policies import Weights
-from controllers.scenario import load_scenario
+from deployments.resolve import load_scenario
 from controllers.scoreboard import Sample, build_queries
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GB, GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_70B
 from deployments.engines.sim.perf_model import ACT_BYTES, PerfModel

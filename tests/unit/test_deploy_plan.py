@@ -6,12 +6,12 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from controllers.scenario import load_scenario
+from deployments.resolve import load_scenario
 from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
 from deployments.app_args import AppArgs
-from deployments.cli import serve_config
+from controllers.cli.serve import serve_config
 from deployments.cluster import Capacity, capacity_problems
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.placement import replica_placement
 
 DEMO = Path(__file__).parents[2] / "scenarios" / "demo.yaml"

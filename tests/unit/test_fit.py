@@ -3,10 +3,10 @@
 
 import pytest
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_8B
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import FAMILIES, Calibration, FamilyConstants
 from deployments.engines.sim.fit import IllPosedFit, default_free, fit_family, fit_sources
 from deployments.engines.sim.measurements import (

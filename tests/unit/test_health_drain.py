@@ -7,7 +7,7 @@ import pytest
 from controllers import runfolder
 from controllers.controller import Controller, drain
 from controllers.policies import Weights
-from controllers.scenario import load_scenario
+from deployments.resolve import load_scenario
 from controllers.scoreboard import Sample
 
 ROOT = Path(__file__).resolve().parents[2]

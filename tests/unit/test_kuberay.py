@@ -9,8 +9,8 @@ import yaml
 from ray.serve import Application
 from typer.testing import CliRunner
 
-from controllers.cli import app as cli
-from controllers.scenario import Resolved, load_scenario, parse_scenario
+from controllers.cli.app import app as cli
+from deployments.resolve import Resolved, load_scenario, parse_scenario
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.app_args import AppArgs
 from deployments.kuberay import default_sizes, rayservice_manifest, to_yaml

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from ray._private import ray_constants
 
-from deployments.cli import _listening
+from controllers.cli.serve import _listening
 from deployments.cluster import _single_node
 from deployments.daemon import UpState
 from deployments.listening import ListeningSocket, is_loopback, listening_on, listening_sockets, session_pids

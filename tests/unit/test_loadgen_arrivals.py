@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from loadgen.arrivals import arrival_times, mean_rate, with_rate
-from loadgen.config import (
+from schema.traffic import (
     ClosedLoop,
     ConstantArrival,
     GammaArrival,

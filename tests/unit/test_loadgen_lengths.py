@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deployments.engines.sim.workload import draw_lengths
-from loadgen.config import (
+from schema.traffic import (
     EmpiricalLength,
     FixedLength,
     LognormalLength,

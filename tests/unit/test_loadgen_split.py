@@ -2,7 +2,7 @@
 
 import pytest
 
-from loadgen.config import SLO, ClosedLoop, FixedLength, LoadConfig, PoissonArrival, TrafficClass
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.split import split_plan
 

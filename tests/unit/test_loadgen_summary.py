@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadgen.client import _gaps
-from loadgen.config import SLO
+from schema.traffic import SLO
 from loadgen.records import RequestRecord, read_records, write_records
 from loadgen.summary import rescore, summarize
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from loadgen.config import (
+from schema.traffic import (
     SLO,
     ClosedLoop,
     FixedLength,

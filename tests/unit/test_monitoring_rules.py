@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from controllers.scenario import load_scenario
+from controllers.cli.app import app
+from deployments.resolve import load_scenario
 from controllers.scoreboard import scoreboard_rules
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from monitoring import rules as r
 
 CONFIGS = [ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp4pp2", tp=4, pp=2),

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.memory import embedding_dtype
 from deployments.catalog.models import LLAMA_3_1_8B, LLAMA_3_1_70B

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from deployments.placement import Node, PlacementError, gpu_nodes, inter_node_hops, plan_nodes, replica_placement
 
 

@@ -12,14 +12,15 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers import runfolder as rf
-from controllers.cli import app
+from controllers.cli.app import app
 from controllers.controller import Controller
 from controllers.plan.live import compare, met_at_server
 from controllers.plan.proposal import ladder
-from controllers.plan.schema import PlanSection
+from schema.plan import PlanSection
 from controllers.records import Rec
 from controllers.report import render_report
-from controllers.scenario import ScenarioError, load_scenario, parse_scenario
+from deployments.resolve import load_scenario, parse_scenario
+from schema.scenario import ScenarioError
 from loadgen.records import RequestRecord, write_records
 
 CLASS = {"name": "x", "share": 1.0, "slo": {"ttft_ms": 1500, "tpot_ms": 60, "attainment": 0.9},

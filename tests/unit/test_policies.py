@@ -2,7 +2,7 @@
 
 import pytest
 
-from controllers.config import ControllerConfig
+from schema.controller import ControllerConfig
 from controllers.policies import (
     ClassState,
     Evidence,
@@ -14,7 +14,7 @@ from controllers.policies import (
     step,
 )
 from controllers.scoreboard import PairStats, Quantiles, Scoreboard
-from loadgen.config import SLO
+from schema.traffic import SLO
 
 SLO_CHAT = SLO(ttft_ms=450, tpot_ms=40, attainment=0.9)
 CFG = ControllerConfig(min_samples=10, hysteresis=0.1, min_dwell_s=10, explore_share=0.1)

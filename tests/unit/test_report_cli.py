@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from controllers.cli import app
+from controllers.cli.app import app
 from tests.fake_run import make_run
 
 

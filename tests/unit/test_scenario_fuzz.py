@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from controllers.scenario import Scenario, ScenarioError, load_scenario
+from controllers.cli.app import app
+from deployments.resolve import load_scenario
+from schema.scenario import Scenario, ScenarioError
 
 SCENARIOS = sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.yaml"))
 TOP_FIELDS = set(Scenario.model_fields)

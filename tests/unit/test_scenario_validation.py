@@ -8,8 +8,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
-from controllers.scenario import ScenarioError, load_scenario, parse_scenario
+from controllers.cli.app import app
+from deployments.resolve import load_scenario, parse_scenario
+from schema.scenario import ScenarioError
 
 SCENARIOS = sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.yaml"))
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from controllers.scoreboard import FrontierPoint, assemble, build_queries, config_points, pareto_frontier
-from deployments.config import ParallelConfig
+from schema.deployment import ParallelConfig
 from monitoring import rules as r
 
 SELECTOR = re.compile(r'^(parallax:\w+)\{(.*)\}$')

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.cli import app
+from controllers.cli.app import app
 
 runner = CliRunner()
 BASE = ["simulate", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--dtype", "fp8", "--tp", "8"]

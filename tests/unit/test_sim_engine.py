@@ -8,7 +8,7 @@ import pytest
 
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from deployments.config import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
+from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 from deployments.engines.base import GenerationRequest, TokenChunk
 from deployments.engines.sim.engine import SimEngine, count_prompt_tokens, output_words
 from deployments.engines.sim.offline import RequestSpec, run_offline

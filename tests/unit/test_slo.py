@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployments.engines.sim.offline import RequestRecord as SimRecord
-from loadgen.config import SLO
+from schema.traffic import SLO
 from loadgen.records import RequestRecord
 
 

@@ -5,11 +5,11 @@ from functools import cache
 
 import pytest
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, LinkSpec
 from deployments.catalog.memory import plan_memory
 from deployments.catalog.models import LLAMA_3_1_70B, LLAMA_3_1_405B
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.replica import ReplicaFactory

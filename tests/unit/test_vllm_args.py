@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from controllers.scenario import load_scenario
-from deployments.config import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
+from deployments.resolve import load_scenario
+from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 from deployments.engines.vllm.args import cpu_thread_binding, launch_for
 
 REPO = Path(__file__).resolve().parents[2]

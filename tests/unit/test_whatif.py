@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from controllers.records import Rec, load_records
-from controllers.scenario import Resolved, load_scenario
+from deployments.resolve import Resolved, load_scenario
 from controllers.whatif import capacity, compare, cost_terms, predict, replay, whatif
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory

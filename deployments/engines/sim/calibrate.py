@@ -17,11 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.models import ModelSpec
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, Calibration, FamilyConstants
 from deployments.engines.sim.fit import FitResult, fit_sources
 from deployments.engines.sim.measurements import Observation, Setup

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from deployments.config import DeploymentSpec, ParallelConfig
+from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.sequence import Sequence, Status

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import Calibration
 from deployments.engines.sim.offline import RequestRecord, RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory

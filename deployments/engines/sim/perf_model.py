@@ -8,7 +8,7 @@ Then the LM head on the last stage, PP−1 activation transfers and the host's p
 Equations and constants: deployments/engines/sim/MODEL.md.
 """
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GB, GpuSpec
 from deployments.catalog.memory import check_parallelism, embedding_dtype, kv_heads_per_gpu, layers_per_stage
 from deployments.catalog.models import ModelSpec

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec

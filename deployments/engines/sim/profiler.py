@@ -24,7 +24,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec, LinkSpec
 from deployments.catalog.memory import kv_heads_per_gpu
 from deployments.catalog.models import ModelSpec

@@ -15,11 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deployments.catalog.dtypes import Dtype, parse_dtype
+from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.files import read_text, read_yaml
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from deployments.config import EngineConfig
+from schema.deployment import EngineConfig
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup, SteadyRun
 from deployments.engines.sim.offline import RequestSpec
 from deployments.engines.sim.workload import fixed_workload

@@ -1,10 +1,10 @@
 """Build one simulated replica (scheduler + KV cache + performance model) from the configuration."""
 
-from deployments.catalog.dtypes import Dtype
+from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import MemoryPlan, check_parallelism
 from deployments.catalog.models import ModelSpec
-from deployments.config import DeploymentSpec, EngineConfig, ParallelConfig
+from schema.deployment import DeploymentSpec, EngineConfig, ParallelConfig
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.core import EngineCore

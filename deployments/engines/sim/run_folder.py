@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec, resolve_model
-from deployments.config import SCENARIO_FILE, DeploymentSpec
+from schema.deployment import SCENARIO_FILE, DeploymentSpec
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup
 from deployments.engines.sim.offline import RequestSpec
 from loadgen.errors import LoadError

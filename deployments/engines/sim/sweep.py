@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controllers.scenario import Resolved
+from deployments.resolve import Resolved
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
-from loadgen.config import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
+from schema.traffic import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from deployments.engines.sim.offline import RequestSpec
-from loadgen.config import (
+from schema.traffic import (
     PRESETS,
     ClosedLoop,
     ConstantArrival,

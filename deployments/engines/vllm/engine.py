@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from deployments.config import DeploymentSpec, ParallelConfig
+from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.coalesce import coalesce
 from deployments.engines.vllm.args import VllmLaunch, launch_for

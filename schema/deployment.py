@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.catalog.dtypes import Dtype, parse_dtype
+from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import MemoryModel, MemoryPlan, plan_memory
 from deployments.catalog.models import ModelSpec

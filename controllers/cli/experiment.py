@@ -15,7 +15,7 @@ console = Console()
 def report_cmd(run_dir: Path = typer.Argument(..., help="run folder written by `parallax run`"),
                check: bool = typer.Option(False, help="open the page in headless Chromium and check it")) -> None:
     """Re-render report.html (and its figures) from a run folder."""
-    from controllers.cli import fail
+    from controllers.cli.app import fail
 
     try:
         page = render_report(run_dir)
@@ -35,7 +35,7 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run
                 out: Path | None = typer.Option(None, help="HTML file to write (default: runs/compare-<time>.html)")
                 ) -> None:
     """Set several runs side by side (outcome per class and configuration)."""
-    from controllers.cli import fail
+    from controllers.cli.app import fail
 
     target = out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +52,10 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
             live: bool = typer.Option(True, help="live terminal view of the scoreboard and decisions"),
             check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
     """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
-    from controllers.cli import fail
+    from controllers.cli.app import fail
     from controllers.run import run_scenario
-    from controllers.scenario import ScenarioError, load_scenario
+    from deployments.resolve import load_scenario
+    from schema.scenario import ScenarioError
 
     try:
         resolved = load_scenario(scenario)

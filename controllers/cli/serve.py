@@ -18,7 +18,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from controllers.scenario import Resolved, ScenarioError, load_scenario
+from deployments.resolve import Resolved, load_scenario
+from schema.scenario import ScenarioError
 from deployments.app_args import APP_NAME, AppArgs
 from deployments.daemon import UpState
 from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
@@ -28,7 +29,7 @@ STATE_DIR_ENV = "PARALLAX_STATE_DIR"
 
 
 def _fail(message: str) -> None:
-    from controllers.cli import fail  # the root CLI imports this module
+    from controllers.cli.app import fail  # the root CLI imports this module
 
     fail(message)
 

@@ -8,9 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from controllers.scenario import Scenario, ScenarioError, load_scenario
-from deployments.config import ServerConfig
-from monitoring.config import MonitoringConfig
+from deployments.resolve import load_scenario
+from schema.scenario import Scenario, ScenarioError
+from schema.deployment import ServerConfig
+from schema.monitoring import MonitoringConfig
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import export, rendered_dashboards
 from monitoring.duration import prometheus_duration

@@ -12,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deployments.catalog.dtypes import Dtype, parse_dtype
+from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
-from deployments.config import EngineConfig, Hardware
+from schema.deployment import EngineConfig, Hardware
 from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
@@ -26,7 +26,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    from controllers.cli import fail  # the CLI's one error printer (imported late: it imports us)
+    from controllers.cli.app import fail  # the CLI's one error printer (imported late: it imports us)
 
     fail(message)
 
@@ -150,7 +150,8 @@ def _print_one(out: dict[str, Any]) -> None:
 
 
 def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibration: Path | None) -> None:
-    from controllers.scenario import ScenarioError, load_scenario
+    from deployments.resolve import load_scenario
+    from schema.scenario import ScenarioError
 
     try:
         resolved = load_scenario(path)

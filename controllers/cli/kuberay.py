@@ -5,7 +5,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from controllers.scenario import ScenarioError, load_scenario
+from deployments.resolve import load_scenario
+from schema.scenario import ScenarioError
 from deployments.kuberay import PodSize, default_sizes, rayservice_manifest, to_yaml
 
 console = Console(stderr=True)
@@ -21,7 +22,7 @@ def kuberay_cmd(
     worker_memory: str = typer.Option(None, help="memory per GPU worker pod, e.g. 512Gi"),
 ) -> None:
     """Write a KubeRay RayService manifest: head + GPU workers sized from the scenario's hardware."""
-    from controllers.cli import fail  # the root CLI imports this module
+    from controllers.cli.app import fail  # the root CLI imports this module
 
     try:
         r = load_scenario(scenario)

@@ -12,8 +12,9 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from controllers.scenario import ScenarioError, load_scenario
-from loadgen.config import SLO, Arrival, LoadConfig, TrafficClass
+from deployments.resolve import load_scenario
+from schema.scenario import ScenarioError
+from schema.traffic import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.records import META_FILE, RECORDS_FILE, read_records
@@ -26,7 +27,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    from controllers.cli import fail  # the one error printer of the CLI (imports this module)
+    from controllers.cli.app import fail  # the one error printer of the CLI (imports this module)
     fail(message)
 
 
