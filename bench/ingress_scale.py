@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deployments.resolve import Resolved, parse_scenario
 from deployments.deploy import deployed_locally
-from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import read_records
 from loadgen.runner import run_load
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 
 
 def scenario(replicas: int, time_scale: float) -> Resolved:

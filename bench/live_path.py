@@ -24,12 +24,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from deployments.resolve import check_scenario, load_scenario
 from deployments.deploy import deployed_locally
+from deployments.resolve import check_scenario, load_scenario
 from loadgen.arrivals import with_rate
-from schema.traffic import LoadConfig, TrafficClass
 from loadgen.records import RECORDS_FILE, RequestRecord, read_records
 from loadgen.runner import run_load
+from schema.traffic import LoadConfig, TrafficClass
 
 
 def warm_up(url: str, configs: list[str]) -> None:

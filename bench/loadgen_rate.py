@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fast_sse import start_fast_sse
-from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
 from loadgen.sender import event_loop_factory
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 
 TOKENS = 8
 LOOP: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop

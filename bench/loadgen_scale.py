@@ -28,10 +28,10 @@ import numpy as np
 
 from bench.fast_sse import start_fast_sse
 from bench.loadgen_rate import aiohttp_baseline
-from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.records import read_records
 from loadgen.runner import run_load
 from loadgen.sender import event_loop_factory
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 
 TOKENS = 8
 LATENESS_P99_MS = 2.0

@@ -40,9 +40,9 @@ import numpy as np
 from ray import serve
 
 from bench.fast_sse import start_fast_sse
-from deployments.resolve import Resolved, parse_scenario
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.deploy import deployed_locally
+from deployments.resolve import Resolved, parse_scenario
 from loadgen.wire import Job
 
 PROMPT = " ".join(["word"] * 16)

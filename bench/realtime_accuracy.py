@@ -17,14 +17,14 @@ import time
 
 import numpy as np
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 from deployments.engines.base import GenerationRequest
 from deployments.engines.sim.engine import SimEngine
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
+from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
+from schema.dtypes import Dtype
 
 
 async def realtime(spec: DeploymentSpec, par: ParallelConfig,

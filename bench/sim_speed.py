@@ -10,13 +10,13 @@ and generated tokens per CPU second.
 import argparse
 import time
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import summarize
 from deployments.engines.sim.workload import fixed_workload
+from schema.dtypes import Dtype
 
 # (label, input tokens, output tokens, requests/s or None for all queued at t=0)
 WORKLOADS = (

@@ -9,12 +9,12 @@ batch 256, and TP8's and TP4's over TP1's at batch 32. Then each cost term's sha
 step at batch 256: what decides how TPOT scales from TP4 to TP8.
 """
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_70B, LLAMA_3_1_405B, ModelSpec
-from schema.deployment import EngineConfig
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.static_batch import StaticBatchResult, static_batch
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 SETUPS: dict[str, tuple[ModelSpec, GpuSpec, Dtype, int, int]] = {
     "70B FP8 MI325X": (LLAMA_3_1_70B, GPUS["mi325x"], Dtype.fp8, 9092, 208),

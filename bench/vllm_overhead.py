@@ -26,16 +26,16 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.resolve import Resolved, parse_scenario
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy
 from deployments.engines.vllm.args import launch_for
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from monitoring.prometheus import free_port
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "cpu-vllm-tiny.yaml"

@@ -19,11 +19,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from controllers import runfolder
 from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
-from schema.scenario import Scenario
 from controllers.scoreboard import Query, Sample, Scoreboard, collect
+from loadgen.lengths import mean_lengths
 from monitoring import metrics as m
 from monitoring.promql import PromClient
 from monitoring.rules import REQUEST_RATE
+from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Controller:
         self.engine_prefix = engine_prefix
         self.configs = [c.name for c in scenario.configurations]
         self.slos = {c.name: c.slo for c in scenario.classes}
-        self.tokens_per_request = {c.name: sum(c.mean_lengths()) for c in scenario.classes}
+        self.tokens_per_request = {c.name: sum(mean_lengths(c)) for c in scenario.classes}
         self.time_scale = scenario.engine.clock_scale
         self.capacities: dict[tuple[str, str], float] = {}   # (class, config) -> req/s, from the simulator
         classes = list(self.slos)

@@ -11,8 +11,8 @@ hysteresis margin): challengers are measured on the exploration share only, whic
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from schema.controller import ControllerConfig
 from controllers.scoreboard import PairStats, Scoreboard
+from schema.controller import ControllerConfig
 from schema.traffic import SLO
 
 Weights = dict[str, dict[str, float]]   # class -> config -> share (sums to 1)

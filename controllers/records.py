@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from schema.traffic import SLO
 from loadgen.records import RequestRecord, read_records
 from loadgen.summary import judge
+from schema.traffic import SLO
 
 
 @dataclass(frozen=True)

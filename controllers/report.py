@@ -14,6 +14,7 @@ from controllers import figures
 from controllers import runfolder as rf
 from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
+from loadgen.lengths import mean_lengths
 from schema.scenario import Scenario
 
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -269,7 +270,7 @@ def _slo_text(run: Run) -> str:
         slo = tc.slo
         t = [f"{k} ≤ {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms), ("E2E", slo.e2e_ms))
              if v is not None]
-        isl, osl = tc.mean_lengths()
+        isl, osl = mean_lengths(tc)
         parts.append(f"<li><b>{html.escape(tc.name)}</b> ({tc.share:.0%} of requests, ~{isl:.0f} in / {osl:.0f} "
                      f"out tokens): {', '.join(t)} for {slo.attainment:.0%} of requests</li>")
     return "<ul>" + "".join(parts) + "</ul>"

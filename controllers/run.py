@@ -29,11 +29,10 @@ from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
-from deployments.resolve import Resolved
-from schema.scenario import Scenario
 from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.health import unhealthy_configs
+from deployments.resolve import Resolved
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
 from monitoring.prometheus import (
@@ -46,6 +45,7 @@ from monitoring.prometheus import (
 )
 from monitoring.promql import PromClient
 from monitoring.rules import write_rules
+from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from schema.scenario import Scenario
 from monitoring import metrics as m
 from monitoring import rules as r
 from monitoring.duration import prometheus_duration
+from schema.scenario import Scenario
 
 Labels = Mapping[str, str]
 Sample = tuple[Labels, float]

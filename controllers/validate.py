@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.resolve import Resolved
 from deployments.catalog.memory import check_parallelism
+from deployments.resolve import Resolved
+from loadgen.lengths import mean_lengths
 from schema.deployment import ParallelConfig
 
 
@@ -42,7 +43,7 @@ def footprints(r: Resolved, configs: list[ParallelConfig] | None = None) -> list
     s = r.scenario
     mean_tokens = 0.0
     for tc in s.classes:
-        isl, osl = tc.mean_lengths(Path(r.source).parent)
+        isl, osl = mean_lengths(tc, Path(r.source).parent)
         mean_tokens += tc.share * (isl + osl)
     out = []
     for c in s.configurations if configs is None else configs:

@@ -19,15 +19,16 @@ import numpy as np
 from controllers import runfolder as rf
 from controllers.policies import headroom
 from controllers.records import Rec, attainment_interval, measured
-from deployments.resolve import Resolved
 from controllers.scoreboard import PairStats, Quantiles
-from schema.deployment import ParallelConfig
 from deployments.engines.sim.offline import RequestRecord as SimRecord
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
-from schema.traffic import SLO, TrafficClass
+from deployments.resolve import Resolved
+from loadgen.lengths import mean_lengths
 from loadgen.records import RequestRecord, read_records
+from schema.deployment import ParallelConfig
+from schema.traffic import SLO, TrafficClass
 
 MIN_REQUESTS = 60
 MAX_REQUESTS = 600
@@ -161,7 +162,7 @@ def _observed(records: Sequence[Rec], tc: TrafficClass) -> list[tuple[int, int]]
              if r.sla_class == tc.name and r.ok and r.prompt_tokens and r.output_tokens]
     if pairs:
         return pairs
-    isl, osl = tc.mean_lengths()
+    isl, osl = mean_lengths(tc)
     return [(max(1, round(isl)), max(1, round(osl)))]
 
 
@@ -170,7 +171,7 @@ def planned_capacities(resolved: Resolved) -> dict[tuple[str, str], float]:
     s = resolved.scenario
     out = {}
     for tc in s.classes:
-        isl, osl = tc.mean_lengths()
+        isl, osl = mean_lengths(tc)
         lengths = [(max(1, round(isl)), max(1, round(osl)))]
         for c in s.configurations:
             out[(tc.name, c.name)] = capacity(resolved, c, tc, lengths, s.load.duration_s, s.load.seed, steps=3)
@@ -223,8 +224,8 @@ def whatif(resolved: Resolved, records: Sequence[RequestRecord]) -> dict[str, An
                 p["capacity"] = capacity(resolved, c, tc, lengths, span, seed=s.load.seed, steps=3)
                 p["capacity_ratio"] = p["capacity"] / rate
             preds.append(p)
-    isl = max(tc.mean_lengths()[0] for tc in s.classes)
-    ctx = sum(tc.share * (tc.mean_lengths()[0] + tc.mean_lengths()[1] / 2) for tc in s.classes)
+    isl = max(mean_lengths(tc)[0] for tc in s.classes)
+    ctx = sum(tc.share * (mean_lengths(tc)[0] + mean_lengths(tc)[1] / 2) for tc in s.classes)
     return {
         "note": ("Predicted: the offline simulator (the live simulated engine's replicas, cost model and scheduler) "
                  "replaying exactly the requests each configuration received — send times, prompt and output "

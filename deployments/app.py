@@ -11,14 +11,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from deployments.resolve import Resolved
 from deployments.app_args import INGRESS_NAME, ROUTING_STORE_NAME, AppArgs, server_deployment_name
-from schema.deployment import ParallelConfig
 from deployments.ingress import Ingress
 from deployments.placement import replica_placement
+from deployments.resolve import Resolved
 from deployments.routing import uniform_weights
 from deployments.routing_store import RoutingStore
 from deployments.server import LLMServer
+from schema.deployment import ParallelConfig
 
 REPLICA_CPUS = 1.0      # the replica actor (engine loop) sits in bundle 0 with one CPU
 INGRESS_CPUS = 1.0

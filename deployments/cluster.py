@@ -14,11 +14,11 @@ from pathlib import Path
 import ray
 from ray._private import ray_constants
 
-from deployments.resolve import Resolved
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
-from schema.deployment import ParallelConfig
 from deployments.listening import is_loopback
 from deployments.placement import Node, PlacementError, plan_nodes
+from deployments.resolve import Resolved
+from schema.deployment import ParallelConfig
 
 
 class CapacityError(RuntimeError):

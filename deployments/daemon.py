@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
-from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 
 
 class UpState(BaseModel):

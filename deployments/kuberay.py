@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from deployments.resolve import Resolved
+from controllers.cli.serve import serve_config
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.catalog.gpus import GpuSpec
-from controllers.cli.serve import serve_config
+from deployments.resolve import Resolved
 
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000

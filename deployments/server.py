@@ -16,11 +16,11 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.resolve import Resolved
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
 from deployments.engines.base import Engine, GenerationRequest, TokenChunk
 from deployments.engines.factory import create_engine
+from deployments.resolve import Resolved
 from deployments.telemetry import ReplicaMetrics, RequestTiming
 from loadgen.wire import CLASS_HEADER, Job
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from ray.serve import metrics
 
-from schema.traffic import SLO
 from monitoring import metrics as m
+from schema.traffic import SLO
 
 ENGINE_PREFIX = "vllm_"  # vLLM under Ray exports `vllm:x` as `ray_vllm_x`; ":" is deprecated in Ray names
 ENGINES_WITH_OWN_METRICS = {"vllm"}  # deployments/engines/vllm/stat_logger.py

@@ -27,7 +27,6 @@ import ray
 
 import loadgen
 from loadgen.client import Clock
-from schema.traffic import RAY_WORKER_CPUS
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.plan import StepPlan
@@ -38,6 +37,7 @@ from loadgen.sender import RecordSink, announce_step, record_partial_step, refre
 from loadgen.split import Share, split_plan
 from loadgen.summary import WorkerReport
 from loadgen.worker import END, FAILED, LAUNCHED, LENGTH, READY, RECORD
+from schema.traffic import RAY_WORKER_CPUS
 
 START_MARGIN_S = 0.5     # the shared start: this long after the last worker said it is ready
 READY_TIMEOUT_S = 120.0  # imports, tokenizer and preflight of every worker must fit in this

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadgen.files import read_lengths, resolve_path
 from schema.traffic import (
     PRESETS,
     EmpiricalLength,
@@ -13,9 +14,9 @@ from schema.traffic import (
     LognormalLength,
     NormalLength,
     PresetLength,
+    TrafficClass,
     UniformLength,
 )
-from loadgen.files import read_lengths, resolve_path
 
 Dist = FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength | PresetLength
 Sampler = Callable[[np.random.Generator], int]
@@ -46,3 +47,27 @@ def make_sampler(dist: Dist, which: int, base_dir: Path | None = None) -> Sample
             values = np.array(read_lengths(resolve_path(p, base_dir), col))
             return lambda rng: int(values[rng.integers(len(values))])
     raise AssertionError(dist)
+
+
+def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
+                | PresetLength, which: int, base_dir: Path | None = None) -> float:
+    """Mean of one length distribution (`which`: 0 input, 1 output); LoadError for a bad lengths file."""
+    match dist:
+        case FixedLength(value=v):
+            return float(v)
+        case UniformLength(min=lo, max=hi):
+            return (lo + hi) / 2
+        case NormalLength(mean=m) | LognormalLength(mean=m):
+            return float(m)
+        case PresetLength(name=n):
+            return float(PRESETS[n][which])
+        case EmpiricalLength(path=p, column=col):
+            values = read_lengths(resolve_path(p, base_dir), col)
+            return sum(values) / len(values)
+    raise AssertionError(dist)
+
+
+def mean_lengths(tc: TrafficClass, base_dir: Path | None = None) -> tuple[float, float]:
+    """Mean input and output tokens of a class, where its distributions state them (lengths files are
+    read, relative paths also from `base_dir`, the scenario's folder)."""
+    return mean_length(tc.input, 0, base_dir), mean_length(tc.output, 1, base_dir)

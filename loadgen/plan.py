@@ -15,11 +15,11 @@ import numpy as np
 
 from loadgen.arrivals import SWEEPABLE, ArrivalConfig, arrival_times, is_open_loop, mean_rate, with_rate
 from loadgen.client import Planned
-from schema.traffic import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.lengths import Sampler, make_sampler
 from loadgen.trace import TraceRow, read_trace
+from schema.traffic import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
 
 
 @dataclass

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import ray
 
-from schema.traffic import RAY_WORKER_CPUS
 from loadgen.split import Share
 from loadgen.worker import run_share
+from schema.traffic import RAY_WORKER_CPUS
 
 FLUSH_S = 0.01   # batches of events at most this often (a killed node loses at most this much)
 

@@ -15,8 +15,8 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schema.traffic import SLO
 from loadgen.errors import LoadError
+from schema.traffic import SLO
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "load-summary.json"

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from loadgen.client import Api, Clock, StreamingClient
-from schema.traffic import LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.fleet import run_fleet
@@ -26,6 +25,7 @@ from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, RequestRecord
 from loadgen.sender import RecordSink, Sender, drive, prompt_rng, raise_fd_limit
 from loadgen.split import Share
 from loadgen.summary import LoadSummary, WorkerReport, summarize
+from schema.traffic import LoadConfig, TrafficClass
 
 
 def check_url(target: str) -> None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadgen.client import Api
-from schema.traffic import SLO, TrafficClass
 from loadgen.plan import StepPlan
+from schema.traffic import SLO, TrafficClass
 
 
 def split_plan(plan: list[StepPlan], workers: int) -> list[list[StepPlan]]:

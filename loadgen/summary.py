@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from schema.traffic import SLO
 from loadgen.records import RequestRecord
+from schema.traffic import SLO
 
 
 def judge(r: RequestRecord, slo: SLO, time_scale: float = 1.0) -> RequestRecord:

@@ -4,10 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import MemoryModel, MemoryPlan, plan_memory
 from deployments.catalog.models import ModelSpec
+from schema.dtypes import Dtype, parse_dtype
 
 # The scenario as a run folder keeps it (`parallax run` writes it; calibrate and the report read it).
 SCENARIO_FILE = "scenario.yaml"

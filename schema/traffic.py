@@ -8,8 +8,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loadgen.files import read_lengths, resolve_path
-
 RAY_WORKER_CPUS = 1.0  # what each load generator worker reserves when it runs as a Ray actor
 
 
@@ -191,28 +189,6 @@ class TrafficClass(_Strict):
         "classes without one share load.arrival, split by their shares",
     )
 
-    def mean_lengths(self, base_dir: Path | None = None) -> tuple[float, float]:
-        """Mean input and output tokens, where the distribution states it (files are read lazily,
-        relative paths also from `base_dir`, the scenario's folder)."""
-        return mean_length(self.input, 0, base_dir), mean_length(self.output, 1, base_dir)
-
-
-def mean_length(dist: FixedLength | UniformLength | NormalLength | LognormalLength | EmpiricalLength
-                | PresetLength, which: int, base_dir: Path | None = None) -> float:
-    """Mean of one length distribution (`which`: 0 input, 1 output); LoadError for a bad lengths file."""
-    match dist:
-        case FixedLength(value=v):
-            return float(v)
-        case UniformLength(min=lo, max=hi):
-            return (lo + hi) / 2
-        case NormalLength(mean=m) | LognormalLength(mean=m):
-            return float(m)
-        case PresetLength(name=n):
-            return float(PRESETS[n][which])
-        case EmpiricalLength(path=p, column=col):
-            values = read_lengths(resolve_path(p, base_dir), col)
-            return sum(values) / len(values)
-    raise AssertionError(dist)
 
 
 class LoadConfig(_Strict):

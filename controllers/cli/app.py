@@ -6,17 +6,18 @@ import typer
 from rich.table import Table
 
 from controllers.cli.experiment import compare_cmd, report_cmd, run_cmd
+from controllers.cli.kuberay import kuberay_cmd
+from controllers.cli.load import load_cmd, summarize_cmd
+from controllers.cli.monitoring import dashboards_app, prometheus_app
 from controllers.cli.plan import plan_cmd
-from deployments.resolve import load_scenario
-from schema.scenario import ScenarioError
+from controllers.cli.serve import down_cmd, serve_config_cmd, status_cmd, up_cmd
+from controllers.cli.simulate import simulate_cmd
+from controllers.cli.tiny_model import tiny_model_cmd
 from controllers.terminal import console, fail
 from controllers.validate import footprints, node_shapes
-from schema.dtypes import parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import describe_memory_model
 from deployments.catalog.models import resolve_model
-from controllers.cli.serve import down_cmd, serve_config_cmd, status_cmd, up_cmd
-from schema.deployment import EngineConfig
 from deployments.engines.sim.calibrate import (
     BenchContext,
     calibrate,
@@ -24,14 +25,13 @@ from deployments.engines.sim.calibrate import (
     device_spec_yaml,
     gather,
 )
-from controllers.cli.simulate import simulate_cmd
 from deployments.engines.sim.fit import FitResult
 from deployments.engines.sim.profile_data import write_profile
 from deployments.engines.sim.vllm_bench import LatencyShape
-from controllers.cli.tiny_model import tiny_model_cmd
-from controllers.cli.kuberay import kuberay_cmd
-from controllers.cli.load import load_cmd, summarize_cmd
-from controllers.cli.monitoring import dashboards_app, prometheus_app
+from deployments.resolve import load_scenario
+from schema.deployment import EngineConfig
+from schema.dtypes import parse_dtype
+from schema.scenario import ScenarioError
 
 app = typer.Typer(
     help="Parallax: compare TP / PP / hybrid / replicated LLM deployments under SLA-tagged traffic.",

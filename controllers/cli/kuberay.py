@@ -5,9 +5,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from deployments.kuberay import PodSize, default_sizes, rayservice_manifest, to_yaml
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
-from deployments.kuberay import PodSize, default_sizes, rayservice_manifest, to_yaml
 
 console = Console(stderr=True)
 

@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from deployments.resolve import load_scenario
-from schema.scenario import ScenarioError
-from schema.traffic import SLO, Arrival, LoadConfig, TrafficClass
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.records import META_FILE, RECORDS_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.sender import event_loop_factory
 from loadgen.summary import LoadSummary, rescore, summarize
+from schema.scenario import ScenarioError
+from schema.traffic import SLO, Arrival, LoadConfig, TrafficClass
 
 console = Console()
 err_console = Console(stderr=True)

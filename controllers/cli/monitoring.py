@@ -9,9 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from deployments.resolve import load_scenario
-from schema.scenario import Scenario, ScenarioError
-from schema.deployment import ServerConfig
-from schema.monitoring import MonitoringConfig
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import export, rendered_dashboards
 from monitoring.duration import prometheus_duration
@@ -25,6 +22,9 @@ from monitoring.prometheus import (
 )
 from monitoring.promql import PromClient
 from monitoring.rules import recording_rules, write_rules
+from schema.deployment import ServerConfig
+from schema.monitoring import MonitoringConfig
+from schema.scenario import Scenario, ScenarioError
 
 prometheus_app = typer.Typer(help="Run (or attach to) the Prometheus that watches a run.", no_args_is_help=True)
 dashboards_app = typer.Typer(help="Grafana dashboards generated from code.", no_args_is_help=True)

@@ -21,10 +21,10 @@ from controllers.plan.result import NOISE_NOTE, entries, why, write_plan_json
 from controllers.plan.search import OBJECTIVES, Objective, Plan, PlanOptions, search
 from controllers.plan.verify import verify
 from controllers.run import run_folder
-from deployments.resolve import Resolved, load_scenario
-from schema.scenario import ScenarioError
 from controllers.terminal import console, err_console, fail
+from deployments.resolve import Resolved, load_scenario
 from schema.dtypes import Dtype, parse_dtype
+from schema.scenario import ScenarioError
 
 
 def _ints(flag: str, text: str | None) -> tuple[int, ...]:

@@ -18,11 +18,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from deployments.resolve import Resolved, load_scenario
-from schema.scenario import ScenarioError
 from deployments.app_args import APP_NAME, AppArgs
 from deployments.daemon import UpState
 from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
+from deployments.resolve import Resolved, load_scenario
+from schema.scenario import ScenarioError
 
 console = Console()
 STATE_DIR_ENV = "PARALLAX_STATE_DIR"

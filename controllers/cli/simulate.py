@@ -12,15 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
-from schema.deployment import EngineConfig, Hardware
 from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
+from schema.deployment import EngineConfig, Hardware
+from schema.dtypes import Dtype, parse_dtype
 
 console = Console()
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import check_parallelism
 from deployments.catalog.models import ModelSpec
-from schema.deployment import EngineConfig, ParallelConfig
 from deployments.placement import Node, PlacementError, plan_nodes
+from schema.deployment import EngineConfig, ParallelConfig
+from schema.dtypes import Dtype
 
 
 @dataclass(frozen=True, order=True)

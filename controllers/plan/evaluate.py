@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from controllers.plan.candidates import Knobs, Pool, Shape
-from deployments.resolve import Resolved
-from schema.scenario import Scenario
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from schema.deployment import EngineConfig, ParallelConfig
 from deployments.engines.sim.offline import OfflineResult, RequestRecord, RequestSpec, run_offline
 from deployments.engines.sim.perf_model import TERMS
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import summarize
 from deployments.engines.sim.workload import class_mix
+from deployments.resolve import Resolved
+from schema.deployment import EngineConfig, ParallelConfig
+from schema.scenario import Scenario
 from schema.traffic import ConstantArrival, GammaArrival, PoissonArrival, TrafficClass
 
 OpenArrival = PoissonArrival | GammaArrival | ConstantArrival

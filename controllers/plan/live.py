@@ -11,8 +11,8 @@ passed and the first it failed), ties broken by the worst class attainment at th
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schema.plan import PlannedDeployment
 from controllers.records import Rec
+from schema.plan import PlannedDeployment
 from schema.scenario import Scenario
 from schema.traffic import SLO
 

@@ -23,13 +23,13 @@ import yaml
 
 from controllers.plan.candidates import Candidate
 from controllers.plan.evaluate import Miss, at_rate, judge, run_requests, stream
-from schema.plan import PlannedDeployment, PlannedPool, PlanSection
 from controllers.plan.search import Evaluated, Plan
-from deployments.resolve import Resolved
-from schema.scenario import Scenario
-from schema.deployment import EngineConfig, ParallelConfig
 from deployments.engines.sim.offline import RequestSpec
+from deployments.resolve import Resolved
 from deployments.routing import WeightedRoundRobin
+from schema.deployment import EngineConfig, ParallelConfig
+from schema.plan import PlannedDeployment, PlannedPool, PlanSection
+from schema.scenario import Scenario
 from schema.traffic import TrafficClass
 
 LOW, HIGH = 0.7, 1.3          # the ladder's first rung, and the last for one deployment, relative to capacity

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
+from schema.dtypes import Dtype
 
 GB = 1e9
 TERA = 1e12

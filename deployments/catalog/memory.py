@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
+from schema.dtypes import Dtype
 
 GIB = 1024**3
 # Memory outside the KV cache and the weights that a serving engine holds on every GPU:

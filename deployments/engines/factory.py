@@ -2,9 +2,9 @@
 
 import importlib
 
+from deployments.engines.base import Engine
 from deployments.resolve import Resolved
 from schema.deployment import ParallelConfig
-from deployments.engines.base import Engine
 
 # kind -> "module:Class"; each takes (spec, parallel config) positionally and model=, gpu= as keywords.
 ENGINES = {

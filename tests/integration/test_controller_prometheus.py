@@ -10,8 +10,8 @@ from prometheus_client import generate_latest
 
 from controllers.controller import Controller, prom_query
 from controllers.policies import Weights
-from deployments.resolve import parse_scenario
 from controllers.scoreboard import scoreboard_rules
+from deployments.resolve import parse_scenario
 from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
 from tests.support.metric_sources import ALWAYS_MET, RaySource, wait_until

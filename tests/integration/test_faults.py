@@ -37,13 +37,13 @@ from ray import serve
 
 from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
-from deployments.resolve import Resolved, load_scenario
 from controllers.scoreboard import scoreboard_rules
 from deployments.app_args import APP_NAME, server_deployment_name
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
 from deployments.listening import listening_on
+from deployments.resolve import Resolved, load_scenario
 from loadgen.plan import Workload, build_plan
 from loadgen.records import META_FILE, RECORDS_FILE, SUMMARY_FILE, read_records
 from loadgen.runner import run_load

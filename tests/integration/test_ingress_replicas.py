@@ -12,9 +12,9 @@ import pytest
 import ray
 
 from controllers.router_client import HttpRouter
-from deployments.resolve import parse_scenario
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
 from deployments.deploy import DeployedApp, deployed_locally, ingress_handle
+from deployments.resolve import parse_scenario
 
 pytestmark = pytest.mark.integration
 

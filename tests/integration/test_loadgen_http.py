@@ -7,6 +7,9 @@ from collections import Counter
 
 import pytest
 
+from loadgen.errors import LoadError
+from loadgen.records import META_FILE, SUMMARY_FILE, read_records
+from loadgen.runner import run_load
 from schema.traffic import (
     SLO,
     ClosedLoop,
@@ -17,9 +20,6 @@ from schema.traffic import (
     TraceArrival,
     TrafficClass,
 )
-from loadgen.errors import LoadError
-from loadgen.records import META_FILE, SUMMARY_FILE, read_records
-from loadgen.runner import run_load
 from tests.integration.sse_server import SSEServer
 
 pytestmark = pytest.mark.integration

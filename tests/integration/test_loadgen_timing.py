@@ -6,8 +6,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from loadgen.runner import run_load
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, TrafficClass
 from tests.integration.sse_server import sse_server_process
 
 pytestmark = pytest.mark.integration

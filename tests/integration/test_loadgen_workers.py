@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.records import META_FILE, read_records
 from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, summarize
+from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from tests.integration.sse_server import SSEServer
 
 pytestmark = pytest.mark.integration

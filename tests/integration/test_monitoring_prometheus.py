@@ -9,7 +9,6 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
-from schema.deployment import ParallelConfig
 from monitoring.prometheus import (
     PrometheusLaunchError,
     ScrapeTarget,
@@ -22,6 +21,7 @@ from monitoring.prometheus import (
 )
 from monitoring.promql import PromClient, PrometheusError
 from monitoring.rules import recording_rules
+from schema.deployment import ParallelConfig
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ import yaml
 from ray import serve
 
 from deployments.app_args import APP_NAME
-from schema.deployment import ParallelConfig
 from deployments.daemon import UpState
 from deployments.placement import PlacementError, gpu_nodes, plan_nodes, replica_placement
-from schema.traffic import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.records import read_records
 from loadgen.runner import run_load
+from schema.deployment import ParallelConfig
+from schema.traffic import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from tests.integration.ray_cluster import LocalCluster, driver_env, free_port, local_cluster
 from tests.integration.sse_server import SSEServer
 

@@ -20,8 +20,8 @@ from rich.console import Console
 
 from controllers.controller import Controller
 from controllers.run import run_scenario
-from deployments.resolve import parse_scenario
 from controllers.scoreboard import collect
+from deployments.resolve import parse_scenario
 from loadgen.records import read_records
 from monitoring import rules as r
 from monitoring.dashboards.check import ALL, interpolate, interval_macros, resolve_variables

@@ -20,15 +20,15 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.resolve import Resolved, load_scenario
 from deployments.app_args import server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
-from schema.traffic import LoadConfig
+from deployments.resolve import Resolved, load_scenario
 from loadgen.records import read_records
 from loadgen.runner import run_load
 from loadgen.wire import REQUEST_ID_HEADER
 from monitoring.prometheus import free_port
+from schema.traffic import LoadConfig
 from tests.support.metric_sources import wait_until
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,6 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
-from deployments.resolve import parse_scenario
 from deployments.catalog.gpus import gpu_from_yaml
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
@@ -27,9 +26,10 @@ from deployments.engines.sim.calibration import load_calibration
 from deployments.engines.sim.measurements import Metric, predict_all
 from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from schema.traffic import LoadConfig
+from deployments.resolve import parse_scenario
 from loadgen.runner import run_load
 from monitoring.prometheus import free_port
+from schema.traffic import LoadConfig
 from tests.support.vllm_tier import TINY_MODEL, Residue, set_cache_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]

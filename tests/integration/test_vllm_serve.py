@@ -21,12 +21,11 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.resolve import Resolved, parse_scenario
 from deployments.app_args import APP_NAME
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy
 from deployments.engines.vllm.tiny_model import write_tiny_model
-from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
+from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from monitoring import metrics as m
@@ -34,6 +33,7 @@ from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards
 from monitoring.prometheus import ScrapeTarget, free_port, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from tests.support.metric_sources import wait_until
 from tests.support.vllm_tier import (
     REPO,

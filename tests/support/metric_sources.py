@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from schema.deployment import ParallelConfig
 from monitoring import metrics as m
 from monitoring.prometheus import free_port
+from schema.deployment import ParallelConfig
 
 CONFIGS = (ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp2", tp=2, replicas=2))
 CLASSES = ("chat", "summarize")

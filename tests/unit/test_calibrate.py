@@ -15,11 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
-from deployments.resolve import parse_scenario
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_8B, ModelSpec, model_from_hf_config
-from schema.deployment import EngineConfig
 from deployments.engines.sim.calibrate import BenchContext, calibrate, gather
 from deployments.engines.sim.calibration import FAMILIES, Calibration, FamilyConstants, load_calibration
 from deployments.engines.sim.measurements import Metric, Setup, predict_all
@@ -28,6 +25,9 @@ from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.sim.sweep import simulate_scenario
 from deployments.engines.sim.vllm_bench import read_vllm_bench
+from deployments.resolve import parse_scenario
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 runner = CliRunner()
 TINY_CONFIG = {"num_hidden_layers": 4, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,

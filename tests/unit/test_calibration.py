@@ -7,9 +7,6 @@ import pytest
 import yaml
 
 from bench.fit_calibration import FITS, family_observations, run_fit
-from deployments.resolve import load_scenario
-from schema.scenario import ScenarioError
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_70B
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, FAMILIES, load_calibration
@@ -17,6 +14,9 @@ from deployments.engines.sim.measurements import predict_all
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
+from deployments.resolve import load_scenario
+from schema.dtypes import Dtype
+from schema.scenario import ScenarioError
 
 
 def test_every_catalog_gpu_has_constants() -> None:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from schema.dtypes import Dtype
 from deployments.catalog.memory import kv_bytes_per_token
 from deployments.catalog.models import MODELS
+from schema.dtypes import Dtype
 
 
 @pytest.mark.parametrize(("name", "published"), [

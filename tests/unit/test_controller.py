@@ -8,8 +8,8 @@ from prometheus_client import generate_latest
 from controllers import runfolder
 from controllers.controller import Controller
 from controllers.policies import Weights
-from deployments.resolve import load_scenario
 from controllers.scoreboard import Sample, build_queries
+from deployments.resolve import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,11 +2,11 @@
 
 import pytest
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GB, GPUS, GpuSpec
 from deployments.catalog.models import LLAMA_3_1_70B
 from deployments.engines.sim.perf_model import ACT_BYTES, PerfModel
 from deployments.engines.sim.work import BatchShape
+from schema.dtypes import Dtype
 
 H100 = GPUS["h100-sxm"]
 PREFILL = BatchShape(prefill_tokens=8192, prefill_seqs=4, prefill_attn_pairs=4 * 2048 * 2049 / 2)

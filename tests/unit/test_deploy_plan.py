@@ -6,13 +6,13 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.resolve import load_scenario
+from controllers.cli.serve import serve_config
 from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
 from deployments.app_args import AppArgs
-from controllers.cli.serve import serve_config
 from deployments.cluster import Capacity, capacity_problems
-from schema.deployment import ParallelConfig
 from deployments.placement import replica_placement
+from deployments.resolve import load_scenario
+from schema.deployment import ParallelConfig
 
 DEMO = Path(__file__).parents[2] / "scenarios" / "demo.yaml"
 

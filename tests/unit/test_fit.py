@@ -3,10 +3,8 @@
 
 import pytest
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.models import LLAMA_3_1_8B
-from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import FAMILIES, Calibration, FamilyConstants
 from deployments.engines.sim.fit import IllPosedFit, default_free, fit_family, fit_sources
 from deployments.engines.sim.measurements import (
@@ -18,6 +16,8 @@ from deployments.engines.sim.measurements import (
     Setup,
 )
 from deployments.engines.sim.offline import RequestSpec
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 SETUP = Setup(LLAMA_3_1_8B, GPUS["h100-sxm"], Dtype.bf16, Dtype.bf16, engine=EngineConfig(max_num_seqs=64))
 TRUTH = FAMILIES["hopper"].model_copy(update={

@@ -7,8 +7,8 @@ import pytest
 from controllers import runfolder
 from controllers.controller import Controller, drain
 from controllers.policies import Weights
-from deployments.resolve import load_scenario
 from controllers.scoreboard import Sample
+from deployments.resolve import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ from ray.serve import Application
 from typer.testing import CliRunner
 
 from controllers.cli.app import app as cli
-from deployments.resolve import Resolved, load_scenario, parse_scenario
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.app_args import AppArgs
 from deployments.kuberay import default_sizes, rayservice_manifest, to_yaml
+from deployments.resolve import Resolved, load_scenario, parse_scenario
 
 SCENARIOS = sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.yaml"))
 NVIDIA: dict[str, Any] = {

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from deployments.engines.sim.workload import draw_lengths
+from loadgen.errors import LoadError
+from loadgen.lengths import make_sampler
 from schema.traffic import (
     EmpiricalLength,
     FixedLength,
@@ -14,8 +16,6 @@ from schema.traffic import (
     PresetLength,
     UniformLength,
 )
-from loadgen.errors import LoadError
-from loadgen.lengths import make_sampler
 
 
 def draws(dist, n=20000, which=0, base_dir=None):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from loadgen.plan import Workload, build_plan
 from loadgen.split import split_plan
+from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 
 
 def classes(closed: bool = False) -> list[TrafficClass]:

@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadgen.client import _gaps
-from schema.traffic import SLO
 from loadgen.records import RequestRecord, read_records, write_records
 from loadgen.summary import rescore, summarize
+from schema.traffic import SLO
 
 
 def rec(i, cls="chat", config="tp8", ttft=0.1, tpot=0.02, e2e=1.0, status="ok", out=50, step=0, warmup=False,

@@ -6,6 +6,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from loadgen.errors import LoadError
+from loadgen.plan import Workload, build_plan
+from loadgen.trace import read_trace
 from schema.traffic import (
     SLO,
     ClosedLoop,
@@ -17,9 +20,6 @@ from schema.traffic import (
     TraceArrival,
     TrafficClass,
 )
-from loadgen.errors import LoadError
-from loadgen.plan import Workload, build_plan
-from loadgen.trace import read_trace
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:15:46.6805900,374,44

@@ -10,10 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
-from deployments.resolve import load_scenario
 from controllers.scoreboard import scoreboard_rules
-from schema.deployment import ParallelConfig
+from deployments.resolve import load_scenario
 from monitoring import rules as r
+from schema.deployment import ParallelConfig
 
 CONFIGS = [ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp4pp2", tp=4, pp=2),
            ParallelConfig(name="tp2", tp=2, replicas=3)]

@@ -4,12 +4,12 @@ import time
 
 import pytest
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS
 from deployments.catalog.memory import embedding_dtype
 from deployments.catalog.models import LLAMA_3_1_8B, LLAMA_3_1_70B
 from deployments.engines.sim.perf_model import TERMS, PerfModel
 from deployments.engines.sim.work import BatchShape
+from schema.dtypes import Dtype
 
 H100 = GPUS["h100-sxm"]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from schema.deployment import ParallelConfig
 from deployments.placement import Node, PlacementError, gpu_nodes, inter_node_hops, plan_nodes, replica_placement
+from schema.deployment import ParallelConfig
 
 
 def cfg(name: str, tp: int = 1, pp: int = 1, replicas: int = 1, spread: bool = False) -> ParallelConfig:

@@ -18,10 +18,10 @@ from controllers.plan.candidates import (
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import InProcess
 from controllers.plan.search import PlanOptions, search
-from deployments.resolve import Resolved, parse_scenario
-from schema.dtypes import Dtype
 from deployments.catalog.memory import check_parallelism
+from deployments.resolve import Resolved, parse_scenario
 from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 CHAT = {"name": "chat", "share": 0.5, "slo": {"ttft_ms": 450, "tpot_ms": 40},
         "input": {"kind": "fixed", "value": 100}, "output": {"kind": "fixed", "value": 20}}

@@ -16,12 +16,12 @@ from controllers.cli.app import app
 from controllers.controller import Controller
 from controllers.plan.live import compare, met_at_server
 from controllers.plan.proposal import ladder
-from schema.plan import PlanSection
 from controllers.records import Rec
 from controllers.report import render_report
 from deployments.resolve import load_scenario, parse_scenario
-from schema.scenario import ScenarioError
 from loadgen.records import RequestRecord, write_records
+from schema.plan import PlanSection
+from schema.scenario import ScenarioError
 
 CLASS = {"name": "x", "share": 1.0, "slo": {"ttft_ms": 1500, "tpot_ms": 60, "attainment": 0.9},
          "input": {"kind": "fixed", "value": 2000}, "output": {"kind": "fixed", "value": 32}}

@@ -14,10 +14,10 @@ from controllers.plan.candidates import Budget, Knobs, Shape, shapes
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import Runner, runner
 from controllers.plan.search import PlanOptions, search
-from deployments.resolve import Resolved, parse_scenario
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.workload import fixed_workload
+from deployments.resolve import Resolved, parse_scenario
 
 QUICK = PlanOptions(refine_pools=3, seeds=1)
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from schema.controller import ControllerConfig
 from controllers.policies import (
     ClassState,
     Evidence,
@@ -14,6 +13,7 @@ from controllers.policies import (
     step,
 )
 from controllers.scoreboard import PairStats, Quantiles, Scoreboard
+from schema.controller import ControllerConfig
 from schema.traffic import SLO
 
 SLO_CHAT = SLO(ttft_ms=450, tpot_ms=40, attainment=0.9)

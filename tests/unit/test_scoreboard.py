@@ -6,8 +6,8 @@ import re
 import pytest
 
 from controllers.scoreboard import FrontierPoint, assemble, build_queries, config_points, pareto_frontier
-from schema.deployment import ParallelConfig
 from monitoring import rules as r
+from schema.deployment import ParallelConfig
 
 SELECTOR = re.compile(r'^(parallax:\w+)\{(.*)\}$')
 

@@ -8,13 +8,13 @@ import pytest
 
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 from deployments.engines.base import GenerationRequest, TokenChunk
 from deployments.engines.sim.engine import SimEngine, count_prompt_tokens, output_words
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import distribution
 from deployments.server import MAX_HOP_S, received_at
+from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
 
 
 def spec(model: str = "llama-3.1-8b", tp: int = 1, pp: int = 1, **engine: object) -> DeploymentSpec:

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployments.engines.sim.offline import RequestRecord as SimRecord
-from schema.traffic import SLO
 from loadgen.records import RequestRecord
+from schema.traffic import SLO
 
 
 def test_each_target_given_is_met_at_or_below_it() -> None:

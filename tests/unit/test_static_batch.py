@@ -5,17 +5,17 @@ from functools import cache
 
 import pytest
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, LinkSpec
 from deployments.catalog.memory import plan_memory
 from deployments.catalog.models import LLAMA_3_1_70B, LLAMA_3_1_405B
-from schema.deployment import EngineConfig
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_static
 from deployments.engines.sim.static_batch import StaticBatchResult, kv_sequences, max_static_batch, static_batch
 from deployments.engines.sim.work import BatchShape
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 # (name, model, gpu, weight dtype, KV dtype, long workload ISL/OSL, short workload ISL/OSL)
 SETUPS = {

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from deployments.engines.vllm.args import cpu_thread_binding, launch_for
 from deployments.resolve import load_scenario
 from schema.deployment import DeploymentSpec, EngineConfig, Hardware, ParallelConfig
-from deployments.engines.vllm.args import cpu_thread_binding, launch_for
 
 REPO = Path(__file__).resolve().parents[2]
 

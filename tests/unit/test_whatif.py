@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from controllers.records import Rec, load_records
-from deployments.resolve import Resolved, load_scenario
 from controllers.whatif import capacity, compare, cost_terms, predict, replay, whatif
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.workload import class_mix
+from deployments.resolve import Resolved, load_scenario
 from loadgen.records import RequestRecord, read_records
 from tests.fake_run import make_run
 

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.models import ModelSpec
-from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, Calibration, FamilyConstants
 from deployments.engines.sim.fit import FitResult, fit_sources
 from deployments.engines.sim.measurements import Observation, Setup
@@ -31,6 +29,8 @@ from deployments.engines.sim.published import read_points_csv, read_points_yaml
 from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.sim.vllm_bench import LatencyShape, read_vllm_bench
 from loadgen.records import RECORDS_FILE
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 BASE_FAMILY = "hopper"   # where a family the defaults lack starts from
 

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.sequence import Sequence, Status
+from schema.deployment import DeploymentSpec, ParallelConfig
 
 # The words the simulated model "generates": one per token, chosen deterministically.
 VOCAB = (

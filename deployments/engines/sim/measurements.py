@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from schema.deployment import EngineConfig
 from deployments.engines.sim.calibration import Calibration
 from deployments.engines.sim.offline import RequestRecord, RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.steady_state import at_step_time, closed_loop, max_throughput
 from deployments.engines.sim.work import BatchShape
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype
 
 
 class Metric(StrEnum):

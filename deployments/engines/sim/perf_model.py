@@ -8,12 +8,12 @@ Then the LM head on the last stage, PP−1 activation transfers and the host's p
 Equations and constants: deployments/engines/sim/MODEL.md.
 """
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GB, GpuSpec
 from deployments.catalog.memory import check_parallelism, embedding_dtype, kv_heads_per_gpu, layers_per_stage
 from deployments.catalog.models import ModelSpec
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, Calibration
 from deployments.engines.sim.work import BatchShape, StepCost
+from schema.dtypes import Dtype
 
 ACT_BYTES = 2.0  # activations travel and are stored in bf16
 

@@ -14,11 +14,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schema.dtypes import Dtype
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
 from deployments.engines.sim.measurements import KernelOp, KernelTiming, Metric, Observation, Setup
+from schema.dtypes import Dtype
 
 PROFILE_KIND = "parallax-profile"
 MIN_STREAM_S = 50e-6

@@ -24,7 +24,6 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GPUS, GpuSpec, LinkSpec
 from deployments.catalog.memory import kv_heads_per_gpu
 from deployments.catalog.models import ModelSpec
@@ -32,6 +31,7 @@ from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, FamilyConst
 from deployments.engines.sim.fit import KERNEL_CONSTANTS, fit_family
 from deployments.engines.sim.measurements import KernelOp
 from deployments.engines.sim.profile_data import ProfileFile, ProfileRecord, profile_observations
+from schema.dtypes import Dtype
 
 DEFAULT_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_CONTEXTS = (512, 2048, 8192)

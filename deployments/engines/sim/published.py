@@ -15,14 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schema.dtypes import Dtype, parse_dtype
 from deployments.catalog.files import read_text, read_yaml
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
-from schema.deployment import EngineConfig
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup, SteadyRun
 from deployments.engines.sim.offline import RequestSpec
 from deployments.engines.sim.workload import fixed_workload
+from schema.deployment import EngineConfig
+from schema.dtypes import Dtype, parse_dtype
 
 _METRICS: dict[tuple[str, str], Metric] = {
     ("output_tokens_per_s", "mean"): Metric.output_tokens_per_s,

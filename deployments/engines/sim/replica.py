@@ -1,16 +1,16 @@
 """Build one simulated replica (scheduler + KV cache + performance model) from the configuration."""
 
-from schema.dtypes import Dtype
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import MemoryPlan, check_parallelism
 from deployments.catalog.models import ModelSpec
-from schema.deployment import DeploymentSpec, EngineConfig, ParallelConfig
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.calibration import Calibration, load_calibration
 from deployments.engines.sim.core import EngineCore
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.scheduler import Scheduler
 from deployments.placement import inter_node_hops
+from schema.deployment import DeploymentSpec, EngineConfig, ParallelConfig
+from schema.dtypes import Dtype
 
 
 class ReplicaFactory:

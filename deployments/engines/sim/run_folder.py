@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from deployments.catalog.files import read_yaml
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec, resolve_model
-from schema.deployment import SCENARIO_FILE, DeploymentSpec
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup
 from deployments.engines.sim.offline import RequestSpec
 from loadgen.errors import LoadError
 from loadgen.records import RequestRecord, read_records
+from schema.deployment import SCENARIO_FILE, DeploymentSpec
 
 MIN_REQUESTS = 3   # fewer measured requests than this make no median worth fitting
 IDLE_GAP_S = 600.0  # between replayed open-loop steps: the engine drains before the next one

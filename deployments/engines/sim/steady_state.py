@@ -8,10 +8,10 @@ sequence (TensorRT-LLM's guaranteed-no-evict policy), so R ≤ KV tokens / (ISL+
 
 from dataclasses import dataclass
 
-from schema.deployment import EngineConfig
 from deployments.engines.sim.perf_model import PerfModel
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.work import BatchShape
+from schema.deployment import EngineConfig
 
 
 @dataclass(frozen=True)

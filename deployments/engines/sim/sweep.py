@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployments.resolve import Resolved
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
+from deployments.resolve import Resolved
 from schema.traffic import ClosedLoop, ConstantArrival, GammaArrival, PoissonArrival
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from schema.dtypes import parse_dtype
 from deployments.catalog.files import read_json
 from deployments.engines.sim.measurements import Metric, Observation, ServingRun, Setup
 from deployments.engines.sim.offline import RequestSpec
+from schema.dtypes import parse_dtype
 
 
 @dataclass(frozen=True)

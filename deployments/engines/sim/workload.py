@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from deployments.engines.sim.offline import RequestSpec
+from loadgen.files import read_lengths, resolve_path
 from schema.traffic import (
     PRESETS,
     ClosedLoop,
@@ -21,7 +22,6 @@ from schema.traffic import (
     TrafficClass,
     UniformLength,
 )
-from loadgen.files import read_lengths, resolve_path
 
 
 def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from schema.dtypes import Dtype
 from schema.deployment import DeploymentSpec, ParallelConfig
+from schema.dtypes import Dtype
 
 # Weight dtype → vLLM's (dtype, quantization). FP8 / FP4 checkpoints carry their own quantization
 # config, so only the activation dtype is named; an unquantized checkpoint needs `quantization: fp8`

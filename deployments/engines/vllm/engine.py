@@ -9,11 +9,11 @@ from typing import Any
 
 import psutil
 
-from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.coalesce import coalesce
 from deployments.engines.vllm.args import VllmLaunch, launch_for
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
+from schema.deployment import DeploymentSpec, ParallelConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,61 +1,22 @@
-"""The scenario file: the one description of an experiment, and its validation.
+"""A scenario resolved against the catalog and the files it names: model, GPU, memory fit, dtype,
+calibration, length and trace files. `load_scenario` is how every command reads a scenario.
 
 Every problem is reported as `FILE: FIELD: what is wrong; the fix`, never as a traceback.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import ConfigDict, Field, ValidationError
-
-from schema.controller import ControllerConfig
-from schema.plan import PlanSection
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
 from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
-from schema.deployment import DeploymentSpec, ParallelConfig
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
-from schema.traffic import LoadConfig, TrafficClass, mean_length
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
-from schema.monitoring import MonitoringConfig
-
-
-class Scenario(DeploymentSpec):
-    """Deployment + traffic classes + load + controller + monitoring."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    classes: list[TrafficClass] = Field(min_length=1)
-    load: LoadConfig = Field(default_factory=LoadConfig)
-    controller: ControllerConfig = Field(default_factory=ControllerConfig)
-    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
-    plan: PlanSection | None = Field(default=None, description="written by `parallax plan`: the planned "
-                                     "deployments the configurations make up, and what was predicted")
-
-    @property
-    def default_class(self) -> str:
-        return self.server.default_class or self.classes[0].name
-
-    def class_named(self, name: str) -> TrafficClass:
-        for c in self.classes:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message lists every problem."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = problems
-        lines = [f"{source}: {field}: {msg}" for field, msg in problems]
-        super().__init__("\n".join(lines))
+from loadgen.lengths import mean_length
+from schema.deployment import ParallelConfig
+from schema.plan import PlanSection
+from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
 
 
 @dataclass(frozen=True)
@@ -68,66 +29,17 @@ class Resolved:
     source: str
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
-                      "gamma", "constant", "closed", "ramp", "steps", "trace"}:
-            continue  # discriminated-union tag: not a field the user wrote
-        elif any(ch.isspace() and ch != " " for ch in part):
-            out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with a newline or tab, quoted
-        else:
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
-def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for err in e.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
-        elif err["type"] == "missing":
-            msg = "required field is missing; add it"
-        # pydantic quotes the offending value: a line break in it must not break the one-line-per-problem form
-        problems.append((_loc(err["loc"]), msg.encode("unicode_escape").decode("ascii") if not msg.isprintable()
-                         else msg))
-    return problems
-
-
 def parse_scenario(data: object, source: str = "<scenario>", base_dir: Path | None = None,
                    need_configurations: bool = True) -> Resolved:
     """Validate already-loaded YAML data and resolve its catalog references (`need_configurations=False`:
     a scenario to plan, whose configurations are optional)."""
-    if not isinstance(data, dict):
-        raise ScenarioError(source, [("(top level)", "expected a mapping of scenario fields")])
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as e:
-        raise ScenarioError(source, _pydantic_problems(e)) from None
-    return check_scenario(scenario, source, base_dir, need_configurations)
+    return check_scenario(scenario_from_data(data, source), source, base_dir, need_configurations)
 
 
 def load_scenario(path: str | Path, need_configurations: bool = True) -> Resolved:
     """Read, validate and resolve a scenario YAML file (configurations optional when planning)."""
     p = Path(path)
-    source = str(p)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ScenarioError(source, [("(file)", "no such file; check the path")]) from None
-    except IsADirectoryError:
-        raise ScenarioError(source, [("(file)", "is a folder; give a scenario .yaml file")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ScenarioError(source, [(where, f"YAML syntax error: {problem}")]) from None
-    return parse_scenario(data, source, p.parent, need_configurations)
+    return parse_scenario(read_scenario_data(p), str(p), p.parent, need_configurations)
 
 
 Problems = list[tuple[str, str]]

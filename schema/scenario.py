@@ -1,0 +1,110 @@
+"""The scenario file: the one description of an experiment, as pydantic models, and its parsing.
+
+The bottom of the import graph: every package reads the scenario's models from here. Problems are
+reported as `FILE: FIELD: what is wrong; the fix`, never as a traceback. What needs the catalog (model,
+GPU, memory) or the files a scenario names is checked by `deployments.resolve`.
+"""
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+
+from schema.controller import ControllerConfig
+from schema.deployment import DeploymentSpec
+from schema.monitoring import MonitoringConfig
+from schema.plan import PlanSection
+from schema.traffic import LoadConfig, TrafficClass
+
+
+class Scenario(DeploymentSpec):
+    """Deployment + traffic classes + load + controller + monitoring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    classes: list[TrafficClass] = Field(min_length=1)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    plan: PlanSection | None = Field(default=None, description="written by `parallax plan`: the planned "
+                                     "deployments the configurations make up, and what was predicted")
+
+    @property
+    def default_class(self) -> str:
+        return self.server.default_class or self.classes[0].name
+
+    def class_named(self, name: str) -> TrafficClass:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message lists every problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {field}: {msg}" for field, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
+                      "gamma", "constant", "closed", "ramp", "steps", "trace"}:
+            continue  # discriminated-union tag: not a field the user wrote
+        elif any(ch.isspace() and ch != " " for ch in part):
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with a newline or tab, quoted
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif err["type"] == "missing":
+            msg = "required field is missing; add it"
+        # pydantic quotes the offending value: a line break in it must not break the one-line-per-problem form
+        problems.append((_loc(err["loc"]), msg.encode("unicode_escape").decode("ascii") if not msg.isprintable()
+                         else msg))
+    return problems
+
+
+def scenario_from_data(data: object, source: str = "<scenario>") -> Scenario:
+    """The Scenario of already-loaded YAML data; ScenarioError lists every field problem."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, [("(top level)", "expected a mapping of scenario fields")])
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(source, _pydantic_problems(e)) from None
+
+
+def read_scenario_data(path: Path) -> object:
+    """The YAML data of a scenario file (safe_load); ScenarioError for a missing file or bad YAML."""
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(source, [("(file)", "no such file; check the path")]) from None
+    except IsADirectoryError:
+        raise ScenarioError(source, [("(file)", "is a folder; give a scenario .yaml file")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ScenarioError(source, [(where, f"YAML syntax error: {problem}")]) from None
