@@ -12,8 +12,8 @@ from controllers.cli.monitoring import dashboards_app, prometheus_app
 from controllers.cli.plan import plan_cmd
 from controllers.cli.serve import down_cmd, serve_config_cmd, status_cmd, up_cmd
 from controllers.cli.simulate import simulate_cmd
+from controllers.cli.terminal import console, fail
 from controllers.cli.tiny_model import tiny_model_cmd
-from controllers.terminal import console, fail
 from controllers.validate import footprints, node_shapes
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import describe_memory_model
@@ -52,7 +52,6 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
         r = load_scenario(scenario, need_configurations=False)
     except ScenarioError as e:
         fail(str(e))
-        return
     s = r.scenario
     console.print(f"[bold]{s.name}[/]: {r.model.name} {s.dtype.value} (KV {s.resolved_kv_dtype.value}) on "
                   f"{s.hardware.nodes}×{s.hardware.gpus_per_node} {r.gpu.name}, engine {s.engine.kind}")
@@ -104,7 +103,6 @@ def profile(
         from deployments.engines.sim.profiler import ProfileSettings, profile_model
     except ImportError:
         fail("parallax profile needs torch: install it, or the [cpu] / [vllm] extra (pip install -e '.[cpu]')")
-        return
     try:
         m = resolve_model(model)
         dtypes = [parse_dtype(d) for d in dtype]
@@ -116,7 +114,6 @@ def profile(
         result = profile_model(m, tp, dtypes, device, g, family, settings, log=console.print)
     except ValueError as e:
         fail(str(e))
-        return
     write_profile(output, result)
     d = result.device
     console.print(f"{d.name} ({d.family}, {result.device_from}): {len(result.records)} timings written to {output}")
@@ -161,7 +158,6 @@ def calibrate_cmd(
                                   [k for k in keep.split(",") if k])
     except ValueError as e:   # IllPosedFit included: its message names the measurement to add
         fail(str(e))
-        return
     _print_fit(result)
     for note in [*gathered.notes, *notes, *result.notes]:
         console.print(f"note: {note}")

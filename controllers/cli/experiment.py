@@ -4,24 +4,20 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from controllers.browser_check import check_page
+from controllers.cli.terminal import console, fail
 from controllers.report import RunFolderError, compare_runs, render_report
-
-console = Console()
 
 
 def report_cmd(run_dir: Path = typer.Argument(..., help="run folder written by `parallax run`"),
                check: bool = typer.Option(False, help="open the page in headless Chromium and check it")) -> None:
     """Re-render report.html (and its figures) from a run folder."""
-    from controllers.cli.app import fail
 
     try:
         page = render_report(run_dir)
     except RunFolderError as e:
         fail(str(e))
-        return
     console.print(f"report: {page}")
     if check:
         result = check_page(page)
@@ -35,7 +31,6 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run
                 out: Path | None = typer.Option(None, help="HTML file to write (default: runs/compare-<time>.html)")
                 ) -> None:
     """Set several runs side by side (outcome per class and configuration)."""
-    from controllers.cli.app import fail
 
     target = out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +38,6 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run
         page = compare_runs(run_dirs, target)
     except RunFolderError as e:
         fail(str(e))
-        return
     console.print(f"comparison: {page}")
 
 
@@ -52,7 +46,6 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
             live: bool = typer.Option(True, help="live terminal view of the scoreboard and decisions"),
             check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
     """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
-    from controllers.cli.app import fail
     from controllers.run import run_scenario
     from deployments.resolve import load_scenario
     from schema.scenario import ScenarioError
@@ -61,7 +54,6 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         resolved = load_scenario(scenario)
     except ScenarioError as e:
         fail(str(e))
-        return
     result = run_scenario(resolved, out, console, live=live)
     if result.error:
         fail(f"run failed: {result.error}; what was recorded is in {result.folder}")

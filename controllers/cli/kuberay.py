@@ -3,13 +3,11 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from controllers.cli.terminal import err_console, fail
 from deployments.kuberay import PodSize, default_sizes, rayservice_manifest, to_yaml
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
-
-console = Console(stderr=True)
 
 
 def kuberay_cmd(
@@ -22,13 +20,11 @@ def kuberay_cmd(
     worker_memory: str = typer.Option(None, help="memory per GPU worker pod, e.g. 512Gi"),
 ) -> None:
     """Write a KubeRay RayService manifest: head + GPU workers sized from the scenario's hardware."""
-    from controllers.cli.app import fail  # the root CLI imports this module
 
     try:
         r = load_scenario(scenario)
     except ScenarioError as e:
         fail(str(e))
-        return
     head, worker = default_sizes(r)
     worker = PodSize(cpus=worker_cpus or worker.cpus, memory=worker_memory or worker.memory)
     text = to_yaml(rayservice_manifest(r, image, head, worker, api_key_secret))
@@ -36,4 +32,4 @@ def kuberay_cmd(
         print(text, end="")
     else:
         output.write_text(text)
-        console.print(f"wrote {output}; apply it with `kubectl apply -f {output}` (KubeRay operator installed)")
+        err_console.print(f"wrote {output}; apply it with `kubectl apply -f {output}` (KubeRay operator installed)")

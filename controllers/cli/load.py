@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from controllers.cli.terminal import console, err_console, fail
 from deployments.resolve import load_scenario
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
@@ -21,14 +21,6 @@ from loadgen.sender import event_loop_factory
 from loadgen.summary import LoadSummary, rescore, summarize
 from schema.scenario import ScenarioError
 from schema.traffic import SLO, Arrival, LoadConfig, TrafficClass
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    from controllers.cli.app import fail  # the one error printer of the CLI (imports this module)
-    fail(message)
 
 
 def _kv(spec: str, flag: str) -> dict[str, str]:
@@ -179,8 +171,7 @@ def load_cmd(
         if api not in ("completions", "chat"):
             raise LoadError(f"--api {api!r}: use completions or chat")
     except LoadError as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     run_dir = out or Path("runs") / time.strftime("load-%Y%m%d-%H%M%S")
 
     async def main() -> LoadSummary:
@@ -197,8 +188,7 @@ def load_cmd(
             summary = loop_runner.run(main())
     except LoadError as e:
         written = run_dir / RECORDS_FILE
-        _fail(f"{e}\n(records so far are in {run_dir})" if written.is_file() and written.stat().st_size else str(e))
-        return
+        fail(f"{e}\n(records so far are in {run_dir})" if written.is_file() and written.stat().st_size else str(e))
     records = read_records(run_dir)
     _print_summary(summary, records)
     console.print(f"records and summary in {run_dir}")
@@ -277,8 +267,7 @@ def summarize_cmd(
         summary = summarize(records, slos, durations, interrupted=bool(meta.get("interrupted")),
                             time_scale=time_scale)
     except LoadError as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     _print_summary(summary, records)
     if json_out:
         json_out.write_text(summary.model_dump_json(indent=1))

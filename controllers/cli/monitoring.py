@@ -2,12 +2,11 @@
 
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from controllers.cli.terminal import console, fail
 from deployments.resolve import load_scenario
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import export, rendered_dashboards
@@ -28,13 +27,8 @@ from schema.scenario import Scenario, ScenarioError
 
 prometheus_app = typer.Typer(help="Run (or attach to) the Prometheus that watches a run.", no_args_is_help=True)
 dashboards_app = typer.Typer(help="Grafana dashboards generated from code.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _scenario(path: Path | None) -> Scenario | None:
@@ -43,7 +37,7 @@ def _scenario(path: Path | None) -> Scenario | None:
     try:
         return load_scenario(path).scenario
     except ScenarioError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _run_dir(run_dir: Path | None, scenario: Scenario | None) -> Path:
@@ -54,7 +48,7 @@ def _parse_target(spec: str) -> ScrapeTarget:
     job, sep, address = spec.partition("=")
     host, colon, port = address.rpartition(":")
     if not sep or not colon or not port.isdigit() or not job:
-        _fail(f"--target {spec!r}: expected JOB=HOST:PORT, e.g. vllm=127.0.0.1:8000")
+        fail(f"--target {spec!r}: expected JOB=HOST:PORT, e.g. vllm=127.0.0.1:8000")
     return ScrapeTarget(job, int(port), host or "127.0.0.1")
 
 
@@ -103,7 +97,7 @@ def prometheus_up(
                                   port=port if port is not None else mon.prometheus_port,
                                   scrape_interval_s=mon.scrape_interval_s)
     except PrometheusLaunchError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"Prometheus ready at {handle.url} (pid {handle.pid}); config, rules and data in {handle.folder}")
     if not scenario:
         console.print("no scenario given: the output-tokens-per-GPU rules are left out")
@@ -117,7 +111,7 @@ def prometheus_down(scenario_file: Path | None = SCENARIO_ARG, run_dir: Path | N
     try:
         handle = stop_run(folder)
     except PrometheusLaunchError as e:
-        _fail(str(e))
+        fail(str(e))
     if handle is None:
         console.print(f"no Prometheus recorded in {folder}; nothing to stop")
     elif handle.attached:
@@ -133,9 +127,9 @@ def prometheus_status(scenario_file: Path | None = SCENARIO_ARG, run_dir: Path |
     try:
         handle = read_state(folder)
     except PrometheusLaunchError as e:
-        _fail(str(e))
+        fail(str(e))
     if handle is None:
-        _fail(f"no Prometheus recorded in {folder}; start one with `parallax prometheus up`")
+        fail(f"no Prometheus recorded in {folder}; start one with `parallax prometheus up`")
     with PromClient(handle.url, timeout_s=2.0) as client:
         ready = client.ready()
     console.print(json.dumps({**handle.state(), "ready": ready}, indent=2))
@@ -167,7 +161,7 @@ def dashboards_export(
     try:
         written = export(out, prometheus_url, scrape_interval_s, dashboards_path)
     except OSError as e:
-        _fail(f"{out}: cannot write there ({e.strerror}); choose another folder")
+        fail(f"{out}: cannot write there ({e.strerror}); choose another folder")
     for path in written:
         console.print(str(path))
     console.print(f"point Grafana's provisioning path (GF_PATHS_PROVISIONING) at {out / 'provisioning'}")
@@ -185,13 +179,13 @@ def dashboards_check(
     for v in var:
         name, sep, value = v.partition("=")
         if not sep or not name:
-            _fail(f"--var {v!r}: expected NAME=VALUE")
+            fail(f"--var {v!r}: expected NAME=VALUE")
         chosen.setdefault(name, []).append(value)
     table = Table("dashboard", "query", "series", "problem")
     failed = 0
     with PromClient(url) as client:
         if not client.ready():
-            _fail(f"Prometheus at {url} is not ready ({url}/-/ready did not answer 200); check the URL")
+            fail(f"Prometheus at {url} is not ready ({url}/-/ready did not answer 200); check the URL")
         for dash in rendered_dashboards():
             for c in check_dashboard(dash, client, chosen, range_s=range_s, scrape_interval_s=scrape_interval_s):
                 if not c.ok:

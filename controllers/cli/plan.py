@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from controllers.cli.terminal import console, err_console, fail
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import runner
 from controllers.plan.pareto import pareto_figure
@@ -21,7 +22,6 @@ from controllers.plan.result import NOISE_NOTE, entries, why, write_plan_json
 from controllers.plan.search import OBJECTIVES, Objective, Plan, PlanOptions, search
 from controllers.plan.verify import verify
 from controllers.run import run_folder
-from controllers.terminal import console, err_console, fail
 from deployments.resolve import Resolved, load_scenario
 from schema.dtypes import Dtype, parse_dtype
 from schema.scenario import ScenarioError

@@ -15,23 +15,18 @@ from pathlib import Path
 import httpx
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from controllers.cli.terminal import console, fail
 from deployments.app_args import APP_NAME, AppArgs
 from deployments.daemon import UpState
 from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
 from deployments.resolve import Resolved, load_scenario
 from schema.scenario import ScenarioError
 
-console = Console()
 STATE_DIR_ENV = "PARALLAX_STATE_DIR"
 
 
-def _fail(message: str) -> None:
-    from controllers.cli.app import fail  # the root CLI imports this module
-
-    fail(message)
 
 
 def state_dir() -> Path:
@@ -66,7 +61,7 @@ def _load(scenario: Path) -> Resolved:
     try:
         return load_scenario(scenario)
     except ScenarioError as e:
-        _fail(str(e))
+        fail(str(e))
         raise AssertionError from e  # unreachable: fail exits
 
 
@@ -100,7 +95,7 @@ def up_cmd(
     if path.exists():
         old = UpState.read(path)
         if old.mode == "attached" or _alive(old.pid):
-            _fail(f"{old.name} is already up ({old.url}); run `parallax down {old.name}` first")
+            fail(f"{old.name} is already up ({old.url}); run `parallax down {old.name}` first")
         _cleanup(old, path)
     if os.environ.get("RAY_ADDRESS"):
         st = _up_attached(r, path, host, port, timeout)
@@ -118,7 +113,7 @@ def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, ti
     try:
         info = deploy(r, host=host, port=port, timeout_s=timeout)
     except (CapacityError, DeployError) as e:
-        _fail(str(e))
+        fail(str(e))
     st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
                  url=info.url, ingress_urls=info.ingress_urls,
                  placements={k: [vars(p) for p in v] for k, v in info.placements.items()})
@@ -146,10 +141,10 @@ def _up_local(r: Resolved, path: Path, scenario: Path, host: str | None, port: i
         if st.status == "failed" or proc.poll() is not None:
             proc.wait(timeout=30)
             _cleanup(st, path, keep_log=st.error is None)
-            _fail(st.error or f"the Ray holder process exited with code {proc.returncode}; see {log}")
+            fail(st.error or f"the Ray holder process exited with code {proc.returncode}; see {log}")
         time.sleep(0.3)
     _stop(st, path)
-    _fail(f"{r.scenario.name} was not up after {timeout + 60:g} s; see {log}")
+    fail(f"{r.scenario.name} was not up after {timeout + 60:g} s; see {log}")
     raise AssertionError  # unreachable
 
 
@@ -267,9 +262,9 @@ def down_cmd(
     if name is not None:
         paths = [p for p in paths if p.stem == name]
         if not paths:
-            _fail(f"{name} is not up; `parallax status` lists what is")
+            fail(f"{name} is not up; `parallax status` lists what is")
     elif len(paths) > 1 and not all_:
-        _fail(f"several are up ({', '.join(p.stem for p in paths)}); name one or use --all")
+        fail(f"several are up ({', '.join(p.stem for p in paths)}); name one or use --all")
     if not paths:
         console.print("nothing is up")
         return

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from controllers.cli.terminal import console, fail
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
@@ -21,14 +21,6 @@ from deployments.engines.sim.simulate import simulate_continuous, simulate_stati
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
 from schema.deployment import EngineConfig, Hardware
 from schema.dtypes import Dtype, parse_dtype
-
-console = Console()
-
-
-def _fail(message: str) -> None:
-    from controllers.cli.app import fail  # the CLI's one error printer (imported late: it imports us)
-
-    fail(message)
 
 
 def simulate_cmd(
@@ -67,28 +59,27 @@ def simulate_cmd(
         try:
             cal = load_calibration(calibration)
         except ValueError as e:
-            _fail(str(e))
-            return
+            fail(str(e))
     if scenario is not None:
         _scenario(scenario, plot, seed, as_json, calibration)
         return
     if plot is not None:
-        _fail("--plot draws a scenario's sweep; give --scenario FILE too")
+        fail("--plot draws a scenario's sweep; give --scenario FILE too")
     missing = [flag for flag, v in (("--model", model), ("--gpu", gpu), ("--input-len", input_len),
                                     ("--output-len", output_len)) if v is None]
     if missing:
-        _fail(f"missing {', '.join(missing)} (or give --scenario FILE)")
+        fail(f"missing {', '.join(missing)} (or give --scenario FILE)")
     modes = [flag for flag, on in (("--batch-size", batch_size is not None), ("--concurrency", concurrency is not None),
                                    ("--request-rate", request_rate is not None), ("--max-throughput", max_throughput))
              if on]
     if len(modes) != 1:
-        _fail("give exactly one of --batch-size, --concurrency, --request-rate, --max-throughput"
+        fail("give exactly one of --batch-size, --concurrency, --request-rate, --max-throughput"
               + (f" (got {', '.join(modes)})" if modes else ""))
     if request_rate is not None and request_rate <= 0:
-        _fail("--request-rate must be > 0 requests/s")
+        fail("--request-rate must be > 0 requests/s")
     node = Hardware.model_fields["gpus_per_node"].default
     if tp > node:
-        _fail(f"tp={tp} exceeds the {node} GPUs of one node; TP must stay inside a node")
+        fail(f"tp={tp} exceeds the {node} GPUs of one node; TP must stay inside a node")
     try:
         m = resolve_model(model)
         g = resolve_gpu(gpu)
@@ -102,8 +93,7 @@ def simulate_cmd(
             out = simulate_continuous(factory, input_len, output_len, num_requests, replicas, concurrency,
                                       request_rate, seed)
     except ValueError as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     out = {"model": m.name, "gpu": g.name, "dtype": d.value, "kv_dtype": kv.value, "tp": tp, "pp": pp,
            "replicas": replicas, "input_len": input_len, "output_len": output_len, **out}
     if as_json:
@@ -161,8 +151,7 @@ def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibrati
             resolved = replace(resolved, scenario=s.model_copy(update={"engine": engine}))
         points = simulate_scenario(resolved, seed=seed)
     except (ScenarioError, ValueError) as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     if plot is not None:
         from deployments.engines.sim.plot import plot_sweep
 
