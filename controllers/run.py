@@ -31,6 +31,8 @@ from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
+from deployments.cluster import connect, start_local_ray
+from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
 from deployments.resolve import Resolved
 from loadgen.runner import run_load
@@ -87,8 +89,6 @@ def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
     """A local Ray owned by this run (or the cluster in RAY_ADDRESS), shut down on exit."""
     import ray
 
-    from deployments.cluster import connect, start_local_ray
-
     if os.environ.get("RAY_ADDRESS"):
         connect()
         owned, temp = False, None
@@ -108,8 +108,6 @@ def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
 @contextlib.contextmanager
 def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
     """(the proxy's URL, what the load generator sends to: the ingress replicas' own addresses if any)."""
-    from deployments.deploy import deploy, teardown
-
     try:
         dep = deploy(resolved, host="127.0.0.1", port=port)
         yield dep.url, dep.target
@@ -120,7 +118,6 @@ def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
 @dataclass(frozen=True)
 class _Ports:
     """The metrics ports of one run on 127.0.0.1 (Prometheus scrapes them)."""
-
     ray: int
     loadgen: int
     controller: int

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.catalog.memory import check_parallelism
+from deployments.catalog.memory import check_parallelism, plan_engine_memory
 from deployments.resolve import Resolved
 from loadgen.lengths import mean_lengths
 from schema.deployment import ParallelConfig
@@ -47,7 +47,7 @@ def footprints(r: Resolved, configs: list[ParallelConfig] | None = None) -> list
         mean_tokens += tc.share * (isl + osl)
     out = []
     for c in s.configurations if configs is None else configs:
-        plan = s.engine.plan_memory(r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
+        plan = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
         seqs = int(plan.kv_tokens // mean_tokens) if mean_tokens > 0 else 0
         out.append(ConfigFootprint(
             name=c.name, tp=c.tp, pp=c.pp, replicas=c.replicas, gpus=c.gpus,

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from deployments.cluster import start_local_ray
+from deployments.deploy import deploy, teardown
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
@@ -26,7 +28,6 @@ from schema.scenario import ScenarioError
 
 class UpState(BaseModel):
     """What `parallax up` left running, as recorded in its state file."""
-
     name: str
     scenario: str
     mode: str                  # "local" (our detached Ray) | "attached" (RAY_ADDRESS)
@@ -69,8 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     state = UpState.read(a.state_file).model_copy(update={"pid": os.getpid(), "temp_dir": str(temp_dir)})
     state.write(a.state_file)
     try:
-        from deployments.cluster import start_local_ray
-        from deployments.deploy import deploy, teardown
 
         resolved = load_scenario(a.scenario)
         metrics_port = a.metrics_port if a.metrics_port is not None else resolved.scenario.server.metrics_port

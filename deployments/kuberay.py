@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from controllers.cli.serve import serve_config
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
 from deployments.catalog.gpus import GpuSpec
 from deployments.resolve import Resolved
+from deployments.serve_config import serve_config
 
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000

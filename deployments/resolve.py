@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployments.catalog.gpus import GpuSpec, resolve_gpu
-from deployments.catalog.memory import check_parallelism, weight_bytes_per_gpu
+from deployments.catalog.memory import check_parallelism, plan_engine_memory, weight_bytes_per_gpu
 from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
 from loadgen.errors import LoadError
@@ -114,7 +114,7 @@ def _check_memory(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu:
         return [(f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e))]
     if gpu is None:
         return []
-    plan = s.engine.plan_memory(model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
+    plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
     if plan.fits:
         return []
     total = weight_bytes_per_gpu(model, s.dtype, 1, 1, s.engine.memory_model) / 1e9

@@ -4,10 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.catalog.gpus import GpuSpec
-from deployments.catalog.memory import MemoryModel, MemoryPlan, plan_memory
-from deployments.catalog.models import ModelSpec
 from schema.dtypes import Dtype, parse_dtype
+
+# How the KV cache is sized (deployments/catalog/memory.py): as vLLM does, or as the study counts memory.
+MemoryModel = Literal["vllm", "study"]
 
 # The scenario as a run folder keeps it (`parallax run` writes it; calibrate and the report read it).
 SCENARIO_FILE = "scenario.yaml"
@@ -84,11 +84,6 @@ class EngineConfig(_Strict):
                              "HBM); give one of the two")
         return self
 
-    def plan_memory(self, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype, tp: int,
-                    pp: int) -> MemoryPlan:
-        """The memory plan (KV-cache capacity) of one TP×PP replica under these engine settings."""
-        return plan_memory(model, gpu, dtype, kv_dtype, tp, pp, self.gpu_memory_utilization,
-                           self.max_num_batched_tokens, self.block_size, self.memory_model)
 
     @property
     def clock_scale(self) -> float:

@@ -8,12 +8,14 @@ import typer
 from controllers.browser_check import check_page
 from controllers.cli.terminal import console, fail
 from controllers.report import RunFolderError, compare_runs, render_report
+from controllers.run import run_scenario
+from deployments.resolve import load_scenario
+from schema.scenario import ScenarioError
 
 
 def report_cmd(run_dir: Path = typer.Argument(..., help="run folder written by `parallax run`"),
                check: bool = typer.Option(False, help="open the page in headless Chromium and check it")) -> None:
     """Re-render report.html (and its figures) from a run folder."""
-
     try:
         page = render_report(run_dir)
     except RunFolderError as e:
@@ -31,7 +33,6 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run
                 out: Path | None = typer.Option(None, help="HTML file to write (default: runs/compare-<time>.html)")
                 ) -> None:
     """Set several runs side by side (outcome per class and configuration)."""
-
     target = out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,10 +47,6 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
             live: bool = typer.Option(True, help="live terminal view of the scoreboard and decisions"),
             check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
     """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
-    from controllers.run import run_scenario
-    from deployments.resolve import load_scenario
-    from schema.scenario import ScenarioError
-
     try:
         resolved = load_scenario(scenario)
     except ScenarioError as e:

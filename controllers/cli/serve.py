@@ -18,10 +18,12 @@ import yaml
 from rich.table import Table
 
 from controllers.cli.terminal import console, fail
-from deployments.app_args import APP_NAME, AppArgs
+from deployments.cluster import CapacityError, connect
 from deployments.daemon import UpState
+from deployments.deploy import DeployError, deploy, teardown
 from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
 from deployments.resolve import Resolved, load_scenario
+from deployments.serve_config import serve_config
 from schema.scenario import ScenarioError
 
 STATE_DIR_ENV = "PARALLAX_STATE_DIR"
@@ -105,8 +107,6 @@ def up_cmd(
 
 
 def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, timeout: float) -> UpState:
-    from deployments.cluster import CapacityError, connect
-    from deployments.deploy import DeployError, deploy
 
     address = os.environ["RAY_ADDRESS"]
     connect(address)
@@ -181,7 +181,6 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="print the rec
 @dataclass(frozen=True)
 class ServiceAddresses:
     """Where one service of a deployment listens (addresses None: the OS would not say)."""
-
     service: str
     port: int | None
     addresses: list[str] | None
@@ -278,9 +277,6 @@ def _stop(st: UpState, path: Path) -> None:
     if st.mode == "attached" and st.ray_address:
         import ray
 
-        from deployments.cluster import connect
-        from deployments.deploy import teardown
-
         connect(st.ray_address)
         teardown()
         ray.shutdown()
@@ -302,27 +298,6 @@ def _cleanup(st: UpState, path: Path, keep_log: bool = False) -> None:
     if st.log and not keep_log:
         Path(st.log).unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-
-
-def serve_config(r: Resolved, host: str | None = None, port: int | None = None) -> dict[str, object]:
-    """A Ray Serve config (`serve deploy FILE`) that builds this scenario's application on a cluster.
-
-    Clients come through Serve's proxy there (KubeRay's Service points at it): the Serve controller that
-    `serve deploy` starts has no direct ingress, so the ingress replicas open no ports of their own."""
-    srv = r.scenario.server
-    args = AppArgs.from_resolved(r).model_dump()
-    args["scenario"]["server"]["direct_ingress"] = False
-    return {
-        "proxy_location": "EveryNode",
-        "http_options": {"host": host or srv.host, "port": srv.port if port is None else port},
-        "applications": [{
-            "name": APP_NAME,
-            "route_prefix": "/",
-            "import_path": "deployments.app:build_app",
-            "args": args,
-            "logging_config": {"enable_access_log": False},
-        }],
-    }
 
 
 def serve_config_cmd(

@@ -13,14 +13,16 @@ from rich.table import Table
 
 from controllers.cli.terminal import console, fail
 from deployments.catalog.gpus import resolve_gpu
-from deployments.catalog.memory import MemoryModel
 from deployments.catalog.models import resolve_model
 from deployments.engines.sim.calibration import load_calibration
+from deployments.engines.sim.plot import plot_sweep
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
-from schema.deployment import EngineConfig, Hardware
+from deployments.resolve import load_scenario
+from schema.deployment import EngineConfig, Hardware, MemoryModel
 from schema.dtypes import Dtype, parse_dtype
+from schema.scenario import ScenarioError
 
 
 def simulate_cmd(
@@ -140,8 +142,6 @@ def _print_one(out: dict[str, Any]) -> None:
 
 
 def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibration: Path | None) -> None:
-    from deployments.resolve import load_scenario
-    from schema.scenario import ScenarioError
 
     try:
         resolved = load_scenario(path)
@@ -153,7 +153,6 @@ def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibrati
     except (ScenarioError, ValueError) as e:
         fail(str(e))
     if plot is not None:
-        from deployments.engines.sim.plot import plot_sweep
 
         plot_sweep(points, plot, title=f"{resolved.scenario.name}: {resolved.model.name} on {resolved.gpu.name}")
     if as_json:

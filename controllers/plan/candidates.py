@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import product
 
 from deployments.catalog.gpus import GpuSpec
-from deployments.catalog.memory import check_parallelism
+from deployments.catalog.memory import check_parallelism, plan_engine_memory
 from deployments.catalog.models import ModelSpec
 from deployments.placement import Node, PlacementError, plan_nodes
 from schema.deployment import EngineConfig, ParallelConfig
@@ -132,7 +132,7 @@ def runs(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, kno
 
 def fits(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs, shape: Shape) -> bool:
     """Whether one replica of `shape` holds the weights and leaves room for KV cache (`parallax validate`'s plan)."""
-    return knobs.engine(engine).plan_memory(model, gpu, dtype, knobs.kv_dtype, shape.tp, shape.pp).fits
+    return plan_engine_memory(knobs.engine(engine), model, gpu, dtype, knobs.kv_dtype, shape.tp, shape.pp).fits
 
 
 def smallest_fitting(model: ModelSpec, gpu: GpuSpec, dtype: Dtype, engine: EngineConfig, knobs: Knobs,

@@ -14,10 +14,10 @@ Two ways to count what is left for the KV cache (`MemoryModel`):
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
+from schema.deployment import EngineConfig, MemoryModel
 from schema.dtypes import Dtype
 
 GIB = 1024**3
@@ -25,7 +25,6 @@ GIB = 1024**3
 # CUDA/HIP context, communicator buffers and CUDA graphs (about 1-2 GiB on vLLM on H100).
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
 
-MemoryModel = Literal["vllm", "study"]
 
 
 def describe_memory_model(memory_model: MemoryModel, gpu_memory_utilization: float) -> str:
@@ -149,3 +148,10 @@ def plan_memory(
         kv_bytes=kv, kv_bytes_per_token=per_token, kv_tokens=blocks * block_size, num_blocks=blocks,
         block_size=block_size, memory_model=memory_model,
     )
+
+
+def plan_engine_memory(engine: EngineConfig, model: ModelSpec, gpu: GpuSpec, dtype: Dtype, kv_dtype: Dtype,
+                       tp: int, pp: int) -> MemoryPlan:
+    """The memory plan (KV-cache capacity) of one TP×PP replica under a scenario's engine settings."""
+    return plan_memory(model, gpu, dtype, kv_dtype, tp, pp, engine.gpu_memory_utilization,
+                       engine.max_num_batched_tokens, engine.block_size, engine.memory_model)

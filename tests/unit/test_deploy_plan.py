@@ -6,12 +6,12 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from controllers.cli.serve import serve_config
 from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
 from deployments.app_args import AppArgs
 from deployments.cluster import Capacity, capacity_problems
 from deployments.placement import replica_placement
 from deployments.resolve import load_scenario
+from deployments.serve_config import serve_config
 from schema.deployment import ParallelConfig
 
 DEMO = Path(__file__).parents[2] / "scenarios" / "demo.yaml"

@@ -5,15 +5,14 @@ import ast
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("controllers", "deployments", "loadgen", "monitoring", "bench")
+PACKAGES = ("schema", "controllers", "deployments", "loadgen", "monitoring", "bench")
 
-# The one module cycle left runs through the command-line modules (the error printer in controllers/cli.py,
-# deployments/cli.py's serve_config that kuberay uses); issue 15's package move takes it apart.
-CLI_CYCLE = {"controllers.cli.app", "controllers.cli.experiment", "controllers.cli.serve", "controllers.cli.simulate",
-             "deployments.kuberay", "controllers.cli.kuberay", "controllers.cli.load"}
+# The layers, bottom first: a package imports only from the layers below it (and itself).
+LAYERS = ("schema", "monitoring", "loadgen", "deployments", "controllers", "bench")
+# Project modules that may be imported inside a function: their top level imports an optional extra.
+OPTIONAL = {"deployments.engines.vllm.stat_logger": "imports vllm (the [vllm] / [cpu] extra)",
+            "deployments.engines.sim.profiler": "imports torch (installed where a GPU is profiled)"}
 
 
 def modules() -> dict[str, Path]:
@@ -105,22 +104,38 @@ def test_cycle_finder_finds_cycles_and_only_cycles() -> None:
 def test_the_graph_sees_imports_inside_functions() -> None:
     g = import_graph()
     assert "monitoring.metrics" in g["deployments.telemetry"]
-    assert "controllers.cli.app" in g["controllers.cli.load"]   # `from controllers.cli.app import fail` inside _fail
+    assert "deployments.engines.vllm.stat_logger" in g["deployments.engines.vllm.engine"]  # inside a function
 
 
-def test_module_cycles_are_only_the_command_line_one_the_package_move_removes() -> None:
-    """Guards the module graph until the move: no cycle may appear anywhere else."""
-    outside = [c for c in cycles(import_graph()) if not c <= CLI_CYCLE]
-    assert outside == [], outside
-
-
-@pytest.mark.xfail(strict=True, reason="the command-line modules' cycle (CLI_CYCLE) goes with issue 15's package "
-                   "move; then drop this mark and the test above")
 def test_no_import_cycle_between_modules() -> None:
     assert cycles(import_graph()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="controllers ↔ deployments ↔ loadgen ↔ monitoring: the scenario schema moves "
-                   "to a bottom package and the CLIs to the top in issue 15's package move; then drop this mark")
 def test_no_import_cycle_between_packages() -> None:
     assert cycles(package_graph(import_graph())) == []
+
+
+def test_imports_point_down_the_layers() -> None:
+    """schema at the bottom, the command line (controllers) at the top."""
+    up = {(p, t) for p, targets in package_graph(import_graph()).items() for t in targets
+          if LAYERS.index(t) > LAYERS.index(p)}
+    assert up == set(), up
+
+
+def test_no_project_import_inside_a_function() -> None:
+    """An import inside a function hides a dependency (and, once, a cycle); only optional extras may."""
+    found = []
+    for m, f in modules().items():
+        for fn in ast.walk(ast.parse(f.read_text(), str(f))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                found += [f"{m}:{node.lineno}: {n}" for n in names
+                          if n.split(".")[0] in PACKAGES and n not in OPTIONAL]
+    assert found == [], found

@@ -18,7 +18,7 @@ from controllers.plan.candidates import (
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import InProcess
 from controllers.plan.search import PlanOptions, search
-from deployments.catalog.memory import check_parallelism
+from deployments.catalog.memory import check_parallelism, plan_engine_memory
 from deployments.resolve import Resolved, parse_scenario
 from schema.deployment import EngineConfig
 from schema.dtypes import Dtype
@@ -51,7 +51,7 @@ def test_shapes_are_the_ones_validate_accepts() -> None:
         for pp in range(1, 8 // tp + 1):
             try:
                 check_parallelism(r.model, tp, pp)
-                ok = s.engine.plan_memory(r.model, r.gpu, s.dtype, k.kv_dtype, tp, pp).fits
+                ok = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, k.kv_dtype, tp, pp).fits
             except ValueError:
                 ok = False
             assert (Shape(tp, pp) in found) == ok, (tp, pp)
@@ -75,8 +75,8 @@ def test_kv_dtype_changes_what_fits() -> None:
     fp8 = Knobs(Dtype.fp8, 256, 8192)
     engine = EngineConfig()
     assert fits(r.model, r.gpu, s.dtype, engine, fp8, Shape(2, 1))
-    a = s.engine.plan_memory(r.model, r.gpu, s.dtype, Dtype.bf16, 2, 1).kv_tokens
-    b = s.engine.plan_memory(r.model, r.gpu, s.dtype, Dtype.fp8, 2, 1).kv_tokens
+    a = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, Dtype.bf16, 2, 1).kv_tokens
+    b = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, Dtype.fp8, 2, 1).kv_tokens
     assert b > 1.9 * a and fits(r.model, r.gpu, s.dtype, engine, bf16, Shape(2, 1))
 
 

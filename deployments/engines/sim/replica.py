@@ -1,7 +1,7 @@
 """Build one simulated replica (scheduler + KV cache + performance model) from the configuration."""
 
 from deployments.catalog.gpus import GpuSpec
-from deployments.catalog.memory import MemoryPlan, check_parallelism
+from deployments.catalog.memory import MemoryPlan, check_parallelism, plan_engine_memory
 from deployments.catalog.models import ModelSpec
 from deployments.engines.sim.block_manager import BlockManager
 from deployments.engines.sim.calibration import Calibration, load_calibration
@@ -26,7 +26,7 @@ class ReplicaFactory:
         if not gpu.supports(dtype):
             gpu.compute_dtype(dtype)   # raises for a dtype the GPU cannot run at all
         e = self.engine
-        self.plan: MemoryPlan = e.plan_memory(model, gpu, dtype, kv_dtype, tp, pp)
+        self.plan: MemoryPlan = plan_engine_memory(e, model, gpu, dtype, kv_dtype, tp, pp)
         if not self.plan.fits:
             raise ValueError(
                 f"{model.name} {dtype.value} on tp{tp}×pp{pp} {gpu.name} leaves no room for the KV cache "
