@@ -143,6 +143,18 @@ def test_placement_groups_hold_tp_times_pp_bundles(served: Served) -> None:
         assert len(reported) == 1 and len(reported[0].bundles) == 8
 
 
+def _scrape_until(served: Served, wanted: list[str], timeout_s: float = 40) -> tuple[str, list[str]]:
+    """Poll Ray's metrics port until every pattern in `wanted` matches: (the last text, the patterns missing)."""
+    deadline = time.monotonic() + timeout_s
+    text, missing = "", wanted
+    while missing and time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        missing = [w for w in wanted if not re.search(w, text)]
+        if missing:
+            time.sleep(1)
+    return text, missing
+
+
 def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
     c = client(served)
     for cfg in CONFIGS:
@@ -151,12 +163,7 @@ def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
         "time_to_first_token_seconds_bucket", "num_requests_running", "generation_tokens_total")]
     wanted += [r'ray_parallax_ttft_seconds_bucket\{.*config="tp4pp2".*pp="2".*sla_class="chat".*tp="4"',
                r'ray_parallax_(slo_met|slo_violated)_total\{.*config="pp8".*sla_class="chat"']
-    deadline = time.monotonic() + 40
-    missing = wanted
-    while missing and time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
-        missing = [w for w in wanted if not re.search(w, text)]
-        time.sleep(1)
+    text, missing = _scrape_until(served, wanted)
     assert not missing
     line = next(ln for ln in text.splitlines() if ln.startswith("ray_vllm_time_to_first_token_seconds_count")
                 and 'config="tp8"' in ln)
@@ -170,12 +177,7 @@ def test_every_class_counter_is_exported_at_zero_before_its_first_request(served
     # (nothing in this module aborts a request on tp4pp2)
     wanted = [rf'ray_parallax_requests_total\{{.*config="tp4pp2".*sla_class="{k}".*status="aborted".*\}} 0\.0'
               for k in ("chat", "summarize")]
-    deadline = time.monotonic() + 40
-    missing = wanted
-    while missing and time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
-        missing = [w for w in wanted if not re.search(w, text)]
-        time.sleep(1)
+    _, missing = _scrape_until(served, wanted)
     assert not missing
 
 
