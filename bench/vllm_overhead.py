@@ -34,7 +34,7 @@ from deployments.engines.vllm.tiny_model import write_tiny_model
 from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -37,11 +36,11 @@ from deployments.health import unhealthy_configs
 from deployments.resolve import Resolved
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
+from monitoring.ports import free_port, port_or_free
 from monitoring.prometheus import (
     PrometheusHandle,
     ScrapeTarget,
     attach_prometheus,
-    free_port,
     start_prometheus,
     stop_prometheus,
 )
@@ -71,17 +70,6 @@ def run_folder(root: Path, name: str) -> Path:
     folder.mkdir(parents=True)
     return folder
 
-
-def _port_or_free(port: int) -> int:
-    """`port` when it is set and free, else a free one."""
-    if port:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                pass
-    return free_port()
 
 
 @contextlib.contextmanager
@@ -144,7 +132,7 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
         try:
             console.print("starting Ray and deploying the configurations …")
             stack.enter_context(_ray(resolved, ports.ray))
-            url, target = stack.enter_context(_deployment(resolved, _port_or_free(s.server.port)))
+            url, target = stack.enter_context(_deployment(resolved, port_or_free(s.server.port)))
             console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
             controller = _start_controller(resolved, folder, url, ports, capacities, stack, console)
             if on_started is not None:

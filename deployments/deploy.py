@@ -24,7 +24,7 @@ from deployments.app import DIRECT_INGRESS_ENV, build_app
 from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
 from deployments.cluster import check_capacity, start_local_ray
 from deployments.resolve import Resolved
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 
 REPLICA_PG_PREFIX = "SERVE_REPLICA::"
 

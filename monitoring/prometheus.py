@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ import httpx
 import yaml
 
 from monitoring.duration import prometheus_duration
+from monitoring.ports import free_port
 from monitoring.rules import write_rules
 
 BINARY_ENV = "PARALLAX_PROMETHEUS"
@@ -76,12 +76,6 @@ def find_prometheus() -> str:
                                     "monitoring.prometheus_url to use an existing server")
     return found
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # prometheus_client ≥ 0.22 answers Prometheus's OpenMetrics scrape with `vllm_x` sample names for a

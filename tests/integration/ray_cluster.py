@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 
 pytestmark = pytest.mark.integration
 

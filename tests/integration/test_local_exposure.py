@@ -17,7 +17,8 @@ import yaml
 from deployments.daemon import UpState
 from deployments.listening import ALL_INTERFACES_ALLOWED, listening_sockets, session_pids
 from loadgen.exporter import ClientMetrics
-from monitoring.prometheus import free_port, start_prometheus, stop_prometheus
+from monitoring.ports import free_port
+from monitoring.prometheus import start_prometheus, stop_prometheus
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from deployments.resolve import Resolved, load_scenario
 from loadgen.records import read_records
 from loadgen.runner import run_load
 from loadgen.wire import REQUEST_ID_HEADER
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 from schema.traffic import LoadConfig
 from tests.support.metric_sources import wait_until
 

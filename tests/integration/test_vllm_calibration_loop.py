@@ -28,7 +28,7 @@ from deployments.engines.sim.run_folder import read_run_folder
 from deployments.engines.vllm.tiny_model import write_tiny_model
 from deployments.resolve import parse_scenario
 from loadgen.runner import run_load
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 from schema.traffic import LoadConfig
 from tests.support.vllm_tier import TINY_MODEL, Residue, set_cache_env
 

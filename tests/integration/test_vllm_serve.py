@@ -31,7 +31,8 @@ from loadgen.runner import run_load
 from monitoring import metrics as m
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards
-from monitoring.prometheus import ScrapeTarget, free_port, start_prometheus, stop_prometheus
+from monitoring.ports import free_port
+from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
 from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
 from tests.support.metric_sources import wait_until

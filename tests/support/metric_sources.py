@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from monitoring import metrics as m
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 from schema.deployment import ParallelConfig
 
 CONFIGS = (ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp2", tp=2, replicas=2))

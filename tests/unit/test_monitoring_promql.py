@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from monitoring.prometheus import free_port
+from monitoring.ports import free_port
 from monitoring.promql import AsyncPromClient, PromClient, PrometheusError, parse_answer, parse_matrix, parse_vector
 
 Handler = Callable[[socket.socket], None]
