@@ -83,6 +83,9 @@ def rayservice_manifest(r: Resolved, image: str, head: PodSize, worker: PodSize,
             "serveConfigV2": yaml.safe_dump(serve_cfg, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                # KubeRay ≥ 1.5.1 generates a token Secret and sets RAY_AUTH_MODE/RAY_AUTH_TOKEN in every pod:
+                # the GCS, raylets, dashboard and Serve replicas' gRPC then refuse callers without it.
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0",
                                        "metrics-export-port": str(metrics_port)},

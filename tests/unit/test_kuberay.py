@@ -49,6 +49,7 @@ def test_manifest_structure_and_resource_sums(r: Resolved) -> None:
     assert len(name) <= 63 and name.replace("-", "").isalnum() and name == name.lower()
     cluster = m["spec"]["rayClusterConfig"]
     assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["authOptions"] == {"mode": "token"}  # Ray's token authentication on every node
     head = cluster["headGroupSpec"]
     (workers,) = cluster["workerGroupSpecs"]
     (head_c,) = head["template"]["spec"]["containers"]
