@@ -29,7 +29,7 @@ def _class_latency(e: Evaluated, name: str, metric: str) -> float | None:
 
 
 def pareto_figure(plan: Plan, classes: list[str], path: Path) -> Path:
-    fig, axes = plt.subplots(2, len(classes), figsize=(4.2 * len(classes), 6.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(classes), figsize=(max(4.2 * len(classes), 6.4), 6.5), squeeze=False)
     labels = {id(e): f"#{i + 1}" for i, e in enumerate(plan.ranked)}
     for col, name in enumerate(classes):
         for row, (metric, title) in enumerate((("ttft_ms", "p90 TTFT (ms)"), ("tpot_ms", "p90 TPOT (ms)"))):
@@ -49,5 +49,5 @@ def pareto_figure(plan: Plan, classes: list[str], path: Path) -> Path:
             ax.set_xlabel(f"{name}: {title}")
             ax.set_ylabel("output tokens/s per GPU")
             ax.grid(alpha=0.3)
-    fig.suptitle(f"{plan.scenario}: deployments at their max rate (#rank; blue homogeneous, orange split)")
+    fig.suptitle(f"{plan.scenario}: deployments at their max rate\n(#rank; blue homogeneous, orange split)")
     return save_figure(fig, path)
