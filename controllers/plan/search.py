@@ -319,7 +319,9 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     seed = s.engine.seed
     every = [Evaluated(c, [setup.share(p.classes) for p in c.pools], 0.0, []) for c in cands]
     wanted = _pools_of(every)
-    progress(f"{len(cands):,} candidate deployments of up to {budget.gpus} GPUs; coarse capacities of "
+    one_node = (f" (a budget of {len(budget.nodes)} nodes; `--gpus {budget.gpus_per_node}` plans one)"
+                if opts.gpus is None and budget.gpus > budget.gpus_per_node else "")
+    progress(f"{len(cands):,} candidate deployments of up to {budget.gpus} GPUs{one_node}; coarse capacities of "
              f"{sum(map(len, wanted.values()))} pools")
     coarse = _capacities(runner, setup, wanted, COARSE, seed)
     ranked = _rank(every, coarse, opts.objective, required)
