@@ -71,7 +71,6 @@ def run_folder(root: Path, name: str) -> Path:
     return folder
 
 
-
 @contextlib.contextmanager
 def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
     """A local Ray owned by this run (or the cluster in RAY_ADDRESS), shut down on exit."""

@@ -77,7 +77,6 @@ def find_prometheus() -> str:
     return found
 
 
-
 # prometheus_client ≥ 0.22 answers Prometheus's OpenMetrics scrape with `vllm_x` sample names for a
 # metric named `vllm:x` (its HELP/TYPE keep the colon; prometheus/client_python#1177), so a plain vLLM
 # server's metrics would be stored as `vllm_*`. Rename them back to vLLM's documented `vllm:` names.

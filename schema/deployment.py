@@ -84,7 +84,6 @@ class EngineConfig(_Strict):
                              "HBM); give one of the two")
         return self
 
-
     @property
     def clock_scale(self) -> float:
         """Wall seconds per second of the engine's clock: `time_scale` for the simulated engine, 1 for a real

@@ -190,7 +190,6 @@ class TrafficClass(_Strict):
     )
 
 
-
 class LoadConfig(_Strict):
     """How traffic is offered: an arrival process, optionally swept over several rates."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from controllers.cli.terminal import console, fail
+from controllers.cli.terminal import comma_ints, console, fail
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.engines.sim.calibrate import (
@@ -21,16 +21,6 @@ from deployments.engines.sim.profile_data import write_profile
 from deployments.engines.sim.vllm_bench import LatencyShape
 from schema.deployment import EngineConfig
 from schema.dtypes import parse_dtype
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        fail(f"{flag} {text!r}: give positive integers separated by commas, e.g. 1,16,256")
-    return values
 
 
 def profile_cmd(
@@ -61,8 +51,8 @@ def profile_cmd(
         g = resolve_gpu(gpu) if gpu else None
         if threads:
             torch.set_num_threads(threads)
-        settings = ProfileSettings(_ints(tokens, "--tokens"), _ints(contexts, "--contexts"),
-                                   _ints(batches, "--decode-batches"), repeats)
+        settings = ProfileSettings(comma_ints("--tokens", tokens), comma_ints("--contexts", contexts),
+                                   comma_ints("--decode-batches", batches), repeats)
         result = profile_model(m, tp, dtypes, device, g, family, settings, log=console.print)
     except ValueError as e:
         fail(str(e))

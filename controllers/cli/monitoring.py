@@ -29,8 +29,6 @@ prometheus_app = typer.Typer(help="Run (or attach to) the Prometheus that watche
 dashboards_app = typer.Typer(help="Grafana dashboards generated from code.", no_args_is_help=True)
 
 
-
-
 def _scenario(path: Path | None) -> Scenario | None:
     if path is None:
         return None

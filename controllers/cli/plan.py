@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from controllers.cli.terminal import console, err_console, fail
+from controllers.cli.terminal import comma_ints, console, err_console, fail
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import runner
 from controllers.plan.pareto import pareto_figure
@@ -25,18 +25,6 @@ from controllers.run import run_folder
 from deployments.resolve import Resolved, load_scenario
 from schema.dtypes import Dtype, parse_dtype
 from schema.scenario import ScenarioError
-
-
-def _ints(flag: str, text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        fail(f"{flag} {text}: give whole numbers separated by commas, e.g. {flag} 128,256")
-    if any(v < 1 for v in values):
-        fail(f"{flag} {text}: every value must be at least 1")
-    return values
 
 
 def _dtypes(text: str | None) -> tuple[Dtype, ...]:
@@ -75,8 +63,8 @@ def plan_cmd(
         fail(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     obj = cast(Objective, objective)
     opts = PlanOptions(gpus=gpus, objective=obj, top=top, kv_dtypes=_dtypes(kv_dtypes),
-                       max_num_seqs=_ints("--max-num-seqs", max_num_seqs),
-                       max_num_batched_tokens=_ints("--max-num-batched-tokens", max_num_batched_tokens),
+                       max_num_seqs=comma_ints("--max-num-seqs", max_num_seqs),
+                       max_num_batched_tokens=comma_ints("--max-num-batched-tokens", max_num_batched_tokens),
                        heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds)
     progress_to = err_console if as_json else console
     try:

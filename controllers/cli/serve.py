@@ -29,8 +29,6 @@ from schema.scenario import ScenarioError
 STATE_DIR_ENV = "PARALLAX_STATE_DIR"
 
 
-
-
 def state_dir() -> Path:
     """Where `up` records what it started: $PARALLAX_STATE_DIR, else runs/up under the current folder."""
     return Path(os.environ.get(STATE_DIR_ENV, "runs/up"))

@@ -26,7 +26,6 @@ GIB = 1024**3
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
 
 
-
 def describe_memory_model(memory_model: MemoryModel, gpu_memory_utilization: float) -> str:
     """One line saying how the KV cache was sized (what `parallax validate` and `simulate` print)."""
     if memory_model == "study":

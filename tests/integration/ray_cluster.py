@@ -22,7 +22,6 @@ from monitoring.ports import free_port
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-
 def _ports(*flags: str) -> list[str]:
     out = []
     for f in flags:

@@ -17,7 +17,6 @@ from monitoring.ports import free_port
 pytestmark = pytest.mark.integration
 
 
-
 SCENARIO = {
     "name": "cli-small",
     "model": "llama-3.1-8b",

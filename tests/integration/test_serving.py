@@ -38,7 +38,6 @@ KEY = "itest-secret-key"
 CONFIGS = ["tp8", "tp4pp2", "pp8"]
 
 
-
 def scenario_data(name: str = "itest", nodes: int = 3) -> dict[str, object]:
     return {
         "name": name,
