@@ -20,6 +20,7 @@ Weights = dict[str, dict[str, float]]   # class -> config -> share (sums to 1)
 MAX_ERROR_RATE = 0.5     # a configuration failing this share of a class's requests is drained
 MIN_ERRORS_TO_DRAIN = 3  # ... once it has finished at least this many of them in the window
 QUARANTINE_WINDOWS = 3   # a drained configuration gets none of the class for this many windows, then is probed
+WARMUP_WINDOWS = 2       # a first choice waits this long for every configuration to reach min_samples
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ClassState:
     incumbent: str | None = None
     since: float = float("-inf")
     quarantine: dict[str, float] = field(default_factory=dict)   # drained configuration -> until when
+    judging_since: float | None = None   # before a first choice: when a configuration was first judged
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,15 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
             return Proposal(w, state, note + "keeping: too few samples", ev)
         w = _normalise(current, drained)
         return Proposal(w, state, note + f"warming up: fewer than {cfg.min_samples} samples per configuration", ev)
+    unjudged = [c for c in live if c not in judged]
+    if state.incumbent is None and unjudged:
+        # A first choice compares every configuration: once one is chosen the others get only the
+        # exploration share, which may never bring them to min_samples. A configuration that stays
+        # short of samples for WARMUP_WINDOWS (too slow to finish requests) is left out.
+        since = now if state.judging_since is None else state.judging_since
+        if now - since < WARMUP_WINDOWS * cfg.window_s:
+            return Proposal(_normalise(current, drained), replace(state, judging_since=since),
+                            note + f"warming up: fewer than {cfg.min_samples} samples on {', '.join(unjudged)}", ev)
     best = max(judged, key=lambda c: _rank_key(ev[c], slo))
     dwell_ok = now - state.since >= cfg.min_dwell_s
     if inc is None:

@@ -64,6 +64,22 @@ def test_too_few_samples_keeps_current_weights() -> None:
     assert w == cur and st.incumbent is None and "warming up" in reason
 
 
+def test_a_first_choice_waits_for_every_configuration_but_not_past_two_windows() -> None:
+    # once chosen, tp8 would leave pp8 only the exploration share: too little to ever judge it
+    b = board(pair("tp8", 1.0, ttft90=0.3, samples=12), pair("pp8", 1.0, ttft90=0.1, samples=6))
+    cur = {"tp8": 0.5, "pp8": 0.5}
+    w, st, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], cur, ClassState(), CFG, now=0))
+    assert w == cur and st.incumbent is None and "warming up" in reason and "pp8" in reason
+    _, st, _, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], cur, st, CFG, now=CFG.window_s))
+    assert st.incumbent is None and st.judging_since == 0
+    later = board(pair("tp8", 1.0, ttft90=0.3, samples=12), pair("pp8", 1.0, ttft90=0.1, samples=10))
+    _, chosen, _, _ = unpack(best_per_class(later, SLO_CHAT, "chat", ["tp8", "pp8"], cur, st, CFG, now=CFG.window_s))
+    assert chosen.incumbent == "pp8"        # judged both: the one with more headroom
+    _, alone, reason, _ = unpack(best_per_class(b, SLO_CHAT, "chat", ["tp8", "pp8"], cur, st, CFG,
+                                                now=2 * CFG.window_s))
+    assert alone.incumbent == "tp8" and "first choice" in reason   # pp8 never reached min_samples
+
+
 def test_hysteresis_keeps_incumbent_when_challenger_is_only_slightly_better() -> None:
     b = board(pair("tp8", 0.95, ttft90=0.2), pair("pp8", 0.97, ttft90=0.18))  # headroom 0.55 vs 0.5
     st = ClassState("tp8", since=-100)
