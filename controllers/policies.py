@@ -31,6 +31,10 @@ class ClassState:
     since: float = float("-inf")
     quarantine: dict[str, float] = field(default_factory=dict)   # drained configuration -> until when
     judging_since: float | None = None   # before a first choice: when a configuration was first judged
+    # configuration -> the class's request rate when it lost the class by missing the SLO: measured on the
+    # exploration share it looks better than it is, so it may not win the class back on headroom until
+    # the class's rate falls below this by the hysteresis margin
+    missed_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,20 +167,40 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
         if now - since < WARMUP_WINDOWS * cfg.window_s:
             return Proposal(_normalise(current, drained), replace(state, judging_since=since),
                             note + f"warming up: fewer than {cfg.min_samples} samples on {', '.join(unjudged)}", ev)
-    best = max(judged, key=lambda c: _rank_key(ev[c], slo))
+    rate = class_rate(board, sla_class, configs)
+    missed = {c: r for c, r in state.missed_at.items() if rate >= r * (1 - cfg.hysteresis)}
+    state = replace(state, missed_at=missed)
+    eligible = [c for c in judged if c not in missed or c == inc] or judged
+    best = max(eligible, key=lambda c: _rank_key(ev[c], slo))
     dwell_ok = now - state.since >= cfg.min_dwell_s
     if inc is None:
-        chosen, new_state = best, ClassState(best, now, quarantine)
+        chosen, new_state = best, _moved(state, best, now)
         if state.incumbent in drained:
             reason = f"routed to {best} instead"
         else:
             reason = f"first choice: {best} (attainment {ev[best].attainment or 0:.0%})"
     elif best != inc and dwell_ok and inc in judged and _better(ev[best], ev[inc], slo, cfg.hysteresis):
         chosen, reason = best, _why(best, inc, ev, slo)
-        new_state = ClassState(best, now, quarantine)
+        new_state = _moved(state, best, now, missed=None if _meets(ev[inc], slo) else (inc, rate))
     else:
-        chosen, reason, new_state = inc, f"keeping {inc}", state
+        barred = [c for c in judged if c in missed and c != inc]
+        why_not = "".join(f"; {c} missed the SLO at {missed[c]:.2f} req/s of the class (now {rate:.2f})"
+                          for c in barred)
+        chosen, reason, new_state = inc, f"keeping {inc}{why_not}", state
     return Proposal(_split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, note + reason, ev)
+
+
+def class_rate(board: Scoreboard, sla_class: str, configs: Sequence[str]) -> float:
+    """Requests/s of a class that ended in the window, over every configuration."""
+    return sum(board.pair(c, sla_class).request_rate for c in configs)
+
+
+def _moved(state: ClassState, to: str, now: float, missed: tuple[str, float] | None = None) -> ClassState:
+    """The class routed to `to` from now; `missed`: the configuration it leaves for missing the SLO, at
+    which class rate."""
+    missed_at = {**state.missed_at, **dict([missed] if missed else [])}
+    missed_at.pop(to, None)
+    return replace(state, incumbent=to, since=now, judging_since=None, missed_at=missed_at)
 
 
 def _why(best: str, inc: str, ev: Mapping[str, Evidence], slo: SLO) -> str:
@@ -307,6 +331,7 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
         if heaviest != victim:
             ev = proposals[heaviest].evidence
             alts = [k for k in configs if k != overloaded and not ev[k].failing
+                    and k not in proposals[heaviest].state.missed_at
                     and ev[k].samples >= cfg.min_samples and _meets(ev[k], slos[heaviest])]
             if alts:
                 to = max(alts, key=lambda k: _rank_key(ev[k], slos[heaviest]))
@@ -314,7 +339,9 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
                 reason = (f"{overloaded} puts {victim}'s SLO at risk (attainment {at_risk.attainment or 0:.0%}, "
                           f"headroom {at_risk.headroom or 0:.0%}); {heaviest} brings it the most load, so "
                           f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
-                new = ClassState(to, now, proposals[heaviest].state.quarantine)
+                old = proposals[heaviest].state
+                misses = not _meets(ev[overloaded], slos[heaviest])
+                new = _moved(old, to, now, (overloaded, class_rate(board, heaviest, configs)) if misses else None)
                 out[heaviest] = Proposal(_split(to, live, cfg.explore_share), new, reason, ev)
                 return out
             if _meets(at_risk, slos[victim]):

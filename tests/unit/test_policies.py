@@ -98,6 +98,23 @@ def test_switch_when_incumbent_misses_slo_but_only_after_min_dwell() -> None:
     assert "misses the SLO" in reason
 
 
+def test_a_configuration_that_lost_the_class_by_missing_the_slo_wins_it_back_only_once_the_rate_falls() -> None:
+    cfg = CFG.model_copy(update={"hysteresis": 0.25})
+    configs = ["tp8", "tp1x8"]
+    # at 6 req/s (120 in the 20 s window) tp8 misses the SLO: the class moves to tp1x8
+    busy = board(pair("tp8", 0.5, samples=96), pair("tp1x8", 1.0, ttft90=0.38, samples=24))
+    _, st, reason, _ = unpack(best_per_class(busy, SLO_CHAT, "chat", configs, {}, ClassState("tp8", -100), cfg, 0))
+    assert st.incumbent == "tp1x8" and "tp8 misses the SLO" in reason and st.missed_at == {"tp8": 6.0}
+    # tp8 on the exploration share only looks far better than tp1x8, which has little headroom left
+    flattered = board(pair("tp8", 1.0, ttft90=0.1, samples=12), pair("tp1x8", 0.95, ttft90=0.4, samples=108))
+    _, kept, reason, _ = unpack(best_per_class(flattered, SLO_CHAT, "chat", configs, {}, st, cfg, 60))
+    assert kept.incumbent == "tp1x8" and "tp8 missed the SLO at 6.00 req/s" in reason
+    # the class's rate falls to 1 req/s: tp8 may win the class back on headroom
+    quiet = board(pair("tp8", 1.0, ttft90=0.1, samples=10), pair("tp1x8", 0.95, ttft90=0.4, samples=10))
+    _, back, reason, _ = unpack(best_per_class(quiet, SLO_CHAT, "chat", configs, {}, kept, cfg, 120))
+    assert back.incumbent == "tp8" and "more latency headroom" in reason and back.missed_at == {}
+
+
 def test_failing_config_is_drained_at_once_even_within_dwell() -> None:
     b = board(pair("tp8", 0.1, error_rate=0.8, samples=20), pair("pp8", 0.97), pair("tp4pp2", 0.95))
     st = ClassState("tp8", since=-1)
