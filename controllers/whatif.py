@@ -56,18 +56,22 @@ def replay(resolved: Resolved, c: ParallelConfig, records: Sequence[RequestRecor
     (engine clock) with its prompt and output lengths; pairs of (record on the engine clock, simulated
     request). Warm-up requests loaded the engine like the others; requests cut off by a timeout or the end of
     the run ran up to then, and are replayed whole (only requests that finished before the cut-off are
-    compared, and they met them only before it). Refused requests never reached the engine. Replicated
-    configurations dispatch least-loaded, which may differ from the live router's choice request by request."""
+    compared, and they met them only before it). Refused requests never reached the engine. Each request
+    goes to the replica that served it where every record names one (a replica that replaced another
+    mid-run is a fresh engine); otherwise replicas are dispatched least-loaded, which may differ from the
+    live router's choice request by request."""
     k = resolved.scenario.engine.clock_scale
     mine = sorted((r for r in records if r.config == c.name and r.send_time is not None
                    and r.status in ("ok", "timeout", "cancelled")), key=lambda r: r.send_time or 0.0)
     if not mine:
         return []
     t0 = mine[0].send_time or 0.0
+    named = all(r.replica is not None for r in mine)
+    index = {name: i for i, name in enumerate(sorted({r.replica or "" for r in mine}))} if named else {}
     specs = [RequestSpec(r.prompt_tokens or r.planned_prompt_tokens,
                          r.output_tokens if r.status == "ok" and r.output_tokens else r.max_tokens,
-                         ((r.send_time or t0) - t0) / k, r.sla_class) for r in mine]
-    result = run_offline(replicas(resolved, c), specs, replicas=c.replicas)
+                         ((r.send_time or t0) - t0) / k, r.sla_class, index.get(r.replica or "")) for r in mine]
+    result = run_offline(replicas(resolved, c), specs, replicas=len(index) if named else c.replicas)
     return [(r.on_engine_clock(k), sim) for r, sim in zip(mine, result.records, strict=True)]
 
 

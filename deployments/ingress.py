@@ -32,6 +32,7 @@ from loadgen.wire import (
     CONFIG_HEADER,
     INGRESS_HEADER,
     MAX_REQUEST_ID,
+    REPLICA_HEADER,
     REQUEST_ID_HEADER,
     Job,
     Kind,
@@ -221,6 +222,7 @@ class Ingress:
         try:
             if not body.stream:
                 out = await self.handles[config].complete.remote(job)
+                headers[REPLICA_HEADER] = out["replica"]
                 return JSONResponse(out["body"], status_code=out["status"], headers=headers)
             gen = self.streams[config].generate.remote(job)
             assert isinstance(gen, DeploymentResponseGenerator)
@@ -228,6 +230,7 @@ class Ingress:
         except BackPressureError:
             raise api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry later",
                                   "server_overloaded", code="overloaded") from None
+        headers[REPLICA_HEADER] = first["replica"]
         if first["status"] != 200:
             return JSONResponse(first["body"], status_code=first["status"], headers=headers)
         return StreamingResponse(_forward(gen), media_type="text/event-stream", headers=headers)

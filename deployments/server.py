@@ -16,6 +16,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from ray import serve
+
 from deployments import openai_api as api
 from deployments.app_args import AppArgs
 from deployments.engines.base import Engine, GenerationRequest, TokenChunk
@@ -66,6 +68,7 @@ class LLMServer:
         self.stream_interval_ms = s.engine.stream_interval_ms
         self.context = s.engine.max_model_len or self.resolved.model.max_context
         self.slos = {c.name: c.slo for c in s.classes}
+        self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = ReplicaMetrics(config_name, self.config.tp, self.config.pp, s.engine.kind)
         self.metrics.declare(self.slos)
         self.engine: Engine = create_engine(self.resolved, self.config)
@@ -155,16 +158,16 @@ class LLMServer:
     def _refused(self, job: Job, e: api.OpenAIError) -> dict[str, Any]:
         self.metrics.failed(job.sla_class, "error")
         logger.info("request %s (%s) refused: %s", job.request_id, job.sla_class, e.message)
-        return {"status": e.status, "body": e.body()}
+        return {"status": e.status, "body": e.body(), "replica": self.replica}
 
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
-        """Streaming: first {"status": 200} or an error dict, then SSE events, ending with [DONE]."""
+        """Streaming: first {"status": 200, "replica"} or an error dict, then SSE events, ending with [DONE]."""
         try:
             req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
             yield self._refused(job, e)
             return
-        yield {"status": 200}
+        yield {"status": 200, "replica": self.replica}
         created = int(job.arrival_wall)
         first = True
         try:
@@ -186,7 +189,7 @@ class LLMServer:
             self._record(job, p)
 
     async def complete(self, job: Job) -> dict[str, Any]:
-        """Non-streaming: {"status", "body"} with the whole response or an OpenAI error."""
+        """Non-streaming: {"status", "body", "replica"} with the whole response or an OpenAI error."""
         try:
             req, n, stream, p = self._admit(job)
         except api.OpenAIError as e:
@@ -199,11 +202,12 @@ class LLMServer:
         except Exception as e:
             logger.exception("request %s failed in the engine", job.request_id)
             p.failed = True
-            return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body()}
+            return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body(),
+                    "replica": self.replica}
         finally:
             self._record(job, p)
         return {"status": 200, "body": api.response_body(job.kind, job.response_id, job.model, "".join(parts),
-                                                         p.finish_reason, self._usage(p))}
+                                                         p.finish_reason, self._usage(p)), "replica": self.replica}
 
     async def check_health(self) -> None:
         """Serve's health check: the stats loop must still be running."""

@@ -18,7 +18,14 @@ import aiohttp
 
 from loadgen.errors import LoadError
 from loadgen.records import RequestRecord, Status
-from loadgen.wire import CLASS_HEADER, CONFIG_HEADER, REQUEST_ID_HEADER, SERVER_TPOT_MS, SERVER_TTFT_MS
+from loadgen.wire import (
+    CLASS_HEADER,
+    CONFIG_HEADER,
+    REPLICA_HEADER,
+    REQUEST_ID_HEADER,
+    SERVER_TPOT_MS,
+    SERVER_TTFT_MS,
+)
 
 Api = Literal["completions", "chat"]
 
@@ -73,6 +80,7 @@ class _Stream:
     usage_completion: int | None = None
     server_ttft_s: float | None = None
     server_tpot_s: float | None = None
+    replica: str | None = None
     finished: bool = False
     status: Status = "ok"
     error: str | None = None
@@ -176,6 +184,7 @@ class StreamingClient:
         async with self._session.post(url, json=body, headers=headers) as resp:
             s.http_status = resp.status
             s.config = resp.headers.get(CONFIG_HEADER, "")
+            s.replica = resp.headers.get(REPLICA_HEADER)
             if resp.status != 200:
                 text = await resp.text(errors="replace")
                 s.end = time.perf_counter()
@@ -263,7 +272,7 @@ class StreamingClient:
             e2e_s=e2e if s.status == "ok" else None,
             prompt_tokens=s.usage_prompt if s.usage_prompt is not None else p.prompt_tokens,
             planned_prompt_tokens=p.prompt_tokens, output_tokens=out_tokens, max_tokens=p.max_tokens,
-            status=s.status, server_ttft_s=s.server_ttft_s, server_tpot_s=s.server_tpot_s,
+            status=s.status, server_ttft_s=s.server_ttft_s, server_tpot_s=s.server_tpot_s, replica=s.replica,
             http_status=s.http_status, error=s.error,
         )
 

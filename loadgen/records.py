@@ -49,6 +49,8 @@ class RequestRecord(BaseModel):
     server_ttft_s: float | None = Field(default=None, description="the server's own TTFT, where it reports "
                                         "one (Parallax: usage, on the engine's clock)")
     server_tpot_s: float | None = Field(default=None, description="the server's own TPOT, likewise")
+    replica: str | None = Field(default=None, description="the configuration's replica that served it, where "
+                                "the server names one (Parallax: x-parallax-replica)")
     output_tokens: int = 0
     max_tokens: int
     status: Status

@@ -21,6 +21,7 @@ CLASS_HEADER = "x-sla-class"            # request: the SLA class (else the scena
 CONFIG_HEADER = "x-parallax-config"     # response: the configuration that served the request
 REQUEST_ID_HEADER = "x-request-id"      # request: the client's id, kept end to end; echoed
 INGRESS_HEADER = "x-parallax-ingress"   # response: the ingress replica that answered
+REPLICA_HEADER = "x-parallax-replica"   # response: the configuration's replica that served it (a replay follows it)
 
 # Parallax's extras in a response's usage: the server's own timing (engine clock, ms) and SSE coalescing.
 SERVER_TTFT_MS = "parallax_server_ttft_ms"

@@ -98,6 +98,10 @@ def test_routing_follows_a_step_in_the_latency_class_rate(tmp_path: Path) -> Non
     scale = SCENARIO["engine"]["time_scale"]  # type: ignore[index]
     assert ok and all(r.server_ttft_s is not None and r.server_tpot_s is not None for r in ok)
     assert all(0 < r.server_ttft_s <= r.ttft_s / scale + 1e-3 for r in ok)  # type: ignore[operator]
+    # ... and names the replica that served it (the report's replay sends each request there)
+    served_by = {c: {r.replica for r in ok if r.config == c} for c in ("tp8", "tp1x8")}
+    assert len(served_by["tp8"]) == 1 and 1 < len(served_by["tp1x8"]) <= 8, served_by
+    assert None not in served_by["tp8"] | served_by["tp1x8"]
     assert list((folder / "dashboards").rglob("*.json"))
     assert not ray.is_initialized()
     assert prom_pids and not _alive(prom_pids[0])

@@ -1,12 +1,13 @@
 """The simulator what-if: predictions, goodput capacity and cost terms per configuration."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from controllers.records import Rec, load_records
 from controllers.whatif import capacity, compare, cost_terms, predict, replay, whatif
-from deployments.engines.sim.offline import run_offline
+from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.workload import class_mix
 from deployments.resolve import Resolved, load_scenario
@@ -116,3 +117,33 @@ def test_a_class_a_configuration_cannot_hold_is_predicted_to_fail(demo: Resolved
     p = predict(r, s.configurations[0], s.class_named("summarize"), 1.0, [(4096, 208)], 30)
     assert not p["meets"] and p["attainment"] == 0.0 and "exceed" in p["error"]
     assert capacity(r, s.configurations[0], s.class_named("summarize"), [(4096, 208)], 30) == 0.0
+
+
+def test_a_replicated_configuration_is_replayed_on_the_replica_each_request_went_to(demo: Resolved) -> None:
+    s = demo.scenario
+    c = s.configurations[0].model_copy(update={"name": "tp8x2", "replicas": 2})
+    k, t0 = s.engine.time_scale, 1.7e9
+    reqs, _ = class_mix(s.classes, s.load.arrival, 16.0, 30.0, seed=5)
+    # the live router sent 3 of every 4 requests to one replica: not what least-loaded dispatch would do
+    placed = [dataclasses.replace(r, replica=0 if i % 4 else 1) for i, r in enumerate(reqs)]
+    live = run_offline(ReplicaFactory.for_deployment(s, c, demo.model, demo.gpu), placed, replicas=2)
+    names = ("3f9a2c", "b71e04")   # Serve's replica ids
+    records = [RequestRecord(
+        request_id=r.request_id, sla_class=r.tag, config=c.name, model="auto", rate_step=0, offered_rate=None,
+        scheduled_time=t0 + r.arrival * k, send_time=t0 + r.arrival * k, ttft_s=r.ttft * k,
+        e2e_s=r.e2e * k, prompt_tokens=r.prompt_len, planned_prompt_tokens=r.prompt_len,
+        output_tokens=r.output_len, max_tokens=r.output_len, status="ok", replica=names[r.replica])
+        for r in live.records]
+    exact = replay(demo, c, records)
+    assert len(exact) == len(records)
+    assert all(sim.ttft == pytest.approx(rec.ttft_s, abs=1e-6) for rec, sim in exact)   # epoch-time rounding
+    # without the replica names the replay dispatches least-loaded, and the queues differ
+    anonymous = replay(demo, c, [r.model_copy(update={"replica": None}) for r in records])
+    assert max(abs(sim.ttft - rec.ttft_s) for rec, sim in anonymous) > 0.01   # type: ignore[operator]
+
+
+def test_a_request_naming_a_replica_that_does_not_exist_is_refused(demo: Resolved) -> None:
+    s = demo.scenario
+    factory = ReplicaFactory.for_deployment(s, s.configurations[0], demo.model, demo.gpu)
+    with pytest.raises(ValueError, match=r"replica outside 0\.\.1"):
+        run_offline(factory, [RequestSpec(100, 4, 0.0, "chat", replica=2)], replicas=2)

@@ -2,7 +2,8 @@
 
 Open loop: every request arrives at its own time. Closed loop (`concurrency=C`): C users, each
 sending its next request the moment its previous one finishes. Requests go to the least loaded
-replica (fewest unfinished requests; the lowest index on a tie), as a data-parallel router would.
+replica (fewest unfinished requests; the lowest index on a tie), as a data-parallel router would, or
+to the replica a request names (a replay of a live run, where the records say which replica served it).
 """
 
 import heapq
@@ -23,6 +24,7 @@ class RequestSpec:
     output_len: int
     arrival: float = 0.0
     tag: str = ""   # e.g. the SLA class
+    replica: int | None = None   # the replica it goes to; None: the least loaded
 
 
 @dataclass(slots=True)
@@ -74,6 +76,8 @@ def run_offline(make_core: Callable[[], EngineCore], requests: Seq[RequestSpec],
         raise ValueError("replicas must be at least 1")
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    if any(r.replica is not None and not 0 <= r.replica < replicas for r in requests):
+        raise ValueError(f"a request names a replica outside 0..{replicas - 1}")
     seqs: dict[int, Sequence] = {}
     where: dict[int, int] = {}
     pending: list[tuple[float, int]] = []     # (arrival, request index), dispatched when reached
@@ -104,7 +108,8 @@ def run_offline(make_core: Callable[[], EngineCore], requests: Seq[RequestSpec],
         while pending and pending[0][0] <= t:
             _, i = heapq.heappop(pending)
             r = requests[i]
-            k = min(range(replicas), key=lambda j: cores[j].load) if replicas > 1 else 0
+            k = r.replica if r.replica is not None else (
+                min(range(replicas), key=lambda j: cores[j].load) if replicas > 1 else 0)
             seq = Sequence(str(i), r.prompt_len, r.output_len)
             cores[k].submit(seq, t)
             seqs[i] = seq
