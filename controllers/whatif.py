@@ -1,8 +1,9 @@
 """Model-assisted what-if, with the live engine's own replicas (`ReplicaFactory.for_deployment`):
 
 - replay: per configuration, exactly the requests it received in the run (arrival times, lengths, classes,
-  the replica that served each, from the records) through the offline simulator, judged per class against what was measured. With the
-  simulated engine the two must agree; with vLLM the difference is the simulator's error on that hardware;
+  the replica that served each, from the records) through the offline simulator, judged per class against
+  what was measured. With the simulated engine the two must agree; with vLLM the difference is the
+  simulator's error on that hardware;
 - capacity: per class alone, the highest arrival rate at which each configuration still meets the class's
   SLO attainment target (and its prediction at the class's observed rate), for the study comparison;
 - why: the cost terms of a prefill and a decode step per configuration.
@@ -233,12 +234,13 @@ def whatif(resolved: Resolved, records: Sequence[RequestRecord]) -> dict[str, An
     return {
         "note": ("Predicted: the offline simulator (the live simulated engine's replicas, cost model and scheduler) "
                  "replaying exactly the requests each configuration received — send times, prompt and output "
-                 "lengths, classes, each on the replica that served it — judged per class like the measurement. It agrees when it lies within the 95 % "
-                 "interval of the measured attainment over those requests. With the simulated engine the schedule is "
-                 "the same; what is left of the difference is the real-time delivery (a request reaching its "
-                 "engine a few ms after it was sent, or the process woken late on a busy machine), which can move "
-                 "a request near an SLO threshold to the other side. Capacity: the highest rate of the class alone at which the configuration still "
-                 "meets the class's SLO attainment target."),
+                 "lengths, classes, each on the replica that served it — judged per class like the measurement. "
+                 "It agrees when it lies within the 95 % interval of the measured attainment over those requests. "
+                 "With the simulated engine the schedule is the same; what is left of the difference is the "
+                 "real-time delivery (a request reaching its engine a few ms after it was sent, or the process "
+                 "woken late on a busy machine), which can move a request near an SLO threshold to the other "
+                 "side. Capacity: the highest rate of the class alone at which the configuration still meets the "
+                 "class's SLO attainment target."),
         "rate_step": step,
         "predictions": preds,
         "cost_terms": cost_terms(resolved, math.ceil(isl), math.ceil(ctx)),
