@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 
 from aiohttp import web
 
+from loadgen.sender import raise_fd_limit
 from loadgen.wire import CONFIG_HEADER
 
 
@@ -30,6 +31,7 @@ def _events(n: int) -> bytes:
 
 
 def _serve(port_out: Connection, tokens: int) -> None:
+    raise_fd_limit()   # every request in flight holds a connection (at 6,000 req/s the default 1,024 ran out)
     bodies: dict[int, bytes] = {}
 
     async def completions(request: web.Request) -> web.StreamResponse:
