@@ -6,8 +6,9 @@ a plain aiohttp client (one process, each request its own task), then the load g
 and 4 worker processes (`load.workers`; 1 = in its own process, as `parallax load` without --workers).
 Prints achieved rate (completed requests / planned duration), send lateness p50 / p99, the share of
 the schedule sent and completed, and client CPU ms per request (this process and its workers).
-"Sustained" = every request completed and lateness p99 < 2 ms; the last lines give each client's
-highest sustained rate and the ratio of 2 workers to 1.
+"Sustained" = every request completed and lateness p99 < 2 ms (the issue's goal); "carried" = every request
+completed and lateness p50 < 1 ms (the sender keeps up, though a busy machine delays some sends). The last
+lines give each client's highest sustained and carried rates and the ratios of 2 workers to 1.
 
     .venv/bin/python -m bench.loadgen_scale [--rates 1000 2000 3000 4000] [--duration 5] [--workers 1 2 4]
 
@@ -35,6 +36,7 @@ from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, Traffi
 
 TOKENS = 8
 LATENESS_P99_MS = 2.0
+LATENESS_P50_MS = 1.0
 
 
 def loadgen(workers: int) -> Callable[[str, float, float], Awaitable[tuple[list[float], int]]]:
@@ -67,7 +69,8 @@ def measure(name: str, fn: Callable[[str, float, float], Awaitable[tuple[list[fl
     p50, p99 = np.percentile(late, [50, 99])
     return {"client": name, "rate": rate, "planned": n, "sent": len(lateness), "ok": ok,
             "achieved": ok / duration, "p50": p50, "p99": p99, "cpu_ms": cpu / max(len(lateness), 1) * 1e3,
-            "sustained": ok == n and p99 < LATENESS_P99_MS, "load": load0}
+            "sustained": ok == n and p99 < LATENESS_P99_MS, "carried": ok == n and p50 < LATENESS_P50_MS,
+            "load": load0}
 
 
 def main() -> None:
@@ -92,13 +95,14 @@ def main() -> None:
                 time.sleep(1.0)   # let the server drain its sockets between runs
     finally:
         stop()
-    best = {name: max((r["rate"] for r in rows if r["client"] == name and r["sustained"]), default=0.0)
-            for name, _ in clients}
-    print("highest sustained rate (all completed, lateness p99 < 2 ms): "
-          + ", ".join(f"{k} {v:g}" for k, v in best.items()))
-    one, two = best.get("loadgen w=1", 0.0), best.get("loadgen w=2", 0.0)
-    if one and two:
-        print(f"2 workers / 1 process: {two / one:.2f}x (goal ≥ 1.7x)")
+    for key, what in (("sustained", f"lateness p99 < {LATENESS_P99_MS:g} ms"),
+                      ("carried", f"lateness p50 < {LATENESS_P50_MS:g} ms")):
+        best = {name: max((r["rate"] for r in rows if r["client"] == name and r[key]), default=0.0)
+                for name, _ in clients}
+        print(f"highest {key} rate (all completed, {what}): " + ", ".join(f"{k} {v:g}" for k, v in best.items()))
+        one, two = best.get("loadgen w=1", 0.0), best.get("loadgen w=2", 0.0)
+        if one and two:
+            print(f"  2 workers / 1 process: {two / one:.2f}x" + (" (goal ≥ 1.7x)" if key == "sustained" else ""))
 
 
 if __name__ == "__main__":
