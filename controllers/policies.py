@@ -167,7 +167,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
         if now - since < WARMUP_WINDOWS * cfg.window_s:
             return Proposal(_normalise(current, drained), replace(state, judging_since=since),
                             note + f"warming up: fewer than {cfg.min_samples} samples on {', '.join(unjudged)}", ev)
-    rate = class_rate(board, sla_class, configs)
+    rate = _class_rate(board, sla_class, configs)
     missed = {c: r for c, r in state.missed_at.items() if rate >= r * (1 - cfg.hysteresis)}
     state = replace(state, missed_at=missed)
     eligible = [c for c in judged if c not in missed or c == inc] or judged
@@ -190,7 +190,7 @@ def best_per_class(board: Scoreboard, slo: SLO, sla_class: str, configs: Sequenc
     return Proposal(_split(chosen, [c for c in live if c != chosen], cfg.explore_share), new_state, note + reason, ev)
 
 
-def class_rate(board: Scoreboard, sla_class: str, configs: Sequence[str]) -> float:
+def _class_rate(board: Scoreboard, sla_class: str, configs: Sequence[str]) -> float:
     """Requests/s of a class that ended in the window, over every configuration."""
     return sum(board.pair(c, sla_class).request_rate for c in configs)
 
@@ -198,7 +198,9 @@ def class_rate(board: Scoreboard, sla_class: str, configs: Sequence[str]) -> flo
 def _moved(state: ClassState, to: str, now: float, missed: tuple[str, float] | None = None) -> ClassState:
     """The class routed to `to` from now; `missed`: the configuration it leaves for missing the SLO, at
     which class rate."""
-    missed_at = {**state.missed_at, **dict([missed] if missed else [])}
+    missed_at = dict(state.missed_at)
+    if missed is not None:
+        missed_at[missed[0]] = missed[1]
     missed_at.pop(to, None)
     return replace(state, incumbent=to, since=now, judging_since=None, missed_at=missed_at)
 
@@ -341,7 +343,7 @@ def _one_move(board: Scoreboard, slos: Mapping[str, SLO], configs: Sequence[str]
                           f"{heaviest} moves to {to}, which meets its SLO ({ev[to].attainment or 0:.0%})")
                 old = proposals[heaviest].state
                 misses = not _meets(ev[overloaded], slos[heaviest])
-                new = _moved(old, to, now, (overloaded, class_rate(board, heaviest, configs)) if misses else None)
+                new = _moved(old, to, now, (overloaded, _class_rate(board, heaviest, configs)) if misses else None)
                 out[heaviest] = Proposal(_split(to, live, cfg.explore_share), new, reason, ev)
                 return out
             if _meets(at_risk, slos[victim]):

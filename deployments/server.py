@@ -158,7 +158,11 @@ class LLMServer:
     def _refused(self, job: Job, e: api.OpenAIError) -> dict[str, Any]:
         self.metrics.failed(job.sla_class, "error")
         logger.info("request %s (%s) refused: %s", job.request_id, job.sla_class, e.message)
-        return {"status": e.status, "body": e.body(), "replica": self.replica}
+        return self._reply(e.status, e.body())
+
+    def _reply(self, status: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the ingress gets first (streaming) or whole: the HTTP status, the body, and this replica."""
+        return {"status": status, "body": body, "replica": self.replica}
 
     async def generate(self, job: Job) -> AsyncIterator[dict[str, Any] | str]:
         """Streaming: first {"status": 200, "replica"} or an error dict, then SSE events, ending with [DONE]."""
@@ -167,7 +171,7 @@ class LLMServer:
         except api.OpenAIError as e:
             yield self._refused(job, e)
             return
-        yield {"status": 200, "replica": self.replica}
+        yield self._reply(200)
         created = int(job.arrival_wall)
         first = True
         try:
@@ -202,12 +206,11 @@ class LLMServer:
         except Exception as e:
             logger.exception("request %s failed in the engine", job.request_id)
             p.failed = True
-            return {"status": 500, "body": api.OpenAIError(500, f"engine error: {e}", "server_error").body(),
-                    "replica": self.replica}
+            return self._reply(500, api.OpenAIError(500, f"engine error: {e}", "server_error").body())
         finally:
             self._record(job, p)
-        return {"status": 200, "body": api.response_body(job.kind, job.response_id, job.model, "".join(parts),
-                                                         p.finish_reason, self._usage(p)), "replica": self.replica}
+        return self._reply(200, api.response_body(job.kind, job.response_id, job.model, "".join(parts),
+                                                  p.finish_reason, self._usage(p)))
 
     async def check_health(self) -> None:
         """Serve's health check: the stats loop must still be running."""
