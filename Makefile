@@ -50,8 +50,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# PYTHONFAULTHANDLER: a crash of the test process prints every thread's Python stack.
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider || [ $$? -eq 5 ]
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -p no:cacheprovider || [ $$? -eq 5 ]
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache
