@@ -4,8 +4,10 @@ The same closed-loop load (the load generator, streaming completions) is sent fi
 `python -m vllm.entrypoints.openai.api_server`, then to the testbed's ingress (Ray Serve: ingress →
 LLMServer → the same AsyncLLM), with identical engine arguments (deployments/engines/vllm/args.py).
 Prints client-side TTFT / TPOT / E2E percentiles and throughput for both, and their difference.
+With `--repeat N` the two alternate N times and the last lines give each pair's ratios and their
+median: on a noisy machine compare within a pair.
 
-    python bench/vllm_overhead.py --config tp1 --concurrency 2 --duration 20
+    python bench/vllm_overhead.py --config tp1 --concurrency 2 --duration 20 [--repeat 3]
 
 Runs one engine at a time (the tiny model from `parallax tiny-model .cache/tiny-llama`).
 """
@@ -140,6 +142,7 @@ def main() -> None:
     ap.add_argument("--config", default="tp1", choices=["tp1", "tp2", "pp2"])
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the two this many times")
     ap.add_argument("--out", type=Path, default=None, help="keep the records here (default: a temp folder)")
     ap.add_argument("--stream-interval-ms", type=float, default=None,
                     help="the testbed's engine.stream_interval_ms (default: the scenario's; vLLM's own server "
@@ -151,15 +154,27 @@ def main() -> None:
     out = a.out or Path(tempfile.mkdtemp(prefix="pxbench"))
     out.mkdir(parents=True, exist_ok=True)
     r = resolved(a.config, free_port(), a.stream_interval_ms)
-    load0 = os.getloadavg()[0]
-    own = figures(against_vllm(r, out, a.concurrency, a.duration), a.duration)
-    bed = figures(against_testbed(r, out, a.concurrency, a.duration), a.duration)
-    print(f"\n{a.config}: closed loop, concurrency {a.concurrency}, {a.duration:g} s, 128 in / 32 out tokens, "
-          f"streaming completions; testbed stream_interval_ms {r.scenario.engine.stream_interval_ms:g}; load average "
-          f"{load0:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (records in {out})")
-    print(f"{'':14}{'vLLM server':>14}{'testbed':>14}{'difference':>14}")
-    for key in own:
-        print(f"{key:14}{own[key]:>14.2f}{bed[key]:>14.2f}{bed[key] - own[key]:>+14.2f}")
+    pairs = []
+    for i in range(a.repeat):
+        load0 = os.getloadavg()[0]
+        folder = out / str(i) if a.repeat > 1 else out
+        folder.mkdir(parents=True, exist_ok=True)
+        own = figures(against_vllm(r, folder, a.concurrency, a.duration), a.duration)
+        bed = figures(against_testbed(r, folder, a.concurrency, a.duration), a.duration)
+        pairs.append((own, bed))
+        print(f"\n{a.config}, run {i + 1} of {a.repeat}: closed loop, concurrency {a.concurrency}, {a.duration:g} s, "
+              f"128 in / 32 out tokens, streaming completions; testbed stream_interval_ms "
+              f"{r.scenario.engine.stream_interval_ms:g}; load average "
+              f"{load0:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (records in {folder})")
+        print(f"{'':14}{'vLLM server':>14}{'testbed':>14}{'difference':>14}")
+        for key in own:
+            print(f"{key:14}{own[key]:>14.2f}{bed[key]:>14.2f}{bed[key] - own[key]:>+14.2f}")
+    if a.repeat > 1:
+        print("\ntestbed / vLLM server, per pair and median:")
+        for key in ("req/s", "TTFT p50 ms", "TPOT p50 ms"):
+            ratios = [bed[key] / own[key] - 1 for own, bed in pairs]
+            each = "  ".join(f"{x:+.1%}" for x in ratios)
+            print(f"{key:14}{each}   median {float(np.median(ratios)):+.1%}")
 
 
 if __name__ == "__main__":
