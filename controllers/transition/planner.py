@@ -457,8 +457,8 @@ def _heuristic(p: _Problem, s: State) -> float:
 def _search(p: _Problem) -> tuple[Cost, list[Move], int] | None:
     """The cheapest sequence of moves from the current set to the target (A* on the lost GPU-seconds)."""
     start = p.start
-    first = p.routing_now()
-    origin: Cost = (0.0, 0.0, 0.0, -sum(p.capacity), 0)
+    opening = int(_routing(p, start) != p.routing_now())   # the Route `_materialize` starts with
+    origin: Cost = (0.0, 0.0, 0.0, -sum(p.capacity), opening)
     best: dict[State, Cost] = {start: origin}
     parent: dict[State, tuple[State, Move]] = {}
     tie = itertools.count()
@@ -472,7 +472,7 @@ def _search(p: _Problem) -> tuple[Cost, list[Move], int] | None:
         g = best[s]
         if _done(p, s):
             return g, _path(parent, s), len(closed)
-        before = first if s == start else _routing(p, s)
+        before = _routing(p, s)
         for move, s2 in _moves(p, s):
             if s2 in closed:
                 continue
@@ -512,10 +512,16 @@ def _replay(p: _Problem, path: Sequence[Move]) -> State:
 # --- the steps, with their reasons ----------------------------------------------------------------------------
 
 def _materialize(p: _Problem, path: Sequence[Move]) -> list[Step]:
-    """The path's steps with their reasons; a Route right after a Route replaces it."""
+    """The path's steps with their reasons, after a Route to the rules' routing of the current set where the
+    routing now differs (a class held or new with a configuration live, a class whose kept pool is ready);
+    a Route right after a Route replaces it."""
     steps: list[Step] = []
     s = p.start
     weights = routed = p.routing_now()   # in force, and before the last step if that is a Route
+    first = _routing(p, s)
+    if first != weights:
+        steps.append(Route(first, _Reasons(p, s, s, ("route", -1, 0), weights, first, ()).line("route")))
+        weights = first
     for n, move in enumerate(path):
         s2 = _after(p, s, move)
         after = _routing(p, s2)
@@ -529,9 +535,6 @@ def _materialize(p: _Problem, path: Sequence[Move]) -> list[Step]:
         if isinstance(new[-1], Route):
             routed = before
         s, weights = s2, after
-    final = _routing(p, s)
-    if final != weights:   # the current set is the target already, routed otherwise
-        steps.append(Route(final, _Reasons(p, s, s, ("route", -1, 0), weights, final, ()).line("route")))
     return steps
 
 
@@ -565,8 +568,8 @@ class _Reasons:
         part = f"; {k} of its {r} replicas fit now, the rest once GPUs are freed" if k < r else ""
         waiting = held(SetView({}, self.before))
         if waiting:
-            return f"for {self._classes(i)}, on the GPUs just freed; {', '.join(waiting)} wait in the ingress " \
-                   f"queue until it is healthy{part}"
+            return f"for {self._classes(i)}, on the GPUs just freed; the requests of {', '.join(waiting)} wait " \
+                   f"in the ingress queue until it is healthy{part}"
         return f"for {self._classes(i)}, on free GPUs with {', '.join(self._serving())} still serving " \
                f"(make-before-break){part}"
 

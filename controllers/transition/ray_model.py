@@ -4,9 +4,10 @@ A replica is one placement group (`deployments/placement.replica_placement`): ST
 node; or PACK (PP stages spread over nodes), one bundle of `tp` GPUs per stage.
 - Placing: Ray's GCS scores every node that fits by Σ over the requested resources of (available − requested) ÷
   available and takes the highest (`LeastResourceScorer`, ray src/ray/raylet/scheduling/policy/scorer.cc):
-  the node with the most free GPUs — not the fullest. STRICT_PACK asks for the sum of its bundles on one
-  node; PACK places its first bundle on the best node, as many more there as fit, then moves to the next best
-  (`BundlePackSchedulingPolicy`). Ray breaks ties by hash order; the model takes the lowest node index.
+  the node with the most free GPUs — not the fullest (the model scores the GPU term only). STRICT_PACK asks
+  for the sum of its bundles on one node; PACK places its first bundle on the best node, as many more there as
+  fit, then moves to the next best (`BundlePackSchedulingPolicy`). Ray breaks ties by hash order; the model
+  takes the lowest node index.
 - Stopping: Serve stops replicas on the nodes that hold the fewest running replicas first, the newest first
   within a node (`DeploymentScheduler._get_replicas_to_stop`, ray/serve/_private/deployment_scheduler.py);
   the model counts the GPU replicas it knows (not the ingress) and ignores the head-node rule.

@@ -39,12 +39,13 @@ class Fleet:
     """GPUs held per node, the live configurations with their replicas' nodes, the routing; each step checked,
     and the nodes a step expects checked against where Ray would put (or Serve would stop) the replicas."""
 
-    def __init__(self, current: ServingSet, nodes: Sequence[Node], placement: dict[str, list[list[str]]]):
+    def __init__(self, current: ServingSet, nodes: Sequence[Node], placement: dict[str, list[list[str]]],
+                 classes: Sequence[str]):
         self.ids = [n.node_id for n in nodes]
         self.capacity = [int(n.gpus) for n in nodes]
         self.live: dict[str, tuple[ParallelConfig, list[Replica]]] = {
             c.name: (c, [self.replica(c, r) for r in placement[c.name]]) for c in current.configs}
-        self.weights = {cls: {n: w for n, w in row.items() if w > 0} for cls, row in current.weights.items()}
+        self.weights = {cls: {n: w for n, w in current.weights.get(cls, {}).items() if w > 0} for cls in classes}
         self.ever = set(self.live)
         self.drained: set[str] = set()
         self.check_fits()
@@ -63,7 +64,10 @@ class Fleet:
         return free
 
     def check_fits(self) -> None:
+        """Fits as placed, and passes the check `parallax up` makes (which may re-pack; ours may not)."""
         assert min(self.free()) >= 0, self.free()
+        plan_nodes([c for c, _ in self.live.values()], [Node(i, float(g)) for i, g in zip(self.ids, self.capacity,
+                                                                                          strict=True)])
 
     def placed(self, c: ParallelConfig, count: int) -> list[Replica]:
         """Where Ray puts `count` new replicas of `c`, one after another."""
@@ -115,7 +119,7 @@ class Fleet:
 
 def replay(current: ServingSet, t: Transition, pools: Sequence[Pool], nodes: Sequence[Node],
            placement: dict[str, list[list[str]]]) -> Fleet:
-    fleet = Fleet(current, nodes, placement)
+    fleet = Fleet(current, nodes, placement, [c for p in pools for c in p.classes])
     for step in t.steps:
         fleet.apply(step)
     # the last set is the target: each pool's configuration with its replicas, routed exactly as the target
@@ -416,6 +420,17 @@ def test_replanning_in_the_middle_of_a_hold_releases_it_with_the_first_start() -
     assert kinds(t) == ["Deploy", "Route"] and t.names == ("tp8-2",)
     assert t.cost.held_s == {"chat": start_s(config("x", 8)), "summarize": start_s(config("x", 8))}
     replay(current, t, [Pool(Shape(8, 1), 1, ("chat", "summarize"))], nodes_of(1), {})
+
+
+def test_a_new_class_is_routed_at_once_to_what_is_live() -> None:
+    """A tenant's class that has no row yet borrows the live configuration from the first step, not after a
+    start."""
+    current = ServingSet((config("tp4", 4),), {"chat": {"tp4": 1.0}})
+    target = [Pool(Shape(4, 1), 1, ("chat",)), Pool(Shape(2, 1), 2, ("batch",))]
+    t = check(current, target, plan_nodes(current.configs, nodes_of(1)), True, 1)
+    first = t.steps[0]
+    assert isinstance(first, Route) and first.weights["batch"] == {"tp4": 1.0}
+    assert t.cost.held_s["batch"] == 0 and kinds(t) == ["Route", "Deploy", "Route"]
 
 
 def test_new_names_never_reuse_one_of_the_run() -> None:
