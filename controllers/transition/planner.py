@@ -14,12 +14,15 @@ The rules the steps follow:
   configuration can carry any class for a while: a class whose target pool is not up yet stays where it is,
   or borrows the live configurations (weights in proportion to their GPUs) when its own are gone.
 - **Hold only when nothing can stay live.** A class is held (its row empty; the ingress queues its requests)
-  only when every order of steps passes through a set with no live configuration — e.g. TP8 → 2×TP4 on 8
-  GPUs, where TP8 holds every GPU. Then the hold is as short as it can be: hold → drain → remove → deploy →
-  route releases it. On one node that is exactly when no current configuration can become a target pool and
-  no current and target configuration fit side by side at their smallest (one replica each with `Scale`,
-  whole configurations without); across nodes, placement decides too, and the search finds out.
-  Where placement forces it, a kept configuration is replaced by a new one.
+  only when every order of steps over the current configurations and the target's pools passes through a set
+  with no live configuration — e.g. TP8 → 2×TP4 on 8 GPUs, where TP8 holds every GPU. (A temporary bridge of
+  another shape is not considered: without `Scale`, 3×PP2 → TP4 + 2×TP2 on 8 GPUs holds, where a 1-GPU
+  bridge, if the model fits one GPU, would carry every class alone for a while.) Then the hold is as short as
+  it can be: hold → drain → remove → deploy → route releases it. On one node a hold is needed exactly when no
+  current configuration can become a target pool and no current and target configuration fit side by side
+  at their smallest (one replica each with `Scale`, whole configurations without); across nodes placement
+  decides too, and the search finds out. Where placement forces it, a kept configuration is replaced by a
+  new one.
 - **Routing follows the set.** A class goes wholly to its target pool once that pool runs all its target
   replicas; before, to its current configurations and its target pool together (weights ∝ GPUs).
   Every routing change is one `Route` of the whole table, before a configuration shrinks or leaves and

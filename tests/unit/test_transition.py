@@ -1,6 +1,7 @@
 """The transition planner: from any split of 8 GPUs (one node) or 16 (two nodes) to any other, every step fits
-the nodes, every class has a live configuration or is held, a hold happens only where no order of steps can
-avoid it (checked by an exhaustive search of its own), and the last set is the target."""
+the nodes, every class has a live configuration or is held, a hold happens only where no order of steps (over
+the current configurations and the target's shapes) can avoid it — checked by an exhaustive search of its own,
+and on one node by the exact rule —, and the last set is the target."""
 
 from collections import Counter
 from collections.abc import Sequence
