@@ -179,3 +179,31 @@ def test_the_longest_length_of_a_lengths_file(tmp_path: Path) -> None:
     (tmp_path / "l.txt").write_text("5\n17\n3\n")
     assert longest_length(EmpiricalLength(path=Path("l.txt")), 0, tmp_path) == 17
 
+
+SIMULATE = ["simulate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--input-len", "2000", "--output-len", "50"]
+
+
+def test_simulate_takes_a_disaggregated_shape() -> None:
+    res = CliRunner().invoke(app, [*SIMULATE, "--prefill-replicas", "2", "--decode-tp", "2", "--request-rate", "4",
+                                   "--num-requests", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    out = yaml.safe_load(res.stdout)
+    assert out["disagg"] == {"prefill": {"tp": 1, "pp": 1, "replicas": 2}, "decode": {"tp": 2, "pp": 1, "replicas": 1}}
+    assert "tp" not in out and out["num_requests"] == 100
+    assert 0 < out["kv_transfer_ms"]["p50"] < out["ttft_ms"]["p50"]
+    for bad, says in ((["--tp", "2", "--decode-tp", "2"], "not both"),
+                      (["--decode-tp", "2", "--batch-size", "8"], "--batch-size"),
+                      (["--prefill-tp", "16"], "--prefill-tp 16 exceeds")):
+        res = CliRunner().invoke(app, [*SIMULATE, *bad, "--max-throughput"])
+        assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output
+
+
+def test_simulate_sweeps_a_scenario_with_a_disaggregated_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "pd.yaml"
+    path.write_text(yaml.safe_dump(scenario(load={"arrival": {"kind": "poisson", "rate": 2}, "duration_s": 20})))
+    res = CliRunner().invoke(app, ["simulate", "--scenario", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    agg, pd_ = yaml.safe_load(res.stdout)
+    assert "disagg" not in agg and pd_["disagg"]["prefill"]["replicas"] == 6
+    assert pd_["classes"]["rag"]["num_requests"] == agg["classes"]["rag"]["num_requests"] == 40
+    assert pd_["breakdown"]["kv_transfer"] > 0
