@@ -128,7 +128,7 @@ def test_validate_prints_one_row_per_role(tmp_path: Path) -> None:
     assert rows[1].kv_tokens_per_replica < rows[2].kv_tokens_per_replica   # TP1 holds 70 GB of weights
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["validate", str(path)])
     assert res.exit_code == 0, res.output
-    assert "prefill" in res.output and "decode" in res.output
+    assert "pd prefill" in res.output and "pd decode" in res.output
 
 
 def test_placement_gives_every_replica_of_every_role_a_node() -> None:
