@@ -11,7 +11,10 @@ from schema.deployment import ParallelConfig
 
 @dataclass(frozen=True)
 class ConfigFootprint:
+    """One configuration's replicas of one shape: all of them, or one role of a disaggregated configuration."""
+
     name: str
+    role: str | None
     tp: int
     pp: int
     replicas: int
@@ -39,7 +42,8 @@ def node_shapes(r: Resolved) -> list[ParallelConfig]:
 
 
 def footprints(r: Resolved, configs: list[ParallelConfig] | None = None) -> list[ConfigFootprint]:
-    """Memory plan of every configuration (or of `configs`); sequences counted at the classes' mean lengths."""
+    """Memory plan of every configuration (or of `configs`), one row per role of a disaggregated one; sequences
+    counted at the classes' mean lengths."""
     s = r.scenario
     mean_tokens = 0.0
     for tc in s.classes:
@@ -47,11 +51,12 @@ def footprints(r: Resolved, configs: list[ParallelConfig] | None = None) -> list
         mean_tokens += tc.share * (isl + osl)
     out = []
     for c in s.configurations if configs is None else configs:
-        plan = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
-        seqs = int(plan.kv_tokens // mean_tokens) if mean_tokens > 0 else 0
-        out.append(ConfigFootprint(
-            name=c.name, tp=c.tp, pp=c.pp, replicas=c.replicas, gpus=c.gpus,
-            weight_gb_per_gpu=plan.weight_bytes / 1e9, kv_gb_per_gpu=plan.kv_bytes / 1e9,
-            kv_tokens_per_replica=plan.kv_tokens, seqs_per_replica=seqs, fits=plan.fits,
-        ))
+        for g in c.groups:
+            plan = plan_engine_memory(s.engine, r.model, r.gpu, s.dtype, s.resolved_kv_dtype, g.tp, g.pp)
+            seqs = int(plan.kv_tokens // mean_tokens) if mean_tokens > 0 else 0
+            out.append(ConfigFootprint(
+                name=c.name, role=g.role, tp=g.tp, pp=g.pp, replicas=g.replicas, gpus=g.gpus,
+                weight_gb_per_gpu=plan.weight_bytes / 1e9, kv_gb_per_gpu=plan.kv_bytes / 1e9,
+                kv_tokens_per_replica=plan.kv_tokens, seqs_per_replica=seqs, fits=plan.fits,
+            ))
     return out

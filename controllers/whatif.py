@@ -21,6 +21,7 @@ from controllers import runfolder as rf
 from controllers.policies import headroom
 from controllers.records import Rec, attainment_interval, measured
 from controllers.scoreboard import PairStats, Quantiles
+from deployments.engines.sim.configuration import configuration_replicas
 from deployments.engines.sim.offline import RequestRecord as SimRecord
 from deployments.engines.sim.offline import RequestSpec, run_offline
 from deployments.engines.sim.replica import ReplicaFactory
@@ -128,10 +129,12 @@ def _workload(rate: float, lengths: Sequence[tuple[int, int]], n: int, seed: int
 
 def predict(resolved: Resolved, c: ParallelConfig, tc: TrafficClass, rate: float,
             lengths: Sequence[tuple[int, int]], duration_s: float, seed: int = 0) -> dict[str, Any]:
-    """Simulate `rate` req/s of class `tc` alone on configuration `c` (engine clock)."""
+    """Simulate `rate` req/s of class `tc` alone on configuration `c` (engine clock), aggregated or
+    disaggregated."""
     n = int(min(MAX_REQUESTS, max(MIN_REQUESTS, rate * duration_s)))
     try:
-        result = run_offline(replicas(resolved, c), _workload(rate, lengths, n, seed), replicas=c.replicas)
+        result = configuration_replicas(resolved.scenario, c, resolved.model, resolved.gpu).run(
+            _workload(rate, lengths, n, seed))
     except ValueError as e:   # a request this configuration cannot hold at all (KV cache / max_model_len)
         return {"sla_class": tc.name, "config": c.name, "rate": rate, "requests": n, "attainment": 0.0,
                 "meets": False, "headroom": None, "ttft_p90": None, "tpot_p90": None, "e2e_p90": None,

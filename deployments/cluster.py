@@ -29,7 +29,7 @@ def local_cpus(resolved: Resolved) -> int:
     """Logical CPUs for a local cluster: one per replica actor, ingress replica and load generator actor
     (`load.workers_on: ray`), and two for Serve itself."""
     s = resolved.scenario
-    replicas = sum(c.replicas for c in s.configurations)
+    replicas = sum(c.num_replicas for c in s.configurations)
     return int(replicas * REPLICA_CPUS + s.server.ingress_replicas * INGRESS_CPUS + s.load.ray_cpus) + 2
 
 
@@ -110,15 +110,17 @@ def capacity_problems(configs: list[ParallelConfig], cap: Capacity, ingress_repl
                         f"{cap.free_gpus:g} available; add GPUs/nodes or remove configurations")
     largest = max(cap.node_gpus, default=0.0)
     for c in configs:
-        if not c.spread_pp_over_nodes and c.gpus_per_replica > largest:
-            problems.append(f"{c.name}: a replica needs {c.gpus_per_replica} GPUs on one node but the largest node "
-                            f"has {largest:g}; set spread_pp_over_nodes: true or lower tp×pp")
+        for g in c.groups:
+            if not g.spread_pp_over_nodes and g.gpus_per_replica > largest:
+                problems.append(f"{c.name}: a {g.role + ' ' if g.role else ''}replica needs {g.gpus_per_replica} GPUs "
+                                f"on one node but the largest node has {largest:g}; set spread_pp_over_nodes: true or "
+                                f"lower {g.field}tp×pp")
     if not problems:
         try:  # enough in total, but can every replica (spread: every TP group) have a node of its own?
             plan_nodes(configs, [Node(str(i), g) for i, g in enumerate(cap.node_gpus) if g > 0])
         except PlacementError as e:
             problems.append(str(e))
-    need_cpus = sum(c.replicas for c in configs) * REPLICA_CPUS + ingress_replicas * INGRESS_CPUS
+    need_cpus = sum(c.num_replicas for c in configs) * REPLICA_CPUS + ingress_replicas * INGRESS_CPUS
     if need_cpus > cap.free_cpus:
         problems.append(f"the replicas and the ingress need {need_cpus:g} CPUs but the cluster has "
                         f"{cap.free_cpus:g} available; add CPUs")

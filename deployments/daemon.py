@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     state.write(a.state_file)
     try:
 
-        resolved = load_scenario(a.scenario)
+        resolved = load_scenario(a.scenario, serving=True)
         metrics_port = a.metrics_port if a.metrics_port is not None else resolved.scenario.server.metrics_port
         address = start_local_ray(resolved, temp_dir / "ray", metrics_port)
         info = deploy(resolved, host=a.host, port=a.port, timeout_s=a.timeout)

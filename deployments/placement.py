@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schema.deployment import ParallelConfig
+from schema.deployment import ParallelConfig, ReplicaGroup, Role
 
 
 @dataclass(frozen=True)
@@ -66,30 +66,34 @@ class PlacementError(ValueError):
 def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict[str, list[list[str]]]:
     """A node for every stage of every replica (first-fit decreasing), or PlacementError saying why not.
 
-    Returns config name → one list per replica of node ids: one per pipeline stage when the replica
-    spreads its stages over nodes, else the single node holding the whole replica. Ray makes its own
-    choice; this proves that one exists, so a deployment never hangs waiting for GPUs.
+    Returns config name → one list per replica of node ids (a disaggregated configuration's prefill replicas,
+    then its decode replicas): one per pipeline stage when the replica spreads its stages over nodes, else the
+    single node holding the whole replica. Ray makes its own choice; this proves that one exists, so a
+    deployment never hangs waiting for GPUs.
     """
-    units: list[tuple[float, str, int]] = []  # (GPUs, config, replica), stages in order
+    units: list[tuple[float, str, int, ReplicaGroup]] = []  # (GPUs, config, replica, its group), stages in order
     for c in configs:
-        for r in range(c.replicas):
-            if c.spread_pp_over_nodes and c.pp > 1:
-                units += [(float(c.tp), c.name, r)] * c.pp
-            else:
-                units.append((float(c.gpus_per_replica), c.name, r))
+        r = 0
+        for g in c.groups:
+            for _ in range(g.replicas):
+                if g.spread_pp_over_nodes and g.pp > 1:
+                    units += [(float(g.tp), c.name, r, g)] * g.pp
+                else:
+                    units.append((float(g.gpus_per_replica), c.name, r, g))
+                r += 1
     free = {n.node_id: n.gpus for n in nodes}
     largest = max(free.values(), default=0.0)
-    plan: dict[str, list[list[str]]] = {c.name: [[] for _ in range(c.replicas)] for c in configs}
-    by_name = {c.name: c for c in configs}
-    for gpus, name, replica in sorted(units, key=lambda u: -u[0]):
+    plan: dict[str, list[list[str]]] = {c.name: [[] for _ in range(c.num_replicas)] for c in configs}
+    for gpus, name, replica, g in sorted(units, key=lambda u: -u[0]):
         node = next((nid for nid, f in free.items() if f >= gpus), None)
-        cfg = by_name[name]
         if node is None:
-            what = "a TP group" if cfg.spread_pp_over_nodes and cfg.pp > 1 else "a replica"
+            spread = g.spread_pp_over_nodes and g.pp > 1
+            what = f"a {g.role + ' ' if g.role else ''}{'TP group' if spread else 'replica'}"
             if gpus > largest:
                 raise PlacementError(
                     f"configuration {name!r}: {what} needs {gpus:g} GPUs on one node but the largest node has "
-                    f"{largest:g}; lower tp{'' if cfg.spread_pp_over_nodes else ' or pp, or set spread_pp_over_nodes'}")
+                    f"{largest:g}; lower {g.field}tp"
+                    + ("" if g.spread_pp_over_nodes else f" or {g.field}pp, or set spread_pp_over_nodes"))
             total = sum(n.gpus for n in nodes)
             need = sum(c.gpus for c in configs)
             raise PlacementError(
@@ -101,10 +105,34 @@ def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict
     return plan
 
 
-def inter_node_hops(cfg: ParallelConfig, gpus_per_node: int) -> int:
+def inter_node_hops(g: ParallelConfig | ReplicaGroup, gpus_per_node: int) -> int:
     """Pipeline transfers that cross nodes when a spread replica's stages fill nodes in order: one per
     extra node it needs (0 for a replica kept on one node)."""
-    if not (cfg.spread_pp_over_nodes and cfg.pp > 1):
+    if not (g.spread_pp_over_nodes and g.pp > 1):
         return 0
-    stages_per_node = max(1, gpus_per_node // cfg.tp)
-    return -(-cfg.pp // stages_per_node) - 1
+    stages_per_node = max(1, gpus_per_node // g.tp)
+    return -(-g.pp // stages_per_node) - 1
+
+
+def role_nodes(cfg: ParallelConfig, gpus_per_node: int) -> dict[Role, list[int | None]]:
+    """Where a disaggregated configuration's replicas sit, for the simulator to price each KV handoff: node
+    indices filled in order (prefill replicas first, each on the first node with room), None for a replica
+    whose pipeline stages span nodes. A packing, not Ray's choice: Ray places placement groups as it likes."""
+    free: list[int] = []
+    out: dict[Role, list[int | None]] = {}
+    for g in cfg.groups:
+        if g.role is None:
+            raise ValueError(f"configuration {cfg.name!r} is not disaggregated")
+        where: list[int | None] = []
+        for _ in range(g.replicas):
+            if g.gpus_per_replica > gpus_per_node:
+                where.append(None)
+                continue
+            node = next((i for i, f in enumerate(free) if f >= g.gpus_per_replica), None)
+            if node is None:
+                free.append(gpus_per_node)
+                node = len(free) - 1
+            free[node] -= g.gpus_per_replica
+            where.append(node)
+        out[g.role] = where
+    return out

@@ -13,8 +13,8 @@ from deployments.catalog.models import ModelSpec, resolve_model
 from deployments.engines.sim.calibration import DEFAULT_CALIBRATION, load_calibration
 from loadgen.errors import LoadError
 from loadgen.files import resolve_path
-from loadgen.lengths import mean_length
-from schema.deployment import ParallelConfig
+from loadgen.lengths import longest_length, mean_length
+from schema.deployment import ParallelConfig, ReplicaGroup
 from schema.plan import PlanSection
 from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
 
@@ -30,25 +30,27 @@ class Resolved:
 
 
 def parse_scenario(data: object, source: str = "<scenario>", base_dir: Path | None = None,
-                   need_configurations: bool = True) -> Resolved:
+                   need_configurations: bool = True, serving: bool = False) -> Resolved:
     """Validate already-loaded YAML data and resolve its catalog references (`need_configurations=False`:
-    a scenario to plan, whose configurations are optional)."""
-    return check_scenario(scenario_from_data(data, source), source, base_dir, need_configurations)
+    a scenario to plan, whose configurations are optional; `serving`: to deploy live)."""
+    return check_scenario(scenario_from_data(data, source), source, base_dir, need_configurations, serving)
 
 
-def load_scenario(path: str | Path, need_configurations: bool = True) -> Resolved:
-    """Read, validate and resolve a scenario YAML file (configurations optional when planning)."""
+def load_scenario(path: str | Path, need_configurations: bool = True, serving: bool = False) -> Resolved:
+    """Read, validate and resolve a scenario YAML file (configurations optional when planning; `serving`: to
+    deploy live, which refuses what only the simulator runs)."""
     p = Path(path)
-    return parse_scenario(read_scenario_data(p), str(p), p.parent, need_configurations)
+    return parse_scenario(read_scenario_data(p), str(p), p.parent, need_configurations, serving)
 
 
 Problems = list[tuple[str, str]]
 
 
 def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | None = None,
-                   need_configurations: bool = True) -> Resolved:
+                   need_configurations: bool = True, serving: bool = False) -> Resolved:
     """Checks that need the catalog or span several fields: one checker per section of the file
-    (`need_configurations=False`: a scenario to plan, whose configurations are optional)."""
+    (`need_configurations=False`: a scenario to plan, whose configurations are optional; `serving`: to deploy
+    live)."""
     problems: Problems = []
     if need_configurations and not s.configurations:
         problems.append(("configurations", "nothing to deploy: add configurations (name, tp, pp, replicas), or let "
@@ -62,7 +64,7 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
         gpu = resolve_gpu(s.hardware.gpu, base_dir)
     except ValueError as e:
         problems.append(("hardware.gpu", str(e)))
-    problems += _check_configurations(s, model, gpu)
+    problems += _check_configurations(s, model, gpu, serving, base_dir)
     problems += _check_dtype(s, gpu)
     problems += _check_classes(s, base_dir)
     problems += _check_server(s)
@@ -76,16 +78,27 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     return Resolved(scenario=_absolute_paths(s, base_dir), model=model, gpu=gpu, source=source)
 
 
-def _check_configurations(s: Scenario, model: ModelSpec | None, gpu: GpuSpec | None) -> Problems:
-    """Unique names, TP inside a node, a split the model allows, room for KV cache, GPUs enough for all."""
+def _check_configurations(s: Scenario, model: ModelSpec | None, gpu: GpuSpec | None, serving: bool,
+                          base_dir: Path | None) -> Problems:
+    """Unique names, TP inside a node, a split the model allows, room for KV cache (per role), GPUs enough for
+    all; a disaggregated configuration's roles hold the longest requests, and it is not served live (yet)."""
     problems: Problems = []
     names = [c.name for c in s.configurations]
     for i, c in enumerate(s.configurations):
         if names.count(c.name) > 1:
             problems.append((f"configurations[{i}].name", f"duplicate configuration name {c.name!r}"))
-        problems += _check_placement(s, i, c)
-        if model is not None:
-            problems += _check_memory(s, i, c, model, gpu)
+        if serving and c.disagg is not None:
+            problems.append((f"configurations[{i}].disagg",
+                             "a disaggregated configuration is simulated (`parallax validate`, `simulate`) but not "
+                             "served live yet; remove it, or give it tp, pp and replicas instead of disagg"))
+        shape: Problems = []
+        for g in c.groups:
+            shape += _check_placement(s, i, g)
+            if model is not None:
+                shape += _check_memory(s, i, c.name, g, model, gpu)
+        if c.disagg is not None and model is not None and gpu is not None and not shape:
+            shape += _check_roles(s, i, c, model, gpu, base_dir)
+        problems += shape
     used = sum(c.gpus for c in s.configurations)
     if used > s.hardware.total_gpus:
         problems.append(("configurations",
@@ -95,33 +108,63 @@ def _check_configurations(s: Scenario, model: ModelSpec | None, gpu: GpuSpec | N
     return problems
 
 
-def _check_placement(s: Scenario, i: int, c: ParallelConfig) -> Problems:
+def _check_placement(s: Scenario, i: int, g: ReplicaGroup) -> Problems:
     """TP stays inside a node; so does a whole replica unless its pipeline stages may spread."""
-    if c.tp > s.hardware.gpus_per_node:
-        return [(f"configurations[{i}].tp", f"tp={c.tp} exceeds the {s.hardware.gpus_per_node} GPUs of one node; "
+    at = f"configurations[{i}].{g.field}"
+    if g.tp > s.hardware.gpus_per_node:
+        return [(at + "tp", f"tp={g.tp} exceeds the {s.hardware.gpus_per_node} GPUs of one node; "
                  "TP must stay inside a node")]
-    if c.gpus_per_replica > s.hardware.gpus_per_node and not c.spread_pp_over_nodes:
-        return [(f"configurations[{i}]", f"tp×pp={c.gpus_per_replica} exceeds one node's "
-                 f"{s.hardware.gpus_per_node} GPUs; set spread_pp_over_nodes: true or lower pp")]
+    if g.gpus_per_replica > s.hardware.gpus_per_node and not g.spread_pp_over_nodes:
+        return [(at.rstrip("."), f"tp×pp={g.gpus_per_replica} exceeds one node's {s.hardware.gpus_per_node} GPUs; "
+                 f"set spread_pp_over_nodes: true or lower {g.field}pp")]
     return []
 
 
-def _check_memory(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu: GpuSpec | None) -> Problems:
+def _check_memory(s: Scenario, i: int, name: str, g: ReplicaGroup, model: ModelSpec,
+                  gpu: GpuSpec | None) -> Problems:
     """The model splits this way, and its weights leave room for KV cache on the GPUs."""
+    at = f"configurations[{i}].{g.field}"
     try:
-        check_parallelism(model, c.tp, c.pp)
+        check_parallelism(model, g.tp, g.pp)
     except ValueError as e:
-        return [(f"configurations[{i}].{'pp' if 'pp=' in str(e) else 'tp'}", str(e))]
+        return [(at + ("pp" if "pp=" in str(e) else "tp"), str(e))]
     if gpu is None:
         return []
-    plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, c.tp, c.pp)
+    plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, g.tp, g.pp)
     if plan.fits:
         return []
     total = weight_bytes_per_gpu(model, s.dtype, 1, 1, s.engine.memory_model) / 1e9
-    return [(f"configurations[{i}]",
-             f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; {c.name} (tp{c.tp}×pp{c.pp}) gives "
-             f"{c.gpus_per_replica}×{gpu.memory_gb:.0f} GB and leaves no room for KV cache; raise tp or pp, "
-             "or use a smaller dtype")]
+    return [(at.rstrip("."),
+             f"{model.name} {s.dtype.value} needs {total:.0f} GB of weights; {g.label(name)} gives "
+             f"{g.gpus_per_replica}×{gpu.memory_gb:.0f} GB and leaves no room for KV cache; raise "
+             f"{g.field}tp or {g.field}pp, or use a smaller dtype")]
+
+
+def _check_roles(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu: GpuSpec,
+                 base_dir: Path | None) -> Problems:
+    """A prefill replica holds the longest prompt's KV cache until its decode replica has it; a decode replica
+    holds the longest prompt and output together."""
+    try:
+        prompt = max(longest_length(tc.input, 0, base_dir) for tc in s.classes)
+        output = max(longest_length(tc.output, 1, base_dir) for tc in s.classes)
+    except LoadError:
+        return []   # the lengths file's own problem is reported by _check_classes
+    problems: Problems = []
+    for g in c.groups:
+        plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, g.tp, g.pp)
+        limits = {"KV cache": plan.kv_tokens, "engine.max_model_len": s.engine.max_model_len or model.max_context}
+        limit = min(limits, key=lambda k: limits[k])
+        fix = (f"raise {g.field}tp or {g.field}pp, or use a smaller kv_dtype" if limit == "KV cache"
+               else "raise engine.max_model_len" if s.engine.max_model_len else "use a longer-context model")
+        if g.role == "prefill":
+            need, what = prompt + 1, f"the longest prompt ({prompt:,} tokens) and its first token"
+        else:
+            need, what = prompt + output, f"the longest request ({prompt:,} prompt + {output:,} output tokens)"
+        if limits[limit] < need:
+            problems.append((f"configurations[{i}].{g.field}".rstrip("."),
+                             f"a replica of {g.label(c.name)} holds {limits[limit]:,} tokens ({limit}) but must "
+                             f"hold {what}; {fix}, or shorten the classes' lengths"))
+    return problems
 
 
 def _check_dtype(s: Scenario, gpu: GpuSpec | None) -> Problems:

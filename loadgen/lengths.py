@@ -71,3 +71,27 @@ def mean_lengths(tc: TrafficClass, base_dir: Path | None = None) -> tuple[float,
     """Mean input and output tokens of a class, where its distributions state them (lengths files are
     read, relative paths also from `base_dir`, the scenario's folder)."""
     return mean_length(tc.input, 0, base_dir), mean_length(tc.output, 1, base_dir)
+
+
+# A distribution without an upper bound (normal, lognormal without `max`) is taken to its 99.9th percentile:
+# the longest of a thousand requests. z of the standard normal at 0.999:
+_Z_999 = 3.090
+
+
+def longest_length(dist: Dist, which: int, base_dir: Path | None = None) -> int:
+    """The longest length a distribution sends (`which`: 0 input, 1 output): its upper bound, else the 99.9th
+    percentile of an unbounded normal or lognormal; LoadError for a bad lengths file."""
+    match dist:
+        case FixedLength(value=v):
+            return v
+        case UniformLength(max=hi):
+            return hi
+        case NormalLength(mean=m, std=s, min=lo, max=hi):
+            return hi if hi is not None else _clip(m + _Z_999 * s, lo, None)
+        case LognormalLength(mean=m, sigma=s, min=lo, max=hi):
+            return hi if hi is not None else _clip(math.exp(math.log(m) - s * s / 2 + _Z_999 * s), lo, None)
+        case PresetLength(name=n):
+            return PRESETS[n][which]
+        case EmpiricalLength(path=p, column=col):
+            return max(read_lengths(resolve_path(p, base_dir), col))
+    raise AssertionError(dist)

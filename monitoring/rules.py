@@ -13,17 +13,19 @@ those that met it, so attainment = goodput / request rate.
 Output tokens per GPU needs each configuration's GPU count, replicas included. The `tp` / `pp`
 labels cannot be multiplied in PromQL and the client side has no such labels, so the rules are
 generated from the scenario: `parallax:config_gpus{config, tp, pp, replicas}` is a constant series
-per configuration, and the per-GPU rule divides by it. Without a scenario that rule is left out.
+per configuration (every role of a disaggregated one counted; its labels read "prefill/decode"), and the
+per-GPU rule divides by it. Without a scenario that rule is left out.
 """
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from monitoring import metrics as m
 from monitoring.duration import prometheus_duration
+from schema.deployment import ParallelConfig
 
 CONFIG_GPUS = "parallax:config_gpus"
 REQUEST_RATE = "parallax:request_rate"          # requests/s, every status
@@ -41,19 +43,10 @@ GROUP_BY = "config, sla_class"
 SOURCES = {"server": "ray_" + m.SERVER_PREFIX, "client": m.CLIENT_PREFIX}
 
 
-class ConfigShape(Protocol):
-    """What the per-GPU rules need of a configuration (deployments' ParallelConfig is one)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def tp(self) -> int: ...
-    @property
-    def pp(self) -> int: ...
-    @property
-    def replicas(self) -> int: ...
-    @property
-    def gpus(self) -> int: ...
+def shape_labels(c: ParallelConfig) -> dict[str, str]:
+    """The `tp`, `pp` and `replicas` labels of a configuration; a disaggregated one's read "prefill/decode"
+    (tp "4/2": prefill replicas of TP4, decode replicas of TP2)."""
+    return {k: "/".join(str(getattr(g, k)) for g in c.groups) for k in ("tp", "pp", "replicas")}
 
 
 def _rate(metric: str, window: str) -> str:
@@ -85,12 +78,12 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
     return rules
 
 
-def recording_rules(configs: Iterable[ConfigShape] = (), window: str = "30s",
+def recording_rules(configs: Iterable[ParallelConfig] = (), window: str = "30s",
                     interval_s: float = 1.0) -> dict[str, Any]:
     """The rules file (as data) for these configurations; `window` is the rate window of every rule."""
     configs = list(configs)
     gpu_rules = [{"record": CONFIG_GPUS, "expr": f"vector({c.gpus})",
-                  "labels": {"config": c.name, "tp": str(c.tp), "pp": str(c.pp), "replicas": str(c.replicas)}}
+                  "labels": {"config": c.name, **shape_labels(c)}}
                  for c in configs]
     rules = gpu_rules + [r for source, prefix in SOURCES.items()
                          for r in _source_rules(source, prefix, window, per_gpu=bool(configs))]

@@ -1,6 +1,6 @@
 """Configuration of what is deployed: model, dtype, hardware, engine and the parallel configurations."""
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,16 +27,37 @@ class Hardware(_Strict):
         return self.gpus_per_node * self.nodes
 
 
-class ParallelConfig(_Strict):
-    """One candidate deployment: TP×PP GPUs per replica, `replicas` data-parallel copies."""
+# The role of a replica of a disaggregated configuration: prefill replicas compute each prompt and its first
+# token, then hand the prompt's KV cache to a decode replica, which generates the rest.
+Role = Literal["prefill", "decode"]
+ROLES: tuple[Role, ...] = ("prefill", "decode")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=48)
+
+class RoleConfig(_Strict):
+    """The replicas of one role of a disaggregated configuration: TP×PP GPUs each, `replicas` copies."""
+
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
     replicas: int = Field(default=1, gt=0)
-    spread_pp_over_nodes: bool = Field(
-        default=False, description="allow PP stages on different nodes (STRICT_PACK otherwise)"
-    )
+
+
+class Disaggregation(_Strict):
+    """Prefill/decode disaggregation: `prefill` replicas compute the prompts (and first tokens), `decode`
+    replicas receive each prompt's KV cache and generate the rest of the output."""
+
+    prefill: RoleConfig
+    decode: RoleConfig
+
+
+class ReplicaGroup(NamedTuple):
+    """Replicas of one TP×PP shape inside a configuration: the only group of an aggregated configuration
+    (`role` None: every replica prefills and decodes), or one role of a disaggregated one."""
+
+    role: Role | None
+    tp: int
+    pp: int
+    replicas: int
+    spread_pp_over_nodes: bool = False
 
     @property
     def gpus_per_replica(self) -> int:
@@ -45,6 +66,66 @@ class ParallelConfig(_Strict):
     @property
     def gpus(self) -> int:
         return self.gpus_per_replica * self.replicas
+
+    @property
+    def field(self) -> str:
+        """Where a scenario sets this group's shape, relative to its configuration ('' or 'disagg.ROLE.')."""
+        return "" if self.role is None else f"disagg.{self.role}."
+
+    def label(self, config: str) -> str:
+        """The group in a message: 'tp2 (tp2×pp1)', "pd's prefill role (tp4×pp1)"."""
+        role = f"'s {self.role} role" if self.role else ""
+        return f"{config}{role} (tp{self.tp}×pp{self.pp})"
+
+
+class ParallelConfig(_Strict):
+    """One candidate deployment: TP×PP GPUs per replica, `replicas` data-parallel copies; or, with `disagg`,
+    prefill and decode replicas of their own shapes."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=48)
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    replicas: int = Field(default=1, gt=0)
+    spread_pp_over_nodes: bool = Field(
+        default=False, description="allow PP stages on different nodes (STRICT_PACK otherwise)"
+    )
+    disagg: Disaggregation | None = Field(
+        default=None, description="prefill/decode disaggregation: {prefill: {tp, pp, replicas}, decode: {tp, pp, "
+        "replicas}} instead of the top-level tp, pp and replicas"
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> "ParallelConfig":
+        if self.disagg is not None:
+            top = [f"{k}={getattr(self, k)}" for k in ("tp", "pp", "replicas") if getattr(self, k) != 1]
+            if top:
+                raise ValueError(f"{', '.join(top)} and disagg both given: a disaggregated configuration sets tp, pp "
+                                 "and replicas per role (disagg.prefill, disagg.decode); remove the top-level ones")
+        return self
+
+    @property
+    def groups(self) -> tuple[ReplicaGroup, ...]:
+        """Its replicas by shape: one group (aggregated), or the prefill and the decode role."""
+        if self.disagg is None:
+            return (ReplicaGroup(None, self.tp, self.pp, self.replicas, self.spread_pp_over_nodes),)
+        return tuple(ReplicaGroup(role, r.tp, r.pp, r.replicas, self.spread_pp_over_nodes)
+                     for role, r in ((role, getattr(self.disagg, role)) for role in ROLES))
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs of one replica of an aggregated configuration (a disaggregated one has one shape per role:
+        see `groups`)."""
+        return self.tp * self.pp
+
+    @property
+    def gpus(self) -> int:
+        """Every GPU the configuration holds, all replicas of every role."""
+        return sum(g.gpus for g in self.groups)
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas of every role."""
+        return sum(g.replicas for g in self.groups)
 
 
 class EngineConfig(_Strict):

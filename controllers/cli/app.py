@@ -51,7 +51,7 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     table = Table("config", "tp", "pp", "replicas", "GPUs", "weights/GPU (GB)", "KV/GPU (GB)",
                   "KV tokens/replica", "seqs/replica", "fits")
     for f in footprints(r, shapes):
-        table.add_row(f.name, str(f.tp), str(f.pp), str(f.replicas), str(f.gpus),
+        table.add_row(f"{f.name} {f.role}" if f.role else f.name, str(f.tp), str(f.pp), str(f.replicas), str(f.gpus),
                       f"{f.weight_gb_per_gpu:.1f}", f"{f.kv_gb_per_gpu:.1f}", f"{f.kv_tokens_per_replica:,}",
                       f"{f.seqs_per_replica:,}", "yes" if f.fits else "[red]no[/]")
     console.print(table)

@@ -48,7 +48,7 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
             check: bool = typer.Option(False, help="check the report in headless Chromium afterwards")) -> None:
     """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
     try:
-        resolved = load_scenario(scenario)
+        resolved = load_scenario(scenario, serving=True)
     except ScenarioError as e:
         fail(str(e))
     result = run_scenario(resolved, out, console, live=live)

@@ -22,7 +22,7 @@ def kuberay_cmd(
     """Write a KubeRay RayService manifest: head + GPU workers sized from the scenario's hardware."""
 
     try:
-        r = load_scenario(scenario)
+        r = load_scenario(scenario, serving=True)
     except ScenarioError as e:
         fail(str(e))
     head, worker = default_sizes(r)

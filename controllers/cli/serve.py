@@ -59,7 +59,7 @@ def _alive(pid: int | None) -> bool:
 
 def _load(scenario: Path) -> Resolved:
     try:
-        return load_scenario(scenario)
+        return load_scenario(scenario, serving=True)
     except ScenarioError as e:
         fail(str(e))
         raise AssertionError from e  # unreachable: fail exits

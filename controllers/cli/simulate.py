@@ -15,12 +15,15 @@ from controllers.cli.terminal import console, fail
 from deployments.catalog.gpus import resolve_gpu
 from deployments.catalog.models import resolve_model
 from deployments.engines.sim.calibration import load_calibration
+from deployments.engines.sim.configuration import AggregatedReplicas
+from deployments.engines.sim.disagg import DisaggregatedReplicas
 from deployments.engines.sim.plot import plot_sweep
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.simulate import simulate_continuous, simulate_static
 from deployments.engines.sim.sweep import SweepPoint, simulate_scenario
+from deployments.placement import role_nodes
 from deployments.resolve import load_scenario
-from schema.deployment import EngineConfig, Hardware, MemoryModel
+from schema.deployment import Disaggregation, EngineConfig, Hardware, MemoryModel, ParallelConfig
 from schema.dtypes import Dtype, parse_dtype
 from schema.scenario import ScenarioError
 
@@ -33,6 +36,14 @@ def simulate_cmd(
     tp: int = typer.Option(1, "--tp", min=1),
     pp: int = typer.Option(1, "--pp", min=1),
     replicas: int = typer.Option(1, "--replicas", min=1, help="data-parallel copies, least-loaded dispatch"),
+    prefill_tp: int = typer.Option(None, "--prefill-tp", min=1, help="disaggregated: TP of each prefill replica"),
+    prefill_pp: int = typer.Option(None, "--prefill-pp", min=1, help="disaggregated: PP of each prefill replica"),
+    prefill_replicas: int = typer.Option(None, "--prefill-replicas", min=1, help="disaggregated: prefill replicas"),
+    decode_tp: int = typer.Option(None, "--decode-tp", min=1, help="disaggregated: TP of each decode replica"),
+    decode_pp: int = typer.Option(None, "--decode-pp", min=1, help="disaggregated: PP of each decode replica"),
+    decode_replicas: int = typer.Option(None, "--decode-replicas", min=1, help="disaggregated: decode replicas "
+                                        "(replicas fill 8-GPU nodes in order, prefill first; a KV handoff between "
+                                        "nodes goes through the NICs)"),
     input_len: int = typer.Option(None, "--input-len", min=1, help="prompt tokens per request"),
     output_len: int = typer.Option(None, "--output-len", min=1, help="output tokens per request"),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="static-batch mode (the study's method)"),
@@ -55,7 +66,9 @@ def simulate_cmd(
     plot: Path = typer.Option(None, "--plot", help="with --scenario: write latency-throughput curves (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Simulate a TP×PP deployment offline (virtual time): static batch, or continuous batching under load."""
+    """Simulate a TP×PP deployment offline (virtual time): static batch, or continuous batching under load;
+    or a disaggregated one (--prefill-* / --decode-*: prefill replicas hand each prompt's KV cache to decode
+    replicas) under load."""
     cal = None
     if calibration is not None:
         try:
@@ -79,25 +92,48 @@ def simulate_cmd(
               + (f" (got {', '.join(modes)})" if modes else ""))
     if request_rate is not None and request_rate <= 0:
         fail("--request-rate must be > 0 requests/s")
+    roles = {"prefill": (prefill_tp, prefill_pp, prefill_replicas), "decode": (decode_tp, decode_pp, decode_replicas)}
+    disagg = None
+    if any(v is not None for shape in roles.values() for v in shape):
+        if (tp, pp, replicas) != (1, 1, 1):
+            fail("give --tp/--pp/--replicas (aggregated) or --prefill-*/--decode-* (disaggregated), not both")
+        if batch_size is not None:
+            fail("--batch-size is the study's static batch on aggregated replicas; a disaggregated configuration "
+                 "runs under load: give --concurrency, --request-rate or --max-throughput")
+        keys = ("tp", "pp", "replicas")
+        disagg = Disaggregation.model_validate(
+            {role: {k: v for k, v in zip(keys, shape, strict=True) if v is not None} for role, shape in roles.items()})
     node = Hardware.model_fields["gpus_per_node"].default
-    if tp > node:
-        fail(f"tp={tp} exceeds the {node} GPUs of one node; TP must stay inside a node")
+    for flag, t in (("--tp", tp), ("--prefill-tp", prefill_tp), ("--decode-tp", decode_tp)):
+        if t is not None and t > node:
+            fail(f"{flag} {t} exceeds the {node} GPUs of one node; TP must stay inside a node")
     try:
         m = resolve_model(model)
         g = resolve_gpu(gpu)
         d = parse_dtype(dtype)
         kv = parse_dtype(kv_dtype) if kv_dtype else (Dtype.fp32 if d == Dtype.fp32 else Dtype.bf16)
         engine = _engine(max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, memory_model, seed)
-        factory = ReplicaFactory(m, g, d, kv, tp, pp, engine, cal)
-        if batch_size is not None:
-            out = simulate_static(factory, batch_size, input_len, output_len, replicas)
+        if disagg is not None:
+            cfg = ParallelConfig(name="simulate", disagg=disagg)
+            nodes = role_nodes(cfg, node)
+            pair = DisaggregatedReplicas(
+                *(ReplicaFactory(m, g, d, kv, r.tp, r.pp, engine, cal, role=role)
+                  for role, r in (("prefill", disagg.prefill), ("decode", disagg.decode))),
+                disagg.prefill.replicas, disagg.decode.replicas, (nodes["prefill"], nodes["decode"]))
+            out = simulate_continuous(pair, input_len, output_len, num_requests, concurrency, request_rate, seed)
+            shape: dict[str, Any] = {"disagg": disagg.model_dump()}
         else:
-            out = simulate_continuous(factory, input_len, output_len, num_requests, replicas, concurrency,
-                                      request_rate, seed)
+            factory = ReplicaFactory(m, g, d, kv, tp, pp, engine, cal)
+            if batch_size is not None:
+                out = simulate_static(factory, batch_size, input_len, output_len, replicas)
+            else:
+                out = simulate_continuous(AggregatedReplicas(factory, replicas), input_len, output_len,
+                                          num_requests, concurrency, request_rate, seed)
+            shape = {"tp": tp, "pp": pp, "replicas": replicas}
     except ValueError as e:
         fail(str(e))
-    out = {"model": m.name, "gpu": g.name, "dtype": d.value, "kv_dtype": kv.value, "tp": tp, "pp": pp,
-           "replicas": replicas, "input_len": input_len, "output_len": output_len, **out}
+    out = {"model": m.name, "gpu": g.name, "dtype": d.value, "kv_dtype": kv.value, **shape,
+           "input_len": input_len, "output_len": output_len, **out}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
     else:
@@ -121,8 +157,11 @@ def _engine(max_num_seqs: int, max_num_batched_tokens: int, gpu_memory_utilizati
 
 
 def _print_one(out: dict[str, Any]) -> None:
-    console.print(f"[bold]{out['model']}[/] {out['dtype']} (KV {out['kv_dtype']}) tp{out['tp']}×pp{out['pp']}"
-                  f" × {out['replicas']} on {out['gpu']}, {out['input_len']} in / {out['output_len']} out, "
+    roles = out.get("disagg")
+    shape = (" + ".join(f"{r['replicas']} × {role} tp{r['tp']}×pp{r['pp']}" for role, r in roles.items()) if roles
+             else f"tp{out['tp']}×pp{out['pp']} × {out['replicas']}")
+    console.print(f"[bold]{out['model']}[/] {out['dtype']} (KV {out['kv_dtype']}) {shape}"
+                  f" on {out['gpu']}, {out['input_len']} in / {out['output_len']} out, "
                   f"mode {out['mode']}, KV cache sized by the {out['memory_model']} memory model")
     table = Table("metric", "value", "p50", "p90", "p99")
     for key, v in out.items():
@@ -164,8 +203,9 @@ def _scenario(path: Path, plot: Path | None, seed: int, as_json: bool, calibrati
 
 
 def _point_json(p: SweepPoint) -> dict[str, Any]:
-    return {"config": p.config, "tp": p.tp, "pp": p.pp, "replicas": p.replicas, "rate": p.rate, **p.summary,
-            "classes": p.classes}
+    roles = {"disagg": p.disagg} if p.disagg else {}
+    return {"config": p.config, "tp": p.tp, "pp": p.pp, "replicas": p.replicas, **roles, "rate": p.rate,
+            **p.summary, "classes": p.classes}
 
 
 def _print_sweep(points: list[SweepPoint], classes: list[str]) -> None:

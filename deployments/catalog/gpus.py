@@ -1,4 +1,4 @@
-"""Accelerators: memory, HBM bandwidth, dense peak FLOP/s per dtype and the intra-node fabric.
+"""Accelerators: memory, HBM bandwidth, dense peak FLOP/s per dtype, the intra-node fabric and the network.
 
 Figures are the vendors' public datasheet numbers (dense, i.e. without structured sparsity);
 each entry names its source. A user GPU is read from a YAML file with the same fields.
@@ -49,7 +49,14 @@ class GpuSpec(BaseModel):
     hbm_tbps: float = Field(gt=0, description="HBM bandwidth, TB/s")
     peak_tflops: dict[Dtype, float] = Field(description="dense peak TFLOP/s per natively supported dtype")
     link: LinkSpec
+    # One 400 Gb/s NIC per GPU (50 GB/s each way): the DGX H100 / H200 compute fabric (eight single-port
+    # ConnectX-7 400 Gb/s adapters, NVIDIA DGX H100/H200 user guide) and the 8×400G of MI300X-class platforms.
     inter_node_gbps: float = Field(default=50.0, gt=0, description="per-GPU network GB/s, one direction")
+    # A KV-cache handoff's fixed cost besides its bytes: the decode side posting the read of the prompt's blocks
+    # and the completion notice reaching both engines (transfer descriptors, a control message). Not measured
+    # here: the middle of the tens to hundreds of µs that NIXL/UCX-class transfers take (shared/LIVE-CONTROL.md);
+    # the wait for the decode replica's next step is the simulator's own (its event core), not in this figure.
+    kv_transfer_us: float = Field(default=100.0, ge=0, description="fixed time of one KV-cache handoff, µs")
     source: str = ""
 
     @property

@@ -8,6 +8,15 @@ once the previous one has cleared the slowest stage (`stage_s` after it started)
 `latency_s` after its start (never before the micro-batch ahead of it). A decoding sequence is in at most
 one micro-batch, so a single request decodes no faster, while many requests keep every stage busy; the
 scheduler gives each micro-batch its share of the sequences and of the token budget (scheduler.py).
+
+Disaggregation: a prefill replica's scheduler keeps each finished sequence's KV blocks until `release_kv`.
+A decode replica takes handed-off sequences (`submit_handoff`: a prompt whose first token a prefill replica
+sampled), queues them first come first served until its scheduler can reserve their blocks, then copies
+their KV cache for the handoff's `transfer_s` (pulled by the decode side once it has room, as vLLM's NIXL
+connector does, after the prefill ended: no layer-wise overlap). When it has arrived the first token is
+delivered (it travels with the KV cache) and the sequence decodes from the next step on; `on_received` says
+so (the prefill replica may then free its copy). Transfer seconds are summed in
+`term_seconds["kv_transfer"]`.
 """
 
 import heapq
@@ -32,12 +41,14 @@ class EngineCore:
     """Scheduler + cost model + pipeline state of one replica."""
 
     def __init__(self, scheduler: Scheduler, cost_model: CostModel, max_model_len: int | None = None,
-                 on_finish: Callable[[Sequence, float], None] | None = None):
+                 on_finish: Callable[[Sequence, float], None] | None = None,
+                 on_received: Callable[[Sequence, float], None] | None = None):
         self.scheduler = scheduler
         self.cost_model = cost_model
         self.pp = scheduler.microbatches
         self.max_model_len = min(max_model_len or scheduler.blocks.capacity_tokens, scheduler.blocks.capacity_tokens)
         self.on_finish = on_finish
+        self.on_received = on_received
         self.now = 0.0
         self.term_seconds: dict[str, float] = {}   # Σ over iterations of each cost term
         self.iterations = 0
@@ -49,6 +60,9 @@ class EngineCore:
         self._last_end = 0.0
         self._blocked = False   # the last attempt found nothing to run; wait for an arrival or completion
         self._unfinished = 0
+        self._handoffs: list[tuple[float, int, Sequence, float]] = []   # (arrival, n, sequence, transfer_s)
+        self._incoming: deque[tuple[Sequence, float]] = deque()         # arrived, waiting for KV blocks
+        self._transfers: list[tuple[float, int, Sequence]] = []          # (KV arrives, n, sequence)
 
     @property
     def load(self) -> int:
@@ -71,23 +85,47 @@ class EngineCore:
         self._counter += 1
         self._unfinished += 1
 
+    def submit_handoff(self, seq: Sequence, at: float, transfer_s: float) -> None:
+        """A decode replica takes `seq` (nothing computed yet) at simulated time `at`: its prompt's KV cache and
+        first token, copied in `transfer_s` seconds once blocks are reserved for it."""
+        self.check(seq)
+        heapq.heappush(self._handoffs, (max(at, self.now), self._counter, seq, transfer_s))
+        self._counter += 1
+        self._unfinished += 1
+
+    def release_kv(self, seq: Sequence) -> None:
+        """A prefill replica frees the KV blocks of a finished sequence (its decode replica has them)."""
+        self.scheduler.release(seq)
+        self._blocked = False
+
     def abort(self, seq: Sequence) -> None:
         if seq.done:
             return
         if seq.status == Status.PENDING:
             self._arrivals = [a for a in self._arrivals if a[2] is not seq]
+            self._handoffs = [h for h in self._handoffs if h[2] is not seq]
+            self._incoming = deque(i for i in self._incoming if i[0] is not seq)
             heapq.heapify(self._arrivals)
+            heapq.heapify(self._handoffs)
             seq.status = Status.ABORTED
         else:
+            if seq.status == Status.RECEIVING:
+                self._transfers = [x for x in self._transfers if x[2] is not seq]
+                heapq.heapify(self._transfers)
             self.scheduler.abort(seq)
         self._unfinished -= 1
         self._blocked = False
+        self._admit_handoffs(self.now)   # its blocks may let the next handoff in
 
     def next_event_time(self) -> float:
         """Simulated time of the next thing that can happen; inf when idle."""
         t = self._arrivals[0][0] if self._arrivals else math.inf
         if self._in_flight and self._in_flight[0].end < t:
             t = self._in_flight[0].end
+        if self._handoffs and self._handoffs[0][0] < t:
+            t = self._handoffs[0][0]
+        if self._transfers and self._transfers[0][0] < t:
+            t = self._transfers[0][0]
         if len(self._in_flight) < self.pp and not self._blocked and self.scheduler.has_ready:
             t = min(t, max(self._next_start, self.now))
         return t
@@ -109,14 +147,36 @@ class EngineCore:
                         self.on_finish(seq, mb.end)
                 done.append(mb)
                 self._blocked = False
+            while self._transfers and self._transfers[0][0] <= te:
+                seq = heapq.heappop(self._transfers)[2]
+                if seq.status == Status.RECEIVING:   # else aborted meanwhile
+                    seq.num_output = 1
+                    seq.first_token_time = te
+                    seq.token_times.append(te)
+                    sched.add_received(seq)
+                    self._blocked = False
+                    if self.on_received is not None:
+                        self.on_received(seq, te)
             while self._arrivals and self._arrivals[0][0] <= te:
                 sched.add(heapq.heappop(self._arrivals)[2])
                 self._blocked = False
+            while self._handoffs and self._handoffs[0][0] <= te:
+                _, _, seq, transfer_s = heapq.heappop(self._handoffs)
+                self._incoming.append((seq, transfer_s))   # PENDING until its blocks are reserved
             if len(self._in_flight) < self.pp and te >= self._next_start and not self._blocked:
                 self._start(te)
+            self._admit_handoffs(te)   # after this step's decodes took their blocks
         if t != math.inf and t > self.now:
             self.now = t
         return done
+
+    def _admit_handoffs(self, te: float) -> None:
+        """Reserve blocks for the handoffs that wait, first come first served, and start copying their KV."""
+        while self._incoming and self.scheduler.reserve(self._incoming[0][0]):
+            seq, transfer_s = self._incoming.popleft()
+            heapq.heappush(self._transfers, (te + transfer_s, self._counter, seq))
+            self._counter += 1
+            self.term_seconds["kv_transfer"] = self.term_seconds.get("kv_transfer", 0.0) + transfer_s
 
     def _start(self, te: float) -> None:
         batch = self.scheduler.schedule()

@@ -17,7 +17,9 @@ from schema.dtypes import Dtype
 
 ACT_BYTES = 2.0  # activations travel and are stored in bf16
 
-TERMS = ("gemm", "attention", "elementwise", "layer_overhead", "allreduce", "lm_head", "p2p", "host")
+# The cost terms of the model's breakdown. An iteration prices all but `kv_transfer` (0 in every step): a
+# disaggregated configuration's KV handoffs (kv_transfer.py), summed per replica by its event core.
+TERMS = ("gemm", "attention", "elementwise", "layer_overhead", "allreduce", "lm_head", "p2p", "host", "kv_transfer")
 
 
 class PerfModel:
@@ -147,5 +149,6 @@ class PerfModel:
             "lm_head": lm_head,
             "p2p": p2p,
             "host": host,
+            "kv_transfer": 0.0,
         }
         return StepCost(latency, slowest + host / self.pp, terms)

@@ -11,6 +11,11 @@ Every KV change goes through the `BlockManager`. When a running sequence needs a
 free, the newest running sequence that is not in flight is preempted (its blocks freed, its progress
 recomputed later), as vLLM does.
 
+Disaggregation: a prefill-role scheduler (`hold_kv`) keeps a finished sequence's KV blocks until `release`
+(its KV cache is being handed to a decode replica); a decode-role one `reserve`s blocks for a handed-off
+prompt (counted against `max_num_seqs`, FCFS after any preempted sequence) and `add_received` makes it a
+running sequence, its first token delivered, once the KV cache has arrived: its next step decodes token 2.
+
 Micro-batches (PP = p > 1; the core keeps up to p in flight): each one takes at most 1/p of the active
 sequences as decodes and 1/p of `max_num_batched_tokens` in all, so every micro-batch costs about the
 same at every stage and the pipeline stays full (a micro-batch carrying a whole 8k-token prefill chunk
@@ -67,16 +72,19 @@ class Scheduler:
     the sequences and of the token budget.
     """
 
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, microbatches: int = 1):
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, microbatches: int = 1,
+                 hold_kv: bool = False):
         if max_num_seqs < 1 or max_num_batched_tokens < 1 or microbatches < 1:
             raise ValueError("max_num_seqs, max_num_batched_tokens and microbatches must be at least 1")
         self.blocks = blocks
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.microbatches = microbatches
+        self.hold_kv = hold_kv     # prefill role: a finished sequence keeps its KV blocks until `release`
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.receiving = 0         # decode role: sequences holding blocks their KV cache is being copied into
         self._awaiting = 0         # running sequences whose sampled token is in flight
         self._step = 0
         self._stale = False        # `running` holds sequences that left it (finished, preempted, aborted)
@@ -100,12 +108,40 @@ class Scheduler:
         """Drop a sequence wherever it is; an in-flight iteration still carries it but yields nothing."""
         if seq.status == Status.WAITING:
             self.waiting.remove(seq)
+        elif seq.status == Status.RECEIVING:
+            self.receiving -= 1
         elif seq.status == Status.RUNNING:
             self._stale = True
             if seq.num_computed == seq.num_tokens:
                 self._awaiting -= 1
         self.blocks.release(seq)
         seq.status = Status.ABORTED
+
+    # --- KV handoff (disaggregation) ------------------------------------------------------------
+    def release(self, seq: Sequence) -> None:
+        """Free the KV blocks a finished sequence kept (`hold_kv`): its decode replica has its KV cache."""
+        self.blocks.release(seq)
+
+    def reserve(self, seq: Sequence) -> bool:
+        """Blocks for a handed-off prompt's KV cache, if they are free and `max_num_seqs` allows (and no
+        preempted sequence waits for blocks before it); the sequence is then RECEIVING."""
+        self._compact()
+        if self.waiting or len(self.running) + self.receiving >= self.max_num_seqs:
+            return False
+        need = self.blocks.blocks_needed(seq, seq.prompt_len)
+        if need > self.blocks.free:
+            return False
+        self.blocks.allocate(seq, need)
+        seq.num_computed = seq.prompt_len
+        seq.status = Status.RECEIVING
+        self.receiving += 1
+        return True
+
+    def add_received(self, seq: Sequence) -> None:
+        """The prompt's KV cache (and first token, `num_output` 1) has arrived: the sequence decodes on."""
+        self.receiving -= 1
+        seq.status = Status.RUNNING
+        self.running.append(seq)
 
     # --- one iteration -------------------------------------------------------------------------
     def schedule(self) -> Batch | None:
@@ -187,7 +223,7 @@ class Scheduler:
         """Phase 3: waiting sequences, first come first served, while the KV blocks and max_num_seqs allow."""
         blocks = self.blocks
         self._compact()
-        while self.waiting and d.budget > 0 and len(self.running) < self.max_num_seqs:
+        while self.waiting and d.budget > 0 and len(self.running) + self.receiving < self.max_num_seqs:
             seq = self.waiting[0]
             new = min(seq.num_tokens - seq.num_computed, d.budget)
             need = blocks.blocks_needed(seq, new)
@@ -245,7 +281,8 @@ class Scheduler:
     def _finish(self, seq: Sequence, t: float) -> None:
         seq.status = Status.FINISHED
         seq.finish_time = t
-        self.blocks.release(seq)
+        if not self.hold_kv:
+            self.blocks.release(seq)
         self._stale = True
 
     def _make_room(self, seq: Sequence, need: int, step: int) -> bool:

@@ -4,11 +4,12 @@ from enum import IntEnum
 
 
 class Status(IntEnum):
-    PENDING = 0    # submitted, its arrival time not reached yet
+    PENDING = 0    # submitted, its arrival time not reached yet (a handoff: or no KV blocks reserved yet)
     WAITING = 1    # arrived, queued (or preempted) without KV blocks
-    RUNNING = 2    # holds KV blocks; scheduled step by step
-    FINISHED = 3
-    ABORTED = 4
+    RECEIVING = 2  # a decode replica's: holds KV blocks its prompt's KV cache is being copied into
+    RUNNING = 3    # holds KV blocks; scheduled step by step
+    FINISHED = 4
+    ABORTED = 5
 
 
 class Sequence:

@@ -3,10 +3,12 @@
 import math
 from typing import Any
 
+from deployments.engines.sim.configuration import Replicas
+from deployments.engines.sim.disagg import DisaggregatedReplicas
 from deployments.engines.sim.offline import run_offline
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.static_batch import kv_sequences, static_batch
-from deployments.engines.sim.stats import summarize
+from deployments.engines.sim.stats import distribution, summarize
 from deployments.engines.sim.workload import fixed_workload
 
 
@@ -42,17 +44,21 @@ def simulate_static(factory: ReplicaFactory, batch_size: int, input_len: int, ou
     }
 
 
-def simulate_continuous(factory: ReplicaFactory, input_len: int, output_len: int, num_requests: int,
-                        replicas: int = 1, concurrency: int | None = None, request_rate: float | None = None,
+def simulate_continuous(replicas: Replicas, input_len: int, output_len: int, num_requests: int,
+                        concurrency: int | None = None, request_rate: float | None = None,
                         seed: int = 0) -> dict[str, Any]:
     """Continuous batching in virtual time: closed loop (`concurrency`), Poisson (`request_rate`), or all
-    requests queued at t=0 (neither: maximum throughput)."""
-    if input_len + output_len > factory.max_model_len:
+    requests queued at t=0 (neither: maximum throughput), through an aggregated or a disaggregated
+    configuration's replicas (the latter adds its KV handoffs' durations, `kv_transfer_ms`)."""
+    if input_len + output_len > replicas.max_model_len:
         raise ValueError(f"--input-len {input_len} + --output-len {output_len} exceed the "
-                         f"{factory.max_model_len}-token limit of one replica (KV cache / model context); "
+                         f"{replicas.max_model_len}-token limit of one replica (KV cache / model context); "
                          "shorten them or add GPUs")
     reqs = fixed_workload(num_requests, input_len, output_len, request_rate, seed)
-    res = run_offline(factory, reqs, replicas=replicas, concurrency=concurrency)
+    res = replicas.run(reqs, concurrency)
     mode = "concurrency" if concurrency else "request-rate" if request_rate else "max-throughput"
-    return {"mode": mode, **summarize(res), "kv_cache_tokens": factory.plan.kv_tokens,
-            "memory_model": factory.plan.memory_model}
+    out = {"mode": mode, **summarize(res), "kv_cache_tokens": replicas.kv_cache_tokens,
+           "memory_model": replicas.engine.memory_model}
+    if isinstance(replicas, DisaggregatedReplicas):
+        out["kv_transfer_ms"] = distribution([r.kv_transfer_s for r in res.records if r.output_len > 1])
+    return out

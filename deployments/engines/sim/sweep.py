@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployments.engines.sim.offline import run_offline
-from deployments.engines.sim.replica import ReplicaFactory
+from deployments.engines.sim.configuration import configuration_replicas
 from deployments.engines.sim.stats import latencies, summarize
 from deployments.engines.sim.workload import class_mix
 from deployments.resolve import Resolved
@@ -26,6 +25,7 @@ class SweepPoint:
     rate: float
     summary: dict[str, Any]                 # the `parallax simulate --json` keys, whole traffic
     classes: dict[str, dict[str, Any]]      # per SLA class: latencies, slo_attainment, requests
+    disagg: dict[str, Any] | None = None    # a disaggregated configuration's roles: {prefill: {tp, pp, replicas}, …}
 
 
 def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
@@ -42,11 +42,11 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
     base_dir = Path(resolved.source).parent
     points = []
     for c in s.configurations:
-        factory = ReplicaFactory.for_deployment(s, c, resolved.model, resolved.gpu)
+        replicas = configuration_replicas(s, c, resolved.model, resolved.gpu)
         for rate in sweep:
             reqs, concurrency = class_mix(s.classes, arrival, rate, s.load.duration_s, seed, base_dir)
-            res = run_offline(factory, reqs, replicas=c.replicas, concurrency=concurrency)
-            summary = summarize(res) | {"kv_cache_tokens": factory.plan.kv_tokens}
+            res = replicas.run(reqs, concurrency)
+            summary = summarize(res) | {"kv_cache_tokens": replicas.kv_cache_tokens}
             per_class = {}
             for tc in s.classes:
                 recs = [r for r in res.records if r.tag == tc.name]
@@ -55,5 +55,6 @@ def simulate_scenario(resolved: Resolved, rates: list[float] | None = None,
                     **latencies(recs),
                     "slo_attainment": sum(tc.slo.met(r.ttft, r.tpot, r.e2e) for r in recs) / len(recs) if recs else 0.0,
                 }
-            points.append(SweepPoint(c.name, c.tp, c.pp, c.replicas, rate, summary, per_class))
+            points.append(SweepPoint(c.name, c.tp, c.pp, c.replicas, rate, summary, per_class,
+                                     c.disagg.model_dump() if c.disagg else None))
     return points
