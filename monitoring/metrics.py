@@ -25,6 +25,7 @@ REQUEST_QUEUE_TIME = "request_queue_time_seconds"      # histogram
 REQUEST_PREFILL_TIME = "request_prefill_time_seconds"  # histogram
 REQUEST_DECODE_TIME = "request_decode_time_seconds"    # histogram
 REQUEST_SUCCESS = "request_success"                    # counter, label finished_reason
+EXTERNAL_PREFIX_CACHE_HITS = "external_prefix_cache_hits"  # counter: prompt tokens a KV connector loaded
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py).
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,

@@ -1,9 +1,13 @@
 """Files vLLM's CPU workers leave behind (shared-memory segments, distributed-init files), and their removal.
 
 Only files that appeared since a snapshot and that no live process still has open or mapped are removed,
-so another engine running beside this one keeps its own.
+so another engine running beside this one keeps its own. A file counts as in use by its inode, not its
+name: glibc's sem_open maps a semaphore under a temporary name it then renames to /dev/shm/sem.mp-*, so
+/proc/PID/maps never names a live multiprocessing semaphore (deleting it broke a neighbour's worker start:
+FileNotFoundError in SemLock._rebuild).
 """
 
+import contextlib
 import glob
 import os
 from pathlib import Path
@@ -16,20 +20,30 @@ def snapshot_leftovers(patterns: tuple[str, ...] = LEFTOVER_PATTERNS) -> set[str
     return {p for pattern in patterns for p in glob.glob(pattern)}
 
 
-def files_in_use() -> set[str]:
-    """Paths some live process holds open or memory-mapped (those we may read in /proc)."""
-    used: set[str] = set()
+FileId = tuple[int, int]  # (st_dev, st_ino)
+
+
+def _file_id(path: str | Path) -> FileId:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def files_in_use() -> set[FileId]:
+    """(device, inode) of the files some live process holds open or memory-mapped (those we may read in /proc)."""
+    used: set[FileId] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             for fd in (proc / "fd").iterdir():
-                used.add(os.readlink(fd))
+                with contextlib.suppress(OSError):
+                    used.add(_file_id(fd))
             with open(proc / "maps") as maps:
                 for line in maps:
                     parts = line.split(maxsplit=5)
-                    if len(parts) == 6:
-                        used.add(parts[5].strip().removesuffix(" (deleted)"))
+                    if len(parts) == 6 and parts[4] != "0":  # address, perms, offset, device, inode, path
+                        major, minor = parts[3].split(":")
+                        used.add((os.makedev(int(major, 16), int(minor, 16)), int(parts[4])))
         except OSError:
             continue  # the process ended, or is not ours to read
     return used
@@ -42,9 +56,9 @@ def remove_leftovers(before: set[str], patterns: tuple[str, ...] = LEFTOVER_PATT
         return []
     busy = files_in_use()
     removed = []
-    for path in sorted(candidates - busy):
+    for path in sorted(candidates):
         try:
-            if os.path.isdir(path):
+            if os.path.isdir(path) or _file_id(path) in busy:
                 continue
             os.remove(path)
             removed.append(path)

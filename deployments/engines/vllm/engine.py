@@ -29,9 +29,10 @@ class VllmEngine:
     """One AsyncLLM per LLMServer replica, with TP×PP workers (mp executor on CPU, Ray's on GPU)."""
 
     def __init__(self, spec: DeploymentSpec, config: ParallelConfig, platform: str | None = None,
-                 **_catalog: Any):
-        """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; the factory's model/gpu go unused."""
-        self.launch: VllmLaunch = launch_for(spec, config, platform or detect_platform())
+                 launch: VllmLaunch | None = None, **_catalog: Any):
+        """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; `launch` to launch_for's (a role of a
+        disaggregated configuration brings its own: disagg.role_launch); the factory's model/gpu go unused."""
+        self.launch: VllmLaunch = launch or launch_for(spec, config, platform or detect_platform())
         self.stream_interval_s = spec.engine.stream_interval_ms / 1e3
         self._llm: Any = None
         self._logger: Any = None
@@ -82,9 +83,10 @@ class VllmEngine:
         """vLLM's output, one chunk per `engine.stream_interval_ms` (coalesce.py)."""
         return coalesce(self._generate(request), self.stream_interval_s)
 
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    async def _generate(self, request: GenerationRequest,
+                        kv_transfer_params: dict[str, Any] | None = None) -> AsyncIterator[TokenChunk]:
+        """`kv_transfer_params`: the KV connector's per-request parameters (disagg.py), if any."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         if self._llm is None:
@@ -95,9 +97,9 @@ class VllmEngine:
             temperature=request.temperature,
             ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
+            extra_args={"kv_transfer_params": kv_transfer_params} if kv_transfer_params else None,
         )
-        prompt: Any = (TokensPrompt(prompt_token_ids=request.prompt_token_ids)
-                       if request.prompt_token_ids is not None else request.prompt)
+        prompt = self._prompt(request)
         first = True
         try:
             async for out in self._llm.generate(prompt, params, request.request_id):
@@ -115,6 +117,14 @@ class VllmEngine:
         except asyncio.CancelledError:
             await self.abort(request.request_id)
             raise
+
+    @staticmethod
+    def _prompt(request: GenerationRequest) -> Any:
+        """vLLM's prompt for the request: its token ids where it has them, its text otherwise."""
+        from vllm.inputs import TokensPrompt
+
+        return (TokensPrompt(prompt_token_ids=request.prompt_token_ids)
+                if request.prompt_token_ids is not None else request.prompt)
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

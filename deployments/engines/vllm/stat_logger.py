@@ -20,6 +20,7 @@ from vllm.v1.metrics.ray_wrappers import (
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from deployments.engines.base import EngineStats
+from monitoring.metrics import EXTERNAL_PREFIX_CACHE_HITS
 
 ENGINE_NAME = "vllm"
 
@@ -67,7 +68,8 @@ def _zero_initialised(counter_cls: type[Any]) -> type[Any]:
 
 
 class ParallaxStatLogger(RayPrometheusStatLogger):
-    """Ray-exported vLLM metrics with config/tp/pp labels; keeps the last scheduler gauges."""
+    """Ray-exported vLLM metrics with config/tp/pp labels; keeps the last scheduler gauges (and, in
+    `extra`, the running count of prompt tokens a KV connector loaded)."""
 
     def __init__(self, vllm_config: VllmConfig, engine_indexes: list[int] | None = None):
         par = vllm_config.parallel_config
@@ -89,6 +91,10 @@ class ParallaxStatLogger(RayPrometheusStatLogger):
             self.last.running = scheduler_stats.num_running_reqs
             self.last.waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
             self.last.kv_cache_usage = scheduler_stats.kv_cache_usage
+            if (connector := scheduler_stats.connector_prefix_cache_stats) is not None:
+                # Prompt tokens whose KV a connector loaded: what a disaggregated decode did not recompute.
+                hits = self.last.extra.get(EXTERNAL_PREFIX_CACHE_HITS, 0.0)
+                self.last.extra[EXTERNAL_PREFIX_CACHE_HITS] = hits + connector.hits
         if iteration_stats is not None:
             self.last.preemptions += iteration_stats.num_preempted_reqs
         super().record(scheduler_stats, iteration_stats, *args, **kwargs)
