@@ -14,10 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from deployments.engines.vllm.args import VllmLaunch, launch_for
-from schema.deployment import DeploymentSpec, ParallelConfig
-
-# The roles of a disaggregated configuration. TODO(disagg-sim): import schema.deployment.Role once it lands.
-Role = Literal["prefill", "decode"]
+from schema.deployment import DeploymentSpec, ParallelConfig, Role
 
 # The connectors the testbed drives: NIXL (UCX; GPU memory on GPUs, host memory on the CPU build), and
 # vLLM's ExampleConnector (KV written to and read from a shared folder: no extra package, CPU or GPU).
