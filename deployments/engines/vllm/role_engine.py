@@ -20,13 +20,12 @@ from deployments.engines.vllm.disagg import (
     DecodeHandoff,
     HandoffError,
     KvConnector,
-    Role,
     decode_handoff,
     prefill_kv_params,
     role_launch,
 )
 from deployments.engines.vllm.engine import VllmEngine, detect_platform
-from schema.deployment import DeploymentSpec, ParallelConfig
+from schema.deployment import DeploymentSpec, ParallelConfig, Role
 
 
 class VllmRoleEngine(VllmEngine):
