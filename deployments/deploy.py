@@ -162,7 +162,7 @@ def _progress(resolved: Resolved, st: ApplicationStatusOverview) -> list[ConfigP
     for c in resolved.scenario.configurations:
         d = st.deployments.get(server_deployment_name(c.name))
         if d is not None:
-            states = {state.value: n for state, n in d.replica_states.items()}
+            states = {getattr(state, "value", state): n for state, n in d.replica_states.items()}  # str at run time
             out.append(config_progress(c.name, c.replicas, states, d.status.value, d.message,
                                        [p.state for p in groups[c.name]]))
     return out
