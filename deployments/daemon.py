@@ -2,10 +2,9 @@
 
     python -m deployments.daemon STATE_FILE SCENARIO [--port P] [--metrics-port M] [--timeout S]
 
-It starts Ray (logical GPUs, metrics port, temp dir under /tmp), deploys, writes the state file
-(each configuration's progress while it starts; then status "ready" with URL and placements, or "failed"
-with the reason) and waits. SIGTERM tears
-everything down: Serve, Ray, the temp dir and the state file.
+It starts Ray (metrics port, temp dir under /tmp), deploys, writes the state file (each configuration's
+progress while it starts; then status "ready" with URL and placements, or "failed" with the reason) and
+waits. SIGTERM tears everything down: Serve, Ray, the temp dir and the state file.
 """
 
 import argparse

@@ -22,7 +22,6 @@ from deployments.cluster import CapacityError, connect
 from deployments.daemon import UpState
 from deployments.deploy import DeployError, deploy, teardown
 from deployments.listening import ALL_INTERFACES_ALLOWED, ListeningSocket, listening_on, listening_sockets, session_pids
-from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved, load_scenario
 from deployments.serve_config import serve_config
 from schema.scenario import ScenarioError
@@ -66,10 +65,10 @@ def _load(scenario: Path) -> Resolved:
         raise AssertionError from e  # unreachable: fail exits
 
 
-def _print_progress(progress: list[ConfigProgress] | list[str]) -> None:
-    """Each configuration's state while the deployment starts (progress.ConfigProgress)."""
-    for p in progress:
-        console.print(f"  {p if isinstance(p, str) else p.line()}", highlight=False)
+def _print_progress(lines: list[str]) -> None:
+    """Each configuration's state while the deployment starts (progress.ConfigProgress.line)."""
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
 
 
 def _print_up(st: UpState) -> None:
@@ -120,7 +119,8 @@ def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, ti
     address = os.environ["RAY_ADDRESS"]
     connect(address)
     try:
-        info = deploy(r, host=host, port=port, timeout_s=timeout, on_progress=_print_progress)
+        info = deploy(r, host=host, port=port, timeout_s=timeout,
+                      on_progress=lambda progress: _print_progress([p.line() for p in progress]))
     except (CapacityError, DeployError) as e:
         fail(str(e))
     st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
