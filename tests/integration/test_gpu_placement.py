@@ -27,19 +27,11 @@ from deployments.engines.vllm.ray_workers import replica_ranks, worker_slots
 from deployments.resolve import Resolved, parse_scenario
 from schema.deployment import ParallelConfig
 from tests.integration.ray_cluster import LocalCluster, driver_env, local_cluster
+from tests.support.gpu_splits import ONE_NODE, SPREAD
 
 pytestmark = pytest.mark.integration
 
 NODE_GPUS = 8
-SINGLE_NODE = [
-    ParallelConfig(name="tp1x8", tp=1, replicas=8),
-    ParallelConfig(name="tp2x4", tp=2, replicas=4),
-    ParallelConfig(name="tp4x2", tp=4, replicas=2),
-    ParallelConfig(name="tp8", tp=8),
-    ParallelConfig(name="tp4pp2", tp=4, pp=2),
-    ParallelConfig(name="pp8", pp=8),
-]
-SPREAD = ParallelConfig(name="tp8pp2", tp=8, pp=2, spread_pp_over_nodes=True)
 # What vLLM's Ray executor gives each worker actor (RayExecutorV2._init_executor, _get_actor_resource_kwargs,
 # _build_runtime_env in vllm/v1/executor/ray_executor_v2.py; CudaPlatform.ray_noset_device_env_vars).
 WORKER_GPUS = 1.0                      # VLLM_RAY_PER_WORKER_GPUS
@@ -52,7 +44,7 @@ def scenario(model: Path) -> Resolved:
         "name": "gpu-placement", "model": "llama-3.1-70b", "dtype": "fp8",
         "hardware": {"gpu": "h200", "gpus_per_node": NODE_GPUS, "nodes": 8},   # every split side by side
         "engine": {"kind": "vllm", "model_path": str(model)},
-        "configurations": [c.model_dump() for c in [*SINGLE_NODE, SPREAD]],
+        "configurations": [c.model_dump() for c in [*ONE_NODE, SPREAD]],
         "classes": [{"name": "chat", "share": 1.0, "slo": {"ttft_ms": 500},
                      "input": {"kind": "fixed", "value": 100}, "output": {"kind": "fixed", "value": 20}}],
     })
@@ -183,7 +175,7 @@ def test_every_split_of_a_node_opens_each_gpu_once(cluster: LocalCluster, model_
     names = node_names()
     hold = held_node_b()
     try:
-        for cfg in SINGLE_NODE:
+        for cfg in ONE_NODE:
             replicas = deploy(r, cfg, model_folder)
             devices = {(names[n], g): k for (n, g), k in opened(replicas).items()}
             assert devices == {("head", g): 1 for g in range(NODE_GPUS)}, (cfg.name, devices)
@@ -213,7 +205,7 @@ def test_tp8_pp2_spreads_its_stages_over_two_nodes(cluster: LocalCluster, model_
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("cfg", [*SINGLE_NODE, SPREAD], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [*ONE_NODE, SPREAD], ids=lambda c: c.name)
 def test_vllms_own_checks_accept_the_groups_and_order_ranks_as_we_do(cluster: LocalCluster, model_folder: Path,
                                                                     cfg: ParallelConfig,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,18 +22,9 @@ from deployments.engines.vllm.ray_workers import (  # noqa: E402
 from deployments.placement import replica_placement  # noqa: E402
 from deployments.resolve import parse_scenario  # noqa: E402
 from schema.deployment import ParallelConfig  # noqa: E402
+from tests.support.gpu_splits import ONE_NODE, SPREAD  # noqa: E402
 
-# Every split of the study on 8-GPU nodes: replicas of TP1/2/4, TP8, hybrids, PP8, and TP8×PP2 over two nodes.
-SPLITS = [
-    ParallelConfig(name="tp1x8", tp=1, replicas=8),
-    ParallelConfig(name="tp2x4", tp=2, replicas=4),
-    ParallelConfig(name="tp4x2", tp=4, replicas=2),
-    ParallelConfig(name="tp8", tp=8),
-    ParallelConfig(name="tp4pp2", tp=4, pp=2),
-    ParallelConfig(name="tp2pp4", tp=2, pp=4),
-    ParallelConfig(name="pp8", pp=8),
-    ParallelConfig(name="tp8pp2", tp=8, pp=2, spread_pp_over_nodes=True),
-]
+SPLITS = [*ONE_NODE, ParallelConfig(name="tp2pp4", tp=2, pp=4), SPREAD]
 RESOLVED = parse_scenario({
     "name": "gpu-path", "model": "llama-3.1-70b", "dtype": "fp8", "hardware": {"gpu": "h200", "nodes": 2},
     "engine": {"kind": "vllm", "model_path": "meta-llama/Llama-3.1-70B-Instruct"},
