@@ -33,6 +33,7 @@ from controllers.whatif import planned_capacities, write_whatif
 from deployments.cluster import connect, start_local_ray
 from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
+from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
@@ -93,10 +94,15 @@ def _ray(resolved: Resolved, metrics_port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _deployment(resolved: Resolved, port: int) -> Iterator[tuple[str, str]]:
-    """(the proxy's URL, what the load generator sends to: the ingress replicas' own addresses if any)."""
+def _deployment(resolved: Resolved, port: int, console: Console) -> Iterator[tuple[str, str]]:
+    """(the proxy's URL, what the load generator sends to: the ingress replicas' own addresses if any).
+    Each configuration's state is printed whenever it changes while the deployment starts."""
+    def show(progress: list[ConfigProgress]) -> None:
+        for p in progress:
+            console.print(f"  {p.line()}", highlight=False)
+
     try:
-        dep = deploy(resolved, host="127.0.0.1", port=port)
+        dep = deploy(resolved, host="127.0.0.1", port=port, on_progress=show)
         yield dep.url, dep.target
     finally:
         teardown()
@@ -129,9 +135,10 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
         predictor.start()   # the simulator's capacities, computed while Ray starts and deploys
     with ExitStack() as stack:
         try:
-            console.print("starting Ray and deploying the configurations …")
+            console.print(f"starting Ray and deploying the configurations (waiting up to "
+                          f"{s.resolved_deploy_timeout_s:g} s: server.deploy_timeout_s) …")
             stack.enter_context(_ray(resolved, ports.ray))
-            url, target = stack.enter_context(_deployment(resolved, port_or_free(s.server.port)))
+            url, target = stack.enter_context(_deployment(resolved, port_or_free(s.server.port), console))
             console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
             controller = _start_controller(resolved, folder, url, ports, capacities, stack, console)
             if on_started is not None:

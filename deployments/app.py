@@ -31,6 +31,12 @@ SERVE_REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SER
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
 
 
+# How long Serve lets a vLLM replica stop before killing it (its default is 20 s): the engine core and its
+# ranks took 15 s to stop for TP2 on the CPU build at load average ~50 (measured), and a replica killed
+# mid-shutdown orphans them with their shared memory.
+VLLM_SHUTDOWN_S = 60.0
+
+
 def _env(env: dict[str, str]) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": env}}
 
@@ -46,6 +52,7 @@ def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]
         ray_actor_options={"num_cpus": REPLICA_CPUS, "num_gpus": 0, **_env(SERVE_REPLICA_ENV)},
         **replica_placement(config, REPLICA_CPUS).as_deployment_options(),
         health_check_period_s=5.0,
+        **({"graceful_shutdown_timeout_s": VLLM_SHUTDOWN_S} if resolved.scenario.engine.kind == "vllm" else {}),
     )
 
 

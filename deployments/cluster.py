@@ -1,24 +1,37 @@
-"""The Ray cluster a scenario runs on: a local one with logical GPUs, or an existing one; capacity checks.
+"""The Ray cluster a scenario runs on: a local one, or an existing one; capacity checks.
 
-Locally Ray gets `nodes × gpus_per_node` logical GPUs so that placement groups of GPU bundles behave
-as on a GPU cluster. A deployment Ray cannot place stays PENDING for ever, so the resources are
-checked before deploying. A local Ray listens on loopback only (see `_single_node`).
+A local Ray advertises the GPUs the engine will use (`local_gpus`): the simulated engine's are logical,
+`nodes × gpus_per_node` of them, so that placement groups of GPU bundles behave as on a GPU cluster; real
+vLLM's are the machine's own, as Ray finds them, for each rank opens the device Ray assigns it (on a
+machine without GPUs only vLLM's CPU build runs, and logical GPUs then only reserve its ranks). A
+deployment Ray cannot place stays PENDING for ever, so the resources are checked before deploying. A
+local Ray listens on loopback only (see `_single_node`). A driver attaching to a cluster ships the
+testbed's code and the model download's credentials to every node (`cluster_runtime_env`).
 """
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
-from ray._private import ray_constants
+from ray._private import accelerators, ray_constants
 
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
+from deployments.engines.vllm.model_files import model_path_problem
 from deployments.listening import is_loopback
 from deployments.placement import Node, PlacementError, plan_nodes
 from deployments.resolve import Resolved
 from schema.deployment import ParallelConfig
+
+# What a Ray worker on any node imports to run the testbed's actors and tasks (pyproject's packages).
+CODE_PACKAGES = ("schema", "monitoring", "loadgen", "deployments", "controllers")
+# Credentials the model download needs on every node (as Ray Serve LLM's ENV_VARS_TO_PROPAGATE,
+# ray/llm/_internal/serve/constants.py). Ray keeps a runtime env's variables in its job and actor tables.
+FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 class CapacityError(RuntimeError):
@@ -61,27 +74,85 @@ def _single_node() -> Iterator[None]:
             os.environ[_SINGLE_NODE_ENV] = saved_env
 
 
+def detected_gpus() -> int:
+    """The GPUs Ray finds on this machine, as `ray start` without --num-gpus would advertise them: its
+    accelerator manager's count (NVIDIA, AMD …), capped by CUDA_VISIBLE_DEVICES and the like, or the "GPU"
+    of RAY_OVERRIDE_RESOURCES (Ray's ResourceAndLabelSpec.resolve)."""
+    override = json.loads(os.environ.get(ray_constants.RESOURCES_ENVIRONMENT_VARIABLE) or "{}").get("GPU")
+    if override is not None:
+        return int(override)
+    manager = accelerators.get_accelerator_manager_for_resource("GPU")
+    if manager is None:
+        return 0
+    count = manager.get_current_node_num_accelerators()
+    visible = manager.get_current_process_visible_accelerator_ids()
+    return min(count, len(visible)) if visible is not None else count
+
+
+def local_gpus(resolved: Resolved, detected: int) -> int:
+    """GPUs a local Ray advertises for `resolved` on a machine with `detected` real ones: those for real
+    vLLM where the machine has any, else the scenario's logical `nodes × gpus_per_node`."""
+    if resolved.scenario.engine.kind == "vllm" and detected > 0:
+        return detected
+    return resolved.scenario.hardware.total_gpus
+
+
+def local_run_problems(resolved: Resolved, detected: int) -> list[str]:
+    """Why `resolved` cannot run on a local Ray on this machine (empty: it can). Real vLLM needs its
+    GPUs here and its model folder here; a cluster (RAY_ADDRESS) is the fix for the first."""
+    s = resolved.scenario
+    if s.engine.kind != "vllm":
+        return []
+    problems = []
+    need = sum(c.gpus for c in s.configurations)
+    if detected > 0 and need > detected:
+        problems.append(f"configurations: they need {need} GPUs side by side ({s.hardware.nodes} node(s) × "
+                        f"{s.hardware.gpus_per_node} in hardware) but this machine has {detected}; run on a Ray "
+                        "cluster that has them (RAY_ADDRESS=HEAD:6379 parallax up|run …), or remove configurations")
+    model = s.engine.model_path and model_path_problem(s.engine.model_path)
+    if model:
+        problems.append(f"engine.model_path: {model}")
+    return problems
+
+
 def start_local_ray(resolved: Resolved, temp_dir: Path, metrics_port: int | None = None) -> str:
-    """Start a fresh local Ray owned by this process, listening on loopback; returns its GCS address."""
-    hw = resolved.scenario.hardware
+    """Start a fresh local Ray owned by this process, listening on loopback; returns its GCS address.
+    CapacityError when the scenario cannot run on this machine (`local_run_problems`)."""
+    detected = detected_gpus()
+    problems = local_run_problems(resolved, detected)
+    if problems:
+        raise CapacityError(f"{resolved.source}: cannot run here: " + "; ".join(problems))
     port = resolved.scenario.server.metrics_port if metrics_port is None else metrics_port
     temp_dir.mkdir(parents=True, exist_ok=True)
     with _single_node():
         ray.init(address="local", _node_ip_address=LOOPBACK, num_cpus=local_cpus(resolved),
-                 num_gpus=hw.total_gpus, include_dashboard=False, _metrics_export_port=port,
+                 num_gpus=local_gpus(resolved, detected), include_dashboard=False, _metrics_export_port=port,
                  _temp_dir=str(temp_dir.resolve()), log_to_driver=False, configure_logging=False,
                  # replicas report metrics every second (Ray's default: 10 s), so the controller sees changes soon
                  _system_config={"metrics_report_interval_ms": 1000})
     return str(ray.get_runtime_context().gcs_address)
 
 
+def cluster_runtime_env() -> dict[str, Any]:
+    """The runtime env of a driver attached to a cluster: the testbed's packages (CODE_PACKAGES, uploaded
+    once and unpacked on every node that runs its actors or tasks, Serve's replicas and vLLM's ranks
+    included) and the model download's credentials (FORWARDED_ENV) when this shell has them."""
+    root = Path(__file__).resolve().parents[1]
+    env: dict[str, Any] = {"py_modules": [str(root / p) for p in CODE_PACKAGES], "excludes": ["__pycache__"]}
+    forwarded = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    if forwarded:
+        env["env_vars"] = forwarded
+    return env
+
+
 def connect(address: str | None = None) -> None:
-    """Attach to an existing cluster (`address`, else RAY_ADDRESS); to a local one at a loopback address
-    (what start_local_ray returns) in single-node mode."""
+    """Attach to an existing cluster (`address`, else RAY_ADDRESS) with the testbed's code and credentials
+    (`cluster_runtime_env`); to a local one at a loopback address (what start_local_ray returns) in
+    single-node mode."""
     if not ray.is_initialized():
         target = address or os.environ["RAY_ADDRESS"]
         with _single_node() if is_loopback(target.rsplit(":", 1)[0]) else contextlib.nullcontext():
-            ray.init(address=target, log_to_driver=False)
+            ray.init(address=target, log_to_driver=False, runtime_env=cluster_runtime_env())
 
 
 @dataclass(frozen=True)

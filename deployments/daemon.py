@@ -2,9 +2,9 @@
 
     python -m deployments.daemon STATE_FILE SCENARIO [--port P] [--metrics-port M] [--timeout S]
 
-It starts Ray (logical GPUs, metrics port, temp dir under /tmp), deploys, writes the state file
-(status "ready" with URL and placements, or "failed" with the reason) and waits. SIGTERM tears
-everything down: Serve, Ray, the temp dir and the state file.
+It starts Ray (metrics port, temp dir under /tmp), deploys, writes the state file (each configuration's
+progress while it starts; then status "ready" with URL and placements, or "failed" with the reason) and
+waits. SIGTERM tears everything down: Serve, Ray, the temp dir and the state file.
 """
 
 import argparse
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
+from deployments.progress import ConfigProgress
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
 
@@ -41,6 +42,7 @@ class UpState(BaseModel):
     log: str | None = None
     error: str | None = None
     placements: dict[str, list[dict[str, Any]]] = {}
+    progress: list[str] = []   # while starting: each configuration's state (progress.ConfigProgress.line)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host")
     ap.add_argument("--port", type=int)
     ap.add_argument("--metrics-port", type=int)
-    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--timeout", type=float, default=None, help="default: the scenario's deploy timeout")
     a = ap.parse_args(argv)
 
     stop = threading.Event()
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         resolved = load_scenario(a.scenario, serving=True)
         metrics_port = a.metrics_port if a.metrics_port is not None else resolved.scenario.server.metrics_port
         address = start_local_ray(resolved, temp_dir / "ray", metrics_port)
-        info = deploy(resolved, host=a.host, port=a.port, timeout_s=a.timeout)
+        def record(progress: list[ConfigProgress]) -> None:
+            state.model_copy(update={"progress": [p.line() for p in progress]}).write(a.state_file)
+
+        info = deploy(resolved, host=a.host, port=a.port, timeout_s=a.timeout, on_progress=record)
         state = state.model_copy(update={
             "status": "ready", "ray_address": address, "url": info.url, "ingress_urls": info.ingress_urls,
             "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",

@@ -8,7 +8,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,17 @@ from ray import serve
 from ray.serve._private.common import RequestProtocol
 from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
-from ray.serve.schema import ApplicationStatus, ServeInstanceDetails
+from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, ServeInstanceDetails
 
 from deployments.app import DIRECT_INGRESS_ENV, build_app
 from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
 from deployments.cluster import check_capacity, start_local_ray
+from deployments.progress import ConfigProgress, config_progress
 from deployments.resolve import Resolved
 from monitoring.ports import free_port
 
 REPLICA_PG_PREFIX = "SERVE_REPLICA::"
+ProgressCallback = Callable[[list[ConfigProgress]], None]
 
 
 class DeployError(RuntimeError):
@@ -67,9 +69,12 @@ class DeployedApp:
 
 
 def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = None,
-           timeout_s: float = 120.0, replace: bool = False) -> DeployedApp:
+           timeout_s: float | None = None, replace: bool = False,
+           on_progress: ProgressCallback | None = None) -> DeployedApp:
     """Deploy every configuration plus the ingress; fail fast when the cluster is too small.
 
+    The wait is `timeout_s`, else the scenario's (`server.deploy_timeout_s`, per engine by default);
+    `on_progress` gets each configuration's state whenever it changes meanwhile.
     The resources of an application parallax already deployed count as available (it would be replaced),
     but it is replaced only with `replace=True`; otherwise it is left alone and this raises DeployError.
     """
@@ -95,7 +100,8 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
             raise DeployError(f"cannot listen on {host}:{port}: the address is in use; choose another port "
                               "(--port or server.port)") from None
         raise DeployError(f"Serve did not start: {str(e).strip().splitlines()[-1]}") from None
-    wait_ready(resolved, timeout_s)
+    wait_ready(resolved, resolved.scenario.resolved_deploy_timeout_s if timeout_s is None else timeout_s,
+               on_progress=on_progress)
     direct = ingress_urls(host, srv.ingress_replicas) if srv.direct_ingress else []
     return DeployedApp(url=f"http://{host}:{port}", app_name=APP_NAME, placements=placements(resolved),
                       ingress_urls=direct)
@@ -121,11 +127,19 @@ def ingress_urls(host: str, replicas: int, timeout_s: float = 10.0) -> list[str]
         time.sleep(0.2)
 
 
-def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME) -> None:
-    """Poll Serve until the app runs; on failure or timeout remove it and raise a clear DeployError."""
+def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME,
+               on_progress: ProgressCallback | None = None) -> None:
+    """Poll Serve until the app runs; on failure or timeout remove it and raise a clear DeployError.
+    `on_progress` gets every configuration's state (progress.py) each time it changes."""
     deadline = time.monotonic() + timeout_s
+    shown: list[ConfigProgress] = []
     while True:
         st = serve.status().applications.get(app_name)
+        if st is not None and on_progress is not None:
+            now = _progress(resolved, st)
+            if now != shown:
+                on_progress(now)
+                shown = now
         if st is not None and st.status == ApplicationStatus.RUNNING:
             return
         failed = st is not None and st.status == ApplicationStatus.DEPLOY_FAILED
@@ -139,6 +153,19 @@ def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME) -
                               + (f": {detail}" if detail else "")
                               + ("" if failed else "; a replica may be waiting for GPUs/CPUs the cluster lacks"))
         time.sleep(0.25)
+
+
+def _progress(resolved: Resolved, st: ApplicationStatusOverview) -> list[ConfigProgress]:
+    """Each configuration's replicas and what they wait for, from Serve's status and the placement groups."""
+    groups = placements(resolved)
+    out = []
+    for c in resolved.scenario.configurations:
+        d = st.deployments.get(server_deployment_name(c.name))
+        if d is not None:
+            states = {getattr(state, "value", state): n for state, n in d.replica_states.items()}  # str at run time
+            out.append(config_progress(c.name, c.replicas, states, d.status.value, d.message,
+                                       [p.state for p in groups[c.name]]))
+    return out
 
 
 def placements(resolved: Resolved) -> dict[str, list[PlacedReplica]]:
@@ -178,7 +205,7 @@ def ingress_handle() -> DeploymentHandle:
 
 
 @contextlib.contextmanager
-def deployed_locally(resolved: Resolved, timeout_s: float = 120.0) -> Iterator[DeployedApp]:
+def deployed_locally(resolved: Resolved, timeout_s: float | None = None) -> Iterator[DeployedApp]:
     """A fresh local Ray (its files in a temp folder, free ports) with the scenario deployed; everything is
     removed on exit. For benchmarks and tests."""
     folder = Path(tempfile.mkdtemp(prefix="plx-"))

@@ -4,7 +4,10 @@ One head pod (Serve controller and proxy, no GPUs) and one worker group of `hard
 `hardware.gpus_per_node` GPUs each (`nvidia.com/gpu` or `amd.com/gpu`), the same Serve config as
 `parallax serve-config` in `serveConfigV2`, Ray's metrics port exposed on every pod with Prometheus
 scrape annotations. Inside a pod Serve must listen on 0.0.0.0: the Kubernetes Service reaches it on
-the pod's IP. An API key, when the scenario asks for one, comes from a Secret, never the manifest.
+the pod's IP. An API key, when the scenario asks for one, comes from a Secret, never the manifest; so does
+the Hugging Face token of a vLLM scenario's GPU pods (an optional Secret: public models need none).
+Every pod mounts a memory-backed /dev/shm: a container's default is 64 MiB, and Ray's object store,
+NCCL and vLLM's message queues between its processes need far more (KubeRay's vLLM examples do the same).
 """
 
 import re
@@ -21,6 +24,9 @@ from deployments.serve_config import serve_config
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
 API_KEY_SECRET_KEY = "api-key"
+HF_TOKEN_SECRET_KEY = "token"
+SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
 
 
 def gpu_resource(gpu: GpuSpec) -> str:
@@ -49,15 +55,21 @@ def _container(name: str, image: str, size: PodSize, gpus: dict[str, int], ports
         "image": image,
         "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
         "resources": {"limits": limits, "requests": dict(limits)},
+        "volumeMounts": [SHM_MOUNT],
     }
     if env:
         c["env"] = env
     return c
 
 
+def _pod(annotations: dict[str, str], container: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"annotations": annotations},
+            "spec": {"containers": [container], "volumes": [SHM_VOLUME]}}
+
+
 def rayservice_manifest(r: Resolved, image: str, head: PodSize, worker: PodSize,
-                        api_key_secret: str | None = None) -> dict[str, Any]:
-    """The RayService object for scenario `r`."""
+                        api_key_secret: str | None = None, hf_token_secret: str | None = None) -> dict[str, Any]:
+    """The RayService object for scenario `r`; secrets default to `<name>-api-key` / `<name>-hf-token`."""
     s = r.scenario
     metrics_port = s.server.metrics_port
     # Relative paths in the scenario (a model folder, a GPU spec) resolve against its folder on this
@@ -70,6 +82,11 @@ def rayservice_manifest(r: Resolved, image: str, head: PodSize, worker: PodSize,
         secret = api_key_secret or f"{dns_name(s.name)}-api-key"
         env.append({"name": s.server.api_key_env,
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": API_KEY_SECRET_KEY}}})
+    worker_env = list(env)
+    if s.engine.kind == "vllm":  # the model download on every GPU pod (engines/vllm/model_files.py)
+        worker_env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": hf_token_secret or f"{dns_name(s.name)}-hf-token", "key": HF_TOKEN_SECRET_KEY,
+            "optional": True}}})
     head_ports = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_PORT,
                   "metrics": metrics_port}
     worker_ports = {"metrics": metrics_port}
@@ -89,18 +106,16 @@ def rayservice_manifest(r: Resolved, image: str, head: PodSize, worker: PodSize,
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0",
                                        "metrics-export-port": str(metrics_port)},
-                    "template": {"metadata": {"annotations": annotations},
-                                 "spec": {"containers": [_container("ray-head", image, head, {}, head_ports, env)]}},
+                    "template": _pod(annotations, _container("ray-head", image, head, {}, head_ports, env)),
                 },
                 "workerGroupSpecs": [{
                     "groupName": f"gpu-{dns_name(r.gpu.name).removeprefix('parallax-')}",
                     "replicas": nodes, "minReplicas": nodes, "maxReplicas": nodes,
                     "rayStartParams": {"num-gpus": str(s.hardware.gpus_per_node),
                                        "metrics-export-port": str(metrics_port)},
-                    "template": {"metadata": {"annotations": annotations},
-                                 "spec": {"containers": [_container(
-                                     "ray-worker", image, worker, {gpu_resource(r.gpu): s.hardware.gpus_per_node},
-                                     worker_ports, env)]}},
+                    "template": _pod(annotations, _container(
+                        "ray-worker", image, worker, {gpu_resource(r.gpu): s.hardware.gpus_per_node}, worker_ports,
+                        worker_env)),
                 }],
             },
         },

@@ -1,10 +1,13 @@
 """Where a configuration's GPUs go on a (possibly multi-node) Ray cluster.
 
-A replica of TP×PP gets one Ray placement group. A bundle never spans nodes, so:
-- by default the replica is one node's worth: one GPU bundle per GPU, STRICT_PACK (TP and PP inside a node);
-- with `spread_pp_over_nodes`, one bundle of `tp` GPUs per pipeline stage, PACK: each stage's TP group
-  stays inside a node, while stages may land on different nodes when no single node has room.
-Serve places the replica actor itself in bundle 0, so that bundle also carries the actor's CPU.
+A replica of TP×PP gets one Ray placement group of TP×PP one-GPU bundles, one per rank: vLLM's Ray
+executor refuses a bundle of more than one GPU (`initialize_ray_cluster` in vllm/v1/executor/ray_utils.py)
+and starts one worker per GPU bundle. By default STRICT_PACK: the whole replica inside one node. With
+`spread_pp_over_nodes`, PACK (Ray Serve LLM's default, VLLMEngineConfig.placement_strategy): the bundles
+fill one node and overflow to the next. vLLM numbers its ranks node by node, so each TP group stays inside
+a node as long as every node holds a multiple of `tp` of the replica's bundles; the vLLM engine checks
+that once the group is placed (engines/vllm/ray_workers.py). Serve places the replica actor itself in
+bundle 0, so that bundle also carries the actor's CPU.
 
 Ray leaves a placement group that cannot be placed pending for ever, with no error; `plan_nodes` checks
 beforehand, against the cluster's nodes, that every replica has somewhere to go.
@@ -29,15 +32,16 @@ class ReplicaPlacement:
 
 
 def replica_placement(cfg: ParallelConfig, replica_cpus: float) -> ReplicaPlacement:
-    """The placement group of one replica of `cfg`; the replica actor's `replica_cpus` go in bundle 0."""
-    if cfg.spread_pp_over_nodes and cfg.pp > 1:
-        bundles = [{"GPU": float(cfg.tp)} for _ in range(cfg.pp)]
-        strategy = "PACK"
-    else:
-        bundles = [{"GPU": 1.0} for _ in range(cfg.gpus_per_replica)]
-        strategy = "STRICT_PACK"
+    """The placement group of one replica of `cfg`: one GPU bundle per rank, the replica actor's
+    `replica_cpus` in bundle 0; PACK when its pipeline stages may spread over nodes, else STRICT_PACK."""
+    bundles = [{"GPU": 1.0} for _ in range(cfg.gpus_per_replica)]
     bundles[0] = {"CPU": replica_cpus, **bundles[0]}
-    return ReplicaPlacement(bundles=bundles, strategy=strategy)
+    return ReplicaPlacement(bundles=bundles, strategy="PACK" if spreads(cfg) else "STRICT_PACK")
+
+
+def spreads(cfg: ParallelConfig | ReplicaGroup) -> bool:
+    """Whether a replica's pipeline stages may sit on different nodes."""
+    return cfg.spread_pp_over_nodes and cfg.pp > 1
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict
         r = 0
         for g in c.groups:
             for _ in range(g.replicas):
-                if g.spread_pp_over_nodes and g.pp > 1:
+                if spreads(g):
                     units += [(float(g.tp), c.name, r, g)] * g.pp
                 else:
                     units.append((float(g.gpus_per_replica), c.name, r, g))
@@ -87,8 +91,7 @@ def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict
     for gpus, name, replica, g in sorted(units, key=lambda u: -u[0]):
         node = next((nid for nid, f in free.items() if f >= gpus), None)
         if node is None:
-            spread = g.spread_pp_over_nodes and g.pp > 1
-            what = f"a {g.role + ' ' if g.role else ''}{'TP group' if spread else 'replica'}"
+            what = f"a {g.role + ' ' if g.role else ''}{'TP group' if spreads(g) else 'replica'}"
             if gpus > largest:
                 raise PlacementError(
                     f"configuration {name!r}: {what} needs {gpus:g} GPUs on one node but the largest node has "
@@ -108,7 +111,7 @@ def plan_nodes(configs: Sequence[ParallelConfig], nodes: Sequence[Node]) -> dict
 def inter_node_hops(g: ParallelConfig | ReplicaGroup, gpus_per_node: int) -> int:
     """Pipeline transfers that cross nodes when a spread replica's stages fill nodes in order: one per
     extra node it needs (0 for a replica kept on one node)."""
-    if not (g.spread_pp_over_nodes and g.pp > 1):
+    if not spreads(g):
         return 0
     stages_per_node = max(1, gpus_per_node // g.tp)
     return -(-g.pp // stages_per_node) - 1

@@ -12,6 +12,13 @@ MemoryModel = Literal["vllm", "study"]
 # The scenario as a run folder keeps it (`parallax run` writes it; calibrate and the report read it).
 SCENARIO_FILE = "scenario.yaml"
 
+# How long `parallax up` / `run` wait for every configuration to serve, per engine, unless
+# `server.deploy_timeout_s` says otherwise. The simulated engine starts in seconds. vLLM downloads the
+# weights on every node, loads them, compiles and captures CUDA graphs: many minutes for a 70B or 405B
+# model; one hour is Ray Serve LLM's own engine start limit (ENGINE_START_TIMEOUT_S in
+# ray/llm/_internal/serve/constants.py).
+DEFAULT_DEPLOY_TIMEOUT_S = {"sim": 120.0, "vllm": 3600.0}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -191,6 +198,10 @@ class ServerConfig(_Strict):
         default=True, description="the ingress replicas serve HTTP on ports of their own (Serve's direct "
         "ingress), so clients skip Serve's proxy; `port` still answers through the proxy"
     )
+    deploy_timeout_s: float | None = Field(
+        default=None, gt=0, description="seconds to wait for every configuration to serve before giving up "
+        "(default per engine: 120 for sim, 3600 for vllm, whose start downloads, loads and compiles the model)"
+    )
 
 
 class DeploymentSpec(_Strict):
@@ -210,6 +221,11 @@ class DeploymentSpec(_Strict):
     @classmethod
     def _dtype(cls, v: object) -> object:
         return parse_dtype(v) if isinstance(v, str) else v
+
+    @property
+    def resolved_deploy_timeout_s(self) -> float:
+        """`server.deploy_timeout_s`, else the engine's default (DEFAULT_DEPLOY_TIMEOUT_S)."""
+        return self.server.deploy_timeout_s or DEFAULT_DEPLOY_TIMEOUT_S[self.engine.kind]
 
     @property
     def resolved_kv_dtype(self) -> Dtype:

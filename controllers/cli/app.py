@@ -1,5 +1,6 @@
 """The `parallax` command line: a thin layer over the library functions."""
 
+import os
 from pathlib import Path
 
 import typer
@@ -17,6 +18,7 @@ from controllers.cli.terminal import console, fail
 from controllers.cli.tiny_model import tiny_model_cmd
 from controllers.validate import footprints, node_shapes
 from deployments.catalog.memory import describe_memory_model
+from deployments.cluster import detected_gpus, local_run_problems
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
 
@@ -57,6 +59,10 @@ def validate(scenario: Path = typer.Argument(..., help="scenario YAML file")) ->
     console.print(table)
     note = describe_memory_model(s.engine.memory_model, s.engine.gpu_memory_utilization)
     console.print(note if s.engine.kind == "sim" else f"{note} (vLLM sizes its own; this estimates it)")
+    if not os.environ.get("RAY_ADDRESS"):  # `up` and `run` would start a Ray on this machine
+        problems = local_run_problems(r, detected_gpus())
+        if problems:
+            fail(f"{r.source}: a local run (no RAY_ADDRESS) cannot start here: " + "; ".join(problems))
 
 
 # In the order a user meets them: check, calibrate, plan, simulate, serve, load, watch, run, report.

@@ -16,6 +16,8 @@ def kuberay_cmd(
     image: str = typer.Option(..., help="container image with Ray 2.60 and this package installed"),
     api_key_secret: str = typer.Option(None, help="Secret holding the API key (key `api-key`), when "
                                                   "server.api_key_env is set (default: <name>-api-key)"),
+    hf_token_secret: str = typer.Option(None, help="Secret holding a Hugging Face token (key `token`) for the "
+                                                   "vllm engine's GPU pods; optional (default: <name>-hf-token)"),
     worker_cpus: int = typer.Option(None, help="CPUs per GPU worker pod (default: one per GPU + 2)"),
     worker_memory: str = typer.Option(None, help="memory per GPU worker pod, e.g. 512Gi"),
 ) -> None:
@@ -27,7 +29,7 @@ def kuberay_cmd(
         fail(str(e))
     head, worker = default_sizes(r)
     worker = PodSize(cpus=worker_cpus or worker.cpus, memory=worker_memory or worker.memory)
-    text = to_yaml(rayservice_manifest(r, image, head, worker, api_key_secret))
+    text = to_yaml(rayservice_manifest(r, image, head, worker, api_key_secret, hf_token_secret))
     if output is None:
         print(text, end="")
     else:

@@ -65,6 +65,12 @@ def _load(scenario: Path) -> Resolved:
         raise AssertionError from e  # unreachable: fail exits
 
 
+def _print_progress(lines: list[str]) -> None:
+    """Each configuration's state while the deployment starts (progress.ConfigProgress.line)."""
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
+
+
 def _print_up(st: UpState) -> None:
     console.print(f"[bold]{st.name}[/] is up at [bold]{st.url}[/] (OpenAI API under /v1); "
                   f"Ray metrics at {st.metrics_url or 'the cluster metrics port'}")
@@ -85,7 +91,9 @@ def up_cmd(
     host: str = typer.Option(None, help="bind address of the HTTP API (default: the scenario's server.host)"),
     port: int = typer.Option(None, help="HTTP port (default: the scenario's server.port)"),
     metrics_port: int = typer.Option(None, help="Ray's metrics export port (default: server.metrics_port)"),
-    timeout: float = typer.Option(120.0, help="seconds to wait for every configuration to be ready"),
+    timeout: float | None = typer.Option(
+        None, help="seconds to wait for every configuration to be ready (default: the scenario's "
+        "server.deploy_timeout_s: 120 for sim, 3600 for vllm)"),
 ) -> None:
     """Start a local Ray (or attach to RAY_ADDRESS), deploy every configuration, print the endpoint."""
     r = _load(scenario)
@@ -97,10 +105,12 @@ def up_cmd(
         if old.mode == "attached" or _alive(old.pid):
             fail(f"{old.name} is already up ({old.url}); run `parallax down {old.name}` first")
         _cleanup(old, path)
+    wait = r.scenario.resolved_deploy_timeout_s if timeout is None else timeout
+    console.print(f"deploying {', '.join(c.name for c in r.scenario.configurations)}; waiting up to {wait:g} s")
     if os.environ.get("RAY_ADDRESS"):
-        st = _up_attached(r, path, host, port, timeout)
+        st = _up_attached(r, path, host, port, wait)
     else:
-        st = _up_local(r, path, scenario.resolve(), host, port, metrics_port, timeout)
+        st = _up_local(r, path, scenario.resolve(), host, port, metrics_port, wait)
     _print_up(st)
 
 
@@ -109,7 +119,8 @@ def _up_attached(r: Resolved, path: Path, host: str | None, port: int | None, ti
     address = os.environ["RAY_ADDRESS"]
     connect(address)
     try:
-        info = deploy(r, host=host, port=port, timeout_s=timeout)
+        info = deploy(r, host=host, port=port, timeout_s=timeout,
+                      on_progress=lambda progress: _print_progress([p.line() for p in progress]))
     except (CapacityError, DeployError) as e:
         fail(str(e))
     st = UpState(name=r.scenario.name, scenario=r.source, mode="attached", status="ready", ray_address=address,
@@ -132,8 +143,12 @@ def _up_local(r: Resolved, path: Path, scenario: Path, host: str | None, port: i
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout + 60
+    shown: list[str] = []
     while time.monotonic() < deadline:
         st = UpState.read(path)
+        if st.progress != shown:
+            _print_progress(st.progress)
+            shown = st.progress
         if st.status == "ready":
             return st
         if st.status == "failed" or proc.poll() is not None:

@@ -1,21 +1,19 @@
 """Where the planner's simulations run: worker processes on this machine, or Ray tasks on the cluster in
-RAY_ADDRESS (the code travels with the tasks as Ray `py_modules`)."""
+RAY_ADDRESS (the code travels with the tasks: `deployments.cluster.cluster_runtime_env`)."""
 
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 import ray
 
+from deployments.cluster import cluster_runtime_env
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-PACKAGES = ("controllers", "deployments", "loadgen", "monitoring")   # what a Ray worker must import
-
 
 class Runner(Protocol):
     """Maps a picklable function over tasks; results in task order."""
@@ -50,11 +48,9 @@ class RayTasks:
     """One Ray task per planner task on the cluster in RAY_ADDRESS."""
 
     def __init__(self, address: str):
-        root = Path(__file__).resolve().parents[2]
         self._owned = not ray.is_initialized()
         if self._owned:
-            ray.init(address=address, log_to_driver=False,
-                     runtime_env={"py_modules": [str(root / p) for p in PACKAGES]})
+            ray.init(address=address, log_to_driver=False, runtime_env=cluster_runtime_env())
         self.where = f"Ray tasks on {address} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:

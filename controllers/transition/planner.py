@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from controllers.plan.candidates import Pool, Shape
 from controllers.transition.cost import StartSeconds, TransitionCost, held, transition_cost
-from controllers.transition.ray_model import Layout, Replica, place, stop
+from controllers.transition.ray_model import Layout, Replica, bundle_nodes, place, stop
 from controllers.transition.steps import Deploy, Drain, Remove, Route, Scale, SetView, Step
 from deployments.placement import Node, PlacementError, plan_nodes
 from deployments.routing import Weights
@@ -262,13 +262,11 @@ def _replica(name: str, nodes_of: Sequence[str], layout: Layout, node_index: Map
     unknown = [n for n in nodes_of if n not in node_index]
     if unknown:
         raise TransitionError(f"the placement of {name!r} names node(s) {', '.join(unknown)}, not in the nodes")
-    idx = tuple(node_index[n] for n in nodes_of)
-    if len(idx) == 1:
-        return idx * len(layout.bundles)
-    if len(idx) != len(layout.bundles):
-        raise TransitionError(f"the placement of {name!r} gives {len(idx)} nodes for a replica of "
+    replica = bundle_nodes(layout, [node_index[n] for n in nodes_of])
+    if replica is None:
+        raise TransitionError(f"the placement of {name!r} gives {len(nodes_of)} nodes for a replica of "
                               f"{len(layout.bundles)} bundles")
-    return idx
+    return replica
 
 
 def _matchings(current: ServingSet, target: Sequence[Pool], fresh: Sequence[ParallelConfig],

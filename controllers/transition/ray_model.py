@@ -1,7 +1,10 @@
 """Where Ray puts a new replica's GPUs, and which replicas Serve stops on a scale-down: the planner's model.
 
-A replica is one placement group (`deployments/placement.replica_placement`): STRICT_PACK, all its GPUs on one
-node; or PACK (PP stages spread over nodes), one bundle of `tp` GPUs per stage.
+A replica is one placement group (`deployments/placement.replica_placement`) of one-GPU bundles, one per rank:
+STRICT_PACK, all on one node; or PACK (PP stages spread over nodes), the bundles filling one node and overflowing
+to the next. vLLM numbers ranks node by node, so a TP group must not straddle nodes: a spread replica whose
+bundles leave a node with a part of a TP group fails to start (engines/vllm/ray_workers.py), and the model
+counts such a placement as impossible.
 - Placing: Ray's GCS scores every node that fits by Σ over the requested resources of (available − requested) ÷
   available and takes the highest (`LeastResourceScorer`, ray src/ray/raylet/scheduling/policy/scorer.cc):
   the node with the most free GPUs — not the fullest (the model scores the GPU term only). STRICT_PACK asks
@@ -25,19 +28,32 @@ Replica = tuple[int, ...]  # the node index of each of the replica's bundles (bu
 
 @dataclass(frozen=True)
 class Layout:
-    """One replica's placement group: GPUs per bundle, and whether its bundles may land on different nodes."""
+    """One replica's placement group: GPUs per bundle, whether its bundles may land on different nodes, and
+    the bundles of one TP group (consecutive bundles that must share a node)."""
 
     bundles: tuple[int, ...]
     spread: bool
+    group: int = 1
 
     @classmethod
     def of(cls, config: ParallelConfig) -> "Layout":
         p = replica_placement(config, 0.0)
-        return cls(tuple(int(b["GPU"]) for b in p.bundles), p.strategy == "PACK")
+        return cls(tuple(int(b["GPU"]) for b in p.bundles), p.strategy == "PACK", config.tp)
 
     @property
     def gpus(self) -> int:
         return sum(self.bundles)
+
+
+def bundle_nodes(layout: Layout, nodes: Sequence[int]) -> Replica | None:
+    """`plan_nodes`'s form of a replica's place (its one node, or one node per pipeline stage) or a node per
+    bundle, as the node of each bundle; None when the count fits none of these."""
+    idx = tuple(nodes)
+    if len(idx) == 1:
+        return idx * len(layout.bundles)
+    if len(idx) * layout.group == len(layout.bundles):
+        return tuple(n for n in idx for _ in range(layout.group))
+    return idx if len(idx) == len(layout.bundles) else None
 
 
 def place(free: Sequence[int], layout: Layout) -> Replica | None:
@@ -63,7 +79,9 @@ def place(free: Sequence[int], layout: Layout) -> Replica | None:
                 out[b] = best
                 todo.remove(b)
         candidates.discard(best)
-    return tuple(n for n in out if n is not None)
+    placed = tuple(n for n in out if n is not None)
+    groups = [placed[i:i + layout.group] for i in range(0, len(placed), layout.group)]
+    return placed if all(len(set(g)) == 1 for g in groups) else None
 
 
 def stop(replicas: Sequence[Sequence[Replica]], config: int, count: int, nodes: int) -> tuple[Replica, ...]:

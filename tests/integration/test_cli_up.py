@@ -46,6 +46,8 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stderr + up.stdout
         assert f"http://127.0.0.1:{port}" in up.stdout and "STRICT_PACK" in up.stdout
+        assert "waiting up to 120 s" in up.stdout   # the simulator's default server.deploy_timeout_s
+        assert "tp2x2: " in up.stdout and "/2 running" in up.stdout   # progress, read from the daemon's state
         state = json.loads((state_dir / "cli-small.json").read_text())
 
         st = parallax("status", "--json", env=env, timeout=60)

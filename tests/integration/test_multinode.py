@@ -109,8 +109,9 @@ def test_spread_pipeline_stages_span_nodes_with_tp_inside_each(cluster: LocalClu
     assert len(set(plan["tp2pp4"][0])) == 2
     groups = deploy_probe(cfg)
     try:
-        (stages,) = groups  # one bundle of tp GPUs per stage: a TP group never leaves its node
-        assert sorted(stages) == ["b", "b", "head", "head"]
+        (bundles,) = groups  # one GPU bundle per rank, PACKed: a node's 4 GPUs, then the other's
+        assert sorted(bundles) == ["b"] * 4 + ["head"] * 4
+        assert all(len(set(bundles[k:k + 2])) == 1 for k in range(0, 8, 2))  # each TP group inside a node
     finally:
         serve.delete(cfg.name)
 
@@ -146,8 +147,8 @@ def test_parallax_up_attaches_through_ray_address_and_places_across_nodes(cluste
         (whole,) = st.placements["whole"]
         (spread,) = st.placements["spread"]
         assert whole["strategy"] == "STRICT_PACK" and len({names[n] for n in whole["nodes"]}) == 1
-        assert spread["strategy"] == "PACK" and [b["GPU"] for b in spread["bundles"]] == [2, 2, 2]
-        assert sorted(names[n] for n in spread["nodes"]) in (["b", "b", "head"], ["b", "head", "head"])
+        assert spread["strategy"] == "PACK" and [b["GPU"] for b in spread["bundles"]] == [1] * 6
+        assert sorted(names[n] for n in spread["nodes"]) in (["b"] * 2 + ["head"] * 4, ["b"] * 4 + ["head"] * 2)
         resp = httpx.post(f"{st.url}/v1/completions", headers={"x-sla-class": "chat"}, timeout=60,
                           json={"model": "spread", "prompt": "hello there", "max_tokens": 4})
         assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 4

@@ -23,6 +23,7 @@ from ray import serve
 from deployments.app_args import server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
+from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved, load_scenario
 from loadgen.records import read_records
 from loadgen.runner import run_load
@@ -64,6 +65,7 @@ class Served:
     metrics_port: int
     gcs: str
     folder: Path
+    progress: list[list[ConfigProgress]]   # what deploy() reported while the configurations started
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +78,9 @@ def served() -> Iterator[Served]:
     metrics_port = free_port()
     try:
         gcs = start_local_ray(r, folder / "ray", metrics_port)
-        info = deploy(r, port=free_port(), timeout_s=120)
-        yield Served(r, info, metrics_port, gcs, folder)
+        progress: list[list[ConfigProgress]] = []
+        info = deploy(r, port=free_port(), on_progress=progress.append)   # the scenario's wait: sim, 120 s
+        yield Served(r, info, metrics_port, gcs, folder, progress)
     finally:
         try:
             teardown()
@@ -85,6 +88,14 @@ def served() -> Iterator[Served]:
             ray.shutdown()
             os.environ.pop(KEY_ENV, None)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_deploy_reports_each_configuration_until_all_run(served: Served) -> None:
+    first, last = served.progress[0], served.progress[-1]
+    assert [p.name for p in first] == [p.name for p in last] == CONFIGS
+    assert any(p.running < p.wanted for p in first)   # it started before they ran
+    assert all(p.running == p.wanted == 1 and p.waiting_for == "" for p in last), [p.line() for p in last]
+    assert all(a != b for a, b in zip(served.progress, served.progress[1:], strict=False))   # changes only
 
 
 def client(s: Served) -> openai.OpenAI:

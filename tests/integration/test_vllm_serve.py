@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
+import psutil
 import pytest
 import ray
 import yaml
@@ -28,6 +30,7 @@ from deployments.engines.vllm.tiny_model import write_tiny_model
 from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
+from loadgen.wire import REPLICA_HEADER
 from monitoring import metrics as m
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards
@@ -270,3 +273,32 @@ def test_dashboard_queries_return_data_for_the_real_engine(load_run: LoadRun, se
                     bad.append((check.where, check.expr, check.error))
     assert bad == []
     assert engine_or_server > 10
+
+
+def _served_by(served: Served) -> str | None:
+    """The replica that answers a short completion now, or None while none can."""
+    try:
+        r = httpx.post(f"{served.url}/v1/completions", headers={"x-sla-class": "chat"}, timeout=30,
+                       json={"model": served.config, "prompt": "The engine", "max_tokens": 2})
+    except httpx.HTTPError:
+        return None
+    return r.headers.get(REPLICA_HEADER) if r.status_code == 200 else None
+
+
+def test_a_dead_engine_gets_its_replica_replaced(served: Served) -> None:
+    """Serve's health check asks the engine (LLMServer.check_health → AsyncLLM.check_health): once vLLM's
+    engine core dies the replica is replaced, where before it answered 500 for ever. Last of the module."""
+    if served.config != "tp1":
+        pytest.skip("one engine restart shows it; tp1 starts fastest")
+    before = _served_by(served)
+    assert before is not None
+    (replica,) = [ray.get_actor(a["name"], namespace=a["namespace"])
+                  for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#llm-{served.config}#")]
+    pid = ray.get(replica.__ray_call__.remote(lambda _: os.getpid()))
+    cores = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+    assert cores, "the replica's vLLM engine core"
+    for p in cores:
+        p.kill()
+    assert wait_until(lambda: _served_by(served) not in (None, before), timeout_s=400, period_s=2), \
+        "no new replica took over"

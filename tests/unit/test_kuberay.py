@@ -115,3 +115,22 @@ def test_bad_scenario_exits_2_without_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["kuberay", str(path), "--image", "x"])
     assert result.exit_code == 2
     assert "hardware.nodes" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("r", resolved_cases(), ids=lambda r: r.scenario.name)
+def test_every_pod_has_a_memory_backed_dev_shm(r: Resolved) -> None:
+    """A container's /dev/shm is 64 MiB; Ray's object store, NCCL and vLLM's message queues need more."""
+    cluster = manifest_of(r)["spec"]["rayClusterConfig"]
+    for group in (cluster["headGroupSpec"], cluster["workerGroupSpecs"][0]):
+        pod = group["template"]["spec"]
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+
+
+def test_vllm_gpu_pods_read_the_hub_token_from_an_optional_secret() -> None:
+    r = load_scenario(next(p for p in SCENARIOS if p.name == "llama70b-h100-vllm.yaml"))
+    cluster = manifest_of(r)["spec"]["rayClusterConfig"]
+    (env,) = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"]
+    assert env == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "parallax-llama70b-h100-vllm-hf-token", "key": "token", "optional": True}}}
+    assert "env" not in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]   # no model on the head

@@ -18,10 +18,13 @@ def test_default_replica_is_one_node_one_bundle_per_gpu() -> None:
     assert p.bundles[0]["CPU"] > 0 and all("CPU" not in b for b in p.bundles[1:])
 
 
-def test_spread_replica_keeps_each_tp_group_in_one_bundle() -> None:
-    p = replica_placement(cfg("tp4pp2", tp=4, pp=2, spread=True), 1.0)
+def test_spread_replica_has_one_gpu_bundle_per_rank_packed() -> None:
+    """vLLM's Ray executor refuses a bundle of more than one GPU (`initialize_ray_cluster`): a spread
+    replica gets one bundle per rank like any other, PACK instead of STRICT_PACK (bug 2 of issue 26)."""
+    p = replica_placement(cfg("tp8pp2", tp=8, pp=2, spread=True), 1.0)
     assert p.strategy == "PACK"
-    assert [b["GPU"] for b in p.bundles] == [4, 4]
+    assert [b["GPU"] for b in p.bundles] == [1.0] * 16
+    assert p.bundles[0]["CPU"] == 1.0 and all("CPU" not in b for b in p.bundles[1:])
     assert p.as_deployment_options()["placement_group_strategy"] == "PACK"
 
 

@@ -202,3 +202,25 @@ async def test_a_back_dated_arrival_is_served_from_that_time() -> None:
     offline = run_offline(factory, [RequestSpec(2000, 2)]).records[0].ttft
     assert first.num_tokens == 1
     assert offline > hop and ttft == pytest.approx(offline, abs=0.02)
+
+
+async def test_health_follows_the_engines_clock() -> None:
+    """Serve's health check asks the engine (LLMServer.check_health): not started, or a step of the core
+    failed, and the replica is unhealthy."""
+    eng = engine_for(spec(time_scale=0.01))
+    with pytest.raises(RuntimeError, match="not running"):
+        await eng.check_health()
+    await eng.start()
+    await eng.check_health()
+
+    def failing_step(now: float) -> list[object]:
+        raise RuntimeError("a step failed")
+
+    eng.core.run_until = failing_step  # type: ignore[method-assign]  # a fault injected into the core
+    try:
+        with pytest.raises(RuntimeError, match="the simulated engine stopped"):
+            await collect(eng, request("a", 10, 5))
+        with pytest.raises(RuntimeError, match="clock stopped: RuntimeError\\('a step failed'\\)"):
+            await eng.check_health()
+    finally:
+        await eng.shutdown()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from controllers.plan.candidates import Pool, Shape, class_partitions
 from controllers.transition.planner import ServingSet, Transition, TransitionError, plan_transition
-from controllers.transition.ray_model import Layout, Replica, place, stop
+from controllers.transition.ray_model import Layout, Replica, bundle_nodes, place, stop
 from controllers.transition.steps import Deploy, Drain, Remove, Route, Scale, Step
 from deployments.placement import Node, PlacementError, plan_nodes
 from schema.deployment import ParallelConfig
@@ -53,8 +53,9 @@ class Fleet:
 
     def replica(self, c: ParallelConfig, nodes: Sequence[str]) -> Replica:
         """`plan_nodes`'s form (one node, or one per stage) as the node of each bundle."""
-        idx = tuple(self.ids.index(n) for n in nodes)
-        return idx * len(Layout.of(c).bundles) if len(idx) == 1 else idx
+        replica = bundle_nodes(Layout.of(c), [self.ids.index(n) for n in nodes])
+        assert replica is not None
+        return replica
 
     def free(self) -> list[int]:
         free = list(self.capacity)
@@ -195,8 +196,7 @@ def hold_free_exists(current: Sequence[ParallelConfig], placement: dict[str, lis
             out.append(tuple(cur))
         return out
 
-    start = tuple(sorted((c.tp, c.pp, tuple(tuple(index[n] for n in r) * (len(layout(c.tp, c.pp).bundles)
-                                                                         if len(r) == 1 else 1)
+    start = tuple(sorted((c.tp, c.pp, tuple(bundle_nodes(layout(c.tp, c.pp), [index[n] for n in r])
                                             for r in placement[c.name])) for c in current))
     seen = {start}
     todo = [start]
@@ -292,7 +292,7 @@ def random_placement(draw: st.DrawFn, configs: Sequence[ParallelConfig], n_nodes
     for c in draw(st.permutations(list(configs))):
         for _ in range(c.replicas):
             nodes = []
-            for b in Layout.of(c).bundles if c.spread_pp_over_nodes else [c.gpus_per_replica]:
+            for b in [c.tp] * c.pp if c.spread_pp_over_nodes else [c.gpus_per_replica]:   # a node per stage
                 fits = [i for i, f in enumerate(free) if f >= b]
                 assume(fits)
                 n = draw(st.sampled_from(fits))
@@ -476,12 +476,13 @@ def test_bad_input_is_one_line_naming_the_fix() -> None:
 def test_ray_places_a_replica_on_the_freest_node() -> None:
     assert place([4, 8], Layout.of(config("x", 4))) == (1,) * 4      # one bundle per GPU, all on one node
     assert place([4, 2], Layout.of(config("x", 8))) is None
-    assert place([8, 8], Layout.of(config("x", 8, 2))) == (0, 1)       # a stage per node
-    # a spread replica packs as many stages as fit on the freest node, then goes to the next freest
-    assert place([8, 8], Layout.of(config("x", 4, 4))) == (0, 0, 1, 1)
-    assert place([8, 8], Layout.of(config("x", 2, 8))) == (0, 0, 0, 0, 1, 1, 1, 1)
+    assert place([8, 8], Layout.of(config("x", 8, 2))) == (0,) * 8 + (1,) * 8    # a stage per node
+    # a spread replica's one-GPU bundles fill the freest node, then go to the next freest
+    assert place([8, 8], Layout.of(config("x", 4, 4))) == (0,) * 8 + (1,) * 8
+    assert place([8, 8], Layout.of(config("x", 2, 8))) == (0,) * 8 + (1,) * 8
     spread = ParallelConfig(name="x", tp=4, pp=2, spread_pp_over_nodes=True)
-    assert place([6, 4], Layout.of(spread)) == (0, 1)                   # the second stage does not fit node 0
+    assert place([4, 8], Layout.of(spread)) == (1,) * 8                 # all on the freest node
+    assert place([6, 4], Layout.of(spread)) is None    # 6 on node 0 would split the second TP group: vLLM refuses
     assert place([6, 8], Layout.of(config("x", 4, 4))) is None
 
 

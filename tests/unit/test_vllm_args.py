@@ -60,7 +60,16 @@ def test_gpu_uses_ray_executor_and_the_scenario_dtypes() -> None:
     assert kw["gpu_memory_utilization"] == 0.85 and kw["block_size"] == 16
     assert "enforce_eager" not in kw and launch.env == {}
     single = launch_for(_spec(dtype="bf16"), ParallelConfig(name="t1"), "gpu").engine_kwargs
-    assert "distributed_executor_backend" not in single and "kv_cache_dtype" not in single
+    assert "kv_cache_dtype" not in single
+
+
+def test_tp1_on_gpus_runs_its_model_in_a_ray_worker_not_in_the_replica() -> None:
+    """Bug 1 of issue 26: without Ray's executor a TP1 engine runs the model in the engine-core process,
+    a child of the replica actor, which holds no GPU and sees them all: every TP1 replica of a node would
+    open cuda:0. With it, the one rank is a Ray actor holding the replica's GPU bundle."""
+    kw = launch_for(_spec(dtype="bf16"), ParallelConfig(name="tp1", replicas=8), "gpu").engine_kwargs
+    assert kw["distributed_executor_backend"] == "ray"
+    assert kw["tensor_parallel_size"] * kw["pipeline_parallel_size"] == 1
 
 
 def test_engine_args_override_derived_values() -> None:

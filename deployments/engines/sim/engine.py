@@ -153,6 +153,13 @@ class SimEngine:
                    "kv_cache_tokens": float(self.plan.kv_tokens)},
         )
 
+    async def check_health(self) -> None:
+        """The simulated clock must be running: started, and no step of the core has failed."""
+        if self._loop is None:
+            raise RuntimeError("the simulated engine is not running")
+        if self._error is not None:
+            raise RuntimeError(f"the simulated engine's clock stopped: {self._error!r}")
+
     async def shutdown(self) -> None:
         for rid in list(self._streams):
             await self.abort(rid)

@@ -83,8 +83,10 @@ def launch_for(spec: DeploymentSpec, config: ParallelConfig, platform: str,
         kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
         if spec.resolved_kv_dtype in _KV_DTYPE:
             kwargs["kv_cache_dtype"] = _KV_DTYPE[spec.resolved_kv_dtype]
-        if world > 1:
-            # Workers become Ray actors inside the replica's placement group of TP×PP GPU bundles.
-            kwargs["distributed_executor_backend"] = "ray"
+        # Always Ray's executor, TP1 included (as Ray Serve LLM: VLLMEngineConfig.get_initialization_kwargs):
+        # every rank is a Ray actor holding one GPU bundle of the replica's placement group. Without it a
+        # TP1 engine runs the model in the engine-core process, a child of the replica actor, which holds
+        # no GPU and so sees them all: every TP1 replica of a node would open cuda:0 (GPU.md, bug 1).
+        kwargs["distributed_executor_backend"] = "ray"
     kwargs.update(e.engine_args)
     return VllmLaunch(engine_kwargs=kwargs, env=env, platform=platform)

@@ -1,4 +1,11 @@
-"""The `vllm` engine: vLLM's AsyncLLM behind the testbed's Engine protocol."""
+"""The `vllm` engine: vLLM's AsyncLLM behind the testbed's Engine protocol.
+
+On GPUs (GPU.md) the replica actor holds no GPU; its engine's ranks are Ray actors, one per GPU bundle of
+the replica's placement group. Before starting it the replica checks where those ranks will go
+(ray_workers.py), makes sure the model is on every node of the group (model_files.py) and builds vLLM's
+config in a task that holds a sliver of one of the group's GPUs. On the CPU build the `mp` executor forks
+the ranks on this machine. Either way the engine starts off the replica's event loop.
+"""
 
 import asyncio
 import contextlib
@@ -13,9 +20,37 @@ from deployments.engines.base import EngineStats, GenerationRequest, TokenChunk
 from deployments.engines.coalesce import coalesce
 from deployments.engines.vllm.args import VllmLaunch, launch_for
 from deployments.engines.vllm.cleanup import remove_leftovers, snapshot_leftovers
+from deployments.engines.vllm.model_files import fetch_model, on_every_node
+from deployments.engines.vllm.ray_workers import replica_ranks
 from schema.deployment import DeploymentSpec, ParallelConfig
 
 log = logging.getLogger(__name__)
+
+
+# GPUs the config task asks for in the replica's group (Ray Serve LLM: GPUAccelerator.get_remote_options):
+# enough to be placed on a GPU bundle and see that one GPU, and to leave it to the rank that takes it after.
+GPU_SLIVER = 0.001
+
+
+def engine_config(engine_kwargs: dict[str, Any]) -> Any:
+    """vLLM's VllmConfig from the engine arguments. Its validation errors become RuntimeError with vLLM's
+    message: pydantic's cannot cross a Ray task (as Ray Serve LLM's _get_vllm_engine_config does)."""
+    from vllm import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    try:
+        return AsyncEngineArgs(**engine_kwargs).create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+    except Exception as e:
+        raise RuntimeError(f"vLLM refused the engine arguments: {e}") from None
+
+
+def config_task_options(pg: Any) -> dict[str, Any]:
+    """Ray options of the task that builds vLLM's config: in the replica's placement group, holding a sliver
+    of one of its GPUs, so that it sees that GPU alone, as Ray Serve LLM does (VLLMEngine.
+    _prepare_engine_config) rather than in the replica actor, which holds none and sees them all."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"num_cpus": 0, "num_gpus": GPU_SLIVER, "scheduling_strategy": PlacementGroupSchedulingStrategy(pg)}
 
 
 def detect_platform() -> str:
@@ -45,7 +80,8 @@ class VllmEngine:
         return str(self.launch.engine_kwargs["served_model_name"])
 
     async def start(self) -> None:
-        from vllm import AsyncEngineArgs
+        """Start AsyncLLM (its engine-core process and ranks) in a thread: loading a large model takes
+        minutes, and Serve's replica keeps its event loop meanwhile. Then one warm-up request."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from deployments.engines.vllm.stat_logger import ParallaxStatLogger
@@ -55,15 +91,15 @@ class VllmEngine:
         self._leftovers_before = snapshot_leftovers()
         me = psutil.Process()
         before = {p.pid for p in me.children(recursive=True)}
-        args = AsyncEngineArgs(**self.launch.engine_kwargs)
-        vllm_config = args.create_engine_config()
-        if vllm_config.parallel_config.distributed_executor_backend == "ray":
-            # The engine core runs in a child process that does not inherit the replica's placement group:
-            # hand it over, so the TP×PP workers land in the replica's GPU bundles.
-            import ray
+        if self.launch.platform == "gpu":
+            import ray  # this actor's placement group and node: its task context, which a thread lacks
 
-            vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
-        self._llm = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[ParallaxStatLogger])
+            here = ray.util.get_current_placement_group(), ray.get_runtime_context().get_node_id()
+            vllm_config = await asyncio.to_thread(self._gpu_config, *here)
+        else:
+            vllm_config = await asyncio.to_thread(self._cpu_config)
+        self._llm = await asyncio.to_thread(AsyncLLM.from_vllm_config, vllm_config,
+                                            stat_loggers=[ParallaxStatLogger])
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
         manager = self._llm.logger_manager
         self._logger = next(
@@ -71,6 +107,29 @@ class VllmEngine:
         )
         self._tokenizer = self._llm.tokenizer
         await self._warm_up()
+
+    def _cpu_config(self) -> Any:
+        """vLLM's config on the CPU build (the `mp` executor forks every rank on this machine)."""
+        fetch_model(self.launch.engine_kwargs["model"])
+        return engine_config(self.launch.engine_kwargs)
+
+    def _gpu_config(self, pg: Any, node: str) -> Any:
+        """vLLM's config for this replica's placement group `pg`, its ranks' places checked and the model on
+        every node of it (GPU.md); `node` is this replica's. Blocking: run off the event loop."""
+        import ray
+
+        if pg is None:
+            raise RuntimeError("the vllm engine on GPUs runs in a replica of a placement group of GPU bundles")
+        kw = self.launch.engine_kwargs
+        tp, world = kw["tensor_parallel_size"], kw["tensor_parallel_size"] * kw["pipeline_parallel_size"]
+        slots = replica_ranks(pg, node, tp, world)
+        on_every_node(kw["model"], sorted({s.node for s in slots}))
+        config = ray.get(ray.remote(engine_config).options(**config_task_options(pg)).remote(kw))
+        # The engine core, a child process, starts the ranks: it gets the group, and this cluster's address
+        # (a local Ray started in a temp dir is not where a bare `ray.init()` looks: it would start another).
+        config.parallel_config.placement_group = pg
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        return config
 
     async def _warm_up(self) -> None:
         """One short request, so that the first real one does not pay for lazy initialisation (~15 s at TP2
@@ -137,6 +196,13 @@ class VllmEngine:
 
     def stats(self) -> EngineStats:
         return self._logger.last if self._logger is not None else EngineStats()
+
+    async def check_health(self) -> None:
+        """AsyncLLM's own check (EngineDeadError once its engine core or a rank died), as Ray Serve LLM's
+        VLLMEngine.check_health: Serve then replaces this replica."""
+        if self._llm is None:
+            raise RuntimeError("engine not started")
+        await self._llm.check_health()
 
     async def shutdown(self) -> None:
         """Stop the engine core and its workers, then remove the shared-memory and temp files they left."""
