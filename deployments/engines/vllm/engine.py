@@ -32,6 +32,7 @@ class VllmEngine:
                  **_catalog: Any):
         """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; the factory's model/gpu go unused."""
         self.launch: VllmLaunch = launch_for(spec, config, platform or detect_platform())
+        self.tp, self.pp = config.tp, config.pp
         self.stream_interval_s = spec.engine.stream_interval_ms / 1e3
         self._llm: Any = None
         self._logger: Any = None
@@ -127,6 +128,28 @@ class VllmEngine:
 
     def stats(self) -> EngineStats:
         return self._logger.last if self._logger is not None else EngineStats()
+
+    async def check_health(self) -> None:
+        """vLLM's own: raises once the engine core or a worker has died."""
+        if self._llm is not None:
+            await self._llm.check_health()
+
+    def kill_rank(self, rank: int) -> str:
+        """SIGKILL the worker process of `rank`: vLLM titles each `VLLM::Worker_PP<stage>_TP<rank>` (the
+        suffixes only where that dimension is > 1). With Ray's executor (GPU nodes) the workers are Ray actors,
+        not children of this process: refused."""
+        tp, pp = self.tp, self.pp
+        title = "VLLM::Worker" + (f"_PP{rank // tp}" if pp > 1 else "") + (f"_TP{rank % tp}" if tp > 1 else "")
+        for p in self._children:
+            with contextlib.suppress(psutil.Error):
+                if " ".join(p.cmdline()).strip() == title:
+                    p.kill()
+                    return f"rank {rank}: killed vLLM's worker {title} (pid {p.pid})"
+        raise RuntimeError(f"rank {rank}: no worker process titled {title} among the engine's children (vLLM's Ray "
+                           "executor runs its workers as Ray actors)")
+
+    def slow_rank(self, rank: int, factor: float) -> str:
+        raise RuntimeError("a real GPU cannot be slowed from here; slow_gpu needs the sim engine")
 
     async def shutdown(self) -> None:
         """Stop the engine core and its workers, then remove the shared-memory and temp files they left."""
