@@ -27,6 +27,7 @@ import ray
 
 import loadgen
 from loadgen.client import Clock
+from loadgen.control import LoadControl
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.plan import StepPlan
@@ -57,6 +58,10 @@ class _Handle(Protocol):
 
     async def close(self, grace_s: float) -> str:
         """Wait for the end (killing after `grace_s`); how it ended, e.g. "exit 0", "killed by SIGKILL"."""
+        ...
+
+    def kill(self) -> str:
+        """Kill it now, as a crash would (from any thread); what was done."""
         ...
 
 
@@ -122,6 +127,11 @@ class _Process:
     def stop(self) -> None:
         self._send("stop")
 
+    def kill(self) -> str:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return f"killed the worker process (pid {self.proc.pid})"
+
     async def close(self, grace_s: float) -> str:
         try:
             await asyncio.wait_for(self.proc.wait(), grace_s)
@@ -168,6 +178,10 @@ class _Actor:
     async def close(self, grace_s: float) -> str:
         ray.kill(self.actor)
         return self.error or "done"
+
+    def kill(self) -> str:
+        ray.kill(self.actor)
+        return f"killed the worker actor ({self.where})"
 
 
 @dataclass
@@ -299,20 +313,22 @@ class FleetResult:
 
 
 async def run_fleet(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-                    stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
+                    stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None,
+                    control: LoadControl | None = None) -> FleetResult:
     """Run the plan on `share.workers` workers (`on`: "local" | "ray"). Raises LoadError when a worker
     cannot start. Connects to RAY_ADDRESS (and disconnects after) when Ray workers are asked for and this
-    process is not connected yet."""
+    process is not connected yet. `control` learns the start and may kill a worker."""
     owned = on == "ray" and not ray.is_initialized()
     try:
-        return await _run(share, plan, on, sink, durations, stop, metrics, view)
+        return await _run(share, plan, on, sink, durations, stop, metrics, view, control)
     finally:
         if owned and ray.is_initialized():
             ray.shutdown()
 
 
 async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-               stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
+               stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None,
+               control: LoadControl | None) -> FleetResult:
     shares = [replace(share, index=k, steps=steps) for k, steps in enumerate(split_plan(plan, share.workers))]
     handles = await _spawn(shares, on)
     workers = [_Worker(k, h, s) for k, (h, s) in enumerate(zip(handles, shares, strict=True))]
@@ -327,6 +343,8 @@ async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, du
             epoch = time.time() + START_MARGIN_S
             await asyncio.gather(*(w.handle.start(epoch) for w in workers))
             clock = Clock(epoch)
+            if control is not None:
+                control.started(epoch, [w.handle.kill for w in workers])
             helpers = [asyncio.create_task(_announce(plan, clock, metrics, view)),
                        asyncio.create_task(refresh_view(view))]
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(sink.halt.wait())]
