@@ -59,9 +59,8 @@ class Fault(BaseModel):
         if (a == "slow_gpu") != (self.factor is not None):
             raise ValueError("slow_gpu needs factor (the rank's speed, 0 < factor < 1)" if a == "slow_gpu"
                              else f"factor belongs to slow_gpu, not {a}: remove it")
-        given = self.model_fields_set
         for name, actions in (("replica", CONFIG_ACTIONS), ("rank", ENGINE_ACTIONS), ("worker", ("kill_load_worker",))):
-            if name in given and a not in actions:
+            if getattr(self, name) != 0 and a not in actions:   # 0, the default, reads the same written out
                 raise ValueError(f"{name} does not apply to {a}: remove it")
         return self
 

@@ -98,7 +98,7 @@ def engine(tp: int = 2, pp: int = 2) -> SimEngine:
 def test_slow_rank_swaps_the_model_and_restores_the_very_same_one() -> None:
     eng = engine()
     base = eng.core.cost_model
-    assert "rank 3 at 0.5× speed (stage speeds 1, 0.5)" == eng.slow_rank(3, 0.5)
+    assert eng.slow_rank(3, 0.5) == "rank 3 at 0.5× speed (stage speeds 1, 0.5)"
     slowed = eng.core.cost_model
     assert isinstance(slowed, PerfModel) and slowed.stage_speed == (1.0, 0.5)
     assert slowed.step(SHAPES[0]).latency_s > base.step(SHAPES[0]).latency_s
