@@ -323,6 +323,11 @@ def _secs(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
 
 
+def _count(x: float | None) -> str:
+    """A number of requests, rounded (never "-0")."""
+    return "–" if x is None else f"{round(x) + 0:d}"
+
+
 def _faults_section(run: Run, folder: Path) -> str:
     """Per fault: when, what it hit, detect / drain / recover, failures and lost goodput; the blast radius of
     each configuration side by side; details per fault on demand; the goodput figure."""
@@ -347,7 +352,7 @@ def _faults_section(run: Run, folder: Path) -> str:
             f"<td class=l>{html.escape(f.label())}</td><td class=l>{what}</td>"
             f"<td>{_secs(imp.detect_s if imp else None)}</td><td>{_secs(imp.drain_s if imp else None)}</td>"
             f"<td>{_secs(imp.recover_s if imp else None)}</td><td>{len(imp.failed) if imp else '–'}</td>"
-            f"<td>{_f(lost, '{:.0f}')}</td></tr>")
+            f"<td>{_count(lost)}</td></tr>")
     table = ("<table><tr><th>#</th><th>applied at (s)</th><th class=l>fault</th><th class=l>what happened</th>"
              "<th>detect (s)</th><th>drain (s)</th><th>recover (s)</th><th>failed requests</th>"
              "<th>good requests lost by the configuration hit</th></tr>" + "".join(rows) + "</table>")
@@ -376,7 +381,7 @@ def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
             lost = i.lost.get(c.name)
             mark = " class=bad" if i.hit == c.name else ""
             cells.append(f"<td{mark}>{' → '.join(_f(x) for x in g)}<br><span class=note>lost "
-                         f"{_f(lost, '{:.0f}')}</span></td>")
+                         f"{_count(lost)}</span></td>")
         rows.append(f"<tr><td class=l>{html.escape(c.name)} (TP{c.tp}×PP{c.pp}×{c.replicas})</td>{''.join(cells)}</tr>")
     return ("<h3>Blast radius</h3><p class=note>Goodput of each configuration, every class (req/s, engine clock), "
             "before → during → after each fault, and the good requests it lost; the configuration a fault hit in "

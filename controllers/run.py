@@ -27,7 +27,7 @@ from rich.markup import escape
 from controllers import runfolder as rf
 from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.faults.record import FAULTS_JSONL
-from controllers.faults.schedule import FaultSchedule
+from controllers.faults.schedule import FOLLOW_S, FaultSchedule
 from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
@@ -141,7 +141,8 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             controller, prom = _start_controller(resolved, folder, url, ports, capacities, stack, console)
             load = LoadControl()
             if s.faults:
-                _start_faults(s, folder, controller, prom, load, stack, console)
+                schedule = _start_faults(s, folder, controller, prom, load, console)
+                stack.callback(lambda: schedule.stop(0.0 if interrupted else FOLLOW_S))  # first, after the load
             if on_started is not None:
                 on_started(controller)
             interrupted = _drive_load(resolved, target, folder, ports.loadgen, controller, console, live, load)
@@ -205,15 +206,15 @@ def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
 
 
 def _start_faults(s: Scenario, folder: Path, controller: Controller, prom: PrometheusHandle, load: LoadControl,
-                  stack: ExitStack, console: Console) -> None:
-    """The scenario's faults, applied on the load's schedule and exported beside the controller's metrics;
+                  console: Console) -> FaultSchedule:
+    """The scenario's faults, applied on the load's schedule and exported beside the controller's metrics; to be
     stopped (every record written) before the controller, Prometheus and the deployment."""
     schedule = FaultSchedule(s, folder, controller.metrics.registry, load, controller,
                              None if prom.attached else lambda: restart_prometheus(prom),
                              say=lambda line: console.print(f"[magenta]{escape(line)}[/]"))
     schedule.start()
-    stack.callback(schedule.stop)
     console.print(f"{len(s.faults)} faults scheduled; what happens is written to {folder / FAULTS_JSONL}")
+    return schedule
 
 
 def _write_results(resolved: Resolved, folder: Path, console: Console, error: str | None

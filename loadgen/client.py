@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiohttp
 
 from loadgen.errors import LoadError
-from loadgen.records import RequestRecord, Status
+from loadgen.records import UNKNOWN_CONFIG, RequestRecord, Status
 from loadgen.wire import (
     CLASS_HEADER,
     CONFIG_HEADER,
@@ -264,7 +264,7 @@ class StreamingClient:
         elif s.send is not None and s.end is not None:
             e2e = s.end - s.send
         return RequestRecord(
-            request_id=p.request_id, sla_class=p.sla_class, config=s.config or "unknown", model=self.model,
+            request_id=p.request_id, sla_class=p.sla_class, config=s.config or UNKNOWN_CONFIG, model=self.model,
             rate_step=p.rate_step, offered_rate=p.offered_rate, concurrency=p.concurrency, warmup=p.warmup,
             scheduled_time=self.clock.epoch(scheduled_perf),
             send_time=self.clock.epoch(s.send) if s.send is not None else None,

@@ -33,7 +33,7 @@ from loadgen.exporter import ClientMetrics
 from loadgen.plan import StepPlan
 from loadgen.progress import LiveView
 from loadgen.ray_worker import LoadWorker
-from loadgen.records import RequestRecord
+from loadgen.records import UNKNOWN_CONFIG, RequestRecord
 from loadgen.sender import RecordSink, announce_step, record_partial_step, refresh_view
 from loadgen.split import Share, split_plan
 from loadgen.summary import WorkerReport
@@ -222,7 +222,7 @@ class _Worker:
         """A record for each request launched without one (the worker died first)."""
         why = f"load generator worker {self.index} ({self.handle.where}) {how} before the response completed"
         out = [RequestRecord(
-            request_id=e["request_id"], sla_class=e["sla_class"], config="unknown", model=self.share.model,
+            request_id=e["request_id"], sla_class=e["sla_class"], config=UNKNOWN_CONFIG, model=self.share.model,
             rate_step=e["rate_step"], offered_rate=e["offered_rate"], concurrency=e["concurrency"],
             warmup=e["warmup"], scheduled_time=e["scheduled_time"], send_time=e["send_time"],
             prompt_tokens=e["prompt_tokens"], planned_prompt_tokens=e["prompt_tokens"], max_tokens=e["max_tokens"],

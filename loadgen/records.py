@@ -23,6 +23,7 @@ SUMMARY_FILE = "load-summary.json"
 META_FILE = "load-meta.json"
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
+UNKNOWN_CONFIG = "unknown"   # a record's config when no response named one (a timeout, a dropped connection)
 
 
 class RequestRecord(BaseModel):

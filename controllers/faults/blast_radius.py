@@ -8,7 +8,8 @@ effects. Per (configuration, class) and window: goodput (requests that met their
 clock, per second of the engine's clock) and attainment (met ÷ every scored request), requests attributed to
 the window they were sent in.
 
-For the configuration a fault hits:
+For the configuration a fault hits (its failures include those no response named a configuration for: a
+request held for a configuration without a running replica times out without one):
 - detect: the first failure a client saw (a request failed after the action: when it failed, as far as the
   record tells — at once for an error, after load.timeout_s for a timeout) or Serve noticing the replica gone,
   whichever came first;
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controllers.faults.record import FaultRecord
-from loadgen.records import RequestRecord
+from loadgen.records import UNKNOWN_CONFIG, RequestRecord
 from schema.scenario import Scenario
 
 WINDOWS = ("before", "during", "after")
@@ -149,9 +150,10 @@ def impact(rec: FaultRecord, others: Sequence[FaultRecord], records: Sequence[Re
             out.lost[c.name] = (before - now) * during.seconds / scale
     timeout_s = scenario.load.timeout_s
     hit = rec.fault.target
+    hit_or_unknown = (hit, UNKNOWN_CONFIG)   # no response named a configuration: held for a dead one, say
     out.failed = sorted((FailedRequest(r.request_id, r.config, r.sla_class, r.status, r.http_status, r.error,
                                        r.send_time or r.scheduled_time, t)
-                         for r in records if r.status != "ok" and (hit is None or r.config == hit)
+                         for r in records if r.status != "ok" and (hit is None or r.config in hit_or_unknown)
                          and applied <= (t := failed_at(r, applied, timeout_s)) < during.end + timeout_s),
                         key=lambda f: (f.failed_at, f.sent_at))
     if hit is not None:

@@ -3,8 +3,9 @@ is over, each recorded in faults.jsonl and exported as metrics (the dashboards d
 
 One thread per fault: it waits for the load's start (LoadControl) and then for its `at_s`, takes the action,
 and watches what follows (for a killed replica: Serve noticing, a replacement running). Faults due at the same
-moment are taken at the same moment. `stop` ends the watching (what was not seen by then stays unseen),
-restores slowed GPUs, writes every record and removes the fault board.
+moment are taken at the same moment. `stop`, once the load is over, takes no more action, restores slowed GPUs,
+gives what follows a bounded time to be seen (a replacement that comes after the load is still recorded),
+writes every record and removes the fault board.
 """
 
 import logging
@@ -28,9 +29,10 @@ from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.5          # how often a watcher looks at Serve's replicas or the controller
+POLL_S = 0.5            # how often a watcher looks at Serve's replicas or the controller
 ORDER_TIMEOUT_S = 15.0  # the longest a replica may take to carry out an engine order
-JOIN_S = 10.0         # how long `stop` waits for each fault's thread
+FOLLOW_S = 90.0         # after the load, the longest `stop` waits for what follows the faults to be seen
+JOIN_S = 10.0           # then, how long it waits for each fault's thread to end
 
 
 class FaultMetrics:
@@ -61,7 +63,8 @@ class FaultSchedule:
         self.restart_prometheus = restart_prometheus
         self.say = say
         self.records: list[FaultRecord] = []
-        self._stop = threading.Event()
+        self._ended = threading.Event()   # the load is over: no more actions
+        self._stop = threading.Event()    # no more watching
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._board: Any = None
@@ -77,8 +80,13 @@ class FaultSchedule:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
-        """End the watching; every fault's record is written once its thread is done."""
+    def stop(self, follow_s: float = FOLLOW_S) -> None:
+        """The load is over: take no more action, give what follows the faults up to `follow_s` to be seen (0:
+        an interrupted run), then end the watching; every fault's record is written by then."""
+        self._ended.set()
+        deadline = time.monotonic() + follow_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
         for t in self._threads:
             t.join(JOIN_S)
@@ -89,14 +97,14 @@ class FaultSchedule:
     # --- one fault ---------------------------------------------------------------------------------------
     def _one(self, index: int, fault: Fault) -> None:
         epoch = None
-        while epoch is None and not self._stop.is_set():
+        while epoch is None and not self._ended.is_set():
             epoch = self.load.wait_start(POLL_S)
         if epoch is None:
             return   # the load never started: nothing was due
         rec = FaultRecord(index=index, fault=fault, due_at=epoch + fault.at_s)
         labels = self.metrics.labels(index, fault)
         try:
-            if self._stop.wait(max(0.0, rec.due_at - time.time())):
+            if self._ended.wait(max(0.0, rec.due_at - time.time())):
                 rec.detail = "the run ended before it was due"
                 return
             try:
@@ -177,7 +185,7 @@ class FaultSchedule:
             self._replacement(rec)
         elif f.action == "slow_gpu":
             assert f.duration_s is not None
-            cut_short = self._stop.wait(max(0.0, applied + f.duration_s - time.time()))
+            cut_short = self._ended.wait(max(0.0, applied + f.duration_s - time.time()))
             order = ray.get(self._board.post.remote(rec.replica, "slow_gpu", f.rank, 1.0))
             done = None if cut_short else ray.get(self._board.outcome.remote(order, ORDER_TIMEOUT_S))
             if done is not None and done.ok:
