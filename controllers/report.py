@@ -349,23 +349,33 @@ def _faults_section(run: Run, folder: Path) -> str:
         lost = imp.lost.get(f.target, None) if imp is not None and f.target else None
         rows.append(
             f"<tr><td>{rec.index}</td><td>{_secs(rec.applied_at - start if rec.applied_at else None)}</td>"
-            f"<td class=l>{html.escape(f.label())}</td><td class=l>{what}</td>"
+            f"<td class=l>{html.escape(f.label())}</td><td class=l>{what}</td><td>{_capacity_hit(s, imp)}</td>"
             f"<td>{_secs(imp.detect_s if imp else None)}</td><td>{_secs(imp.drain_s if imp else None)}</td>"
             f"<td>{_secs(imp.recover_s if imp else None)}</td><td>{len(imp.failed) if imp else '–'}</td>"
             f"<td>{_count(lost)}</td></tr>")
     table = ("<table><tr><th>#</th><th>applied at (s)</th><th class=l>fault</th><th class=l>what happened</th>"
-             "<th>detect (s)</th><th>drain (s)</th><th>recover (s)</th><th>failed requests</th>"
+             "<th>capacity hit</th><th>detect (s)</th><th>drain (s)</th><th>recover (s)</th><th>failed requests</th>"
              "<th>good requests lost by the configuration hit</th></tr>" + "".join(rows) + "</table>")
     return (f"<h2>Faults</h2><p class=note>The scenario's faults, applied on the load's schedule (faults.jsonl). "
             f"Detect: the first failure a client saw, or Serve noticing; drain: the controller's routing left the "
             f"configuration (not needed while other replicas serve: Serve routes around a dead one); recover: the "
-            f"replacement runs, is routed again and served a request (a slowed GPU: back to speed). Those are wall "
-            f"seconds after the action on this machine. Goodput (req/s meeting the SLO, engine clock) is counted "
-            f"by send time over {s.controller.window_s:g} s before the action, while the fault lasts, and "
+            f"replacement runs, is routed again and served a request (a slowed GPU: back to speed). Capacity hit: "
+            f"the share of the configuration's replicas the fault took down (or slowed), and for how long. Those "
+            f"are wall seconds after the action on this machine. Goodput (req/s meeting the SLO, engine clock) is "
+            f"counted by send time over {s.controller.window_s:g} s before the action, while the fault lasts, and "
             f"{s.controller.window_s:g} s after; 'lost' is the configuration's goodput before less its goodput "
             f"during, times how long the fault lasted: the good requests it did not deliver.</p>{table}"
             f"{_blast_radius(run, found)}{''.join(_fault_details(run, i) for i in found)}"
             f"{_figures_html([_faults_figure(run, records, found, start, folder)])}")
+
+
+def _capacity_hit(s: Scenario, imp: FaultImpact | None) -> str:
+    """The share of the hit configuration's replicas down (or slowed) and for how long: '100% for 30 s'."""
+    c = next((c for c in s.configurations if imp is not None and c.name == imp.hit), None)
+    if imp is None or c is None:
+        return "–"
+    during = imp.windows["during"].seconds
+    return f"{1 / c.replicas:.0%} for {during:.0f} s" + (" (slowed)" if imp.record.fault.action == "slow_gpu" else "")
 
 
 def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
@@ -456,6 +466,8 @@ def render_report(folder: Path) -> Path:
     run = read_run(folder)
     study = "".join(f"<p>{line}</p>" for line in study_comparison(run)) or "<p>No prediction.</p>"
     whatif_note = html.escape(run.whatif.get("note", "No simulator prediction was made for this run."))
+    faults_note = (" This run had faults (see Faults below); the replay has none, so a configuration whose requests "
+                   "suffered from one disagrees." if any(f.ok for f in run.faults) else "")
     name = html.escape(run.scenario.name)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {name}</title>
 <style>{CSS}</style></head><body>
@@ -463,7 +475,7 @@ def render_report(folder: Path) -> Path:
 {_plan_vs_live(run)}
 <h2>Outcome per class</h2>
 <p class=note>Measured client-side over the whole run on the traffic each configuration actually received
-(the chosen one gets most of it, the others the exploration share). {whatif_note}</p>
+(the chosen one gets most of it, the others the exploration share). {whatif_note}{faults_note}</p>
 {_outcome_table(run)}
 <h2>Live path</h2>
 <p class=note>Client-side TTFT includes the live path (HTTP, Ray Serve's proxy, the ingress, the SSE relay): about

@@ -252,6 +252,8 @@ class StreamingClient:
         return False
 
     def _record(self, p: Planned, s: _Stream, scheduled_perf: float) -> RequestRecord:
+        """The request's record, made the moment it ended or failed."""
+        ended = s.end if s.finished and s.end is not None else time.perf_counter()
         ttft = e2e = tpot = None
         itl: list[float] = []
         out_tokens = s.usage_completion if s.usage_completion is not None else round(sum(s.chunk_tokens))
@@ -268,6 +270,7 @@ class StreamingClient:
             rate_step=p.rate_step, offered_rate=p.offered_rate, concurrency=p.concurrency, warmup=p.warmup,
             scheduled_time=self.clock.epoch(scheduled_perf),
             send_time=self.clock.epoch(s.send) if s.send is not None else None,
+            end_time=self.clock.epoch(ended) if s.send is not None else None,
             ttft_s=ttft, tpot_s=tpot if s.status == "ok" else None, itl_s=itl,
             e2e_s=e2e if s.status == "ok" else None,
             prompt_tokens=s.usage_prompt if s.usage_prompt is not None else p.prompt_tokens,

@@ -10,9 +10,8 @@ the window they were sent in.
 
 For the configuration a fault hits (its failures include those no response named a configuration for: a
 request held for a configuration without a running replica times out without one):
-- detect: the first failure a client saw (a request failed after the action: when it failed, as far as the
-  record tells — at once for an error, after load.timeout_s for a timeout) or Serve noticing the replica gone,
-  whichever came first;
+- detect: the first failure a client saw after the action (a request's end time) or Serve noticing the
+  replica gone, whichever came first;
 - drain: the controller's routing moved every class away from it (none while other replicas serve: Serve
   routes around a dead replica itself);
 - recover: the replacement runs, the routing is back where it was drained from, and the replacement has
@@ -115,10 +114,13 @@ def windows(rec: FaultRecord, others: Sequence[FaultRecord], span: tuple[float, 
 
 
 def failed_at(r: RequestRecord, applied: float, timeout_s: float) -> float:
-    """When a failed request failed, as far as its record tells: a timeout at its deadline; an error at once
-    (a refusal answers at once; a stream cut by the fault broke when the fault came)."""
+    """When a failed request failed: its record's end time; without one (a load generator worker that died
+    first, or an older run folder), as far as the record tells: a timeout at its deadline, an error no earlier
+    than the fault (a stream the fault cut broke when it came) and no later than its deadline."""
+    if r.end_time is not None:
+        return r.end_time
     sent = r.send_time if r.send_time is not None else r.scheduled_time
-    return sent + timeout_s if r.status == "timeout" else max(sent, applied)
+    return sent + timeout_s if r.status == "timeout" else min(max(sent, applied), sent + timeout_s)
 
 
 def impact(rec: FaultRecord, others: Sequence[FaultRecord], records: Sequence[RequestRecord], scenario: Scenario,
@@ -151,9 +153,11 @@ def impact(rec: FaultRecord, others: Sequence[FaultRecord], records: Sequence[Re
     timeout_s = scenario.load.timeout_s
     hit = rec.fault.target
     hit_or_unknown = (hit, UNKNOWN_CONFIG)   # no response named a configuration: held for a dead one, say
+    # a fault on a configuration fails requests (error, timeout); a cancelled one is the load generator's own
     out.failed = sorted((FailedRequest(r.request_id, r.config, r.sla_class, r.status, r.http_status, r.error,
                                        r.send_time or r.scheduled_time, t)
-                         for r in records if r.status != "ok" and (hit is None or r.config in hit_or_unknown)
+                         for r in records if r.status != "ok"
+                         and (hit is None or (r.config in hit_or_unknown and r.status != "cancelled"))
                          and applied <= (t := failed_at(r, applied, timeout_s)) < during.end + timeout_s),
                         key=lambda f: (f.failed_at, f.sent_at))
     if hit is not None:

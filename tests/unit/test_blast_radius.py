@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from controllers import runfolder as rf
-from controllers.faults.blast_radius import FaultImpact, impacts, timeline, windows
+from controllers.faults.blast_radius import FaultImpact, failed_at, impacts, timeline, windows
 from controllers.faults.record import FaultRecord, append_fault, read_faults
 from controllers.report import read_run, render_report
 from loadgen.records import RequestRecord, write_records
@@ -31,10 +31,11 @@ SCENARIO: dict[str, Any] = {
 
 
 def req(rid: str, config: str, sent: float, met: bool = True, status: str = "ok", replica: str = "old",
-        http: int | None = None) -> RequestRecord:
+        http: int | None = None, end: float | None = None) -> RequestRecord:
     ok = status == "ok"
     return RequestRecord(request_id=rid, sla_class="chat", config=config, model="auto", rate_step=0, offered_rate=4.0,
-                         scheduled_time=sent, send_time=sent, ttft_s=(0.1 if met else 2.0) if ok else None,
+                         scheduled_time=sent, send_time=sent, end_time=end if end is not None else sent + 1.0,
+                         ttft_s=(0.1 if met else 2.0) if ok else None,
                          e2e_s=1.0 if ok else None, output_tokens=10 if ok else 0, planned_prompt_tokens=100,
                          max_tokens=10, status=status, http_status=http, replica=replica if ok else None,
                          error=None if ok else f"HTTP {http}" if http else "connection dropped")
@@ -53,11 +54,13 @@ def run_folder(tmp: Path) -> Path:
         if t < 1030 or t >= 1037:
             records.append(req(f"b{i}", "big", t, replica="new" if t >= 1037 else "old"))
         elif not drained:
-            records.append(req(f"b{i}", "big", t, status="error", http=503))
+            records.append(req(f"b{i}", "big", t, status="error", http=503, end=t + 0.02))
         else:
             records.append(req(f"b{i}", "small", t))   # the drained share goes to small
         records.append(req(f"s{i}", "small", t, met=not 1050 <= t < 1055))
-    records.append(req("cut", "big", 1029.75, status="error"))
+    records.append(req("cut", "big", 1029.75, status="error", end=1030.05))   # a stream the kill cut
+    # a request whose load generator worker died: no end time, no configuration (it fails no earlier than the kill)
+    records.append(req("orphan", "unknown", 1029.9, status="cancelled").model_copy(update={"end_time": None}))
     records.append(req("w", "big", 999.0, met=False) .model_copy(update={"warmup": True}))
     write_records(folder / rf.RECORDS_JSONL, records)
     for t in range(1000, 1060):
@@ -128,12 +131,23 @@ def test_goodput_and_attainment_before_during_after(found: list[FaultImpact]) ->
 
 def test_detect_drain_recover_and_the_failed_requests(found: list[FaultImpact]) -> None:
     kill, slow = found
-    assert kill.detect_s == 0.0            # the stream in flight broke at the kill (Serve noticed after 1.5 s)
+    assert kill.detect_s == pytest.approx(0.02)   # the first refusal, before Serve noticed (1.5 s)
     assert kill.drain_s == 1.0             # the routing left big at 1031
     assert kill.recover_s == 7.0           # replaced at 1036, routed again and served by the replacement at 1037
-    assert [(f.request_id, f.http_status) for f in kill.failed] == [("cut", None), ("b60", 503), ("b61", 503)]
-    assert kill.failed[0].failed_at == 1030.0 and kill.failed[1].error == "HTTP 503"
+    # the load generator's own cancelled request is not the replica's failure
+    assert [(f.request_id, f.http_status, f.failed_at) for f in kill.failed] == [
+        ("b60", 503, 1030.02), ("cut", None, 1030.05), ("b61", 503, 1030.52)]
+    assert kill.failed[0].error == "HTTP 503"
     assert (slow.detect_s, slow.drain_s, slow.recover_s, slow.failed) == (None, None, 5.0, [])
+
+
+def test_a_record_without_an_end_failed_within_its_deadline_no_earlier_than_the_fault() -> None:
+    old = req("x", "big", 1029.9, status="error").model_copy(update={"end_time": None})
+    assert failed_at(old, 1030.0, 5.0) == 1030.0          # in flight when the fault came: it broke then
+    assert failed_at(old, 1050.0, 5.0) == 1034.9          # could not be in flight at 1050: over by its deadline
+    late = req("y", "big", 1000.0, status="timeout").model_copy(update={"end_time": None})
+    assert failed_at(late, 1002.0, 5.0) == 1005.0
+    assert failed_at(req("z", "big", 1000.0, status="error", end=1000.5), 1030.0, 5.0) == 1000.5
 
 
 def test_goodput_timeline_bins_every_configuration(found: list[FaultImpact], tmp_path: Path) -> None:
@@ -152,7 +166,9 @@ def test_the_report_shows_the_faults_section(tmp_path: Path) -> None:
     assert "<h2>Faults</h2>" in page and "Blast radius" in page
     assert "kill_replica big[0]" in page and "not applied: this run has no Prometheus" in page
     assert "noticed 1.5 s, replaced 6.0 s" in page
-    assert "<td>0.0</td><td>1.0</td><td>7.0</td><td>3</td><td>12</td>" in page   # detect, drain, recover, failed, lost
+    # capacity hit, detect, drain, recover, failed, lost
+    assert "<td>100% for 6 s</td><td>0.0</td><td>1.0</td><td>7.0</td><td>3</td><td>12</td>" in page
+    assert "<td>50% for 5 s (slowed)</td>" in page
     assert "2.00 → 0.00 → 1.80" in page
     assert "b60" in page and "HTTP 503" in page
     assert (folder / "faults.png").stat().st_size > 10_000
