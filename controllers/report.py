@@ -388,14 +388,16 @@ def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
         cells = []
         for i in found:
             g = [i.config_goodput(c.name, w) for w in ("before", "during", "after")]
+            tpot = [i.tpot_p90.get((c.name, w)) for w in ("before", "during", "after")]
             lost = i.lost.get(c.name)
             mark = " class=bad" if i.hit == c.name else ""
             cells.append(f"<td{mark}>{' → '.join(_f(x) for x in g)}<br><span class=note>lost "
-                         f"{_count(lost)}</span></td>")
+                         f"{_count(lost)}; p90 TPOT {' → '.join(_ms(x) for x in tpot)} ms</span></td>")
         rows.append(f"<tr><td class=l>{html.escape(c.name)} (TP{c.tp}×PP{c.pp}×{c.replicas})</td>{''.join(cells)}</tr>")
     return ("<h3>Blast radius</h3><p class=note>Goodput of each configuration, every class (req/s, engine clock), "
-            "before → during → after each fault, and the good requests it lost; the configuration a fault hit in "
-            f"red.</p><table><tr><th class=l>configuration</th>{head}</tr>{''.join(rows)}</table>")
+            "before → during → after each fault, the good requests it lost, and the p90 TPOT of its requests "
+            "(engine clock); the configuration a fault hit in red.</p>"
+            f"<table><tr><th class=l>configuration</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _fault_details(run: Run, imp: FaultImpact) -> str:
@@ -405,7 +407,8 @@ def _fault_details(run: Run, imp: FaultImpact) -> str:
     rows = []
     for c in run.scenario.configurations:
         for k in run.scenario.classes:
-            cells = "".join(f"<td>{_f(f.goodput)} / {_f(f.attainment, '{:.0%}')} ({f.requests})</td>"
+            cells = "".join(f"<td>{_f(f.goodput)} / {_f(f.attainment, '{:.0%}')} / {_ms(f.tpot_p90)} "
+                            f"({f.requests})</td>"
                             for f in (imp.figures[(c.name, k.name, n)] for n in ("before", "during", "after")))
             rows.append(f"<tr><td class=l>{html.escape(c.name)}</td><td class=l>{html.escape(k.name)}</td>{cells}</tr>")
     shown = imp.failed[:20]
@@ -418,8 +421,8 @@ def _fault_details(run: Run, imp: FaultImpact) -> str:
                 f"</th><th>HTTP</th><th class=l>error record</th></tr>{failed}</table>{more}"
                 if shown else "<p>No request failed.</p>")
     return (f"<details><summary>#{imp.record.index} {html.escape(imp.record.fault.label())}: per class, and the "
-            f"failed requests</summary><p class=note>Windows: {spans}. Each cell: goodput (req/s) / attainment "
-            f"(requests sent in the window).</p><table><tr><th class=l>config</th><th class=l>class</th>"
+            f"failed requests</summary><p class=note>Windows: {spans}. Each cell: goodput (req/s) / attainment / "
+            f"p90 TPOT (ms) (requests sent in the window).</p><table><tr><th class=l>config</th><th class=l>class</th>"
             f"<th>before</th><th>during</th><th>after</th></tr>{''.join(rows)}</table>{failures}</details>")
 
 

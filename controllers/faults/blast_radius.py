@@ -5,8 +5,9 @@ For each fault, three windows of wall time: *during* from the action to the end 
 replacement running, speed restored, …; the end of the load when it never ended), *before* and *after* as
 long as the controller's window (`window_s`), cut short by the load's start and end and by other faults'
 effects. Per (configuration, class) and window: goodput (requests that met their SLO, judged on the engine's
-clock, per second of the engine's clock) and attainment (met ÷ every scored request), requests attributed to
-the window they were sent in.
+clock, per second of the engine's clock), attainment (met ÷ every scored request) and the p90 of the ok
+requests' TPOT (engine clock: what a slowed GPU shows first), requests attributed to the window they were
+sent in.
 
 For the configuration a fault hits (its failures include those no response named a configuration for: a
 request held for a configuration without a running replica times out without one):
@@ -24,6 +25,8 @@ All three times are wall seconds after the action: Serve's and the controller's 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from controllers.faults.record import FaultRecord
 from loadgen.records import UNKNOWN_CONFIG, RequestRecord
@@ -54,6 +57,7 @@ class Figures:
     met: int
     goodput: float | None        # requests/s that met the SLO, engine clock; None: an empty window
     attainment: float | None     # met / requests; None without requests
+    tpot_p90: float | None       # p90 of the ok requests' TPOT (client, engine clock, s); None without one
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class FaultImpact:
     drain_s: float | None = None
     recover_s: float | None = None
     lost: dict[str, float] = field(default_factory=dict)  # config -> good requests lost while it lasted
+    tpot_p90: dict[tuple[str, str], float | None] = field(default_factory=dict)   # (config, window), every class
 
     @property
     def hit(self) -> str | None:
@@ -133,17 +138,19 @@ def impact(rec: FaultRecord, others: Sequence[FaultRecord], records: Sequence[Re
     scale = scenario.engine.clock_scale
     w = windows(rec, others, load_span(records), window_s if window_s is not None else scenario.controller.window_s)
     figures: dict[tuple[str, str, str], Figures] = {}
+    tpot: dict[tuple[str, str], float | None] = {}
     scored = [r for r in records if r.scored]
     for c in scenario.configurations:
-        for k in scenario.classes:
-            mine = [r for r in scored if r.config == c.name and r.sla_class == k.name]
-            for name, win in w.items():
-                inside = [r for r in mine if win.holds(r.send_time or r.scheduled_time)]
-                met = sum(r.slo_met for r in inside)
-                engine_s = win.seconds / scale
-                figures[(c.name, k.name, name)] = Figures(len(inside), met, met / engine_s if engine_s > 0 else None,
-                                                          met / len(inside) if inside else None)
-    out = FaultImpact(rec, w, figures)
+        for name, win in w.items():
+            inside = [r for r in scored if r.config == c.name and win.holds(r.send_time or r.scheduled_time)]
+            tpot[(c.name, name)] = _tpot_p90(inside, scale)
+            engine_s = win.seconds / scale
+            for k in scenario.classes:
+                mine = [r for r in inside if r.sla_class == k.name]
+                met = sum(r.slo_met for r in mine)
+                figures[(c.name, k.name, name)] = Figures(len(mine), met, met / engine_s if engine_s > 0 else None,
+                                                          met / len(mine) if mine else None, _tpot_p90(mine, scale))
+    out = FaultImpact(rec, w, figures, tpot_p90=tpot)
     applied = rec.applied_at
     during = w["during"]
     for c in scenario.configurations:
@@ -165,6 +172,11 @@ def impact(rec: FaultRecord, others: Sequence[FaultRecord], records: Sequence[Re
     else:
         out.recover_s = None if rec.ended_at is None else rec.ended_at - applied
     return out
+
+
+def _tpot_p90(records: Sequence[RequestRecord], scale: float) -> float | None:
+    values = [r.tpot_s / scale for r in records if r.status == "ok" and r.tpot_s is not None]
+    return float(np.percentile(values, 90)) if values else None
 
 
 def _hit_times(out: FaultImpact, config: str, records: Sequence[RequestRecord],

@@ -35,7 +35,7 @@ def req(rid: str, config: str, sent: float, met: bool = True, status: str = "ok"
     ok = status == "ok"
     return RequestRecord(request_id=rid, sla_class="chat", config=config, model="auto", rate_step=0, offered_rate=4.0,
                          scheduled_time=sent, send_time=sent, end_time=end if end is not None else sent + 1.0,
-                         ttft_s=(0.1 if met else 2.0) if ok else None,
+                         ttft_s=(0.1 if met else 2.0) if ok else None, tpot_s=(0.01 if met else 0.05) if ok else None,
                          e2e_s=1.0 if ok else None, output_tokens=10 if ok else 0, planned_prompt_tokens=100,
                          max_tokens=10, status=status, http_status=http, replica=replica if ok else None,
                          error=None if ok else f"HTTP {http}" if http else "connection dropped")
@@ -127,6 +127,10 @@ def test_goodput_and_attainment_before_during_after(found: list[FaultImpact]) ->
     assert (s["before"].goodput, s["during"].goodput, s["during"].attainment) == (2.0, 0.0, 0.0)
     assert s["after"].goodput == pytest.approx(9 / 4.5)
     assert slow.lost["small"] == pytest.approx(10.0) and slow.lost["big"] == pytest.approx(0.0)
+    # what the slowed GPU did to its requests' decode, and what it did not do to the other configuration's
+    assert [slow.tpot_p90[("small", n)] for n in ("before", "during", "after")] == pytest.approx([0.01, 0.05, 0.01])
+    assert s["during"].tpot_p90 == pytest.approx(0.05) and slow.tpot_p90[("big", "during")] == pytest.approx(0.01)
+    assert kill.tpot_p90[("big", "during")] is None          # no request of big ended ok while it was down
 
 
 def test_detect_drain_recover_and_the_failed_requests(found: list[FaultImpact]) -> None:
@@ -169,6 +173,6 @@ def test_the_report_shows_the_faults_section(tmp_path: Path) -> None:
     # capacity hit, detect, drain, recover, failed, lost
     assert "<td>100% for 6 s</td><td>0.0</td><td>1.0</td><td>7.0</td><td>3</td><td>12</td>" in page
     assert "<td>50% for 5 s (slowed)</td>" in page
-    assert "2.00 → 0.00 → 1.80" in page
+    assert "2.00 → 0.00 → 1.80" in page and "p90 TPOT 10 → 50 → 10 ms" in page
     assert "b60" in page and "HTTP 503" in page
     assert (folder / "faults.png").stat().st_size > 10_000
