@@ -155,8 +155,6 @@ class PerfModel:
         p2p = self._p2p_lat + m * self._p2p_per_token if self.pp > 1 else 0.0
         host = (self._host_prefill if batch.prefill_tokens else self._host_decode) + sampled * self._host_seq
 
-        if self.stage_speed is not None:
-            return self._slowed_step(gemm, attention, elementwise, allreduce, lm_head, p2p, host)
         n = self._layers
         latency = n * per_layer + lm_head + p2p + host
         slowest = max(self._max_layers * per_layer, self._last_layers * per_layer + lm_head)
@@ -170,27 +168,24 @@ class PerfModel:
             "p2p": p2p,
             "host": host,
         }
+        if self.stage_speed is not None:
+            return self._slowed_step(terms, allreduce)
         return StepCost(latency, slowest + host / self.pp, terms)
 
-    def _slowed_step(self, gemm: float, attention: float, elementwise: float, allreduce: float, lm_head: float,
-                     p2p: float, host: float) -> StepCost:
-        """`step` with stage i's kernels (per layer, and the LM head on the last stage) taking 1/speed_i as
-        long; the all-reduce, the pipeline transfers and the host keep their time."""
+    def _slowed_step(self, terms: dict[str, float], allreduce: float) -> StepCost:
+        """`step` from its full-speed `terms`, with stage i's kernels (per layer, and the LM head on the last
+        stage) taking 1/speed_i as long; the all-reduce, the pipeline transfers and the host keep their time."""
         speeds = self.stage_speed
         assert speeds is not None
-        kernels = gemm + attention + elementwise + self._layer_overhead_s
+        n = self._layers
+        kernels = sum(terms[t] for t in ("gemm", "attention", "elementwise", "layer_overhead")) / n   # per layer
         stages = [layers * (kernels / v + allreduce) for layers, v in zip(self.stage_layers, speeds, strict=True)]
-        lm = lm_head / speeds[-1]
-        stages[-1] += lm
-        stretch = sum(layers / v for layers, v in zip(self.stage_layers, speeds, strict=True))  # slowed layers
-        terms = {
-            "gemm": stretch * gemm,
-            "attention": stretch * attention,
-            "elementwise": stretch * elementwise,
-            "layer_overhead": stretch * self._layer_overhead_s,
-            "allreduce": self._layers * allreduce,
-            "lm_head": lm,
-            "p2p": p2p,
-            "host": host,
-        }
-        return StepCost(sum(stages) + p2p + host, max(stages) + host / self.pp, terms)
+        stages[-1] += terms["lm_head"] / speeds[-1]
+        stretch = sum(layers / v for layers, v in zip(self.stage_layers, speeds, strict=True)) / n
+        out = dict(terms)
+        for t in ("gemm", "attention", "elementwise", "layer_overhead"):
+            out[t] = terms[t] * stretch
+        out["lm_head"] = terms["lm_head"] / speeds[-1]
+        rest = sum(v for t, v in terms.items() if t not in ("gemm", "attention", "elementwise", "layer_overhead",
+                                                            "allreduce", "lm_head"))   # p2p, host: unchanged
+        return StepCost(sum(stages) + rest, max(stages) + terms["host"] / self.pp, out)
