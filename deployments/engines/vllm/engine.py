@@ -32,7 +32,6 @@ class VllmEngine:
                  **_catalog: Any):
         """`platform` ("cpu" | "gpu") defaults to the installed vLLM's; the factory's model/gpu go unused."""
         self.launch: VllmLaunch = launch_for(spec, config, platform or detect_platform())
-        self.tp, self.pp = config.tp, config.pp
         self.stream_interval_s = spec.engine.stream_interval_ms / 1e3
         self._llm: Any = None
         self._logger: Any = None
@@ -138,7 +137,8 @@ class VllmEngine:
         """SIGKILL the worker process of `rank`: vLLM titles each `VLLM::Worker_PP<stage>_TP<rank>` (the
         suffixes only where that dimension is > 1). With Ray's executor (GPU nodes) the workers are Ray actors,
         not children of this process: refused."""
-        tp, pp = self.tp, self.pp
+        tp = int(self.launch.engine_kwargs.get("tensor_parallel_size", 1))
+        pp = int(self.launch.engine_kwargs.get("pipeline_parallel_size", 1))
         title = "VLLM::Worker" + (f"_PP{rank // tp}" if pp > 1 else "") + (f"_TP{rank % tp}" if tp > 1 else "")
         for p in self._children:
             with contextlib.suppress(psutil.Error):
