@@ -222,7 +222,7 @@ class LLMServer:
                                                   p.finish_reason, self._usage(p)))
 
     async def check_health(self) -> None:
-        """Serve's health check: the stats loop must still be running, and the engine able to serve."""
+        """Serve's health check: the stats loop must still be running, and the engine answer its own."""
         if self._stats_task.done():
             raise RuntimeError("the engine stats loop stopped")
         await self.engine.check_health()

@@ -58,16 +58,17 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     async def check_health(self) -> None:
-        """Raise when the engine can no longer serve (Serve's health check then replaces the replica)."""
+        """Raise when the engine can no longer serve (Serve then replaces the replica)."""
         ...
 
+    async def shutdown(self) -> None: ...
+
+    # --- fault experiments (the scenario's faults: the run's fault board reaches one replica's engine) ----
     def kill_rank(self, rank: int) -> str:
-        """GPU `rank`'s worker dies, as a GPU failure takes it (a fault experiment); what happened, in words."""
+        """GPU `rank`'s worker dies, as a GPU failure takes it; what happened, in words."""
         ...
 
     def slow_rank(self, rank: int, factor: float) -> str:
         """GPU `rank` runs at `factor` of its speed from now on (1: its own again); what happened, in words.
         RuntimeError where the engine cannot do it."""
         ...
-
-    async def shutdown(self) -> None: ...

@@ -158,9 +158,21 @@ class SimEngine:
         )
 
     async def check_health(self) -> None:
+        """The simulated clock must be running: started, and no step of the core has failed."""
+        if self._loop is None:
+            raise RuntimeError("the simulated engine is not running")
         if self._error is not None:
-            raise RuntimeError(f"the simulated engine failed ({self._error})")
+            raise RuntimeError(f"the simulated engine's clock stopped: {self._error!r}")
 
+    async def shutdown(self) -> None:
+        for rid in list(self._streams):
+            await self.abort(rid)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._loop = None
+
+    # --- fault experiments -------------------------------------------------------------------------
     def kill_rank(self, rank: int) -> str:
         """A TP or PP group cannot run without one of its ranks: the engine stops, every request in flight ends
         with an error, new ones are refused and the health check fails until Serve replaces the replica."""
@@ -196,14 +208,6 @@ class SimEngine:
             self._timer = None
         for stream in self._streams.values():
             stream.event.set()
-
-    async def shutdown(self) -> None:
-        for rid in list(self._streams):
-            await self.abort(rid)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._loop = None
 
     # --- the clock -------------------------------------------------------------------------------
     def _arm(self) -> None:
