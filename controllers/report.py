@@ -12,7 +12,7 @@ import yaml
 
 from controllers import figures
 from controllers import runfolder as rf
-from controllers.faults.blast_radius import FaultImpact, impacts, load_span, timeline
+from controllers.faults.blast_radius import WINDOWS, FaultImpact, impacts, load_span, timeline
 from controllers.faults.record import FAULTS_JSONL, FaultRecord, read_faults
 from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
@@ -387,8 +387,8 @@ def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
     for c in run.scenario.configurations:
         cells = []
         for i in found:
-            g = [i.config_goodput(c.name, w) for w in ("before", "during", "after")]
-            tpot = [i.tpot_p90.get((c.name, w)) for w in ("before", "during", "after")]
+            g = [i.config_goodput(c.name, w) for w in WINDOWS]
+            tpot = [i.tpot_p90.get((c.name, w)) for w in WINDOWS]
             lost = i.lost.get(c.name)
             mark = " class=bad" if i.hit == c.name else ""
             cells.append(f"<td{mark}>{' → '.join(_f(x) for x in g)}<br><span class=note>lost "
@@ -403,13 +403,13 @@ def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
 def _fault_details(run: Run, imp: FaultImpact) -> str:
     """One fault per class and configuration, and its failed requests, folded."""
     w = imp.windows
-    spans = ", ".join(f"{n} {w[n].seconds:.0f} s" for n in ("before", "during", "after"))
+    spans = ", ".join(f"{n} {w[n].seconds:.0f} s" for n in WINDOWS)
     rows = []
     for c in run.scenario.configurations:
         for k in run.scenario.classes:
             cells = "".join(f"<td>{_f(f.goodput)} / {_f(f.attainment, '{:.0%}')} / {_ms(f.tpot_p90)} "
                             f"({f.requests})</td>"
-                            for f in (imp.figures[(c.name, k.name, n)] for n in ("before", "during", "after")))
+                            for f in (imp.figures[(c.name, k.name, n)] for n in WINDOWS))
             rows.append(f"<tr><td class=l>{html.escape(c.name)}</td><td class=l>{html.escape(k.name)}</td>{cells}</tr>")
     shown = imp.failed[:20]
     failed = "".join(f"<tr><td class=l>{html.escape(x.request_id)}</td><td class=l>{html.escape(x.config)}</td>"

@@ -62,7 +62,6 @@ class FaultSchedule:
         self.controller = controller
         self.restart_prometheus = restart_prometheus
         self.say = say
-        self.records: list[FaultRecord] = []
         self._ended = threading.Event()   # the load is over: no more actions
         self._stop = threading.Event()    # no more watching
         self._lock = threading.Lock()
@@ -124,8 +123,7 @@ class FaultSchedule:
             self.metrics.active.labels(*labels).set(0)
             last = PHASES[fault.action][-1] if PHASES[fault.action] else None
             rec.ended_at = rec.applied_at if last is None and rec.ok else rec.phase_at(last) if last else None
-            with self._lock:
-                self.records.append(rec)
+            with self._lock:   # one line per fault, whole, whichever thread ends first
                 append_fault(self.folder, rec)
 
     def _apply(self, rec: FaultRecord) -> None:
