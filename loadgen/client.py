@@ -92,6 +92,10 @@ def http_error_text(status: int, reason: str | None, body: str) -> str:
     return f"HTTP {status} {reason or ''}".rstrip() + (f": {hint}" if hint else "") + (f" — {body}" if body else "")
 
 
+class ErrorEvent(Exception):
+    """The server ended a stream with an OpenAI error event (its engine failed under the request, say)."""
+
+
 class StreamingClient:
     """Sends planned requests and turns each into exactly one RequestRecord."""
 
@@ -168,6 +172,8 @@ class StreamingClient:
             what = type(e).__name__
             s.status = "error"
             s.error = f"connection dropped after {len(s.chunk_times)} chunks ({what}: {e})" if s.send else str(e)
+        except ErrorEvent as e:
+            s.status, s.error = "error", f"the server's error event after {len(s.chunk_times)} chunks: {e}"
         except (ValueError, KeyError, TypeError, IndexError) as e:
             s.status, s.error = "error", f"malformed stream event: {e}"
         except Exception as e:  # whatever else went wrong, the request still gets its one record
@@ -222,7 +228,7 @@ class StreamingClient:
         ev = json.loads(data)
         if "error" in ev:
             err = ev["error"]
-            raise ValueError(err.get("message", err) if isinstance(err, dict) else err)
+            raise ErrorEvent(err.get("message", err) if isinstance(err, dict) else err)
         if not s.config and ev.get("model"):
             s.config = str(ev["model"])
         usage = ev.get("usage") or {}
