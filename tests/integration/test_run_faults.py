@@ -1,8 +1,9 @@
 """A scenario's faults in a short real `parallax run` (Ray Serve + sim engine + Prometheus + controller + load):
 one of the two replicas of a configuration killed (Serve routes around it, so each configuration keeps its
-share of the traffic), a GPU of another configuration slowed for a while. The faults are recorded with their
-times and phases, every planned request has exactly one record, the slowed replica really slowed (the server's
-own TPOT rose while slowed, then came back), and the report shows the Faults section.
+share of the traffic), a GPU of another configuration slowed for a while, the controller paused, Prometheus
+restarted. The faults are recorded with their times and phases, every planned request has exactly one record,
+the slowed replica really slowed (the server's own TPOT rose while slowed, then came back), and the report
+shows the Faults section.
 
 How long each step took is printed with the prefix FIGURE.
 """
@@ -25,7 +26,7 @@ from loadgen.records import read_records
 
 pytestmark = pytest.mark.integration
 
-KILL_AT_S, SLOW_AT_S, SLOW_S, LOAD_S = 4.0, 12.0, 12.0, 38.0
+KILL_AT_S, SLOW_AT_S, SLOW_S, PAUSE_AT_S, PAUSE_S, RESTART_AT_S, LOAD_S = 4.0, 12.0, 12.0, 8.0, 3.0, 16.0, 38.0
 SCENARIO: dict[str, Any] = {
     "name": "faults-live", "model": "llama-3.1-8b", "dtype": "bf16",
     "hardware": {"gpu": "h100-sxm", "gpus_per_node": 4, "nodes": 1},
@@ -41,7 +42,9 @@ SCENARIO: dict[str, Any] = {
     "faults": [{"at_s": KILL_AT_S, "action": "kill_replica", "target": "k"},
                # TP2: rank 1 at a fifth of its speed; its peer waits for it at every all-reduce
                {"at_s": SLOW_AT_S, "action": "slow_gpu", "target": "s", "rank": 1, "factor": 0.2,
-                "duration_s": SLOW_S}],
+                "duration_s": SLOW_S},
+               {"at_s": PAUSE_AT_S, "action": "pause_controller", "duration_s": PAUSE_S},
+               {"at_s": RESTART_AT_S, "action": "restart_prometheus"}],
 }
 
 
@@ -59,19 +62,23 @@ def test_faults_are_applied_on_schedule_recorded_and_measured(tmp_path: Path) ->
     folder = result.folder
     assert not ray.is_initialized()
 
-    kill, slow = read_faults(folder)
-    assert kill.ok and slow.ok, (kill.detail, slow.detail)
+    kill, slow, pause, restart = read_faults(folder)
+    for f in (kill, slow, pause, restart):
+        assert f.ok and f.applied_at is not None, f.detail
+        figure(f"fault-{f.fault.action}", late_s=round(f.applied_at - f.due_at, 2),
+               phases_s={k: round(v, 2) for k, v in f.phases.items()})
+        # on schedule: never early; late only by what taking the action costs (bounds a broken schedule only)
+        assert 0 <= f.applied_at - f.due_at < 15
     assert kill.applied_at is not None and slow.applied_at is not None
-    figure("fault-timing", kill_late_s=round(kill.applied_at - kill.due_at, 2), kill_phases_s=kill.phases,
-           slow_late_s=round(slow.applied_at - slow.due_at, 2), slow_phases_s=slow.phases)
-    # on schedule: never early; late only by what taking the action costs (bounds a broken schedule only)
-    assert 0 <= kill.applied_at - kill.due_at < 15 and 0 <= slow.applied_at - slow.due_at < 15
     assert "killed replica" in kill.detail and kill.replica is not None
     # Serve noticed the dead replica and started another in its place (recorded even after the load)
     assert 0 <= kill.phases["noticed"] <= kill.phases["replaced"], kill.phases
     assert kill.replacement is not None and kill.replacement != kill.replica
     # restored once its duration was over (the restore is an order carried out by the replica, hence ≥)
     assert slow.detail.startswith("rank 1 at 0.2× speed") and SLOW_S <= slow.phases["restored"] < SLOW_S + 15
+    # the controller stepped again once its pause was over; Prometheus came back and the controller read it again
+    assert PAUSE_S <= pause.phases["resumed"] < PAUSE_S + 10
+    assert 0 < restart.phases["stopped"] <= restart.phases["ready"] < restart.phases["fresh"], restart.phases
 
     # no request lost: exactly one record for every request the plan holds
     s = resolved.scenario
