@@ -94,6 +94,8 @@ class Controller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._paused_until = 0.0           # time.monotonic() before which the loop does not step
+        self.last_step = 0.0               # time.monotonic() of the last step the loop took
 
     def apply_initial(self) -> None:
         """Route every class evenly (as planned, for a scenario with a plan) before any measurement."""
@@ -168,12 +170,19 @@ class Controller:
                 if cap is not None and rate > 0:
                     self.metrics.headroom.labels(cls, cfg).set(1 - rate / cap if cap > 0 else -1.0)
 
+    def pause(self, seconds: float) -> None:
+        """Take no step for `seconds` (a fault experiment: the controller stalls); the routing in force stays."""
+        self._paused_until = time.monotonic() + seconds
+
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval_s):
+            if time.monotonic() < self._paused_until:
+                continue
             try:
                 self.tick()
             except Exception:  # a bug in one step must not stop the controller
                 log.exception("controller step failed")
+            self.last_step = time.monotonic()
 
     def start(self) -> None:
         self._stop.clear()

@@ -160,3 +160,25 @@ def scoreboard_over_time(rows: Sequence[Mapping[str, Any]], t0: float, path: Pat
         ax.legend(fontsize=8)
     axes[-1][0].set_xlabel("seconds since start")
     return save_figure(fig, path)
+
+
+def goodput_with_faults(times: Sequence[float], goodput: Mapping[str, Sequence[float]],
+                        faults: Sequence[tuple[str, float, float | None]], path: Path) -> Path:
+    """Goodput per configuration over the run (all classes), each fault marked from its action (a line) to the
+    end of its effect (a band; to the right edge when it never ended). `faults`: (label, start, end) in the
+    same seconds as `times`."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for cfg, ys in goodput.items():
+        ax.step(times, ys, where="post", label=cfg)
+    right = times[-1] if times else 0.0
+    for i, (label, start, end) in enumerate(faults):
+        ax.axvline(start, color="red", lw=0.8)
+        ax.axvspan(start, right if end is None else end, color="red", alpha=0.08)
+        ax.annotate(label, (start, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                    va="top", ha="right", xytext=(-2 - 9 * (i % 3), 0), textcoords="offset points")
+    ax.set_xlabel("seconds since the load started (wall)")
+    ax.set_ylabel("goodput (req/s, engine clock)")
+    ax.set_title("Goodput per configuration, faults marked")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return save_figure(fig, path)

@@ -12,9 +12,13 @@ import yaml
 
 from controllers import figures
 from controllers import runfolder as rf
+from controllers.faults.blast_radius import WINDOWS, FaultImpact, impacts, load_span, timeline
+from controllers.faults.record import FAULTS_JSONL, FaultRecord, read_faults
 from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
 from loadgen.lengths import mean_lengths
+from loadgen.records import read_records
+from loadgen.summary import rescore
 from schema.scenario import Scenario
 
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -36,6 +40,7 @@ class Run:
     weights: list[dict[str, Any]]
     decisions: list[dict[str, Any]]
     whatif: dict[str, Any]
+    faults: list[FaultRecord]
 
     @property
     def t0(self) -> float:
@@ -70,6 +75,7 @@ def read_run(folder: Path) -> Run:
         scoreboard=rf.read_csv(folder / rf.SCOREBOARD_CSV), weights=rf.read_csv(folder / rf.WEIGHTS_CSV),
         decisions=rf.read_jsonl(folder / rf.DECISIONS_JSONL),
         whatif=json.loads(whatif_path.read_text()) if whatif_path.exists() else {},
+        faults=read_faults(folder),
     )
 
 
@@ -313,6 +319,133 @@ def _figures_html(figs: Sequence[Figure]) -> str:
                    for t, p, n in figs)
 
 
+def _secs(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def _count(x: float | None) -> str:
+    """A number of requests, rounded (never "-0")."""
+    return "–" if x is None else f"{round(x) + 0:d}"
+
+
+def _faults_section(run: Run, folder: Path) -> str:
+    """Per fault: when, what it hit, detect / drain / recover, failures and lost goodput; the blast radius of
+    each configuration side by side; details per fault on demand; the goodput figure."""
+    if not run.faults:
+        return ""
+    s = run.scenario
+    raw = [r for r in read_records(folder / rf.RECORDS_JSONL) if not r.warmup] \
+        if (folder / rf.RECORDS_JSONL).exists() else []
+    records = rescore(raw, {c.name: c.slo for c in s.classes}, s.engine.clock_scale)
+    found = impacts(run.faults, records, s, run.weights)
+    start = load_span(records)[0]
+    rows = []
+    for rec in run.faults:
+        imp = next((i for i in found if i.record is rec), None)
+        f = rec.fault
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in rec.phases.items())
+        what = html.escape(rec.detail if rec.ok else f"not applied: {rec.detail}") + (
+            f"<br><span class=note>{html.escape(phases)}</span>" if phases else "")
+        lost = imp.lost.get(f.target, None) if imp is not None and f.target else None
+        rows.append(
+            f"<tr><td>{rec.index}</td><td>{_secs(rec.applied_at - start if rec.applied_at else None)}</td>"
+            f"<td class=l>{html.escape(f.label())}</td><td class=l>{what}</td><td>{_capacity_hit(s, imp)}</td>"
+            f"<td>{_secs(imp.detect_s if imp else None)}</td><td>{_secs(imp.drain_s if imp else None)}</td>"
+            f"<td>{_secs(imp.recover_s if imp else None)}</td><td>{len(imp.failed) if imp else '–'}</td>"
+            f"<td>{_count(lost)}</td></tr>")
+    table = ("<table><tr><th>#</th><th>applied at (s)</th><th class=l>fault</th><th class=l>what happened</th>"
+             "<th>capacity hit</th><th>detect (s)</th><th>drain (s)</th><th>recover (s)</th><th>failed requests</th>"
+             "<th>good requests lost by the configuration hit</th></tr>" + "".join(rows) + "</table>")
+    return (f"<h2>Faults</h2><p class=note>The scenario's faults, applied on the load's schedule (faults.jsonl). "
+            f"Detect: the first failure a client saw, or Serve noticing; drain: the controller's routing left the "
+            f"configuration (not needed while other replicas serve: Serve routes around a dead one); recover: the "
+            f"replacement runs, is routed again and served a request (a slowed GPU: back to speed). Capacity hit: "
+            f"the share of the configuration's replicas the fault took down (or slowed), and for how long. Those "
+            f"are wall seconds after the action on this machine. Goodput (req/s meeting the SLO, engine clock) is "
+            f"counted by send time over {s.controller.window_s:g} s before the action, while the fault lasts, and "
+            f"{s.controller.window_s:g} s after; 'lost' is the configuration's goodput before less its goodput "
+            f"during, times how long the fault lasted: the good requests it did not deliver.</p>{table}"
+            f"{_blast_radius(run, found)}{''.join(_fault_details(run, i) for i in found)}"
+            f"{_figures_html([_faults_figure(run, records, found, start, folder)])}")
+
+
+def _capacity_hit(s: Scenario, imp: FaultImpact | None) -> str:
+    """The share of the hit configuration's replicas down (or slowed) and for how long: '100% for 30 s'."""
+    c = next((c for c in s.configurations if imp is not None and c.name == imp.hit), None)
+    if imp is None or c is None:
+        return "–"
+    during = imp.windows["during"].seconds
+    return f"{1 / c.replicas:.0%} for {during:.0f} s" + (" (slowed)" if imp.record.fault.action == "slow_gpu" else "")
+
+
+def _blast_radius(run: Run, found: Sequence[FaultImpact]) -> str:
+    """Configurations side by side under each fault: goodput before → during → after, good requests lost."""
+    if not found:
+        return ""
+    head = "".join(f"<th>#{i.record.index} {html.escape(i.record.fault.label())}</th>" for i in found)
+    rows = []
+    for c in run.scenario.configurations:
+        cells = []
+        for i in found:
+            g = [i.config_goodput(c.name, w) for w in WINDOWS]
+            tpot = [i.tpot_p90.get((c.name, w)) for w in WINDOWS]
+            lost = i.lost.get(c.name)
+            mark = " class=bad" if i.hit == c.name else ""
+            cells.append(f"<td{mark}>{' → '.join(_f(x) for x in g)}<br><span class=note>lost "
+                         f"{_count(lost)}; p90 TPOT {' → '.join(_ms(x) for x in tpot)} ms</span></td>")
+        rows.append(f"<tr><td class=l>{html.escape(c.name)} (TP{c.tp}×PP{c.pp}×{c.replicas})</td>{''.join(cells)}</tr>")
+    return ("<h3>Blast radius</h3><p class=note>Goodput of each configuration, every class (req/s, engine clock), "
+            "before → during → after each fault, the good requests it lost, and the p90 TPOT of its requests "
+            "(engine clock); the configuration a fault hit in red.</p>"
+            f"<table><tr><th class=l>configuration</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _fault_details(run: Run, imp: FaultImpact) -> str:
+    """One fault per class and configuration, and its failed requests, folded."""
+    w = imp.windows
+    spans = ", ".join(f"{n} {w[n].seconds:.0f} s" for n in WINDOWS)
+    rows = []
+    for c in run.scenario.configurations:
+        for k in run.scenario.classes:
+            cells = "".join(f"<td>{_f(f.goodput)} / {_f(f.attainment, '{:.0%}')} / {_ms(f.tpot_p90)} "
+                            f"({f.requests})</td>"
+                            for f in (imp.figures[(c.name, k.name, n)] for n in WINDOWS))
+            rows.append(f"<tr><td class=l>{html.escape(c.name)}</td><td class=l>{html.escape(k.name)}</td>{cells}</tr>")
+    shown = imp.failed[:20]
+    failed = "".join(f"<tr><td class=l>{html.escape(x.request_id)}</td><td class=l>{html.escape(x.config)}</td>"
+                     f"<td class=l>{html.escape(x.sla_class)}</td><td class=l>{x.status}</td><td>{x.http_status or '–'}"
+                     f"</td><td class=l>{html.escape(x.error or '')}</td></tr>" for x in shown)
+    more = (f"<p class=note>… and {len(imp.failed) - len(shown)} more in records.jsonl.</p>"
+            if len(imp.failed) > len(shown) else "")
+    failures = ("<table><tr><th class=l>request</th><th class=l>config</th><th class=l>class</th><th class=l>status"
+                f"</th><th>HTTP</th><th class=l>error record</th></tr>{failed}</table>{more}"
+                if shown else "<p>No request failed.</p>")
+    return (f"<details><summary>#{imp.record.index} {html.escape(imp.record.fault.label())}: per class, and the "
+            f"failed requests</summary><p class=note>Windows: {spans}. Each cell: goodput (req/s) / attainment / "
+            f"p90 TPOT (ms) (requests sent in the window).</p><table><tr><th class=l>config</th><th class=l>class</th>"
+            f"<th>before</th><th>during</th><th>after</th></tr>{''.join(rows)}</table>{failures}</details>")
+
+
+def _faults_figure(run: Run, records: Sequence[Any], found: Sequence[FaultImpact], start: float,
+                   folder: Path) -> Figure:
+    bin_s = max(1.0, run.scenario.controller.window_s / 4)
+    times, goodput = timeline(records, [c.name for c in run.scenario.configurations], run.scenario.engine.clock_scale,
+                              bin_s)
+    groups: dict[float, list[FaultRecord]] = {}   # faults taken at the same moment share one mark
+    for i in found:
+        assert i.record.applied_at is not None
+        groups.setdefault(round(i.record.applied_at - start), []).append(i.record)
+    faults = []
+    for at, group in sorted(groups.items()):
+        ends = [r.ended_at for r in group]
+        end = None if any(e is None for e in ends) else max(e for e in ends if e is not None) - start
+        label = " + ".join(r.fault.label() for r in group) if len(group) < 3 else f"{len(group)} faults"
+        faults.append((label, float(at), end))
+    return ("Goodput over time, faults marked", figures.goodput_with_faults(
+        times, goodput, faults, folder / "faults.png"),
+        f"Bins of {bin_s:g} s by send time; each band runs from a fault's action to the end of its effect.")
+
+
 def _overview(run: Run) -> str:
     """What ran, how it went in one line, and which clock the figures are on."""
     s = run.scenario
@@ -336,6 +469,8 @@ def render_report(folder: Path) -> Path:
     run = read_run(folder)
     study = "".join(f"<p>{line}</p>" for line in study_comparison(run)) or "<p>No prediction.</p>"
     whatif_note = html.escape(run.whatif.get("note", "No simulator prediction was made for this run."))
+    faults_note = (" This run had faults (see Faults below); the replay has none, so a configuration whose requests "
+                   "suffered from one disagrees." if any(f.ok for f in run.faults) else "")
     name = html.escape(run.scenario.name)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Parallax run {name}</title>
 <style>{CSS}</style></head><body>
@@ -343,7 +478,7 @@ def render_report(folder: Path) -> Path:
 {_plan_vs_live(run)}
 <h2>Outcome per class</h2>
 <p class=note>Measured client-side over the whole run on the traffic each configuration actually received
-(the chosen one gets most of it, the others the exploration share). {whatif_note}</p>
+(the chosen one gets most of it, the others the exploration share). {whatif_note}{faults_note}</p>
 {_outcome_table(run)}
 <h2>Live path</h2>
 <p class=note>Client-side TTFT includes the live path (HTTP, Ray Serve's proxy, the ingress, the SSE relay): about
@@ -351,10 +486,11 @@ def render_report(folder: Path) -> Path:
 its own TTFT in each response's usage; the difference is what the path added (bench/live_path.py measures it).</p>
 {_path_table(run)}
 <h2>Study vs simulation</h2>{study}
+{_faults_section(run, folder)}
 <h2>Routing decisions</h2>{_decisions_table(run)}
 <h2>Figures</h2>{_figures_html(_figures(run, folder))}
 <p class=note>Files: scenario.yaml, records.jsonl, scoreboard.csv, weights.csv, decisions.jsonl, whatif.json,
-dashboards/.</p>
+{FAULTS_JSONL + ", " if run.faults else ""}dashboards/.</p>
 </body></html>"""
     out = folder / rf.REPORT_HTML
     out.write_text(page)

@@ -22,9 +22,12 @@ import yaml
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from controllers import runfolder as rf
 from controllers.controller import Controller, ControllerMetrics, prom_query
+from controllers.faults.record import FAULTS_JSONL
+from controllers.faults.schedule import FOLLOW_S, FaultSchedule
 from controllers.live_view import render
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
@@ -35,6 +38,7 @@ from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
 from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved
+from loadgen.control import LoadControl
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
 from monitoring.ports import free_port, port_or_free
@@ -42,6 +46,7 @@ from monitoring.prometheus import (
     PrometheusHandle,
     ScrapeTarget,
     attach_prometheus,
+    restart_prometheus,
     start_prometheus,
     stop_prometheus,
 )
@@ -140,10 +145,14 @@ def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console
             stack.enter_context(_ray(resolved, ports.ray))
             url, target = stack.enter_context(_deployment(resolved, port_or_free(s.server.port), console))
             console.print(f"ingress: {url}" + (f" (load sent directly to {target})" if target != url else ""))
-            controller = _start_controller(resolved, folder, url, ports, capacities, stack, console)
+            controller, prom = _start_controller(resolved, folder, url, ports, capacities, stack, console)
+            load = LoadControl()
+            if s.faults:
+                schedule = _start_faults(s, folder, controller, prom, load, console)
+                stack.callback(lambda: schedule.stop(0.0 if interrupted else FOLLOW_S))  # first, after the load
             if on_started is not None:
                 on_started(controller)
-            interrupted = _drive_load(resolved, target, folder, ports.loadgen, controller, console, live)
+            interrupted = _drive_load(resolved, target, folder, ports.loadgen, controller, console, live, load)
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]interrupted: tearing down and writing the run folder[/]")
@@ -177,7 +186,8 @@ def _start_prometheus(s: Scenario, folder: Path, ports: _Ports, stack: ExitStack
 
 
 def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
-                      capacities: dict[tuple[str, str], float], stack: ExitStack, console: Console) -> Controller:
+                      capacities: dict[tuple[str, str], float], stack: ExitStack, console: Console
+                      ) -> tuple[Controller, PrometheusHandle]:
     """The controller's metrics endpoint, Prometheus and the dashboards, then the controller itself (with
     the simulator's `capacities`, filled in as they come), routing evenly until it has evidence; everything
     is stopped by `stack`."""
@@ -199,7 +209,19 @@ def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
     controller.apply_initial()
     controller.start()
     stack.callback(controller.stop)
-    return controller
+    return controller, prom
+
+
+def _start_faults(s: Scenario, folder: Path, controller: Controller, prom: PrometheusHandle, load: LoadControl,
+                  console: Console) -> FaultSchedule:
+    """The scenario's faults, applied on the load's schedule and exported beside the controller's metrics; to be
+    stopped (every record written) before the controller, Prometheus and the deployment."""
+    schedule = FaultSchedule(s, folder, controller.metrics.registry, load, controller,
+                             None if prom.attached else lambda: restart_prometheus(prom),
+                             say=lambda line: console.print(f"[magenta]{escape(line)}[/]"))
+    schedule.start()
+    console.print(f"{len(s.faults)} faults scheduled; what happens is written to {folder / FAULTS_JSONL}")
+    return schedule
 
 
 def _write_results(resolved: Resolved, folder: Path, console: Console, error: str | None
@@ -219,14 +241,13 @@ def _write_results(resolved: Resolved, folder: Path, console: Console, error: st
 
 
 def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, controller: Controller,
-                console: Console, live: bool) -> bool:
+                console: Console, live: bool, control: LoadControl) -> bool:
     """Run the scenario's load with the live view; Ctrl-C stops it gracefully. True when interrupted."""
     s = resolved.scenario
     base_dir = Path(resolved.source).parent
     done = [0]
     t0 = time.time()
-    steps = max(1, len(s.load.rates))
-    total_s = steps * (s.load.duration_s + s.load.warmup_s)
+    total_s = s.load.planned_s
 
     def status() -> str:
         return f"load {time.time() - t0:.0f}/{total_s:.0f}s · {done[0]} requests done"
@@ -239,7 +260,8 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
             await run_load(url, list(s.classes), s.load, folder, metrics_port=metrics_port, stop=stop,
                            on_record=lambda _: done.__setitem__(0, done[0] + 1), base_dir=base_dir,
                            tokenizer=_local_tokenizer(s), time_scale=s.engine.clock_scale,
-                           api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
+                           api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None,
+                           control=control)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
         return stop.is_set()

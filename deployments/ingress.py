@@ -63,6 +63,11 @@ async def _unexpected(_: Request, e: Exception) -> JSONResponse:
                         status_code=500)
 
 
+def _error(e: api.OpenAIError, headers: dict[str, str]) -> JSONResponse:
+    """An error response that still names the configuration and class (the client's record keeps them)."""
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
 async def _forward(gen: DeploymentResponseGenerator) -> AsyncIterator[str]:
     """Relay the server's SSE events; a client that goes away cancels the request in the replica."""
     try:
@@ -228,8 +233,12 @@ class Ingress:
             assert isinstance(gen, DeploymentResponseGenerator)
             first = await gen.__anext__()
         except BackPressureError:
-            raise api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry later",
-                                  "server_overloaded", code="overloaded") from None
+            return _error(api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry "
+                                          "later", "server_overloaded", code="overloaded"), headers)
+        except Exception as e:  # the replica died under the request (a failed GPU, a killed replica)
+            logger.warning("request %s: a replica of %s failed: %s", request_id, config, type(e).__name__)
+            return _error(api.OpenAIError(502, f"a replica of configuration {config} failed ({type(e).__name__}); "
+                                          "retry", "server_error", code="replica_failed"), headers)
         headers[REPLICA_HEADER] = first["replica"]
         if first["status"] != 200:
             return JSONResponse(first["body"], status_code=first["status"], headers=headers)

@@ -15,6 +15,7 @@ from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.lengths import longest_length, mean_length
 from schema.deployment import ParallelConfig, ReplicaGroup
+from schema.faults import fault_problems
 from schema.plan import PlanSection
 from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
 
@@ -70,6 +71,7 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     problems += _check_server(s)
     problems += _check_load(s, base_dir)
     problems += _check_engine(s, gpu, base_dir)
+    problems += fault_problems(s.faults, s, s.classes, s.load, s.monitoring)
     if s.plan is not None:
         problems += _check_plan(s.plan, [c.name for c in s.configurations], [c.name for c in s.classes],
                                 s.controller.policy)

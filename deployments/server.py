@@ -22,9 +22,11 @@ from deployments import openai_api as api
 from deployments.app_args import AppArgs
 from deployments.engines.base import Engine, GenerationRequest, TokenChunk
 from deployments.engines.factory import create_engine
+from deployments.fault_board import follow_orders
 from deployments.resolve import Resolved
 from deployments.telemetry import ReplicaMetrics, RequestTiming
 from loadgen.wire import CLASS_HEADER, Job
+from schema.faults import ENGINE_ACTIONS
 
 logger = logging.getLogger("ray.serve")
 
@@ -74,7 +76,11 @@ class LLMServer:
         self.engine: Engine = create_engine(self.resolved, self.config)
         self._engine_ids = itertools.count()
         await self.engine.start()
-        self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())
+        loop = asyncio.get_running_loop()
+        self._stats_task = loop.create_task(self._export_stats())
+        # a scenario's faults that reach into this configuration's engines: follow the run's fault board
+        engine_faults = any(f.action in ENGINE_ACTIONS and f.target == config_name for f in s.faults)
+        self._orders = loop.create_task(follow_orders(self.replica, self.engine)) if engine_faults else None
 
     async def _export_stats(self) -> None:
         while True:
@@ -101,6 +107,9 @@ class LLMServer:
             return req, n, self.engine.generate(req), _Progress(started=wall)
         except ValueError as e:
             raise api.OpenAIError(400, str(e), param="max_tokens", code="request_too_large") from None
+        except RuntimeError as e:  # the engine is down (a failed GPU) until Serve replaces this replica
+            raise api.OpenAIError(503, f"the engine cannot serve: {e}", "server_error",
+                                  code="engine_unavailable") from None
 
     async def _run(self, req: GenerationRequest, prompt_tokens: int, stream: AsyncIterator[TokenChunk],
                    p: _Progress) -> AsyncGenerator[TokenChunk, None]:
@@ -222,4 +231,6 @@ class LLMServer:
         """Serve calls this (awaited) when the replica shuts down."""
         if hasattr(self, "_stats_task"):  # absent when __init__ failed
             self._stats_task.cancel()
+            if self._orders is not None:
+                self._orders.cancel()
             await self.engine.shutdown()

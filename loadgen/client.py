@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiohttp
 
 from loadgen.errors import LoadError
-from loadgen.records import RequestRecord, Status
+from loadgen.records import UNKNOWN_CONFIG, RequestRecord, Status
 from loadgen.wire import (
     CLASS_HEADER,
     CONFIG_HEADER,
@@ -90,6 +90,10 @@ def http_error_text(status: int, reason: str | None, body: str) -> str:
     hint = _HINTS.get(status) or ("server error" if status >= 500 else "")
     body = " ".join(body.split())[:300]
     return f"HTTP {status} {reason or ''}".rstrip() + (f": {hint}" if hint else "") + (f" — {body}" if body else "")
+
+
+class ErrorEvent(Exception):
+    """The server ended a stream with an OpenAI error event (its engine failed under the request, say)."""
 
 
 class StreamingClient:
@@ -168,6 +172,8 @@ class StreamingClient:
             what = type(e).__name__
             s.status = "error"
             s.error = f"connection dropped after {len(s.chunk_times)} chunks ({what}: {e})" if s.send else str(e)
+        except ErrorEvent as e:
+            s.status, s.error = "error", f"the server's error event after {len(s.chunk_times)} chunks: {e}"
         except (ValueError, KeyError, TypeError, IndexError) as e:
             s.status, s.error = "error", f"malformed stream event: {e}"
         except Exception as e:  # whatever else went wrong, the request still gets its one record
@@ -222,7 +228,7 @@ class StreamingClient:
         ev = json.loads(data)
         if "error" in ev:
             err = ev["error"]
-            raise ValueError(err.get("message", err) if isinstance(err, dict) else err)
+            raise ErrorEvent(err.get("message", err) if isinstance(err, dict) else err)
         if not s.config and ev.get("model"):
             s.config = str(ev["model"])
         usage = ev.get("usage") or {}
@@ -252,6 +258,8 @@ class StreamingClient:
         return False
 
     def _record(self, p: Planned, s: _Stream, scheduled_perf: float) -> RequestRecord:
+        """The request's record, made the moment it ended or failed."""
+        ended = s.end if s.finished and s.end is not None else time.perf_counter()
         ttft = e2e = tpot = None
         itl: list[float] = []
         out_tokens = s.usage_completion if s.usage_completion is not None else round(sum(s.chunk_tokens))
@@ -264,10 +272,11 @@ class StreamingClient:
         elif s.send is not None and s.end is not None:
             e2e = s.end - s.send
         return RequestRecord(
-            request_id=p.request_id, sla_class=p.sla_class, config=s.config or "unknown", model=self.model,
+            request_id=p.request_id, sla_class=p.sla_class, config=s.config or UNKNOWN_CONFIG, model=self.model,
             rate_step=p.rate_step, offered_rate=p.offered_rate, concurrency=p.concurrency, warmup=p.warmup,
             scheduled_time=self.clock.epoch(scheduled_perf),
             send_time=self.clock.epoch(s.send) if s.send is not None else None,
+            end_time=self.clock.epoch(ended) if s.send is not None else None,
             ttft_s=ttft, tpot_s=tpot if s.status == "ok" else None, itl_s=itl,
             e2e_s=e2e if s.status == "ok" else None,
             prompt_tokens=s.usage_prompt if s.usage_prompt is not None else p.prompt_tokens,

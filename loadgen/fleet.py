@@ -27,12 +27,13 @@ import ray
 
 import loadgen
 from loadgen.client import Clock
+from loadgen.control import LoadControl
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.plan import StepPlan
 from loadgen.progress import LiveView
 from loadgen.ray_worker import LoadWorker
-from loadgen.records import RequestRecord
+from loadgen.records import UNKNOWN_CONFIG, RequestRecord
 from loadgen.sender import RecordSink, announce_step, record_partial_step, refresh_view
 from loadgen.split import Share, split_plan
 from loadgen.summary import WorkerReport
@@ -57,6 +58,10 @@ class _Handle(Protocol):
 
     async def close(self, grace_s: float) -> str:
         """Wait for the end (killing after `grace_s`); how it ended, e.g. "exit 0", "killed by SIGKILL"."""
+        ...
+
+    def kill(self) -> str:
+        """Kill it now, as a crash would (from any thread); what was done."""
         ...
 
 
@@ -122,6 +127,11 @@ class _Process:
     def stop(self) -> None:
         self._send("stop")
 
+    def kill(self) -> str:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return f"killed the worker process (pid {self.proc.pid})"
+
     async def close(self, grace_s: float) -> str:
         try:
             await asyncio.wait_for(self.proc.wait(), grace_s)
@@ -169,6 +179,10 @@ class _Actor:
         ray.kill(self.actor)
         return self.error or "done"
 
+    def kill(self) -> str:
+        ray.kill(self.actor)
+        return f"killed the worker actor ({self.where})"
+
 
 @dataclass
 class _Worker:
@@ -208,7 +222,7 @@ class _Worker:
         """A record for each request launched without one (the worker died first)."""
         why = f"load generator worker {self.index} ({self.handle.where}) {how} before the response completed"
         out = [RequestRecord(
-            request_id=e["request_id"], sla_class=e["sla_class"], config="unknown", model=self.share.model,
+            request_id=e["request_id"], sla_class=e["sla_class"], config=UNKNOWN_CONFIG, model=self.share.model,
             rate_step=e["rate_step"], offered_rate=e["offered_rate"], concurrency=e["concurrency"],
             warmup=e["warmup"], scheduled_time=e["scheduled_time"], send_time=e["send_time"],
             prompt_tokens=e["prompt_tokens"], planned_prompt_tokens=e["prompt_tokens"], max_tokens=e["max_tokens"],
@@ -299,20 +313,22 @@ class FleetResult:
 
 
 async def run_fleet(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-                    stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
+                    stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None,
+                    control: LoadControl | None = None) -> FleetResult:
     """Run the plan on `share.workers` workers (`on`: "local" | "ray"). Raises LoadError when a worker
     cannot start. Connects to RAY_ADDRESS (and disconnects after) when Ray workers are asked for and this
-    process is not connected yet."""
+    process is not connected yet. `control` learns the start and may kill a worker."""
     owned = on == "ray" and not ray.is_initialized()
     try:
-        return await _run(share, plan, on, sink, durations, stop, metrics, view)
+        return await _run(share, plan, on, sink, durations, stop, metrics, view, control)
     finally:
         if owned and ray.is_initialized():
             ray.shutdown()
 
 
 async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, durations: dict[int, float],
-               stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None) -> FleetResult:
+               stop: asyncio.Event | None, metrics: ClientMetrics | None, view: LiveView | None,
+               control: LoadControl | None) -> FleetResult:
     shares = [replace(share, index=k, steps=steps) for k, steps in enumerate(split_plan(plan, share.workers))]
     handles = await _spawn(shares, on)
     workers = [_Worker(k, h, s) for k, (h, s) in enumerate(zip(handles, shares, strict=True))]
@@ -327,6 +343,8 @@ async def _run(share: Share, plan: list[StepPlan], on: str, sink: RecordSink, du
             epoch = time.time() + START_MARGIN_S
             await asyncio.gather(*(w.handle.start(epoch) for w in workers))
             clock = Clock(epoch)
+            if control is not None:
+                control.started(epoch, [w.handle.kill for w in workers])
             helpers = [asyncio.create_task(_announce(plan, clock, metrics, view)),
                        asyncio.create_task(refresh_view(view))]
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(sink.halt.wait())]

@@ -1,7 +1,7 @@
 """One record per scheduled request, written as JSONL in the run folder.
 
-The controller's report reads these files: keep field names stable. Times `scheduled_time` and
-`send_time` are Unix epoch seconds; the client's durations are wall seconds as measured, the server's
+The controller's report reads these files: keep field names stable. Times `scheduled_time`, `send_time`
+and `end_time` are Unix epoch seconds; the client's durations are wall seconds as measured, the server's
 (`server_*`) are on the engine's clock. `slo_met` is judged on the engine's clock: against a simulated
 engine that runs `engine_time_scale` (load-meta.json) times slower than the wall, on `on_engine_clock`.
 `request_id` is the `x-request-id` the client sent, which the Parallax server logs and puts in the
@@ -23,6 +23,7 @@ SUMMARY_FILE = "load-summary.json"
 META_FILE = "load-meta.json"
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
+UNKNOWN_CONFIG = "unknown"   # a record's config when no response named one (a timeout, a dropped connection)
 
 
 class RequestRecord(BaseModel):
@@ -40,6 +41,8 @@ class RequestRecord(BaseModel):
     warmup: bool = False
     scheduled_time: float
     send_time: float | None = Field(description="None when the request was never sent (run interrupted)")
+    end_time: float | None = Field(default=None, description="when the client saw the response end, or fail "
+                                   "(None: never sent, or its load generator worker died first)")
     ttft_s: float | None = None
     tpot_s: float | None = Field(default=None, description="(e2e - ttft) / (output_tokens - 1)")
     itl_s: list[float] = Field(default_factory=list, description="gaps between tokens as they arrived")

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from loadgen.client import Api, Clock, StreamingClient
+from loadgen.control import LoadControl
 from loadgen.errors import LoadError
 from loadgen.exporter import ClientMetrics
 from loadgen.fleet import run_fleet
@@ -42,8 +43,10 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                    stop: asyncio.Event | None = None, on_record: Callable[[RequestRecord], None] | None = None,
                    tokenizer: str | Path | None = None, api_key: str | None = None,
                    base_dir: Path | None = None, progress: bool = False,
-                   on_metrics_port: Callable[[int], None] | None = None, time_scale: float = 1.0) -> LoadSummary:
-    """Run the load and return its summary; records, meta and summary land in `out_dir`.
+                   on_metrics_port: Callable[[int], None] | None = None, time_scale: float = 1.0,
+                   control: LoadControl | None = None) -> LoadSummary:
+    """Run the load and return its summary; records, meta and summary land in `out_dir`. `control` learns
+    when the schedule starts, and may kill a worker (a fault experiment).
 
     `time_scale`: wall seconds per second of the target engine's clock (a simulated engine's
     `EngineConfig.clock_scale`): SLOs are judged, and the summary and client metrics reported, on that clock.
@@ -86,6 +89,8 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                 if load.workers == 1 and load.workers_on == "local":
                     client.clock = clock = Clock()  # the schedule starts now, after the preflight
                     meta["started_at"] = clock.epoch0
+                    if control is not None:
+                        control.started(clock.epoch0)
                     sender = Sender(client, prompts, workload, slos, sink.add, prompt_rng(load.seed), time_scale)
                     interrupted = await drive(sender, sink.halt, plan, clock, durations, stop, metrics, view)
                 else:
@@ -93,7 +98,8 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
                                   classes=classes, base_dir=base_dir, slos=slos, seed=load.seed,
                                   tokenizer=str(tokenizer) if tokenizer else None, workers=load.workers,
                                   time_scale=time_scale)
-                    fleet = await run_fleet(share, plan, load.workers_on, sink, durations, stop, metrics, view)
+                    fleet = await run_fleet(share, plan, load.workers_on, sink, durations, stop, metrics, view,
+                                            control)
                     interrupted, reports = fleet.stopped, fleet.reports
                     meta["started_at"] = fleet.started_at or meta["started_at"]
         finally:

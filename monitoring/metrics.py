@@ -74,3 +74,10 @@ ROUTING_WEIGHT = "routing_weight"             # gauge, labels sla_class, config
 DECISIONS = "decisions"                       # counter, labels sla_class, config, policy
 STALE = "stale"                               # gauge, 1 while Prometheus data is missing/stale
 PREDICTED_HEADROOM = "predicted_headroom"     # gauge, labels sla_class, config (what-if)
+
+# --- faults (a run's scheduled faults, controllers/faults/; exported in the controller's registry) ---
+FAULT_PREFIX = "parallax_fault_"
+FAULT_LABELS = ("fault", "action", "target")  # fault: its index in the scenario; target: a configuration, or ""
+FAULT_APPLIED = "applied"                     # counter: the fault's action was taken
+FAULT_ACTIVE = "active"                       # gauge: 1 from the action until its effect ended (replacement
+                                              # running, speed restored, fresh data, controller stepping)

@@ -56,6 +56,7 @@ class PrometheusHandle:
     pid: int | None = None
     attached: bool = False
     config_file: str = ""
+    retention: str = "15d"
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def state(self) -> dict[str, Any]:
@@ -152,13 +153,9 @@ def start_prometheus(run_dir: Path, targets: Sequence[ScrapeTarget], rules: dict
     for attempt in range(3):
         chosen = port or free_port()
         url = f"http://127.0.0.1:{chosen}"
-        cmd = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'data'}",
-               f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{chosen}"]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+        proc = _launch(binary, config_file, folder, chosen, retention)
         handle = PrometheusHandle(url=url, port=chosen, folder=str(folder), pid=proc.pid,
-                                  config_file=str(config_file), _proc=proc)
+                                  config_file=str(config_file), retention=retention, _proc=proc)
         try:
             ready = wait_ready(url, ready_timeout_s, proc)
             if ready:
@@ -175,6 +172,34 @@ def start_prometheus(run_dir: Path, targets: Sequence[ScrapeTarget], rules: dict
         raise PrometheusLaunchError(f"Prometheus did not become ready within {ready_timeout_s:g} s{hint}; "
                                     f"its log ({log}) ends with:\n{tail}")
     raise AssertionError("unreachable")
+
+
+def _launch(binary: str, config_file: Path, folder: Path, port: int, retention: str) -> subprocess.Popen[bytes]:
+    """Prometheus on 127.0.0.1:`port`, its storage and log in `folder`, in a session of its own."""
+    cmd = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'data'}",
+           f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{port}"]
+    with (folder / "prometheus.log").open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def restart_prometheus(handle: PrometheusHandle, ready_timeout_s: float = 20.0) -> tuple[float, float]:
+    """Stop a Prometheus this process started and start it again on the same port, config and data (its
+    series survive); `handle` then names the new process. (seconds to stop, seconds until ready again)."""
+    if handle.attached or not handle.config_file:
+        raise PrometheusLaunchError(f"the Prometheus at {handle.url} was not started here; restart it yourself")
+    t0 = time.monotonic()
+    _terminate(handle, 10.0)
+    stopped = time.monotonic() - t0
+    folder = Path(handle.folder)
+    proc = _launch(find_prometheus(), Path(handle.config_file), folder, handle.port, handle.retention)
+    handle.pid, handle._proc = proc.pid, proc
+    if not wait_ready(handle.url, ready_timeout_s, proc):
+        raise PrometheusLaunchError(f"Prometheus did not come back within {ready_timeout_s:g} s on port "
+                                    f"{handle.port}; its log ({folder / 'prometheus.log'}) ends with:\n"
+                                    f"{_log_tail(folder / 'prometheus.log')}")
+    _write_state(folder.parent, handle)
+    return stopped, time.monotonic() - t0
 
 
 def attach_prometheus(url: str, run_dir: Path | None = None, timeout_s: float = 5.0) -> PrometheusHandle:

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from schema.controller import ControllerConfig
 from schema.deployment import DeploymentSpec
+from schema.faults import Fault
 from schema.monitoring import MonitoringConfig
 from schema.plan import PlanSection
 from schema.traffic import LoadConfig, TrafficClass
@@ -31,6 +32,8 @@ class Scenario(DeploymentSpec):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     plan: PlanSection | None = Field(default=None, description="written by `parallax plan`: the planned "
                                      "deployments the configurations make up, and what was predicted")
+    faults: list[Fault] = Field(default_factory=list, description="timed actions `parallax run` applies while "
+                                "the load runs (schema/faults.py), measured in the report's Faults section")
 
     @property
     def default_class(self) -> str:

@@ -222,3 +222,8 @@ class LoadConfig(_Strict):
         if any(r <= 0 for r in self.rates):
             raise ValueError("every rate in the sweep must be > 0")
         return self
+
+    @property
+    def planned_s(self) -> float:
+        """Wall seconds the load is planned to last, warm-up included (a trace's own length aside)."""
+        return self.warmup_s + max(1, len(self.rates)) * self.duration_s

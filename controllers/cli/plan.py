@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controllers.cli.terminal import comma_ints, console, err_console, fail
+from controllers.plan.availability import DEFAULT_RESTART_S, LLAMA3_GPU_FAILURE_RATE, Availability
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import runner
 from controllers.plan.pareto import pareto_figure
@@ -57,6 +58,13 @@ def plan_cmd(
     out: Path = typer.Option(Path("runs"), "--out", help="folder that receives plan-<scenario>-<time>/"),
     verify_duration: float = typer.Option(None, "--verify-duration", min=1.0,
                                           help="seconds per load step of the live run (default: the scenario's)"),
+    gpu_failure_rate: float = typer.Option(
+        LLAMA3_GPU_FAILURE_RATE, "--gpu-failure-rate", min=0.0,
+        help="GPU failures per GPU-hour: rank by expected capacity, a replica down while it restarts (default "
+             "1.54e-5, from Llama 3's 16k-H100 fleet; 0: no failures)"),
+    restart_s: float = typer.Option(DEFAULT_RESTART_S, "--restart-s", min=0.0,
+                                    help="seconds a replica stays down after one of its GPUs failed (detection and "
+                                         "restart)"),
 ) -> None:
     """Search every TP×PP split of the GPU budget, homogeneous or per SLA class, for the scenario's traffic."""
     if objective not in OBJECTIVES:
@@ -65,7 +73,8 @@ def plan_cmd(
     opts = PlanOptions(gpus=gpus, objective=obj, top=top, kv_dtypes=_dtypes(kv_dtypes),
                        max_num_seqs=comma_ints("--max-num-seqs", max_num_seqs),
                        max_num_batched_tokens=comma_ints("--max-num-batched-tokens", max_num_batched_tokens),
-                       heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds)
+                       heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds,
+                       availability=Availability(gpu_failure_rate, restart_s) if gpu_failure_rate > 0 else None)
     progress_to = err_console if as_json else console
     try:
         resolved = load_scenario(scenario, need_configurations=False)
@@ -125,8 +134,9 @@ def _verify(resolved: Resolved, plan: Plan, k: int, out: Path, duration_s: float
 def _show(plan: Plan, resolved: Resolved, top: int) -> None:
     s = resolved.scenario
     names = [c.name for c in s.classes]
-    table = Table("#", "deployment", "GPUs", "max rate (req/s)", "goodput/GPU", "tok/s/GPU",
-                  *[f"{n} p90 TTFT/TPOT (ms)" for n in names], "limited by",
+    failing = plan.ranked and plan.ranked[0].availability is not None
+    table = Table("#", "deployment", "GPUs", "max rate (req/s)", *(["expected with failures"] if failing else []),
+                  "goodput/GPU", "tok/s/GPU", *[f"{n} p90 TTFT/TPOT (ms)" for n in names], "limited by",
                   title=f"{s.name}: {plan.objective}, {plan.budget.gpus} GPUs of {resolved.gpu.name}, "
                         f"{plan.candidates:,} candidates")
     for i, e in enumerate(plan.ranked[:top], start=1):
@@ -135,7 +145,9 @@ def _show(plan: Plan, resolved: Resolved, top: int) -> None:
             cf = next((f.classes[n] for f in e.figures if n in f.classes), None)
             cells.append(f"{cf.ttft_ms['p90']:.0f} / {cf.tpot_ms['p90']:.0f}" if cf and cf.requests else "–")
         table.add_row(str(i), escape(e.candidate.label(len(names))), str(e.candidate.gpus),
-                      f"{e.max_rate:.2f} ± {e.max_rate_std:.2f}", f"{e.goodput_per_gpu:.3f}",
+                      f"{e.max_rate:.2f} ± {e.max_rate_std:.2f}",
+                      *([f"{e.expected_rate:.3f} ({e.available_share:.3%})"] if failing else []),
+                      f"{e.goodput_per_gpu:.3f}",
                       f"{e.output_tokens_per_s_per_gpu:,.0f}", *cells,
                       ", ".join(dict.fromkeys(c.binding for c in e.capacities)))
     console.print(table)

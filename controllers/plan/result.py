@@ -5,7 +5,9 @@ One entry per deployment, best first:
 "output_tokens_per_s_per_gpu", "classes": {NAME: {"ttft_ms": {"p50", "p90"}, "tpot_ms": {"p50", "p90"},
 "attainment"}}}` — `classes` of a pool: the classes routed to it; the per-GPU figures and the class figures
 at `max_rate` (requests/s of the whole traffic, engine clock). Extra keys: `rank`, `max_rate_std` (over
-seeds), `binding` (what stops each pool), engine options, `goodput_per_gpu_at` (at the scenario's rates).
+seeds), `binding` (what stops each pool), engine options, `goodput_per_gpu_at` (at the scenario's rates),
+`expected_max_rate` and `available_share` (with GPU failures: max_rate over the states of the replicas, and
+its share of max_rate; the ranking's figure, controllers/plan/availability.py).
 """
 
 import json
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from controllers.plan.availability import one_failure
 from controllers.plan.search import Evaluated, Plan
 from deployments.engines.sim.perf_model import TERMS
 
@@ -40,6 +43,8 @@ def entry(e: Evaluated, rank: int) -> dict[str, Any]:
         "max_num_seqs": c.knobs.max_num_seqs,
         "max_num_batched_tokens": c.knobs.max_num_batched_tokens,
         "goodput_per_gpu_at": {f"{r:g}": g for r, g in e.goodput_at.items()},
+        "expected_max_rate": e.expected_rate,
+        "available_share": e.available_share,
     }
 
 
@@ -78,8 +83,8 @@ NOISE_NOTE = ("max_rate is the mean over seeds of the highest total rate (found 
 
 def why(plan: Plan, classes: int) -> list[str]:
     """Why the winner wins against the runner-up (or, when the winner splits the classes, the best homogeneous
-    deployment): what stops each, how sure the ranking is over seeds, and the cost terms (GPU time per output
-    token, from the simulator's breakdown) that differ most."""
+    deployment): what stops each, how sure the ranking is over seeds, what each loses when a GPU fails, and the
+    cost terms (GPU time per output token, from the simulator's breakdown) that differ most."""
     if not plan.ranked:
         return []
     best = plan.ranked[0]
@@ -89,7 +94,7 @@ def why(plan: Plan, classes: int) -> list[str]:
     a = best.candidate.label(classes)
     lines = [f"winner {a}: {best.max_rate:.2f} req/s on {best.candidate.gpus} GPUs; {_limit(best)}"]
     if ref is None:
-        return lines
+        return lines + failure_lines(best, classes)
     b = ref.candidate.label(classes)
     lines.append(f"against {b}: {ref.max_rate:.2f} req/s on {ref.candidate.gpus} GPUs; {_limit(ref)}")
     if best.seed_rates and len(best.seed_rates) == len(ref.seed_rates):
@@ -97,6 +102,7 @@ def why(plan: Plan, classes: int) -> list[str]:
         ahead = sum(d > 0 for d in diffs)
         lines.append(f"{a} is ahead on {ahead} of {len(diffs)} seeds (same requests for both), by "
                      f"{np.mean(diffs):+.2f} ± {np.std(diffs):.2f} req/s")
+    lines += [line for e in (best, ref) for line in failure_lines(e, classes)]
     ta, tb = _per_token(best), _per_token(ref)
     keys = sorted((k for k in TERMS if abs(ta.get(k, 0.0) - tb.get(k, 0.0)) > 1e-9),
                   key=lambda k: -abs(ta.get(k, 0.0) - tb.get(k, 0.0)))[:3]
@@ -105,6 +111,22 @@ def why(plan: Plan, classes: int) -> list[str]:
             f"{k} {ta.get(k, 0.0):.2f} vs {tb.get(k, 0.0):.2f}" for k in keys)
             + f"; all terms {sum(ta.values()):.2f} vs {sum(tb.values()):.2f}")
     return lines
+
+
+def failure_lines(e: Evaluated, classes: int) -> list[str]:
+    """What the deployment loses when a GPU fails: per pool, the share of its capacity one replica down takes
+    for the restart, how often that happens, and the expected capacity over time (none without failures)."""
+    a = e.availability
+    if a is None or a.gpu_failure_rate <= 0:
+        return []
+    pools = e.pools_up
+    parts = []
+    for i, p in enumerate(e.candidate.pools):
+        where = "" if e.candidate.homogeneous else f" of its pool [{', '.join(p.classes)}]"
+        parts.append(f"a failed GPU takes down one {p.shape.label} replica{where}, {one_failure(pools, i):.0%} of its "
+                     f"capacity for {a.restart_s:g} s, {a.failures_per_day(p.gpus):.2g} times a day")
+    return [f"{e.candidate.label(classes)}: " + "; ".join(parts) + f"; expected {e.expected_rate:.3f} req/s, "
+            f"{e.available_share:.4%} of {e.max_rate:.3f} (at {a.gpu_failure_rate:.3g} failures per GPU-hour)"]
 
 
 def _limit(e: Evaluated) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from controllers.plan.availability import Availability, PoolUp, expected_share
 from controllers.plan.candidates import (
     Budget,
     Candidate,
@@ -64,6 +65,7 @@ class PlanOptions:
     spread_pp: bool | None = None                     # default: as the scenario's configurations allow
     seeds: int = 3
     refine_pools: int = 12                            # distinct pools of the front-runners refined over seeds
+    availability: Availability | None = None          # rank by expected capacity when GPUs fail (None: they don't)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,24 @@ class Evaluated:
     seed_rates: list[float] = field(default_factory=list)     # max_rate per seed (refined candidates)
     figures: list[RunFigures] = field(default_factory=list)   # per pool at max_rate (refined candidates)
     goodput_at: dict[float, float] = field(default_factory=dict)   # scenario rate -> goodput per GPU
+    availability: Availability | None = None
+
+    @property
+    def pools_up(self) -> list[PoolUp]:
+        """Its pools as the availability model sees them."""
+        return [PoolUp(p.replicas, p.shape.gpus, c.rate / sh)
+                for p, c, sh in zip(self.candidate.pools, self.capacities, self.shares, strict=True)]
+
+    @property
+    def available_share(self) -> float:
+        """Expected capacity ÷ capacity with every replica up (controllers/plan/availability.py); 1 without
+        failures."""
+        return 1.0 if self.availability is None else expected_share(self.pools_up, self.availability)
+
+    @property
+    def expected_rate(self) -> float:
+        """max_rate over the states of its replicas when GPUs fail: what the ranking compares."""
+        return self.max_rate * self.available_share
 
     @property
     def refined(self) -> bool:
@@ -210,12 +230,13 @@ def budget_of(resolved: Resolved, gpus: int | None) -> Budget:
 
 
 def score(e: Evaluated, objective: Objective, required: float) -> tuple[float, ...]:
-    """Sort key, smaller is better."""
+    """Sort key, smaller is better; by the expected figures when GPUs fail (the same without failures)."""
+    rate = e.expected_rate
     if objective == "max-rate":
-        return (-e.max_rate, e.candidate.gpus)
+        return (-rate, e.candidate.gpus)
     if objective == "goodput-per-gpu":
-        return (-e.goodput_per_gpu, -e.max_rate)
-    return (e.max_rate < required, e.candidate.gpus if e.max_rate >= required else 0, -e.max_rate)
+        return (-e.goodput_per_gpu * e.available_share, -rate)
+    return (rate < required, e.candidate.gpus if rate >= required else 0, -rate)
 
 
 Table = dict[tuple[PoolKey, int], Capacity]
@@ -317,7 +338,8 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         raise PlanError(_nothing_fits(resolved, opts, budget))
     required = max(engine_clock_rates(resolved), default=0.0)
     seed = s.engine.seed
-    every = [Evaluated(c, [setup.share(p.classes) for p in c.pools], 0.0, []) for c in cands]
+    every = [Evaluated(c, [setup.share(p.classes) for p in c.pools], 0.0, [], availability=opts.availability)
+             for c in cands]
     wanted = _pools_of(every)
     one_node = (f" (a budget of {len(budget.nodes)} nodes; `--gpus {budget.gpus_per_node}` plans one)"
                 if opts.gpus is None and budget.gpus > budget.gpus_per_node else "")

@@ -62,3 +62,13 @@ class Engine(Protocol):
         ...
 
     async def shutdown(self) -> None: ...
+
+    # --- fault experiments (the scenario's faults: the run's fault board reaches one replica's engine) ----
+    def kill_rank(self, rank: int) -> str:
+        """GPU `rank`'s worker dies, as a GPU failure takes it; what happened, in words."""
+        ...
+
+    def slow_rank(self, rank: int, factor: float) -> str:
+        """GPU `rank` runs at `factor` of its speed from now on (1: its own again); what happened, in words.
+        RuntimeError where the engine cannot do it."""
+        ...

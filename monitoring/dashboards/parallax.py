@@ -33,6 +33,14 @@ ANNOTATIONS = (
                f'changes({m.CONTROLLER_PREFIX}{m.ROUTING_WEIGHT}{{sla_class=~"$sla_class"}}[$__rate_interval]) > 0',
                title="weight {{sla_class}} → {{config}}", text="routing weight changed", color="purple",
                tag_keys=("sla_class", "config")),
+    # the scenario's faults (controllers/faults/): those aimed at the configurations shown, and the run-wide ones
+    Annotation("faults applied",
+               f'increase({m.FAULT_PREFIX}{m.FAULT_APPLIED}_total{{target=~"$config|"}}[$__rate_interval]) > 0',
+               title="fault {{fault}}: {{action}} {{target}}", text="a scheduled fault was applied", color="red",
+               tag_keys=("action", "target")),
+    Annotation("faults in effect", f'{m.FAULT_PREFIX}{m.FAULT_ACTIVE}{{target=~"$config|"}} > 0',
+               title="fault {{fault}}: {{action}} {{target}}", text="until its effect is over (replacement running, "
+               "speed restored, fresh data, controller stepping)", color="dark-red", tag_keys=("action", "target")),
 )
 
 CLASS_SEL = 'config=~"$config", sla_class=~"$sla_class"'

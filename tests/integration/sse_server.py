@@ -5,6 +5,7 @@ Behaviour is chosen by the request's SLA class (header x-sla-class):
 - "multi": three tokens per event ("a b c"), usage only at the end (coalescing server);
 - "err500" / "e401" / "e404": that HTTP error;
 - "drop": two tokens, then the connection is cut;
+- "errevent": two tokens, then an OpenAI error event and [DONE] (an engine that failed under the request);
 - "hang": never answers (for client timeouts);
 - "flaky": by request number: every 3rd gets a 500, every 5th is cut, every 7th hangs 0.3 s first.
 """
@@ -114,7 +115,7 @@ class SSEServer:
         await resp.prepare(request)
         per_event = 3 if cls == "multi" else 1
         max_tokens = int(body["max_tokens"])
-        n_events = 2 if cls == "drop" else -(-max_tokens // per_event)
+        n_events = 2 if cls in ("drop", "errevent") else -(-max_tokens // per_event)
         continuous = cls != "multi" and body.get("stream_options", {}).get("continuous_usage_stats")
         prompt_tokens = len((body.get("prompt") or body["messages"][0]["content"]).split())
         times: list[float] = []
@@ -138,6 +139,11 @@ class SSEServer:
         if cls == "drop":
             assert request.transport is not None
             request.transport.close()
+            return resp
+        if cls == "errevent":
+            error = {"error": {"message": "engine error: test", "type": "server_error", "code": 500}}
+            await resp.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
+            await resp.write_eof()
             return resp
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": sent, "total_tokens": prompt_tokens + sent}
         await resp.write(f"data: {json.dumps({'model': self.model_field, 'choices': [], 'usage': usage})}\n\n"

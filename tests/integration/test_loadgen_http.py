@@ -59,6 +59,23 @@ async def test_faulty_server_loses_no_record(server, tmp_path):
     assert (tmp_path / SUMMARY_FILE).is_file() and (tmp_path / META_FILE).is_file()
 
 
+async def test_an_error_event_and_every_end_are_recorded(server, tmp_path):
+    """A stream the server ends with an error event is an error that says so (not a malformed event); every
+    record keeps when it ended: an ok one when its last event came, a failed one when it failed."""
+    load = LoadConfig(arrival=PoissonArrival(rate=40), duration_s=0.5, timeout_s=0.5)
+    await run_load(server.url, [cls("errevent", 0.5), cls("ok", 0.3), cls("hang", 0.2)], load, tmp_path)
+    records = read_records(tmp_path)
+    failed = [r for r in records if r.sla_class == "errevent"]
+    assert failed and all(r.status == "error" and r.error == "the server's error event after 2 chunks: "
+                          "engine error: test" for r in failed)
+    for r in records:
+        assert r.send_time is not None and r.end_time is not None and r.end_time >= r.send_time
+        if r.status == "ok":
+            assert r.end_time == pytest.approx(r.send_time + r.e2e_s, abs=1e-3)
+        if r.status == "timeout":
+            assert r.end_time - r.send_time == pytest.approx(0.5, abs=0.2)
+
+
 async def test_open_loop_stays_on_schedule_when_the_server_is_slow(tmp_path):
     with SSEServer(ttft_s=0.8, itl_s=0.01) as slow:
         load = LoadConfig(arrival=ConstantArrival(rate=40), duration_s=1.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.control import LoadControl
 from loadgen.plan import Workload, build_plan
 from loadgen.records import META_FILE, read_records
 from loadgen.runner import run_load
@@ -112,17 +113,23 @@ def test_sigterm_flushes_every_worker(tmp_path: Path) -> None:
 
 
 async def test_a_killed_worker_is_reported_and_the_others_finish(tmp_path: Path) -> None:
+    """Killed as the `kill_load_worker` fault does it: through the LoadControl the load hands out."""
     load = LoadConfig(arrival=ConstantArrival(rate=20), duration_s=2.0, workers=2)
+    control = LoadControl()
     with SSEServer(ttft_s=0.01, itl_s=0.1) as srv:   # 10 tokens: ~1 s each
         async def kill_one() -> int:
             while len(srv.log.arrived) < 10:
                 await asyncio.sleep(0.02)
-            pid = worker_pids()[0]
-            os.kill(pid, signal.SIGKILL)
-            return pid
+            assert control.epoch is not None and control.workers == 2
+            pids = worker_pids()
+            done = control.kill_worker(1)
+            killed = next(pid for pid in pids if done == f"killed the worker process (pid {pid})")
+            with pytest.raises(ValueError, match="no load generator worker 2: the load runs 2 workers"):
+                control.kill_worker(2)
+            return killed
 
         killer = asyncio.create_task(kill_one())
-        summary = await run_load(srv.url, classes(n_out=10), load, tmp_path)
+        summary = await run_load(srv.url, classes(n_out=10), load, tmp_path, control=control)
         killed = await killer
         sent = set(srv.log.arrived)
     records = read_records(tmp_path)

@@ -1,6 +1,8 @@
 """The Prometheus launcher against the real binary: start, readiness, state file, clean stop, attach, errors."""
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -10,10 +12,12 @@ from typer.testing import CliRunner
 
 from controllers.cli.app import app
 from monitoring.prometheus import (
+    PrometheusHandle,
     PrometheusLaunchError,
     ScrapeTarget,
     attach_prometheus,
     read_state,
+    restart_prometheus,
     running_prometheus,
     start_prometheus,
     stop_prometheus,
@@ -26,11 +30,48 @@ from schema.deployment import ParallelConfig
 pytestmark = pytest.mark.integration
 
 
+def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Poll `cond` until it holds; the seconds that took (an AssertionError past `timeout_s`)."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_restart_comes_back_on_the_same_port_with_its_series(tmp_path: Path) -> None:
+    """The restart_prometheus fault: stopped, started again on its port, config and data; the handle and the
+    state file name the new process, and the series stored before the restart are still there."""
+    handle = start_prometheus(tmp_path, [ScrapeTarget("ray", 1)], recording_rules([ParallelConfig(name="a")]),
+                              scrape_interval_s=1)
+    first = handle.pid
+    try:
+        with PromClient(handle.url, timeout_s=5) as client:
+            def samples() -> float:   # of `up` (its target is down) in the last 5 minutes
+                return max((x.value for x in client.query("count_over_time(up[5m])")), default=0.0)
+            wait_for(lambda: samples() >= 3, 60, "three scrapes")
+            before = samples()
+            stopped_s, ready_s = restart_prometheus(handle)
+            print(f"\nWAITED restart: stopped after {stopped_s:.2f} s, ready after {ready_s:.2f} s", flush=True)
+            assert handle.pid != first and handle.url == f"http://127.0.0.1:{handle.port}"
+            assert not _alive(first or 0)
+            recorded = read_state(tmp_path)
+            assert recorded is not None and recorded.pid == handle.pid
+            assert 0 < stopped_s <= ready_s
+            assert samples() >= before       # the samples from before the restart are still there
+    finally:
+        stop_prometheus(handle)
+    assert not _alive(handle.pid or 0)
+    with pytest.raises(PrometheusLaunchError, match="was not started here"):
+        restart_prometheus(PrometheusHandle(url="http://127.0.0.1:9", port=9, folder="", attached=True))
 
 
 def test_start_writes_everything_into_the_run_folder_and_stops_cleanly(tmp_path: Path) -> None:

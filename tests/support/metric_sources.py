@@ -82,7 +82,9 @@ def controller_specs() -> list[Spec]:
     return [(p + m.ROUTING_WEIGHT, "gauge", ("sla_class", "config"), ()),
             (p + m.DECISIONS, "counter", ("sla_class", "config", "policy"), ()),
             (p + m.STALE, "gauge", (), ()),
-            (p + m.PREDICTED_HEADROOM, "gauge", ("sla_class", "config"), ())]
+            (p + m.PREDICTED_HEADROOM, "gauge", ("sla_class", "config"), ()),
+            (m.FAULT_PREFIX + m.FAULT_APPLIED, "counter", m.FAULT_LABELS, ()),
+            (m.FAULT_PREFIX + m.FAULT_ACTIVE, "gauge", m.FAULT_LABELS, ())]
 
 
 def emit_engine(rec: Recorder, prefix: str, rnd: random.Random) -> None:
@@ -138,6 +140,10 @@ def emit_controller(rec: Recorder, rnd: random.Random) -> None:
             rec.set(p + m.PREDICTED_HEADROOM, rnd.uniform(0, 1), {"sla_class": k, "config": c.name})
         rec.inc(p + m.DECISIONS, 1, {"sla_class": k, "config": best, "policy": "best-per-class"})
     rec.set(p + m.STALE, 0, {})
+    for i, (action, target) in enumerate((("kill_replica", "tp8"), ("restart_prometheus", ""))):
+        labels = {"fault": str(i), "action": action, "target": target}
+        rec.inc(m.FAULT_PREFIX + m.FAULT_APPLIED, 1, labels)
+        rec.set(m.FAULT_PREFIX + m.FAULT_ACTIVE, 1, labels)
 
 
 class _RayRecorder:

@@ -55,6 +55,8 @@ class SimEngine:
     def __init__(self, spec: DeploymentSpec, parallel: ParallelConfig, model: ModelSpec, gpu: GpuSpec):
         factory = ReplicaFactory.for_deployment(spec, parallel, model, gpu)
         self.core = factory()
+        self._perf = factory.cost_model
+        self._slow: dict[int, float] = {}   # rank -> its speed, while slowed
         self.plan = factory.plan
         self.seed = spec.engine.seed
         self.time_scale = spec.engine.time_scale
@@ -91,6 +93,8 @@ class SimEngine:
         """
         if self._loop is None:
             raise RuntimeError("SimEngine.start() was not awaited")
+        if self._error is not None:
+            raise RuntimeError(f"the simulated engine failed ({self._error})")
         n_prompt = (len(request.prompt_token_ids) if request.prompt_token_ids is not None
                     else count_prompt_tokens(request.prompt))
         if request.request_id in self._streams:
@@ -168,6 +172,43 @@ class SimEngine:
         self._timer = None
         self._loop = None
 
+    # --- fault experiments -------------------------------------------------------------------------
+    def kill_rank(self, rank: int) -> str:
+        """A TP or PP group cannot run without one of its ranks: the engine stops, every request in flight ends
+        with an error, new ones are refused and the health check fails until Serve replaces the replica."""
+        self._check_rank(rank)
+        in_flight = len(self._streams)
+        self._fail(RuntimeError(f"GPU rank {rank} failed"))
+        return f"rank {rank} failed: the engine stopped with {in_flight} requests in flight"
+
+    def slow_rank(self, rank: int, factor: float) -> str:
+        """The performance model with that rank slowed (PerfModel.slowed); steps already started keep their time."""
+        self._check_rank(rank)
+        if factor >= 1:
+            self._slow.pop(rank, None)
+        else:
+            self._slow[rank] = factor
+        model = self._perf
+        for r, f in self._slow.items():
+            model = model.slowed(r, f)
+        self.core.cost_model = model
+        return (f"rank {rank} at {factor:g}× speed" if factor < 1 else f"rank {rank} back to full speed") + (
+            f" (stage speeds {', '.join(f'{v:g}' for v in model.stage_speed)})" if model.stage_speed else "")
+
+    def _check_rank(self, rank: int) -> None:
+        n = self._perf.tp * self._perf.pp
+        if not 0 <= rank < n:
+            raise ValueError(f"rank {rank}: this replica has ranks 0 to {n - 1}")
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop the clock and wake every stream, so none waits on a dead engine."""
+        self._error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for stream in self._streams.values():
+            stream.event.set()
+
     # --- the clock -------------------------------------------------------------------------------
     def _arm(self) -> None:
         """(Re)set the one timer to the wall time of the next simulated event."""
@@ -191,8 +232,6 @@ class SimEngine:
                         if stream is not None:
                             stream.event.set()
         except Exception as e:   # wake every stream so no client waits forever on a dead clock
-            self._error = e
-            for stream in self._streams.values():
-                stream.event.set()
+            self._fail(e)
             raise
         self._arm()

@@ -5,8 +5,12 @@ FLOPs at a shape-dependent achievable rate vs bytes at achievable HBM bandwidth;
 causal FLOPs; decode: KV-cache reads); element-wise kernels (norms, RoPE, SiLU, residuals, KV writes);
 two all-reduces under TP (one-shot, two-shot or ring, whichever is fastest); a fixed per-layer kernel overhead.
 Then the LM head on the last stage, PP−1 activation transfers and the host's per-iteration time.
+`slowed` gives the same model with one GPU running slower (a throttled or degraded GPU): its TP group waits
+for it at every all-reduce, and its pipeline stage becomes the slowest.
 Equations and constants: deployments/engines/sim/MODEL.md.
 """
+
+import copy
 
 from deployments.catalog.gpus import GB, GpuSpec
 from deployments.catalog.memory import check_parallelism, embedding_dtype, kv_heads_per_gpu, layers_per_stage
@@ -109,6 +113,22 @@ class PerfModel:
         self._host_prefill = c.host_prefill_ms * 1e-3
         self._host_decode = c.host_decode_ms * 1e-3
         self._host_seq = c.host_per_seq_us * 1e-6
+        self.stage_speed: tuple[float, ...] | None = None   # per pipeline stage: its slowest GPU's speed (1: full)
+
+    def slowed(self, rank: int, factor: float) -> "PerfModel":
+        """This model with GPU `rank` (stage × tp + TP rank, as vLLM numbers its workers) running at `factor` of
+        its speed: every kernel on it takes 1/factor as long. Its TP peers wait for it at each layer's
+        all-reduce, so its whole stage computes at that speed; links and the host keep theirs."""
+        if not 0 <= rank < self.tp * self.pp:
+            raise ValueError(f"rank {rank}: a tp{self.tp}×pp{self.pp} replica has ranks 0 to {self.tp * self.pp - 1}")
+        if not 0 < factor <= 1:
+            raise ValueError(f"factor {factor}: a GPU's speed is a fraction of its own, 0 < factor ≤ 1")
+        out = copy.copy(self)
+        speeds = list(self.stage_speed or (1.0,) * self.pp)
+        stage = rank // self.tp
+        speeds[stage] = min(speeds[stage], factor)
+        out.stage_speed = tuple(speeds)
+        return out
 
     def step(self, batch: BatchShape) -> StepCost:
         """Time of one iteration (one micro-batch through every stage)."""
@@ -151,4 +171,24 @@ class PerfModel:
             "host": host,
             "kv_transfer": 0.0,
         }
+        if self.stage_speed is not None:
+            return self._slowed_step(terms, allreduce)
         return StepCost(latency, slowest + host / self.pp, terms)
+
+    def _slowed_step(self, terms: dict[str, float], allreduce: float) -> StepCost:
+        """`step` from its full-speed `terms`, with stage i's kernels (per layer, and the LM head on the last
+        stage) taking 1/speed_i as long; the all-reduce, the pipeline transfers and the host keep their time."""
+        speeds = self.stage_speed
+        assert speeds is not None
+        n = self._layers
+        kernels = sum(terms[t] for t in ("gemm", "attention", "elementwise", "layer_overhead")) / n   # per layer
+        stages = [layers * (kernels / v + allreduce) for layers, v in zip(self.stage_layers, speeds, strict=True)]
+        stages[-1] += terms["lm_head"] / speeds[-1]
+        stretch = sum(layers / v for layers, v in zip(self.stage_layers, speeds, strict=True)) / n
+        out = dict(terms)
+        for t in ("gemm", "attention", "elementwise", "layer_overhead"):
+            out[t] = terms[t] * stretch
+        out["lm_head"] = terms["lm_head"] / speeds[-1]
+        rest = sum(v for t, v in terms.items() if t not in ("gemm", "attention", "elementwise", "layer_overhead",
+                                                            "allreduce", "lm_head"))   # p2p, host: unchanged
+        return StepCost(sum(stages) + rest, max(stages) + terms["host"] / self.pp, out)

@@ -221,3 +221,22 @@ class VllmEngine:
         removed = remove_leftovers(self._leftovers_before)
         if removed:
             log.info("removed %d leftover vLLM files: %s", len(removed), ", ".join(removed))
+
+    # --- fault experiments -----------------------------------------------------------------------------
+    def kill_rank(self, rank: int) -> str:
+        """SIGKILL the worker process of `rank`: vLLM titles each `VLLM::Worker_PP<stage>_TP<rank>` (the
+        suffixes only where that dimension is > 1). With Ray's executor (GPU nodes) the workers are Ray actors,
+        not children of this process: refused."""
+        tp = int(self.launch.engine_kwargs.get("tensor_parallel_size", 1))
+        pp = int(self.launch.engine_kwargs.get("pipeline_parallel_size", 1))
+        title = "VLLM::Worker" + (f"_PP{rank // tp}" if pp > 1 else "") + (f"_TP{rank % tp}" if tp > 1 else "")
+        for p in self._children:
+            with contextlib.suppress(psutil.Error):
+                if " ".join(p.cmdline()).strip() == title:
+                    p.kill()
+                    return f"rank {rank}: killed vLLM's worker {title} (pid {p.pid})"
+        raise RuntimeError(f"rank {rank}: no worker process titled {title} among the engine's children (vLLM's Ray "
+                           "executor runs its workers as Ray actors)")
+
+    def slow_rank(self, rank: int, factor: float) -> str:
+        raise RuntimeError("a real GPU cannot be slowed from here; slow_gpu needs the sim engine")
