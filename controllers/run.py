@@ -218,8 +218,7 @@ def _drive_load(resolved: Resolved, url: str, folder: Path, metrics_port: int, c
     base_dir = Path(resolved.source).parent
     done = [0]
     t0 = time.time()
-    steps = max(1, len(s.load.rates))
-    total_s = steps * (s.load.duration_s + s.load.warmup_s)
+    total_s = s.load.planned_s
 
     def status() -> str:
         return f"load {time.time() - t0:.0f}/{total_s:.0f}s · {done[0]} requests done"

@@ -17,6 +17,7 @@ from loadgen.lengths import mean_length
 from schema.deployment import ParallelConfig
 from schema.plan import PlanSection
 from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
+from schema.traffic import schedule_problems
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def _check_load(s: Scenario, base_dir: Path | None) -> Problems:
     trace = getattr(s.load.arrival, "path", None)
     if trace is not None and not resolve_path(trace, base_dir).exists():
         return [("load.arrival.path", f"{trace}: no such file")]
-    return []
+    return schedule_problems(s.classes, s.load)
 
 
 def _check_engine(s: Scenario, gpu: GpuSpec | None, base_dir: Path | None) -> Problems:
