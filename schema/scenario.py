@@ -87,7 +87,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
-                      "gamma", "constant", "closed", "ramp", "steps", "trace"}:
+                      "gamma", "constant", "closed", "ramp", "steps", "trace", "ewma", "holt"}:
             continue  # discriminated-union tag: not a field the user wrote
         elif any(ch.isspace() and ch != " " for ch in part):
             out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with a newline or tab, quoted

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
+from controllers.scoreboard import read_traffic
 from monitoring import rules as r
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards
@@ -121,6 +122,11 @@ def test_the_traffic_rules_read_what_arrived(live: Live) -> None:
     assert 96 < p90["chat"] <= 128 and 3072 < p90["summarize"] <= 4096
     out = {s.labels["sla_class"]: s.value for s in c.query(r.CLASS_OUTPUT_TOKENS_MEAN)}
     assert out == pytest.approx(dict.fromkeys(CLASSES, float(OUTPUT_TOKENS)))
+    # the controller's reader, through its query callable: the same series, the rate on a 2× slower engine clock
+    traffic = read_traffic(lambda expr: [(s.labels, s.value) for s in c.query(expr)], time_scale=2)
+    assert {k: t.rate for k, t in traffic.items()} == pytest.approx({k: 2 * v for k, v in rate.items()}, rel=0.1)
+    assert traffic["summarize"].prompt_tokens.mean == pytest.approx(PROMPT_TOKENS["summarize"])
+    assert traffic["chat"].output_tokens.mean == pytest.approx(OUTPUT_TOKENS)
 
 
 def test_rule_values_follow_the_traffic(live: Live) -> None:
