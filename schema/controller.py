@@ -98,7 +98,8 @@ class ControllerConfig(_Strict):
 
     @model_validator(mode="after")
     def _repartition(self) -> "ControllerConfig":
-        if "repartition" in self.model_fields_set and self.policy != "repartition":
+        # (compared with the defaults, not with what the file set: a run folder's scenario.yaml writes them all)
+        if self.repartition != RepartitionConfig() and self.policy != "repartition":
             raise ValueError(f"repartition: only policy repartition reads it, not {self.policy}; set "
                              "controller.policy: repartition, or remove controller.repartition")
         if self.policy == "repartition" and self.repartition.interval_s < self.interval_s:

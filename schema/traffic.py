@@ -266,12 +266,13 @@ class LoadConfig(_Strict):
             return self
         if self.rates:
             raise ValueError("phases and rates: each phase has its own rate; remove load.rates (or load.phases)")
-        if "duration_s" in self.model_fields_set:
+        # (compared with the defaults, not with what the file set: a run folder's scenario.yaml writes them all)
+        if self.duration_s != type(self).model_fields["duration_s"].default:
             raise ValueError("phases and duration_s: each phase has its own duration_s; remove load.duration_s")
         if self.arrival.kind not in PHASE_ARRIVALS:
             raise ValueError(f"phases run load.arrival at each phase's rate: use a {', '.join(PHASE_ARRIVALS)} "
                              f"arrival, not {self.arrival.kind}")
-        if "rate" in self.arrival.model_fields_set:
+        if getattr(self.arrival, "rate", None) != type(self.arrival).model_fields["rate"].default:
             raise ValueError("phases and arrival.rate: each phase has its own rate; remove load.arrival.rate")
         names = self.phase_names
         dup = sorted({n for n in names if names.count(n) > 1})
