@@ -105,7 +105,9 @@ def main() -> None:
         plans = []
         for ph in phases:
             plans.append(search(ph.resolved, opts, run))
-            print(f"[{time.perf_counter() - t0:5.0f} s] planned phase {ph.name}", flush=True)
+            best = plans[-1].ranked[0]
+            print(f"[{time.perf_counter() - t0:5.0f} s] phase {ph.name}: {best.candidate.label(len(s.classes))}, "
+                  f"{best.max_rate:.2f} req/s", flush=True)
         whole = search(replace(resolved, scenario=s.schedule_mix()), opts, run)
         print(f"[{time.perf_counter() - t0:5.0f} s] planned the whole schedule's mix", flush=True)
         answers = [p.ranked[0].candidate for p in plans]
