@@ -57,6 +57,18 @@ from schema.scenario import Scenario
 log = logging.getLogger(__name__)
 
 
+class RunRefused(ValueError):
+    """A valid scenario that `parallax run` cannot run (yet); the message says why in one line."""
+
+
+def check_runnable(s: Scenario) -> None:
+    """What `parallax run` cannot do yet with a scenario `parallax validate` accepts: the one place that says so
+    (the live repartition policy, once built, removes its refusal here)."""
+    if s.controller.policy == "repartition":
+        raise RunRefused("controller.policy: repartition is not available yet (its settings validate, but no live "
+                         "policy implements it); use best-per-class, proportional or observe")
+
+
 @dataclass(frozen=True)
 class RunResult:
     folder: Path
@@ -123,9 +135,11 @@ class _Ports:
 
 def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console | None = None,
                  live: bool = True, on_started: Callable[[Controller], None] | None = None) -> RunResult:
-    """Run a whole scenario and write its run folder; returns where it is."""
+    """Run a whole scenario and write its run folder; returns where it is. RunRefused, before anything starts,
+    for a scenario it cannot run."""
     console = console or Console()
     s = resolved.scenario
+    check_runnable(s)
     folder = run_folder(root, s.name)
     (folder / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False))
     console.print(f"run folder: {folder}")

@@ -5,7 +5,8 @@ series the dashboards show: the controller acts on the numbers a user sees. Thei
 rules' (`parallax run` writes them with the controller's `window_s`). Queue depth and KV-cache usage are
 the engines' vLLM-named gauges. Errors also come from the load generator's client-side series, which see
 failures the server cannot count (a replica that died mid-stream). `assemble` turns the answers into
-`PairStats`; pure apart from the query callable.
+`PairStats`; pure apart from the query callable. `read_traffic` gives each class's traffic itself (arrival
+rate, request lengths), every configuration together.
 """
 
 import math
@@ -27,7 +28,7 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 @dataclass(frozen=True)
 class Quantiles:
-    """Latency percentiles in seconds (None where the window holds no data)."""
+    """Percentiles: of a latency in seconds, or of a length in tokens (None where the window holds no data)."""
 
     p50: float | None = None
     p90: float | None = None
@@ -163,6 +164,56 @@ def collect(query: Query, window_s: float, now: float, engine_prefix: str = "ray
     """Run every scoreboard query and assemble the answers; exceptions of `query` propagate."""
     answers = {key: query(promql) for key, promql in build_queries(engine_prefix).items()}
     return assemble(answers, now, window_s)
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """A class's request lengths in tokens over the window."""
+
+    mean: float | None = None
+    quantiles: Quantiles = field(default_factory=Quantiles)
+
+
+@dataclass(frozen=True)
+class ClassTraffic:
+    """What one class's traffic was over the window, every configuration together (the recording rules'
+    parallax:class_* series): what a controller forecasts and plans for."""
+
+    sla_class: str
+    rate: float = 0.0                                   # requests/s arriving, on the engine's clock
+    prompt_tokens: Lengths = field(default_factory=Lengths)
+    output_tokens: Lengths = field(default_factory=Lengths)   # of the requests that ended ok
+
+
+def traffic_queries() -> dict[str, str]:
+    """The PromQL of every traffic field, keyed by field name."""
+    q = {"rate": _recorded(r.CLASS_ARRIVAL_RATE), "prompt_mean": _recorded(r.CLASS_PROMPT_TOKENS_MEAN),
+         "output_mean": _recorded(r.CLASS_OUTPUT_TOKENS_MEAN)}
+    for key, record in (("prompt", r.CLASS_PROMPT_TOKENS), ("output", r.CLASS_OUTPUT_TOKENS)):
+        for p in QUANTILES:
+            q[f"{key}_p{round(p * 100)}"] = _recorded(record, quantile=f"{p:g}")
+    return q
+
+
+def assemble_traffic(answers: Mapping[str, Sequence[Sample]], time_scale: float = 1.0) -> dict[str, ClassTraffic]:
+    """Per class, from the answers to `traffic_queries` (pure); `time_scale` (wall seconds per engine second,
+    `EngineConfig.clock_scale`) puts the rate on the engine's clock."""
+    per_class: dict[str, dict[str, float]] = {}
+    for key, samples in answers.items():
+        for labels, value in samples:
+            if "sla_class" in labels and math.isfinite(value):
+                per_class.setdefault(labels["sla_class"], {})[key] = value
+
+    def lengths(v: dict[str, float], key: str) -> Lengths:
+        return Lengths(v.get(f"{key}_mean"), Quantiles(*(v.get(f"{key}_p{round(p * 100)}") for p in QUANTILES)))
+    return {cls: ClassTraffic(cls, v.get("rate", 0.0) * time_scale, lengths(v, "prompt"), lengths(v, "output"))
+            for cls, v in per_class.items()}
+
+
+def read_traffic(query: Query, time_scale: float = 1.0) -> dict[str, ClassTraffic]:
+    """Each class's arrival rate (engine clock) and request lengths over the rules' window; exceptions of `query`
+    propagate."""
+    return assemble_traffic({key: query(promql) for key, promql in traffic_queries().items()}, time_scale)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from schema.deployment import ParallelConfig, ReplicaGroup
 from schema.faults import fault_problems
 from schema.plan import PlanSection
 from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
+from schema.traffic import schedule_problems
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def check_scenario(s: Scenario, source: str = "<scenario>", base_dir: Path | Non
     problems += _check_classes(s, base_dir)
     problems += _check_server(s)
     problems += _check_load(s, base_dir)
+    problems += _check_repartition(s)
     problems += _check_engine(s, gpu, base_dir)
     problems += fault_problems(s.faults, s, s.classes, s.load, s.monitoring)
     if s.plan is not None:
@@ -212,6 +214,21 @@ def _check_load(s: Scenario, base_dir: Path | None) -> Problems:
     trace = getattr(s.load.arrival, "path", None)
     if trace is not None and not resolve_path(trace, base_dir).exists():
         return [("load.arrival.path", f"{trace}: no such file")]
+    return schedule_problems(s.classes, s.load)
+
+
+def _check_repartition(s: Scenario) -> Problems:
+    """The GPU budget the repartition policy splits is on the hardware and holds the first split."""
+    budget = s.controller.repartition.gpus
+    if s.controller.policy != "repartition" or budget is None:
+        return []
+    if budget > s.hardware.total_gpus:
+        return [("controller.repartition.gpus", f"{budget} GPUs, but the hardware has {s.hardware.total_gpus}; give "
+                 f"1 to {s.hardware.total_gpus}")]
+    used = sum(c.gpus for c in s.configurations)
+    if used > budget:
+        return [("controller.repartition.gpus", f"the configurations, the first split, need {used} GPUs but the "
+                 f"budget is {budget}; raise gpus or deploy fewer configurations")]
     return []
 
 

@@ -93,6 +93,7 @@ class LLMServer:
         if job.sla_class not in self.slos:
             raise api.OpenAIError(400, f"unknown SLA class {job.sla_class!r}", param=CLASS_HEADER)
         n = self.engine.count_prompt_tokens(job.prompt)
+        self.metrics.arrived(job.sla_class, n)
         if n < 1:
             raise api.OpenAIError(400, "the prompt is empty; send at least one token", param="prompt")
         err = api.context_error(n, job.max_tokens, self.context)

@@ -1,7 +1,8 @@
 """Metrics recorded inside an LLMServer replica through `ray.serve.metrics`, named per monitoring/metrics.py.
 
 Two families: the engine's (vLLM's names, labels model_name/config/tp/pp/engine) and the server's
-per-SLA-class figures (`parallax_*`, labels config/tp/pp/sla_class), including SLO met/violated.
+per-SLA-class figures (`parallax_*`, labels config/tp/pp/sla_class), including SLO met/violated and the
+traffic itself (arrivals, prompt and output lengths).
 Times are in engine-clock seconds: wall seconds divided by the simulated engine's `time_scale`.
 """
 
@@ -90,6 +91,12 @@ class ReplicaMetrics:
         self.s_tokens = _counter(p + m.SERVER_OUTPUT_TOKENS, "output tokens", sk)
         self.s_met = _counter(p + m.SERVER_SLO_MET, "requests meeting their SLO", sk)
         self.s_violated = _counter(p + m.SERVER_SLO_VIOLATED, "requests violating their SLO", sk)
+        self.s_arrivals = _counter(p + m.SERVER_ARRIVALS, "requests of the class that arrived", sk)
+        self.s_prompt_tokens = _counter(p + m.SERVER_PROMPT_TOKENS, "prompt tokens of the requests that arrived", sk)
+        self.s_prompt_len = _histogram(p + m.SERVER_PROMPT_LENGTH, "prompt tokens per arriving request",
+                                       m.TOKEN_BUCKETS, sk)
+        self.s_output_len = _histogram(p + m.SERVER_OUTPUT_LENGTH, "output tokens per request that ended ok",
+                                       m.TOKEN_BUCKETS, sk)
 
     def declare(self, sla_classes: Iterable[str]) -> None:
         """Export every per-class counter at 0 before its first request. Prometheus' rate() takes a series'
@@ -100,8 +107,16 @@ class ReplicaMetrics:
             tags = {**self._srv_base, "sla_class": sla_class}
             for status in m.SERVER_STATUSES:
                 self.s_requests._record(0.0, tags={**tags, "status": status})
-            for counter in (self.s_tokens, self.s_met, self.s_violated):
+            for counter in (self.s_tokens, self.s_met, self.s_violated, self.s_arrivals, self.s_prompt_tokens):
                 counter._record(0.0, tags=tags)
+
+    def arrived(self, sla_class: str, prompt_tokens: int) -> None:
+        """A request of a known class reached this replica, with this many prompt tokens."""
+        tags = {**self._srv_base, "sla_class": sla_class}
+        self.s_arrivals.inc(1, tags=tags)
+        if prompt_tokens > 0:   # Ray's Counter.inc refuses 0
+            self.s_prompt_tokens.inc(prompt_tokens, tags=tags)
+        self.s_prompt_len.observe(prompt_tokens, tags=tags)
 
     def set_engine_stats(self, running: int, waiting: int, kv_usage: float, preemptions: int) -> None:
         if not self.engine_family:
@@ -140,6 +155,7 @@ class ReplicaMetrics:
             self.s_tpot.observe(server.tpot_s, tags=tags)
         self.s_e2e.observe(server.e2e_s, tags=tags)
         self.s_tokens.inc(server.output_tokens, tags=tags)
+        self.s_output_len.observe(server.output_tokens, tags=tags)
         if slo.met(server.ttft_s, server.tpot_s, server.e2e_s):
             self.s_met.inc(1, tags=tags)
         else:

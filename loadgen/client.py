@@ -64,6 +64,7 @@ class Planned:
     offered_rate: float | None
     concurrency: int | None = None
     warmup: bool = False
+    phase: str | None = None   # the load phase that sends it (load.phases)
 
 
 @dataclass
@@ -274,7 +275,7 @@ class StreamingClient:
         return RequestRecord(
             request_id=p.request_id, sla_class=p.sla_class, config=s.config or UNKNOWN_CONFIG, model=self.model,
             rate_step=p.rate_step, offered_rate=p.offered_rate, concurrency=p.concurrency, warmup=p.warmup,
-            scheduled_time=self.clock.epoch(scheduled_perf),
+            phase=p.phase, scheduled_time=self.clock.epoch(scheduled_perf),
             send_time=self.clock.epoch(s.send) if s.send is not None else None,
             end_time=self.clock.epoch(ended) if s.send is not None else None,
             ttft_s=ttft, tpot_s=tpot if s.status == "ok" else None, itl_s=itl,

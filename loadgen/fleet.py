@@ -224,7 +224,7 @@ class _Worker:
         out = [RequestRecord(
             request_id=e["request_id"], sla_class=e["sla_class"], config=UNKNOWN_CONFIG, model=self.share.model,
             rate_step=e["rate_step"], offered_rate=e["offered_rate"], concurrency=e["concurrency"],
-            warmup=e["warmup"], scheduled_time=e["scheduled_time"], send_time=e["send_time"],
+            warmup=e["warmup"], phase=e["phase"], scheduled_time=e["scheduled_time"], send_time=e["send_time"],
             prompt_tokens=e["prompt_tokens"], planned_prompt_tokens=e["prompt_tokens"], max_tokens=e["max_tokens"],
             status="cancelled", error=why) for e in self.launched.values()]
         self.launched.clear()

@@ -3,9 +3,13 @@
 Traffic comes in streams. Classes without their own `arrival` share one stream driven by
 `load.arrival` (each request picks its class by the classes' shares); a class with its own
 `arrival` gets a stream of its own. A sweep (`load.rates`) runs the shared stream at each rate
-in turn, `duration_s` per step; own-arrival streams repeat unchanged in every step. The first step
+in turn, `duration_s` per step; own-arrival streams repeat unchanged in every step. A phase schedule
+(`load.phases`) makes each phase a step: the shared stream at the phase's rate, each request's class
+drawn by the phase's shares, for the phase's `duration_s`; its requests name the phase. The first step
 is preceded by `warmup_s` of the same traffic, whose records are flagged `warmup`. A trace replays
 in full: when every stream is a trace, the step lasts as long as the trace (not `duration_s`).
+Steps follow each other on one timeline: the next starts when the previous one's time is up, whatever
+is still in flight.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from loadgen.errors import LoadError
 from loadgen.files import resolve_path
 from loadgen.lengths import Sampler, make_sampler
 from loadgen.trace import TraceRow, read_trace
-from schema.traffic import ClosedLoop, LoadConfig, TraceArrival, TrafficClass
+from schema.traffic import ClosedLoop, LoadConfig, TraceArrival, TrafficClass, schedule_problems
 
 
 @dataclass
@@ -55,6 +59,7 @@ class StepPlan:
     class_rates: dict[str, float]            # requests/s offered per class (open loop)
     requests: list[Planned] = field(default_factory=list)   # open loop, at_s from the step's start
     closed: list[ClosedUsers] = field(default_factory=list)
+    phase: str | None = None                 # the load phase this step is (load.phases), by name
 
     @property
     def length_s(self) -> float:
@@ -91,7 +96,10 @@ def streams(classes: list[TrafficClass], load: LoadConfig) -> list[Stream]:
     return out
 
 
-def _check(load: LoadConfig, sts: list[Stream]) -> None:
+def _check(classes: list[TrafficClass], load: LoadConfig, sts: list[Stream]) -> None:
+    problems = schedule_problems(classes, load)
+    if problems:
+        raise LoadError("; ".join(f"{where}: {what}" for where, what in problems))
     if load.rates and not any(not s.own for s in sts):
         raise LoadError("load.rates: every class has its own arrival, so there is no shared stream to sweep; "
                         "remove load.rates or an arrival override")
@@ -104,20 +112,21 @@ def build_plan(classes: list[TrafficClass], load: LoadConfig, workload: Workload
                base_dir: Path | None = None) -> list[StepPlan]:
     """Every step of the run, with every open-loop request placed in time."""
     sts = streams(classes, load)
-    _check(load, sts)
+    _check(classes, load, sts)
     traces = {id(s): _trace(s.arrival, base_dir, workload) for s in sts if isinstance(s.arrival, TraceArrival)}
-    rates: list[float | None] = list(load.rates) or [None]
     plans = []
-    for i, rate in enumerate(rates):
+    for i, (rate, shares, phase_s, phase) in enumerate(_steps(load)):
         warm = load.warmup_s if i == 0 else 0.0
         trace_spans = [rows[-1].at_s * s.arrival.time_scale  # type: ignore[union-attr]
                        for s in sts if (rows := traces.get(id(s)))]
         duration = max(trace_spans) - warm if trace_spans and not any(
-            not isinstance(s.arrival, TraceArrival) for s in sts) else load.duration_s
+            not isinstance(s.arrival, TraceArrival) for s in sts) else phase_s
         duration = max(duration, 1e-3)
-        step = StepPlan(i, warm, duration, None, {})
+        step = StepPlan(i, warm, duration, None, {}, phase=phase)
         placed: list[tuple[float, int, str, int, int]] = []
         for k, s in enumerate(sts):
+            if shares is not None:  # a phase's mix on the shared stream (a schedule has no other)
+                s = Stream(s.arrival, s.classes, np.array([shares.get(c, 0.0) for c in s.classes]), s.own)
             arrival = with_rate(s.arrival, rate) if rate is not None and not s.own else s.arrival
             rng = np.random.default_rng([load.seed, i, k])
             if isinstance(arrival, ClosedLoop):
@@ -141,12 +150,22 @@ def build_plan(classes: list[TrafficClass], load: LoadConfig, workload: Workload
             placed += [(t, k, cls, n_in, n_out) for t, cls, n_in, n_out in items]
         placed.sort(key=lambda x: x[0])
         step.requests = [Planned(request_id=f"s{i}-{k}-{n:07d}", at_s=t, sla_class=cls, prompt_tokens=n_in,
-                                 max_tokens=n_out, rate_step=i, offered_rate=step.class_rates[cls], warmup=t < warm)
+                                 max_tokens=n_out, rate_step=i, offered_rate=step.class_rates[cls], warmup=t < warm,
+                                 phase=phase)
                          for n, (t, k, cls, n_in, n_out) in enumerate(placed)]
         if step.class_rates:
             step.offered_rate = sum(step.class_rates.values())
         plans.append(step)
     return plans
+
+
+def _steps(load: LoadConfig) -> list[tuple[float | None, dict[str, float] | None, float, str | None]]:
+    """Each step's (shared stream's rate, class shares, duration, phase name): the phases of a schedule, else
+    the sweep's rates (None: the arrival's own rate and the classes' own shares)."""
+    if load.phases:
+        return [(p.rate, p.shares, p.duration_s, name) for p, name in zip(load.phases, load.phase_names, strict=True)]
+    rates: list[float | None] = list(load.rates) or [None]
+    return [(rate, None, load.duration_s, None) for rate in rates]
 
 
 def _trace(arrival: ArrivalConfig, base_dir: Path | None, workload: Workload) -> list[TraceRow]:

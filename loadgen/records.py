@@ -35,7 +35,9 @@ class RequestRecord(BaseModel):
     sla_class: str
     config: str = Field(description="configuration that served it (x-parallax-config, else the model field)")
     model: str = Field(description="model name the request asked for ('auto': the ingress chooses)")
-    rate_step: int = Field(description="index of the sweep step (0 without a sweep)")
+    rate_step: int = Field(description="index of the sweep step, or of the load phase (0 without either)")
+    phase: str | None = Field(default=None, description="the load phase that sent it (load.phases: its name); "
+                              "None without a phase schedule")
     offered_rate: float | None = Field(description="requests/s the arrival process offered (None: closed loop)")
     concurrency: int | None = None
     warmup: bool = False

@@ -73,7 +73,7 @@ async def run_load(target: str, classes: list[TrafficClass], load: LoadConfig, o
         meta: dict[str, Any] = {
             "target": target, "model": model, "api": api, "classes": [c.model_dump(mode="json") for c in classes],
             "load": load.model_dump(mode="json"), "started_at": time.time(), "engine_time_scale": time_scale,
-            "steps": [{"index": s.index, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
+            "steps": [{"index": s.index, "phase": s.phase, "offered_rate": s.offered_rate, "class_rates": s.class_rates,
                        "concurrency": sum(u.concurrency for u in s.closed) or None, "planned_s": s.duration_s,
                        "warmup_s": s.warmup_s} for s in plan],
         }

@@ -138,7 +138,8 @@ def announce_step(s: StepPlan, steps: int, metrics: ClientMetrics | None, view: 
         for cls, rate in s.class_rates.items():
             metrics.set_offered_rate(cls, rate)
     if view:
-        view.set_step(f"step {s.index + 1}/{steps}" + (f" @ {s.offered_rate:.3g} req/s" if s.offered_rate else ""))
+        what = f"phase {s.phase} ({s.index + 1}/{steps})" if s.phase else f"step {s.index + 1}/{steps}"
+        view.set_step(what + (f" @ {s.offered_rate:.3g} req/s" if s.offered_rate else ""))
 
 
 async def refresh_view(view: LiveView | None) -> None:

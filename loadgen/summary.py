@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from loadgen.records import RequestRecord
 from schema.traffic import SLO
 
+ALL_CONFIGS = "(all)"   # the "configuration" of a group that takes every configuration together (no name clash)
 
 def judge(r: RequestRecord, slo: SLO, time_scale: float = 1.0) -> RequestRecord:
     """The (wall-clock) record with `slo_met` judged on the engine's clock."""
@@ -44,9 +45,11 @@ class Percentiles(BaseModel):
 
 
 class GroupSummary(BaseModel):
-    """Figures of one (sweep step, configuration, class); rate_step None = all steps together."""
+    """Figures of one (sweep step or load phase, configuration, class); rate_step None = all steps together,
+    config ALL_CONFIGS = every configuration together."""
 
     rate_step: int | None
+    phase: str | None = None
     offered_rate: float | None
     concurrency: int | None
     config: str
@@ -81,10 +84,12 @@ class WorkerReport(BaseModel):
 
 
 class LoadSummary(BaseModel):
-    """The whole run: per step and overall groups, plus how well the generator kept its schedule."""
+    """The whole run: per step and overall groups (and, for a phase schedule, per phase and class over every
+    configuration), plus how well the generator kept its schedule."""
 
     groups: list[GroupSummary]
     overall: list[GroupSummary]
+    phases: list[GroupSummary] = Field(default_factory=list)
     records: int
     sent: int
     duration_s: float
@@ -108,8 +113,10 @@ def _group(rs: list[RequestRecord], duration: float, step: int | None, config: s
     d = max(duration, 1e-9)
     rates = {r.offered_rate for r in rs}
     users = {r.concurrency for r in rs}
+    phases = {r.phase for r in rs}
     return GroupSummary(
-        rate_step=step, offered_rate=rates.pop() if len(rates) == 1 else None,
+        rate_step=step, phase=phases.pop() if len(phases) == 1 else None,
+        offered_rate=rates.pop() if len(rates) == 1 else None,
         concurrency=users.pop() if len(users) == 1 else None, config=config, sla_class=cls,
         count=len(rs), ok=len(ok), errors=sum(r.status == "error" for r in rs),
         timeouts=sum(r.status == "timeout" for r in rs), duration_s=duration,
@@ -145,10 +152,15 @@ def summarize(records: Iterable[RequestRecord], slos: Mapping[str, SLO], step_du
     total = sum(durations.values())
     groups = [_group(rs, durations[s], s, c, k, slos.get(k)) for (s, c, k), rs in sorted(by_step.items())]
     overall = [_group(rs, total, None, c, k, slos.get(k)) for (c, k), rs in sorted(by_pair.items())]
+    by_phase: dict[tuple[int, str], list[RequestRecord]] = defaultdict(list)
+    for r in scored:
+        if r.phase is not None:
+            by_phase[(r.rate_step, r.sla_class)].append(r)
+    phases = [_group(rs, durations[s], s, ALL_CONFIGS, k, slos.get(k)) for (s, k), rs in sorted(by_phase.items())]
     late = [r.lateness_s for r in all_records if r.lateness_s is not None and r.concurrency is None]
     lp = np.percentile(late, [50, 99]) if late else None
     return LoadSummary(
-        groups=groups, overall=overall, records=len(all_records),
+        groups=groups, overall=overall, phases=phases, records=len(all_records),
         sent=sum(r.send_time is not None for r in all_records), duration_s=total,
         step_durations_s=durations,
         lateness_p50_s=float(lp[0]) if lp is not None else None,

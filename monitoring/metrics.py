@@ -47,6 +47,14 @@ SERVER_E2E = "e2e_seconds"                    # histogram
 SERVER_OUTPUT_TOKENS = "output_tokens"        # counter
 SERVER_SLO_MET = "slo_met"                    # counter (attainment: met / requests, see rules.py)
 SERVER_SLO_VIOLATED = "slo_violated"          # counter, requests that ended ok but missed (failed ones: requests)
+# The traffic itself, per class (what a controller forecasts; rules.py sums it over configurations). Means come
+# from counters: Ray 2.60 rebuilds a histogram's _sum from its buckets' midpoints (open_telemetry_metric_recorder.py,
+# record_histogram_aggregated_batch), so a histogram gives quantiles, never an exact mean.
+SERVER_ARRIVALS = "arrivals"                  # counter, requests of the class that reached the configuration
+SERVER_PROMPT_TOKENS = "prompt_tokens"        # counter, their prompt tokens
+SERVER_PROMPT_LENGTH = "request_prompt_tokens"   # histogram, prompt tokens of each arriving request
+SERVER_OUTPUT_LENGTH = "request_output_tokens"   # histogram, output tokens of each request that ended ok
+                                                 # (their sum: SERVER_OUTPUT_TOKENS, their count: requests ok)
 
 # SLO-oriented buckets: fine enough to read p50/p90/p99 near the MLPerf targets, and to tell decode
 # speeds apart (TPOT ~10 ms on TP8 vs ~15 ms on TP4xPP2 must not share one bucket).
@@ -54,6 +62,10 @@ LATENCY_BUCKETS = (0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.0
                    0.05, 0.06, 0.07, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25,
                    0.3, 0.4, 0.45, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0,
                    60.0, 120.0, 300.0)
+
+# Request lengths in tokens: steps of ×1.5 and ×4/3 in turn (1, 2, 3, 4, 6, 8 … 131072), so a quantile read by
+# interpolation inside a bucket is within ~20% while the buckets span a one-token reply to a 128k-token context.
+TOKEN_BUCKETS = tuple(float(b) for b in sorted({2 ** k for k in range(18)} | {3 * 2 ** k for k in range(16)}))
 
 # --- client side (the load generator's own /metrics, plain prometheus_client) ----------------
 CLIENT_PREFIX = "parallax_client_"

@@ -10,6 +10,12 @@ SLO attainment is the share of the requests that ended in the window, whatever t
 their class's SLO: a request that failed (error, abort, timeout) did not meet it. Goodput is the rate of
 those that met it, so attainment = goodput / request rate.
 
+The traffic itself, per class and summed over configurations (what a controller forecasts, labels
+`sla_class` and `source="server"` only): the arrival rate (requests reaching the configurations, counted as
+they arrive, not as they end), and the prompt and output lengths of the window's requests (prompts as they
+arrive, outputs of the requests that ended ok): means from token counters, quantiles from histograms
+(monitoring/metrics.py says why).
+
 Output tokens per GPU needs each configuration's GPU count, replicas included. The `tp` / `pp`
 labels cannot be multiplied in PromQL and the client side has no such labels, so the rules are
 generated from the scenario: `parallax:config_gpus{config, tp, pp, replicas}` is a constant series
@@ -37,6 +43,11 @@ SLO_ATTAINMENT = "parallax:slo_attainment"      # share of ended requests (faile
 GOODPUT = "parallax:goodput"                    # requests/s that met their SLO
 OUTPUT_TOKENS_RATE = "parallax:output_tokens_rate"
 OUTPUT_TOKENS_PER_GPU = "parallax:output_tokens_per_gpu"
+CLASS_ARRIVAL_RATE = "parallax:class_arrival_rate"              # requests/s of a class, every configuration
+CLASS_PROMPT_TOKENS_MEAN = "parallax:class_prompt_tokens_mean"  # mean prompt tokens of a class's arrivals
+CLASS_PROMPT_TOKENS = "parallax:class_prompt_tokens"            # + quantile label
+CLASS_OUTPUT_TOKENS_MEAN = "parallax:class_output_tokens_mean"  # mean output tokens of a class's requests ended ok
+CLASS_OUTPUT_TOKENS = "parallax:class_output_tokens"            # + quantile label
 
 QUANTILES = ("0.5", "0.9", "0.99")
 GROUP_BY = "config, sla_class"
@@ -78,6 +89,27 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
     return rules
 
 
+def _traffic_rules(window: str) -> list[dict[str, Any]]:
+    """Per class, over every configuration: arrival rate, prompt and output lengths (server side)."""
+    prefix = SOURCES["server"]
+
+    def rule(record: str, expr: str, **extra: str) -> dict[str, Any]:
+        return {"record": record, "expr": expr, "labels": {"source": "server", **extra}}
+
+    def by_class(metric: str, by: str = "sla_class") -> str:
+        return f"sum by ({by}) (rate({prefix}{metric}[{window}]))"
+
+    arrivals = by_class(m.SERVER_ARRIVALS + "_total")
+    ended_ok = by_class(m.SERVER_REQUESTS + '_total{status="ok"}')
+    rules = [rule(CLASS_ARRIVAL_RATE, arrivals),
+             rule(CLASS_PROMPT_TOKENS_MEAN, f"{by_class(m.SERVER_PROMPT_TOKENS + '_total')} / {arrivals}"),
+             rule(CLASS_OUTPUT_TOKENS_MEAN, f"{by_class(m.SERVER_OUTPUT_TOKENS + '_total')} / {ended_ok}")]
+    for record, name in ((CLASS_PROMPT_TOKENS, m.SERVER_PROMPT_LENGTH), (CLASS_OUTPUT_TOKENS, m.SERVER_OUTPUT_LENGTH)):
+        rules += [rule(record, f"histogram_quantile({q}, {by_class(name + '_bucket', 'sla_class, le')})", quantile=q)
+                  for q in QUANTILES]
+    return rules
+
+
 def recording_rules(configs: Iterable[ParallelConfig] = (), window: str = "30s",
                     interval_s: float = 1.0) -> dict[str, Any]:
     """The rules file (as data) for these configurations; `window` is the rate window of every rule."""
@@ -87,6 +119,7 @@ def recording_rules(configs: Iterable[ParallelConfig] = (), window: str = "30s",
                  for c in configs]
     rules = gpu_rules + [r for source, prefix in SOURCES.items()
                          for r in _source_rules(source, prefix, window, per_gpu=bool(configs))]
+    rules += _traffic_rules(window)
     return {"groups": [{"name": f"parallax-per-config-class-{window}", "interval": prometheus_duration(interval_s),
                         "rules": rules}]}
 

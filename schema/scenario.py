@@ -6,6 +6,7 @@ GPU, memory) or the files a scenario names is checked by `deployments.resolve`.
 """
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from schema.deployment import DeploymentSpec
 from schema.faults import Fault
 from schema.monitoring import MonitoringConfig
 from schema.plan import PlanSection
-from schema.traffic import LoadConfig, TrafficClass
+from schema.traffic import PHASE_ARRIVALS, LoadConfig, TrafficClass
 
 
 class Scenario(DeploymentSpec):
@@ -45,6 +46,33 @@ class Scenario(DeploymentSpec):
                 return c
         raise KeyError(name)
 
+    def with_mix(self, shares: Mapping[str, float], rate: float) -> "Scenario":
+        """This scenario offering `rate` requests/s (wall clock) of the classes in `shares` (the others left
+        out) as one stream of load.arrival's kind: the traffic the planner plans for (a phase's, or a forecast's).
+        ValueError when load.arrival has no single rate."""
+        if self.load.arrival.kind not in PHASE_ARRIVALS:
+            raise ValueError(f"load.arrival: a traffic mix runs at one rate; a {self.load.arrival.kind} arrival has "
+                             f"none (use {', '.join(PHASE_ARRIVALS)})")
+        classes = [c.model_copy(update={"share": shares[c.name], "arrival": None})
+                   for c in self.classes if shares.get(c.name, 0.0) > 0]
+        load = self.load.model_copy(update={"arrival": self.load.arrival.model_copy(update={"rate": rate}),
+                                            "rates": [], "phases": []})
+        default = self.server.default_class if any(c.name == self.server.default_class for c in classes) else None
+        return self.model_copy(update={"classes": classes, "load": load,
+                                       "server": self.server.model_copy(update={"default_class": default})})
+
+    def phase_mix(self, index: int) -> "Scenario":
+        """Phase `index` (from 0) of load.phases as a scenario of its own: its classes' shares, its rate."""
+        phase = self.load.phases[index]
+        return self.with_mix(phase.shares, phase.rate)
+
+    def schedule_mix(self) -> "Scenario":
+        """The whole phase schedule as one traffic mix: each class's share of all its requests, at its mean rate."""
+        phases = self.load.phases
+        sent = {c.name: sum(p.rate * p.duration_s * p.shares.get(c.name, 0.0) for p in phases) for c in self.classes}
+        total = sum(sent.values())
+        return self.with_mix({k: v / total for k, v in sent.items()}, total / sum(p.duration_s for p in phases))
+
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message lists every problem."""
@@ -62,7 +90,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in {"fixed", "uniform", "normal", "lognormal", "empirical", "preset", "poisson",
-                      "gamma", "constant", "closed", "ramp", "steps", "trace"}:
+                      "gamma", "constant", "closed", "ramp", "steps", "trace", "ewma", "holt"}:
             continue  # discriminated-union tag: not a field the user wrote
         elif any(ch.isspace() and ch != " " for ch in part):
             out += f"[{json.dumps(part, ensure_ascii=False)}]"  # a key with a newline or tab, quoted

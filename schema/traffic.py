@@ -3,6 +3,7 @@
 Part of the scenario file (`classes:` and `load:`); the loadgen package owns these schemas.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -190,8 +191,38 @@ class TrafficClass(_Strict):
     )
 
 
+# The arrival processes a phase schedule runs at each phase's rate (the ones with a single rate).
+PHASE_ARRIVALS = ("poisson", "gamma", "constant")
+
+
+class LoadPhase(_Strict):
+    """One phase of a load schedule: its own total rate and class mix, for `duration_s`.
+
+    `shares` gives each class's fraction of the phase's requests (each > 0, summing to 1, as the classes'
+    own shares do); a class the phase does not name sends nothing in it. The arrival process is
+    `load.arrival`'s kind at the phase's rate.
+    """
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=64,
+                             description="default: phase-N (N from 1)")
+    duration_s: float = Field(gt=0, description="seconds of wall time the phase lasts")
+    rate: float = Field(gt=0, description="requests/s of all classes together (wall clock, as load.rates)")
+    shares: dict[str, float] = Field(min_length=1, description="CLASS: fraction of the phase's requests")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "LoadPhase":
+        bad = [k for k, v in self.shares.items() if not v > 0]
+        if bad:
+            raise ValueError(f"shares of {', '.join(bad)} must be > 0; leave a class out to send none of it")
+        total = sum(self.shares.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"shares sum to {total:g}, not 1; adjust them")
+        return self
+
+
 class LoadConfig(_Strict):
-    """How traffic is offered: an arrival process, optionally swept over several rates."""
+    """How traffic is offered: an arrival process, optionally swept over several rates, or a schedule of
+    phases each with its own rate and class mix (`phases`)."""
 
     arrival: Arrival = Field(default_factory=PoissonArrival)
     rates: list[float] = Field(
@@ -199,6 +230,11 @@ class LoadConfig(_Strict):
         description="sweep: run the arrival process at each rate (or concurrency) in turn",
     )
     duration_s: float = Field(default=30.0, gt=0, description="length of each sweep step")
+    phases: list[LoadPhase] = Field(
+        default_factory=list,
+        description="a schedule: each phase runs load.arrival's kind at its own rate and class mix, one after "
+        "the other (instead of load.rates and duration_s); records name the phase that sent them",
+    )
     warmup_s: float = Field(default=0.0, ge=0)
     timeout_s: float = Field(default=120.0, gt=0, description="per-request timeout")
     seed: int = 0
@@ -223,7 +259,58 @@ class LoadConfig(_Strict):
             raise ValueError("every rate in the sweep must be > 0")
         return self
 
+    @model_validator(mode="after")
+    def _phases(self) -> "LoadConfig":
+        """A schedule replaces the sweep: its phases give the rates and the durations."""
+        if not self.phases:
+            return self
+        if self.rates:
+            raise ValueError("phases and rates: each phase has its own rate; remove load.rates (or load.phases)")
+        # (compared with the defaults, not with what the file set: a run folder's scenario.yaml writes them all)
+        if self.duration_s != type(self).model_fields["duration_s"].default:
+            raise ValueError("phases and duration_s: each phase has its own duration_s; remove load.duration_s")
+        if self.arrival.kind not in PHASE_ARRIVALS:
+            raise ValueError(f"phases run load.arrival at each phase's rate: use a {', '.join(PHASE_ARRIVALS)} "
+                             f"arrival, not {self.arrival.kind}")
+        if getattr(self.arrival, "rate", None) != type(self.arrival).model_fields["rate"].default:
+            raise ValueError("phases and arrival.rate: each phase has its own rate; remove load.arrival.rate")
+        names = self.phase_names
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"phase names {', '.join(dup)} are used twice; give each phase its own name")
+        return self
+
     @property
     def planned_s(self) -> float:
         """Wall seconds the load is planned to last, warm-up included (a trace's own length aside)."""
+        if self.phases:
+            return self.warmup_s + sum(p.duration_s for p in self.phases)
         return self.warmup_s + max(1, len(self.rates)) * self.duration_s
+
+    @property
+    def phase_names(self) -> list[str]:
+        """Each phase's name: its own, else phase-N (N from 1)."""
+        return [p.name or f"phase-{i + 1}" for i, p in enumerate(self.phases)]
+
+    def phase_index(self, key: str) -> int:
+        """The index of the phase named `key`, or numbered `key` (from 1); ValueError naming the choices."""
+        names = self.phase_names
+        if key in names:
+            return names.index(key)
+        if key.isdigit() and 1 <= int(key) <= len(names):
+            return int(key) - 1
+        choices = ", ".join(names) if names else "none: the load has no phases"
+        raise ValueError(f"no phase {key!r}; give a phase's name or number (1 to {len(names)}): {choices}")
+
+
+def schedule_problems(classes: Sequence[TrafficClass], load: LoadConfig) -> list[tuple[str, str]]:
+    """What a phase schedule asks of the classes, as (field, problem and fix): its shares name classes, and no
+    class brings an arrival of its own (each phase sets every class's rate)."""
+    if not load.phases:
+        return []
+    names = [c.name for c in classes]
+    problems = [(f"load.phases[{i}].shares", f"{k!r} is not a class; use one of {', '.join(names)}")
+                for i, phase in enumerate(load.phases) for k in phase.shares if k not in names]
+    problems += [(f"classes[{i}].arrival", "a phase schedule sets every class's rate (load.phases); remove this "
+                  "class's arrival or load.phases") for i, c in enumerate(classes) if c.arrival is not None]
+    return problems

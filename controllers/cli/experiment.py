@@ -8,7 +8,7 @@ import typer
 from controllers.browser_check import check_page
 from controllers.cli.terminal import console, fail
 from controllers.report import RunFolderError, compare_runs, render_report
-from controllers.run import run_scenario
+from controllers.run import RunRefused, run_scenario
 from deployments.resolve import load_scenario
 from schema.scenario import ScenarioError
 
@@ -49,9 +49,11 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
     """Deploy, drive the scenario's load with the controller routing, write the run folder, tear down."""
     try:
         resolved = load_scenario(scenario, serving=True)
+        result = run_scenario(resolved, out, console, live=live)
     except ScenarioError as e:
         fail(str(e))
-    result = run_scenario(resolved, out, console, live=live)
+    except RunRefused as e:
+        fail(f"{scenario}: {e}")
     if result.error:
         fail(f"run failed: {result.error}; what was recorded is in {result.folder}")
     if result.interrupted:

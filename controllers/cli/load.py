@@ -96,15 +96,15 @@ def _arrival(kind: str, rate: float | None, burstiness: float, concurrency: int,
 
 
 def summary_table(s: LoadSummary) -> Table:
-    t = Table("step", "rate", "config", "class", "n", "ok", "err", "TTFT p50/p99 ms", "TPOT p50/p99 ms",
-              "out tok/s", "req/s", "SLO met", "goodput")
+    t = Table("phase" if s.phases else "step", "rate", "config", "class", "n", "ok", "err", "TTFT p50/p99 ms",
+              "TPOT p50/p99 ms", "out tok/s", "req/s", "SLO met", "goodput")
 
     def pp(x: Any) -> str:
         return f"{x.p50 * 1000:.0f}/{x.p99 * 1000:.0f}" if x else "-"
-    rows = s.groups if len(s.step_durations_s) > 1 else s.overall
+    rows = [*s.groups, *s.phases] if len(s.step_durations_s) > 1 else [*s.overall, *s.phases]
     for g in rows:
         target = "" if g.meets_target is None else (" ✓" if g.meets_target else " ✗")
-        t.add_row("all" if g.rate_step is None else str(g.rate_step),
+        t.add_row(g.phase or ("all" if g.rate_step is None else str(g.rate_step)),
                   f"{g.offered_rate:.3g}" if g.offered_rate else f"{g.concurrency} users" if g.concurrency else "-",
                   g.config, g.sla_class, str(g.count),
                   str(g.ok), str(g.errors + g.timeouts), pp(g.ttft_s), pp(g.tpot_s), f"{g.output_tokens_per_s:.1f}",
@@ -228,6 +228,9 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         if abs(total - 1) > 1e-6:
             raise LoadError(f"--class: shares sum to {total:g}, not 1; adjust share=")
         load = LoadConfig()
+    if load.phases and (rate or duration is not None):
+        raise LoadError(f"{'--rate' if rate else '--duration'}: the scenario's load is a schedule of phases, each "
+                        "with its own rate and duration; remove the option (or edit load.phases)")
     update: dict[str, Any] = {}
     if arrival is not None or (scenario is None and len(rate) == 1):
         update["arrival"] = _arrival(arrival or "poisson", rate[0] if len(rate) == 1 else None, burstiness,
@@ -239,10 +242,11 @@ def _inputs(scenario: Path | None, class_: list[str], arrival: str | None, rate:
         if value is not None:
             update[key] = value
     try:
-        load = LoadConfig.model_validate(load.model_dump() | update)
+        load = LoadConfig.model_validate(load.model_dump(exclude_unset=True) | update)
     except ValidationError as e:
         err = e.errors()[0]
-        raise LoadError(f"load option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise LoadError(f"load option {'.'.join(map(str, err['loc'])) or 'load'}: "
+                        f"{err['msg'].removeprefix('Value error, ')}") from None
     return classes, load, base_dir, model_path, time_scale
 
 

@@ -5,6 +5,7 @@ Its flags and the `--json` keys are a contract other tools rely on (see controll
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -25,7 +26,7 @@ from controllers.plan.verify import verify
 from controllers.run import run_folder
 from deployments.resolve import Resolved, load_scenario
 from schema.dtypes import Dtype, parse_dtype
-from schema.scenario import ScenarioError
+from schema.scenario import Scenario, ScenarioError
 
 
 def _dtypes(text: str | None) -> tuple[Dtype, ...]:
@@ -65,6 +66,8 @@ def plan_cmd(
     restart_s: float = typer.Option(DEFAULT_RESTART_S, "--restart-s", min=0.0,
                                     help="seconds a replica stays down after one of its GPUs failed (detection and "
                                          "restart)"),
+    phase: str = typer.Option(None, "--phase", help="plan this phase of load.phases (its name, or its number from "
+                              "1): its classes' shares at its rate (default: the whole schedule's mix)"),
 ) -> None:
     """Search every TP×PP split of the GPU budget, homogeneous or per SLA class, for the scenario's traffic."""
     if objective not in OBJECTIVES:
@@ -77,7 +80,7 @@ def plan_cmd(
                        availability=Availability(gpu_failure_rate, restart_s) if gpu_failure_rate > 0 else None)
     progress_to = err_console if as_json else console
     try:
-        resolved = load_scenario(scenario, need_configurations=False)
+        resolved = _traffic(load_scenario(scenario, need_configurations=False), phase, progress_to)
         t0 = time.perf_counter()
         with runner(workers) as run:
             plan = search(resolved, opts, run, progress=lambda m: progress_to.print(
@@ -99,6 +102,31 @@ def plan_cmd(
                           f"`parallax run {write_to}`)")
     if verify_k:
         _verify(resolved, plan, verify_k, out, verify_duration, progress_to)
+
+
+def _traffic(resolved: Resolved, phase: str | None, con: Console) -> Resolved:
+    """The traffic to plan for: phase `phase` of a schedule, else the whole schedule's mix, else the scenario's."""
+    load = resolved.scenario.load
+    if phase is None and not load.phases:
+        return resolved
+    if phase is None:
+        mix = resolved.scenario.schedule_mix()
+        con.print(f"[dim]load.phases: planning the whole schedule's mix ({_mix(mix)}); --phase K plans phase K's[/]",
+                  highlight=False)
+    else:
+        try:
+            index = load.phase_index(phase)
+        except ValueError as e:
+            fail(f"--phase {phase}: {e}")
+        mix = resolved.scenario.phase_mix(index)
+        con.print(f"[dim]phase {load.phase_names[index]}: {_mix(mix)}[/]", highlight=False)
+    return replace(resolved, scenario=mix)
+
+
+def _mix(s: Scenario) -> str:
+    rate = getattr(s.load.arrival, "rate", 0.0)
+    return (", ".join(f"{c.name} {c.share:.0%}" for c in s.classes) + f" at {rate:.3g} req/s "
+            f"({rate * s.engine.clock_scale:.3g} on the engine clock)")
 
 
 def _verify(resolved: Resolved, plan: Plan, k: int, out: Path, duration_s: float | None, con: Console) -> None:

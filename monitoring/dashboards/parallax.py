@@ -44,6 +44,7 @@ ANNOTATIONS = (
 )
 
 CLASS_SEL = 'config=~"$config", sla_class=~"$sla_class"'
+TRAFFIC_SEL = 'source="server", sla_class=~"$sla_class"'
 ENGINE_SEL = 'model_name=~"$config"'
 PCT = {"0.5": "p50", "0.9": "p90", "0.99": "p99"}
 
@@ -66,6 +67,12 @@ def _latency_row(title: str, record: str, what: str) -> Row:
               (Target(f'{record}{{source="$source", {CLASS_SEL}, quantile="{q}"}}', "{{config}} · {{sla_class}}"),),
               unit="s")
         for q, label in PCT.items()))
+
+
+def _length_panel(title: str, what: str, mean: str, quantiles: str) -> Panel:
+    return Panel(title, f"{what}: mean and p90 over the window (recording rules, server side)",
+                 (Target(f"{mean}{{{TRAFFIC_SEL}}}", "{{sla_class}} mean"),
+                  Target(f'{quantiles}{{{TRAFFIC_SEL}, quantile="0.9"}}', "{{sla_class}} p90")), unit="short")
 
 
 def comparison() -> Dashboard:
@@ -96,6 +103,17 @@ def comparison() -> Dashboard:
                   unit="percentunit", max=1),
             Panel("Error ratio", "Share of requests that ended in error, abort or timeout",
                   (Target(f"{r.ERROR_RATIO}{{{cls}}}", "{{config}} · {{sla_class}}"),), unit="percentunit", max=1),
+        )),
+        Row("Traffic per class (every configuration together): what the controller forecasts", (
+            Panel("Arrival rate", "Requests per second of each class reaching the configurations (counted as they "
+                  "arrive), and the rate the load generator offers",
+                  (Target(f'{r.CLASS_ARRIVAL_RATE}{{{TRAFFIC_SEL}}}', "{{sla_class}}"),
+                   Target(f'sum by (sla_class) ({m.CLIENT_PREFIX}{m.CLIENT_OFFERED_RATE}{{sla_class=~"$sla_class"}})',
+                          "offered · {{sla_class}}")), unit="reqps"),
+            _length_panel("Prompt tokens", "Prompt length of each class's arriving requests",
+                          r.CLASS_PROMPT_TOKENS_MEAN, r.CLASS_PROMPT_TOKENS),
+            _length_panel("Output tokens", "Output length of each class's requests that ended ok",
+                          r.CLASS_OUTPUT_TOKENS_MEAN, r.CLASS_OUTPUT_TOKENS),
         )),
         Row("Engine: queue, batch, KV cache", (
             Panel("Queue depth (waiting)", "Requests waiting to be scheduled, summed over replicas",

@@ -142,3 +142,38 @@ def test_a_simulated_engine_scenario_is_judged_on_the_engines_clock(server, tmp_
     r = runner.invoke(app, ["summarize", str(out), "--json", str(tmp_path / "s.json")])
     assert r.exit_code == 0 and "wall ÷ 5" in " ".join(r.output.split())
     assert json.loads((tmp_path / "s.json").read_text())["overall"][0]["slo_attainment"] == 1.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_phase_schedule_through_parallax_load(server, tmp_path, workers):
+    """Two phases of constant arrivals, each its own rate and mix: every record names the phase that sent it,
+    in that phase's time, and the summary and the table give each phase over every configuration."""
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "scenarios" / "demo.yaml").read_text())
+    data["load"] = {"arrival": {"kind": "constant"}, "phases": [
+        {"name": "day", "duration_s": 1.0, "rate": 20, "shares": {"chat": 1.0}},
+        {"name": "night", "duration_s": 1.5, "rate": 8, "shares": {"chat": 0.5, "summarize": 0.5}}]}
+    for c in data["classes"]:   # short requests: the test server streams one token per 10 ms
+        c["input"], c["output"] = {"kind": "fixed", "value": 8}, {"kind": "fixed", "value": 3}
+    scenario = tmp_path / "shift.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["load", "--target", server, "--scenario", str(scenario), "--workers", str(workers),
+                            "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    records = read_records(out)
+    assert all(x.status == "ok" for x in records)
+    by_phase = {p: [x for x in records if x.phase == p] for p in ("day", "night")}
+    assert len(by_phase["day"]) == 20 and len(by_phase["night"]) == 12 and len(records) == 32
+    assert {x.sla_class for x in by_phase["day"]} == {"chat"} and {x.rate_step for x in by_phase["night"]} == {1}
+    start = min(x.scheduled_time for x in records)
+    assert all(x.scheduled_time - start < 1.0 for x in by_phase["day"])
+    assert all(1.0 <= x.scheduled_time - start < 2.5 for x in by_phase["night"])
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    phases = {(g["phase"], g["sla_class"]): g["count"] for g in summary["phases"]}
+    assert sum(phases.values()) == 32 and phases[("day", "chat")] == 20
+    assert {s["phase"] for s in json.loads((out / "load-meta.json").read_text())["steps"]} == {"day", "night"}
+    table = " ".join(r.output.split())
+    assert "night" in table and "(all)" in table
+    r = runner.invoke(app, ["load", "--target", server, "--scenario", str(scenario), "--rate", "3"])
+    assert r.exit_code == 2 and "--rate: the scenario's load is a schedule of phases" in " ".join(r.output.split())

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controllers.cli.app import app
+from controllers.scoreboard import read_traffic
 from monitoring import rules as r
 from monitoring.dashboards.check import check_dashboard
 from monitoring.dashboards.export import rendered_dashboards
@@ -22,6 +23,8 @@ from tests.support.metric_sources import (
     ALWAYS_MET,
     CLASSES,
     CONFIGS,
+    OUTPUT_TOKENS,
+    PROMPT_TOKENS,
     PromClientSource,
     RaySource,
     controller_source,
@@ -87,14 +90,43 @@ def test_ray_exports_the_contract_names_with_rays_labels(live: Live) -> None:
     assert {s.labels["job"] for s in plain} == {"vllm"}
 
 
+PER_CLASS = (r.CLASS_ARRIVAL_RATE, r.CLASS_PROMPT_TOKENS_MEAN, r.CLASS_PROMPT_TOKENS, r.CLASS_OUTPUT_TOKENS_MEAN,
+             r.CLASS_OUTPUT_TOKENS)   # summed over configurations
+
+
 def test_every_recording_rule_evaluates_for_every_pair(live: Live) -> None:
     pairs = {(c.name, k) for c in CONFIGS for k in CLASSES}
     for rule in live.rules["groups"][0]["rules"]:
         selector = ", ".join(f'{k}="{v}"' for k, v in rule["labels"].items())
         found = live.client.query(f"{rule['record']}{{{selector}}}")
         assert found, f"{rule['record']}{{{selector}}} has no data"
-        if rule["record"] != r.CONFIG_GPUS:
+        if rule["record"] in PER_CLASS:
+            assert {s.labels["sla_class"] for s in found} == set(CLASSES) and all(
+                "config" not in s.labels for s in found), rule["record"]
+        elif rule["record"] != r.CONFIG_GPUS:
             assert {(s.labels["config"], s.labels["sla_class"]) for s in found} == pairs, rule["record"]
+
+
+def test_the_traffic_rules_read_what_arrived(live: Live) -> None:
+    """Each request that ends has arrived: a class's arrival rate is its request rate summed over configurations;
+    its prompts all have PROMPT_TOKENS[class] tokens, so the mean is exact and each quantile lies in that
+    length's bucket."""
+    c = live.client
+    rate = {s.labels["sla_class"]: s.value for s in c.query(r.CLASS_ARRIVAL_RATE)}
+    requests = {s.labels["sla_class"]: s.value for s in c.query(f'sum by (sla_class) ({r.REQUEST_RATE}'
+                                                                 '{source="server"})')}
+    assert rate == pytest.approx(requests, rel=0.1)   # a scrape may fall between two increments of a round
+    mean = {s.labels["sla_class"]: s.value for s in c.query(r.CLASS_PROMPT_TOKENS_MEAN)}
+    assert mean == pytest.approx({k: float(v) for k, v in PROMPT_TOKENS.items()})
+    p90 = {s.labels["sla_class"]: s.value for s in c.query(f'{r.CLASS_PROMPT_TOKENS}{{quantile="0.9"}}')}
+    assert 96 < p90["chat"] <= 128 and 3072 < p90["summarize"] <= 4096
+    out = {s.labels["sla_class"]: s.value for s in c.query(r.CLASS_OUTPUT_TOKENS_MEAN)}
+    assert out == pytest.approx(dict.fromkeys(CLASSES, float(OUTPUT_TOKENS)))
+    # the controller's reader, through its query callable: the same series, the rate on a 2× slower engine clock
+    traffic = read_traffic(lambda expr: [(s.labels, s.value) for s in c.query(expr)], time_scale=2)
+    assert {k: t.rate for k, t in traffic.items()} == pytest.approx({k: 2 * v for k, v in rate.items()}, rel=0.1)
+    assert traffic["summarize"].prompt_tokens.mean == pytest.approx(PROMPT_TOKENS["summarize"])
+    assert traffic["chat"].output_tokens.mean == pytest.approx(OUTPUT_TOKENS)
 
 
 def test_rule_values_follow_the_traffic(live: Live) -> None:

@@ -173,6 +173,11 @@ def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
         "time_to_first_token_seconds_bucket", "num_requests_running", "generation_tokens_total")]
     wanted += [r'ray_parallax_ttft_seconds_bucket\{.*config="tp4pp2".*pp="2".*sla_class="chat".*tp="4"',
                r'ray_parallax_(slo_met|slo_violated)_total\{.*config="pp8".*sla_class="chat"']
+    # the traffic itself: arrivals and their prompt tokens (3 words: the simulated engine counts words), lengths
+    wanted += [r'ray_parallax_arrivals_total\{.*config="tp8".*sla_class="chat".*\} [1-9]',
+               r'ray_parallax_prompt_tokens_total\{.*config="tp8".*sla_class="chat".*\} [1-9]',
+               r'ray_parallax_request_prompt_tokens_bucket\{.*config="tp8".*le="3.0".*sla_class="chat".*\} [1-9]',
+               r'ray_parallax_request_output_tokens_bucket\{.*config="tp8".*le="4.0".*sla_class="chat".*\} [1-9]']
     text, missing = _scrape_until(served, wanted)
     assert not missing
     line = next(ln for ln in text.splitlines() if ln.startswith("ray_vllm_time_to_first_token_seconds_count")

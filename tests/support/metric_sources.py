@@ -6,7 +6,8 @@
   the controller's metrics, or a plain vLLM server's `vllm:` engine metrics.
 
 Every source keeps recording in the background until stopped, so rates and quantiles have data.
-Values are fixed per configuration (TTFT_S, TPOT_S) so tests can check what the rules compute.
+Values are fixed per configuration (TTFT_S, TPOT_S) and per class (PROMPT_TOKENS) so tests can check what
+the rules compute.
 """
 
 import random
@@ -27,6 +28,7 @@ ALWAYS_MET = ("tp8", "chat")        # the one (config, class) pair whose request
 TTFT_S = {"tp8": 0.035, "tp2": 0.35}
 TPOT_S = {"tp8": 0.015, "tp2": 0.045}
 OUTPUT_TOKENS = 20                  # per request
+PROMPT_TOKENS = {"chat": 100, "summarize": 4000}
 
 
 class Recorder(Protocol):
@@ -69,6 +71,15 @@ def per_class_specs(prefix: str, labels: tuple[str, ...]) -> list[Spec]:
         (prefix + m.SERVER_SLO_MET, "counter", labels, ()),
         (prefix + m.SERVER_SLO_VIOLATED, "counter", labels, ()),
     ]
+
+
+def server_traffic_specs() -> list[Spec]:
+    """The server's per-class traffic: arrivals and request lengths (the LLMServer's only)."""
+    p, labels = m.SERVER_PREFIX, m.SERVER_LABELS
+    return [(p + m.SERVER_ARRIVALS, "counter", labels, ()),
+            (p + m.SERVER_PROMPT_TOKENS, "counter", labels, ()),
+            (p + m.SERVER_PROMPT_LENGTH, "histogram", labels, m.TOKEN_BUCKETS),
+            (p + m.SERVER_OUTPUT_LENGTH, "histogram", labels, m.TOKEN_BUCKETS)]
 
 
 def client_specs() -> list[Spec]:
@@ -120,6 +131,21 @@ def emit_per_class(rec: Recorder, prefix: str, with_shape: bool) -> None:
             rec.inc(prefix + m.SERVER_SLO_MET, 1, lab)
             if (c.name, k) != ALWAYS_MET:
                 rec.inc(prefix + m.SERVER_SLO_VIOLATED, 1, lab)
+
+
+def emit_server_traffic(rec: Recorder) -> None:
+    """Per round, the requests emit_per_class ends arrive, each with PROMPT_TOKENS[class] prompt tokens, and the
+    one that ends ok has OUTPUT_TOKENS."""
+    p = m.SERVER_PREFIX
+    for c in CONFIGS:
+        for k in CLASSES:
+            lab = {"config": c.name, "tp": str(c.tp), "pp": str(c.pp), "sla_class": k}
+            arrivals = 1 if (c.name, k) == ALWAYS_MET else 2
+            rec.inc(p + m.SERVER_ARRIVALS, arrivals, lab)
+            rec.inc(p + m.SERVER_PROMPT_TOKENS, arrivals * PROMPT_TOKENS[k], lab)
+            for _ in range(arrivals):
+                rec.observe(p + m.SERVER_PROMPT_LENGTH, PROMPT_TOKENS[k], lab)
+            rec.observe(p + m.SERVER_OUTPUT_LENGTH, OUTPUT_TOKENS, lab)
 
 
 def emit_client(rec: Recorder, rnd: random.Random) -> None:
@@ -209,12 +235,14 @@ def _ray_emitter_class() -> Any:
         """Records engine metrics (vLLM names) and per-class server metrics, as the LLMServer would."""
 
         def __init__(self) -> None:
-            self.rec = _RayRecorder(engine_specs("vllm_") + per_class_specs(m.SERVER_PREFIX, m.SERVER_LABELS))
+            self.rec = _RayRecorder(engine_specs("vllm_") + per_class_specs(m.SERVER_PREFIX, m.SERVER_LABELS)
+                                    + server_traffic_specs())
             self.rnd = random.Random(1)
 
         def tick(self) -> None:
             emit_engine(self.rec, "vllm_", self.rnd)
             emit_per_class(self.rec, m.SERVER_PREFIX, True)
+            emit_server_traffic(self.rec)
 
     return ContractEmitter
 

@@ -19,6 +19,8 @@ CONFIGS = [ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp4pp2", tp=4,
            ParallelConfig(name="tp2", tp=2, replicas=3)]
 FIGURES = {r.REQUEST_RATE, r.ERROR_RATIO, r.TTFT, r.TPOT, r.E2E, r.SLO_ATTAINMENT, r.GOODPUT,
            r.OUTPUT_TOKENS_RATE, r.OUTPUT_TOKENS_PER_GPU}
+TRAFFIC = {r.CLASS_ARRIVAL_RATE, r.CLASS_PROMPT_TOKENS_MEAN, r.CLASS_PROMPT_TOKENS, r.CLASS_OUTPUT_TOKENS_MEAN,
+           r.CLASS_OUTPUT_TOKENS}
 
 
 def _rules(configs: list[ParallelConfig]) -> list[dict[str, Any]]:
@@ -30,9 +32,12 @@ def test_every_figure_is_recorded_for_both_sources() -> None:
     rules = _rules(CONFIGS)
     for source in ("server", "client"):
         recorded = {x["record"] for x in rules if x["labels"].get("source") == source}
-        assert recorded == FIGURES, source
+        assert recorded == FIGURES | (TRAFFIC if source == "server" else set()), source
     quantiles = {(x["record"], x["labels"]["quantile"]) for x in rules if "quantile" in x["labels"]}
-    assert quantiles == {(f, q) for f in (r.TTFT, r.TPOT, r.E2E) for q in ("0.5", "0.9", "0.99")}
+    assert quantiles == {(f, q) for f in (r.TTFT, r.TPOT, r.E2E, r.CLASS_PROMPT_TOKENS, r.CLASS_OUTPUT_TOKENS)
+                         for q in ("0.5", "0.9", "0.99")}
+    traffic = [x["expr"] for x in rules if x["record"] in TRAFFIC]
+    assert all("sum by (sla_class" in e and "config" not in e for e in traffic)   # over every configuration
 
 
 def test_sources_read_the_contract_names() -> None:
@@ -114,3 +119,56 @@ def test_the_rules_command_defaults_to_the_window_the_controller_reads(tmp_path:
     assert written == scoreboard_rules(load_scenario(demo).scenario)
     window = f"[{load_scenario(demo).scenario.controller.window_s:g}s]"
     assert all(window in x["expr"] for x in written["groups"][0]["rules"] if "rate(" in x["expr"])
+
+
+def test_the_traffic_rules_sum_over_configurations(tmp_path: Path) -> None:
+    """promtool evaluates the traffic rules on synthetic series: per second, chat arrives once on tp8 and once on
+    tp2 (prompts of 100 and 300 tokens), summarize once on tp2 (4000 tokens); two chat requests end ok (40 and 60
+    output tokens) and one fails (its length is no output length)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run `make setup` (installs Debian's prometheus package)"
+    rules_file = r.write_rules(tmp_path / "rules.yml", r.recording_rules([], window="20s", interval_s=1))
+    server = "ray_parallax_"
+
+    def counter(name: str, per_s: float, **labels: str) -> dict[str, str]:
+        sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{sel}}}", "values": f"0+{per_s:g}x120"}
+
+    def histogram(name: str, value: int, config: str, cls: str) -> list[dict[str, str]]:
+        """One observation of `value` per second: the buckets at or above it count it."""
+        out = [counter(f"{server}{name}_bucket", 1.0 if value <= b else 0.0, config=config, sla_class=cls,
+                       le=f"{b:g}") for b in (64.0, 128.0, 256.0, 512.0, 4096.0)]
+        return [*out, counter(f"{server}{name}_bucket", 1.0, config=config, sla_class=cls, le="+Inf")]
+    inputs = [counter(f"{server}arrivals_total", 1.0, config="tp8", sla_class="chat"),
+              counter(f"{server}arrivals_total", 1.0, config="tp2", sla_class="chat"),
+              counter(f"{server}arrivals_total", 1.0, config="tp2", sla_class="summarize"),
+              counter(f"{server}prompt_tokens_total", 100, config="tp8", sla_class="chat"),
+              counter(f"{server}prompt_tokens_total", 300, config="tp2", sla_class="chat"),
+              counter(f"{server}prompt_tokens_total", 4000, config="tp2", sla_class="summarize"),
+              counter(f"{server}requests_total", 1.0, config="tp8", sla_class="chat", status="ok"),
+              counter(f"{server}requests_total", 1.0, config="tp2", sla_class="chat", status="ok"),
+              counter(f"{server}requests_total", 1.0, config="tp2", sla_class="chat", status="error"),
+              counter(f"{server}output_tokens_total", 40, config="tp8", sla_class="chat"),
+              counter(f"{server}output_tokens_total", 60, config="tp2", sla_class="chat"),
+              *histogram("request_prompt_tokens", 100, "tp8", "chat"),
+              *histogram("request_prompt_tokens", 300, "tp2", "chat"),
+              *histogram("request_prompt_tokens", 4000, "tp2", "summarize"),
+              *histogram("request_output_tokens", 50, "tp8", "chat"),
+              *histogram("request_output_tokens", 50, "tp2", "chat")]
+
+    def expect(record: str, values: dict[str, float], quantile: str | None = None) -> dict[str, object]:
+        q = f',quantile="{quantile}"' if quantile else ""
+        return {"expr": f'{record}{{source="server"{q}}}', "eval_time": "100s",
+                "exp_samples": [{"labels": f'{record}{{sla_class="{c}",source="server"{q}}}', "value": v}
+                                for c, v in values.items()]}
+    spec = {"rule_files": [rules_file.name], "evaluation_interval": "1s", "tests": [{
+        "interval": "1s", "input_series": inputs, "promql_expr_test": [
+            expect(r.CLASS_ARRIVAL_RATE, {"chat": 2.0, "summarize": 1.0}),
+            expect(r.CLASS_PROMPT_TOKENS_MEAN, {"chat": 200.0, "summarize": 4000.0}),
+            # chat: half its prompts in (64, 128], half in (256, 512]: the median is the first bucket's top
+            expect(r.CLASS_PROMPT_TOKENS, {"chat": 128.0, "summarize": 512 + (4096 - 512) * 0.5}, "0.5"),
+            expect(r.CLASS_OUTPUT_TOKENS_MEAN, {"chat": 50.0})]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

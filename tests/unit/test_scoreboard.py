@@ -5,7 +5,15 @@ import re
 
 import pytest
 
-from controllers.scoreboard import FrontierPoint, assemble, build_queries, config_points, pareto_frontier
+from controllers.scoreboard import (
+    FrontierPoint,
+    assemble,
+    assemble_traffic,
+    build_queries,
+    config_points,
+    pareto_frontier,
+    traffic_queries,
+)
 from monitoring import rules as r
 from schema.deployment import ParallelConfig
 
@@ -28,6 +36,28 @@ def test_every_per_class_figure_is_a_recording_rule_series() -> None:
     assert q["attainment"] == f'{r.SLO_ATTAINMENT}{{source="server"}}'
     assert "ray_vllm_num_requests_waiting" in q["queue"]
     assert "vllm:kv_cache_usage_perc" in build_queries(engine_prefix="vllm:")["kv"]
+
+
+def test_the_traffic_reader_reads_the_per_class_rules() -> None:
+    rules = r.recording_rules([])["groups"][0]["rules"]
+    recorded = {(x["record"], frozenset(x["labels"].items())) for x in rules}
+    for expr in traffic_queries().values():
+        match = SELECTOR.match(expr)
+        assert match, expr
+        labels = frozenset(tuple(p.split("=", 1)) for p in match.group(2).replace('"', "").split(", "))
+        assert (match.group(1), labels) in recorded and match.group(1).startswith("parallax:class_"), expr
+
+
+def test_traffic_is_per_class_with_the_rate_on_the_engines_clock() -> None:
+    chat, summ = {"sla_class": "chat", "source": "server"}, {"sla_class": "summarize", "source": "server"}
+    answers = {"rate": [(chat, 2.0), (summ, 0.5)], "prompt_mean": [(chat, 106.0), (summ, 4096.0)],
+               "prompt_p90": [(chat, 180.0), (summ, math.nan)], "output_mean": [(chat, 64.0)],
+               "output_p50": [(chat, 60.0)]}
+    t = assemble_traffic(answers, time_scale=5)
+    assert t["chat"].rate == 10.0 and t["summarize"].rate == 2.5      # wall req/s × wall s per engine s
+    assert t["chat"].prompt_tokens.mean == 106 and t["chat"].prompt_tokens.quantiles.p90 == 180
+    assert t["summarize"].prompt_tokens.quantiles.p90 is None           # NaN: no data in the window
+    assert t["chat"].output_tokens.quantiles.at(0.5) == 60 and t["summarize"].output_tokens.mean is None
 
 
 def test_assemble_takes_attainment_goodput_and_per_gpu_throughput_as_recorded() -> None:
