@@ -5,7 +5,6 @@ and the load generator's Ray workers spread over the nodes."""
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from schema.deployment import ParallelConfig
 from schema.traffic import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from tests.integration.ray_cluster import LocalCluster, driver_env, free_port, local_cluster
 from tests.integration.sse_server import SSEServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,15 @@ def deploy_probe(cfg: ParallelConfig) -> list[list[str]]:
     serve.run(app, name=cfg.name, route_prefix=f"/{cfg.name}")
     names = node_names()
     groups: list[list[str]] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def created() -> bool:
+        nonlocal groups
         tables: dict[str, Any] = ray.util.placement_group_table()
         groups = [[names[t["bundles_to_node_id"][i]] for i in sorted(t["bundles"])]
                   for t in tables.values() if t["state"] == "CREATED" and cfg.name in t["name"]]
-        if len(groups) == cfg.replicas:
-            break
-        time.sleep(0.2)
+        return len(groups) == cfg.replicas
+
+    wait_until(created, 30, f"{cfg.replicas} placement groups of {cfg.name} created")
     return groups
 
 
