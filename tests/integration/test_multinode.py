@@ -95,8 +95,8 @@ def test_attaches_to_the_cluster_and_sees_both_nodes(cluster: LocalCluster) -> N
 def test_whole_replicas_land_on_one_node_each(cluster: LocalCluster) -> None:
     cfg = ParallelConfig(name="tp2pp2", tp=2, pp=2, replicas=2)
     assert plan_nodes([cfg], gpu_nodes(ray.nodes()))
-    groups = deploy_probe(cfg)
     try:
+        groups = deploy_probe(cfg)
         assert len(groups) == 2
         assert all(len(g) == 4 and len(set(g)) == 1 for g in groups), groups  # TP and PP inside a node
         assert {g[0] for g in groups} == {"head", "b"}
@@ -108,9 +108,8 @@ def test_spread_pipeline_stages_span_nodes_with_tp_inside_each(cluster: LocalClu
     cfg = ParallelConfig(name="tp2pp4", tp=2, pp=4, spread_pp_over_nodes=True)
     plan = plan_nodes([cfg], gpu_nodes(ray.nodes()))
     assert len(set(plan["tp2pp4"][0])) == 2
-    groups = deploy_probe(cfg)
     try:
-        (bundles,) = groups  # one GPU bundle per rank, PACKed: a node's 4 GPUs, then the other's
+        (bundles,) = deploy_probe(cfg)  # one GPU bundle per rank, PACKed: a node's 4 GPUs, then the other's
         assert sorted(bundles) == ["b"] * 4 + ["head"] * 4
         assert all(len(set(bundles[k:k + 2])) == 1 for k in range(0, 8, 2))  # each TP group inside a node
     finally:
