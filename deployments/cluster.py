@@ -10,7 +10,6 @@ testbed's code and the model download's credentials to every node (`cluster_runt
 """
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray._private import accelerators, ray_constants
+from ray._private import ray_constants
 
 from deployments.app import INGRESS_CPUS, REPLICA_CPUS
-from deployments.engines.vllm.model_files import model_path_problem
 from deployments.listening import is_loopback
+from deployments.local_gpus import detected_gpus, local_gpus, local_run_problems
 from deployments.placement import Node, PlacementError, plan_nodes
 from deployments.resolve import Resolved
 from schema.deployment import ParallelConfig
@@ -72,47 +71,6 @@ def _single_node() -> Iterator[None]:
             os.environ.pop(_SINGLE_NODE_ENV, None)
         else:
             os.environ[_SINGLE_NODE_ENV] = saved_env
-
-
-def detected_gpus() -> int:
-    """The GPUs Ray finds on this machine, as `ray start` without --num-gpus would advertise them: its
-    accelerator manager's count (NVIDIA, AMD …), capped by CUDA_VISIBLE_DEVICES and the like, or the "GPU"
-    of RAY_OVERRIDE_RESOURCES (Ray's ResourceAndLabelSpec.resolve)."""
-    override = json.loads(os.environ.get(ray_constants.RESOURCES_ENVIRONMENT_VARIABLE) or "{}").get("GPU")
-    if override is not None:
-        return int(override)
-    manager = accelerators.get_accelerator_manager_for_resource("GPU")
-    if manager is None:
-        return 0
-    count = manager.get_current_node_num_accelerators()
-    visible = manager.get_current_process_visible_accelerator_ids()
-    return min(count, len(visible)) if visible is not None else count
-
-
-def local_gpus(resolved: Resolved, detected: int) -> int:
-    """GPUs a local Ray advertises for `resolved` on a machine with `detected` real ones: those for real
-    vLLM where the machine has any, else the scenario's logical `nodes × gpus_per_node`."""
-    if resolved.scenario.engine.kind == "vllm" and detected > 0:
-        return detected
-    return resolved.scenario.hardware.total_gpus
-
-
-def local_run_problems(resolved: Resolved, detected: int) -> list[str]:
-    """Why `resolved` cannot run on a local Ray on this machine (empty: it can). Real vLLM needs its
-    GPUs here and its model folder here; a cluster (RAY_ADDRESS) is the fix for the first."""
-    s = resolved.scenario
-    if s.engine.kind != "vllm":
-        return []
-    problems = []
-    need = sum(c.gpus for c in s.configurations)
-    if detected > 0 and need > detected:
-        problems.append(f"configurations: they need {need} GPUs side by side ({s.hardware.nodes} node(s) × "
-                        f"{s.hardware.gpus_per_node} in hardware) but this machine has {detected}; run on a Ray "
-                        "cluster that has them (RAY_ADDRESS=HEAD:6379 parallax up|run …), or remove configurations")
-    model = s.engine.model_path and model_path_problem(s.engine.model_path)
-    if model:
-        problems.append(f"engine.model_path: {model}")
-    return problems
 
 
 def start_local_ray(resolved: Resolved, temp_dir: Path, metrics_port: int | None = None) -> str:

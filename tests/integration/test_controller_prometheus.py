@@ -14,7 +14,8 @@ from controllers.scoreboard import scoreboard_rules
 from deployments.resolve import parse_scenario
 from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
-from tests.support.metric_sources import ALWAYS_MET, RaySource, wait_until
+from tests.support.metric_sources import ALWAYS_MET, RaySource
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def test_controller_routes_on_live_metrics_and_survives_a_prometheus_restart(
             def routed() -> bool:
                 c.tick()
                 return c.state.classes.get("chat") is not None
-            assert wait_until(routed, timeout_s=60, period_s=1), c.board
+            wait_until(routed, 60, lambda: f"the controller to route chat (board: {c.board})", 1)
             cfg, cls = ALWAYS_MET
             assert c.state.classes[cls].incumbent == cfg
             # the source fails half of every other pair's requests: tp2 is drained, chat goes all to tp8
@@ -79,7 +80,7 @@ def test_controller_routes_on_live_metrics_and_survives_a_prometheus_restart(
             assert "parallax_controller_stale 1.0" in generate_latest(c.metrics.registry).decode()
 
             prom = start_prometheus(tmp_path, targets, rules, port=prom.port, scrape_interval_s=1)
-            assert wait_until(lambda: (c.tick(), not c.board.stale)[1], timeout_s=30, period_s=1)
+            wait_until(lambda: (c.tick(), not c.board.stale)[1], 30, "fresh data after the restart", 1)
             assert c.state.weights == before or c.state.classes[cls].incumbent == cfg
             assert "parallax_controller_stale 0.0" in generate_latest(c.metrics.registry).decode()
     finally:

@@ -13,6 +13,7 @@ import yaml
 
 from deployments.daemon import UpState
 from tests.integration.ray_cluster import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +66,8 @@ def test_down_after_a_crash_leaves_nothing_running(tmp_path: Path) -> None:
         down = subprocess.run([*cli, "down", "crash"], env=env, capture_output=True, text=True, timeout=120)
         took = time.monotonic() - t0
         assert down.returncode == 0, down.stdout + down.stderr
-        deadline = time.monotonic() + 30
-        while leftovers(st.pid, st.temp_dir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not leftovers(st.pid, st.temp_dir)
+        wait_until(lambda: not leftovers(st.pid, st.temp_dir), 30,
+                   lambda: f"`down` to leave nothing running: {leftovers(st.pid, st.temp_dir)}")
         assert not state_file.exists() and not Path(st.temp_dir).exists()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)

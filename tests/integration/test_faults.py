@@ -50,6 +50,7 @@ from loadgen.runner import run_load
 from monitoring.prometheus import PrometheusHandle, ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
 from tests.integration.ray_cluster import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,9 @@ SCENARIO: dict[str, Any] = {
     "server": {"api_key_env": KEY_ENV},
     "monitoring": {"scrape_interval_s": 0.5},   # the recording rules the controller reads are evaluated as often
 }
+
+
+SIDE_JOIN_S = 240  # what runs alongside a load may outlast it: each of its waits has its own deadline
 
 
 def figure(name: str, **values: object) -> None:
@@ -105,18 +109,34 @@ class Stack:
         planned = [p.request_id for step in build_plan(list(s.classes), load, Workload(list(s.classes)))
                    for p in step.requests]
         t0 = time.time()
-        side = threading.Thread(target=during, args=(t0,)) if during else None
+        failed: list[BaseException] = []
+
+        def side_job() -> None:
+            assert during is not None
+            try:
+                during(t0)
+            except BaseException as e:  # surfaced below: a failure on the side is the test's failure
+                failed.append(e)
+
+        side = threading.Thread(target=side_job, daemon=True) if during else None
         if side:
             side.start()
         asyncio.run(run_load(self.url, list(s.classes), load, out, api_key=SECRET))
         if side:
-            side.join(timeout=120)
+            side.join(timeout=SIDE_JOIN_S)
+            assert not side.is_alive(), f"what ran alongside the load was still running {SIDE_JOIN_S} s after it"
+            if failed:
+                raise failed[0]
         return planned, read_records(out / RECORDS_FILE), t0
 
 
-def _replica_actor(config: str) -> str:
+def _replica_actors(config: str) -> list[str]:
     prefix = f"SERVE_REPLICA::{APP_NAME}#{server_deployment_name(config)}#"
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+
+
+def _replica_actor(config: str) -> str:
+    names = _replica_actors(config)
     assert len(names) == 1, names
     return names[0]
 
@@ -124,16 +144,6 @@ def _replica_actor(config: str) -> str:
 def _replicas() -> set[str]:
     return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith("SERVE_REPLICA::")}
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1) -> float:
-    """Seconds until `cond()` held."""
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(step_s)
-    return time.monotonic() - t0
 
 
 @pytest.fixture(scope="module")
@@ -250,24 +260,36 @@ def test_no_replica_died_of_bad_input(stack: Stack) -> None:
 # --- faults under load ------------------------------------------------------------------------
 
 def test_killed_replica_is_replaced_drained_and_restored(stack: Stack) -> None:
+    """Each step is awaited with its own deadline (under load the replacement may come after the load
+    window); how long each took is printed."""
     killed = _replica_actor("a")
     marks: dict[str, float] = {}
 
+    def replaced() -> bool:
+        return not unhealthy_configs(["a"]) and _replica_actors("a") not in ([], [killed])
+
     def kill_then_watch(t0: float) -> None:
-        time.sleep(3.0)
+        time.sleep(3.0)  # the kill lands mid-load
         marks["kill"] = time.time()
         ray.kill(ray.get_actor(killed, namespace="serve"), no_restart=True)
-        _wait(lambda: "a" in unhealthy_configs(["a"]), 30, "Serve notices the dead replica", 0.05)
-        marks["noticed"] = time.time()
-        _wait(lambda: not unhealthy_configs(["a"]) and _replica_actor("a") != killed, 60, "replacement", 0.1)
-        marks["replaced"] = time.time()
+        marks["noticed"] = marks["kill"] + wait_until(lambda: "a" in unhealthy_configs(["a"]), 30,
+                                                      "Serve to notice the dead replica of a", 0.05)
+        marks["replaced"] = marks["kill"] + wait_until(replaced, 180, "Serve to replace a's replica", 0.1)
 
     planned, records, _ = stack.load_once(stack.run_dir / "load-kill", 12.0, kill_then_watch)
     _check_records(planned, records)
-    health = [d for d in stack.controller.decisions if d.policy == "health"]
-    drained = next(d.time for d in health if "drained a" in d.reason and d.time >= marks["kill"])
-    restored = next(d.time for d in health if "restored a" in d.reason and d.time >= drained)
-    _wait(lambda: not stack.controller.down, 10, "controller sees a healthy again")
+
+    def health_decision(verb: str, since: float) -> float | None:
+        return next((d.time for d in stack.controller.decisions
+                     if d.policy == "health" and f"{verb} a" in d.reason and d.time >= since), None)
+
+    wait_until(lambda: health_decision("drained", marks["kill"]), 30, "the controller to drain a")
+    drained = health_decision("drained", marks["kill"])
+    assert drained is not None
+    wait_until(lambda: health_decision("restored", drained), 60, "the controller to restore a")
+    restored = health_decision("restored", drained)
+    assert restored is not None
+    wait_until(lambda: not stack.controller.down, 10, "the controller to see a healthy again")
     assert all(ws["a"] > 0 for ws in stack.routing().values()), "a is back in the routing"
     after = [r for r in records if r.config == "a" and r.status == "ok" and r.send_time
              and r.send_time > marks["replaced"]]
@@ -276,6 +298,7 @@ def test_killed_replica_is_replaced_drained_and_restored(stack: Stack) -> None:
            serve_noticed_s=round(marks["noticed"] - marks["kill"], 2),
            replaced_s=round(marks["replaced"] - marks["kill"], 2),
            drained_after_s=round(drained - marks["kill"], 2), restored_after_s=round(restored - marks["kill"], 2),
+           restored_after_replaced_s=round(restored - marks["replaced"], 2),
            ok_on_a_after_replacement=len(after))
     assert _replica_actor("a") != killed
 
@@ -285,10 +308,10 @@ def test_prometheus_restart_marks_stale_keeps_routing_and_recovers(stack: Stack)
     seen: dict[str, Any] = {}
 
     def outage(t0: float) -> None:
-        _wait(lambda: not stack.controller.board.stale, 40, "fresh data before the outage", 0.1)
+        wait_until(lambda: not stack.controller.board.stale, 40, "fresh data before the outage", 0.1)
         marks["stop"] = time.time()
         stop_prometheus(stack.prom)
-        marks["stale"] = marks["stop"] + _wait(lambda: stack.controller.board.stale, 10, "stale", 0.05)
+        marks["stale"] = marks["stop"] + wait_until(lambda: stack.controller.board.stale, 10, "stale", 0.05)
         seen["at_stale"] = stack.routing()
         time.sleep(3.0)
         seen["during"] = stack.routing()
@@ -296,7 +319,7 @@ def test_prometheus_restart_marks_stale_keeps_routing_and_recovers(stack: Stack)
         stack.prom = start_prometheus(stack.run_dir, [ScrapeTarget("ray", stack.ray_metrics_port)],
                                       scoreboard_rules(stack.resolved.scenario), port=stack.prom.port,
                                       scrape_interval_s=0.5)
-        marks["fresh"] = marks["restart"] + _wait(lambda: not stack.controller.board.stale, 40, "recovery", 0.05)
+        marks["fresh"] = marks["restart"] + wait_until(lambda: not stack.controller.board.stale, 40, "recovery", 0.05)
 
     planned, records, _ = stack.load_once(stack.run_dir / "load-prom", 14.0, outage)
     _check_records(planned, records)
@@ -317,7 +340,7 @@ def test_interrupted_load_generator_flushes_every_record(stack: Stack, sig: sign
                              str(scenario), "--duration", "30", "--out", str(out), "--no-progress"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: (out / RECORDS_FILE).exists() and (out / RECORDS_FILE).stat().st_size > 0, 60,
+        wait_until(lambda: (out / RECORDS_FILE).exists() and (out / RECORDS_FILE).stat().st_size > 0, 60,
               "first records")
         time.sleep(2.0)
         sent_at = time.time()

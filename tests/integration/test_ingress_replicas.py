@@ -3,7 +3,6 @@
 Requests go to each replica's own address (Serve's direct ingress, what the load generator uses) and
 through Serve's proxy (what the controller uses)."""
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ from controllers.router_client import HttpRouter
 from deployments.app_args import APP_NAME, ROUTING_STORE_NAME
 from deployments.deploy import DeployedApp, deployed_locally, ingress_handle
 from deployments.resolve import parse_scenario
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,14 +102,15 @@ def test_a_restarted_store_keeps_the_routing(dep: DeployedApp) -> None:
         store = next(a for a in ray.util.list_named_actors(all_namespaces=True)
                      if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#{ROUTING_STORE_NAME}#"))
         ray.kill(ray.get_actor(store["name"], namespace=store["namespace"]), no_restart=True)
-        deadline = time.monotonic() + 60
-        while True:  # Serve starts a new store; the replicas' polls re-seed it with their version
-            r = http.put("/v1/routing", json={"weights": {"chat": {"tp8": 1}}})
-            if r.status_code == 200 or time.monotonic() > deadline:
-                break
-            assert r.json()["error"]["code"] == "routing_unavailable"
-            time.sleep(0.5)
-        assert r.status_code == 200, r.text
+        answers: list[httpx.Response] = []
+
+        def stored() -> bool:  # Serve starts a new store; the replicas' polls re-seed it with their version
+            answers.append(r := http.put("/v1/routing", json={"weights": {"chat": {"tp8": 1}}}))
+            assert r.status_code == 200 or r.json()["error"]["code"] == "routing_unavailable", r.text
+            return r.status_code == 200
+
+        wait_until(stored, 60, lambda: f"a new routing store to take the PUT (last: {answers[-1].text})", 0.5)
+        r = answers[-1]
         assert r.json()["version"] == version + 1
         assert r.json()["weights"]["batch"] == {"pp8": 1.0}
         configs, _ = served_by(dep.ingress_urls, 20, "batch")

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from controllers.cli.app import app
 from loadgen.records import SUMMARY_FILE, read_records
 from tests.integration.sse_server import sse_server_process
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -37,10 +37,9 @@ def test_sigint_still_writes_records_and_summary(server, tmp_path):
                              "chat:share=1,in=8,out=30,ttft_ms=200", "--rate", "20", "--duration", "60",
                              "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (
-            (out / "records.jsonl").is_file() and len((out / "records.jsonl").read_text().splitlines()) >= 10):
-        time.sleep(0.1)
+    records_file = out / "records.jsonl"
+    wait_until(lambda: records_file.is_file() and len(records_file.read_text().splitlines()) >= 10, 30,
+               "the load's first 10 records", 0.1)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from loadgen.runner import run_load
 from loadgen.summary import LoadSummary, summarize
 from schema.traffic import SLO, ConstantArrival, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from tests.integration.sse_server import SSEServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +97,7 @@ def test_sigterm_flushes_every_worker(tmp_path: Path) -> None:
                "a:share=1,in=8,out=20,ttft_ms=1000", "--arrival", "constant", "--rate", "10", "--duration", "30",
                "--workers", "2", "--out", str(tmp_path), "--no-progress"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while srv.log.count < 25 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        wait_until(lambda: srv.log.count >= 25 or proc.poll() is not None, 60, "25 requests at the server", 0.05)
         proc.send_signal(signal.SIGTERM)     # to the parent only: it stops the workers
         out, err = proc.communicate(timeout=60)
         sent = set(srv.log.arrived)

@@ -30,8 +30,8 @@ from tests.support.metric_sources import (
     controller_source,
     loadgen_source,
     plain_vllm_source,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,8 @@ def live() -> Iterator[Live]:
                       "count_over_time(ray_parallax_slo_met_total[30s]) >= 8",
                       "count_over_time(parallax_client_slo_met_total[30s]) >= 8"]
             # Ray's metrics agent exports every second or so (metrics_report_interval_ms): poll.
-            assert wait_until(lambda: all(client.query(q) for q in needed), timeout_s=90), \
-                [q for q in needed if not client.query(q)]
+            wait_until(lambda: all(client.query(q) for q in needed), 90,
+                       lambda: f"Prometheus to hold {[q for q in needed if not client.query(q)]}", 0.5)
             yield Live(handle, client, rules)
             client.close()
         finally:

@@ -1,8 +1,6 @@
 """The Prometheus launcher against the real binary: start, readiness, state file, clean stop, attach, errors."""
 
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,18 +24,9 @@ from monitoring.prometheus import (
 from monitoring.promql import PromClient, PrometheusError
 from monitoring.rules import recording_rules
 from schema.deployment import ParallelConfig
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `cond` until it holds; the seconds that took (an AssertionError past `timeout_s`)."""
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(0.2)
-    return time.monotonic() - t0
 
 
 def _alive(pid: int) -> bool:
@@ -57,7 +46,7 @@ def test_a_restart_comes_back_on_the_same_port_with_its_series(tmp_path: Path) -
         with PromClient(handle.url, timeout_s=5) as client:
             def samples() -> float:   # of `up` (its target is down) in the last 5 minutes
                 return max((x.value for x in client.query("count_over_time(up[5m])")), default=0.0)
-            wait_for(lambda: samples() >= 3, 60, "three scrapes")
+            wait_until(lambda: samples() >= 3, 60, "three scrapes")
             before = samples()
             stopped_s, ready_s = restart_prometheus(handle)
             print(f"\nWAITED restart: stopped after {stopped_s:.2f} s, ready after {ready_s:.2f} s", flush=True)

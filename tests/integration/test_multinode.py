@@ -5,7 +5,6 @@ and the load generator's Ray workers spread over the nodes."""
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from schema.deployment import ParallelConfig
 from schema.traffic import SLO, FixedLength, LoadConfig, PoissonArrival, TrafficClass
 from tests.integration.ray_cluster import LocalCluster, driver_env, free_port, local_cluster
 from tests.integration.sse_server import SSEServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,15 @@ def deploy_probe(cfg: ParallelConfig) -> list[list[str]]:
     serve.run(app, name=cfg.name, route_prefix=f"/{cfg.name}")
     names = node_names()
     groups: list[list[str]] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def created() -> bool:
+        nonlocal groups
         tables: dict[str, Any] = ray.util.placement_group_table()
         groups = [[names[t["bundles_to_node_id"][i]] for i in sorted(t["bundles"])]
                   for t in tables.values() if t["state"] == "CREATED" and cfg.name in t["name"]]
-        if len(groups) == cfg.replicas:
-            break
-        time.sleep(0.2)
+        return len(groups) == cfg.replicas
+
+    wait_until(created, 30, f"{cfg.replicas} placement groups of {cfg.name} created")
     return groups
 
 
@@ -94,8 +95,8 @@ def test_attaches_to_the_cluster_and_sees_both_nodes(cluster: LocalCluster) -> N
 def test_whole_replicas_land_on_one_node_each(cluster: LocalCluster) -> None:
     cfg = ParallelConfig(name="tp2pp2", tp=2, pp=2, replicas=2)
     assert plan_nodes([cfg], gpu_nodes(ray.nodes()))
-    groups = deploy_probe(cfg)
     try:
+        groups = deploy_probe(cfg)
         assert len(groups) == 2
         assert all(len(g) == 4 and len(set(g)) == 1 for g in groups), groups  # TP and PP inside a node
         assert {g[0] for g in groups} == {"head", "b"}
@@ -107,9 +108,8 @@ def test_spread_pipeline_stages_span_nodes_with_tp_inside_each(cluster: LocalClu
     cfg = ParallelConfig(name="tp2pp4", tp=2, pp=4, spread_pp_over_nodes=True)
     plan = plan_nodes([cfg], gpu_nodes(ray.nodes()))
     assert len(set(plan["tp2pp4"][0])) == 2
-    groups = deploy_probe(cfg)
     try:
-        (bundles,) = groups  # one GPU bundle per rank, PACKed: a node's 4 GPUs, then the other's
+        (bundles,) = deploy_probe(cfg)  # one GPU bundle per rank, PACKed: a node's 4 GPUs, then the other's
         assert sorted(bundles) == ["b"] * 4 + ["head"] * 4
         assert all(len(set(bundles[k:k + 2])) == 1 for k in range(0, 8, 2))  # each TP group inside a node
     finally:

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +48,15 @@ def test_ctrl_c_tears_down_and_still_writes_the_run_folder(tmp_path: Path) -> No
                             cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
         records: list[Path] = []
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def loading() -> bool:
+            nonlocal records
+            assert proc.poll() is None, "the run ended before its load had sent 10 requests"
             records = list(out.glob("interrupt-*/records.jsonl"))
-            if records and len(records[0].read_text().splitlines()) >= 10:
-                break
-            time.sleep(1)
-        assert records, "the load never started"
+            return bool(records) and len(records[0].read_text().splitlines()) >= 10
+
+        wait_until(loading, 120, "the run's first 10 records", 1)
         ray_dirs = set(glob.glob("/tmp/px-ray-*")) - ray_dirs_before
         os.kill(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
@@ -66,5 +68,5 @@ def test_ctrl_c_tears_down_and_still_writes_the_run_folder(tmp_path: Path) -> No
     folder = records[0].parent
     assert (folder / "report.html").exists() and (folder / "scoreboard.csv").exists()
     assert ray_dirs and not any(Path(d).exists() for d in ray_dirs)
-    time.sleep(2)
-    assert not _processes_mentioning(str(folder), *ray_dirs)   # Prometheus, raylet, workers …
+    wait_until(lambda: not _processes_mentioning(str(folder), *ray_dirs), 30,   # Prometheus, raylet, workers …
+               lambda: f"every process of the run to end: {_processes_mentioning(str(folder), *ray_dirs)}")

@@ -30,7 +30,7 @@ from loadgen.runner import run_load
 from loadgen.wire import REQUEST_ID_HEADER
 from monitoring.ports import free_port
 from schema.traffic import LoadConfig
-from tests.support.metric_sources import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -153,16 +153,19 @@ def test_placement_groups_hold_tp_times_pp_bundles(served: Served) -> None:
         assert len(reported) == 1 and len(reported[0].bundles) == 8
 
 
-def _scrape_until(served: Served, wanted: list[str], timeout_s: float = 40) -> tuple[str, list[str]]:
-    """Poll Ray's metrics port until every pattern in `wanted` matches: (the last text, the patterns missing)."""
-    deadline = time.monotonic() + timeout_s
-    text, missing = "", wanted
-    while missing and time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
-        missing = [w for w in wanted if not re.search(w, text)]
-        if missing:
-            time.sleep(1)
-    return text, missing
+def _scrape_until(served: Served, wanted: list[str], deadline_s: float = 40) -> str:
+    """Poll Ray's metrics port until every pattern in `wanted` matches: the text that matched them all."""
+    seen = {"text": ""}
+
+    def missing() -> list[str]:
+        return [w for w in wanted if not re.search(w, seen["text"])]
+
+    def scraped() -> bool:
+        seen["text"] = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
+        return not missing()
+
+    wait_until(scraped, deadline_s, lambda: f"Ray's metrics port to export {missing()}", 1)
+    return seen["text"]
 
 
 def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
@@ -178,8 +181,7 @@ def test_metrics_port_exports_engine_and_server_metrics(served: Served) -> None:
                r'ray_parallax_prompt_tokens_total\{.*config="tp8".*sla_class="chat".*\} [1-9]',
                r'ray_parallax_request_prompt_tokens_bucket\{.*config="tp8".*le="3.0".*sla_class="chat".*\} [1-9]',
                r'ray_parallax_request_output_tokens_bucket\{.*config="tp8".*le="4.0".*sla_class="chat".*\} [1-9]']
-    text, missing = _scrape_until(served, wanted)
-    assert not missing
+    text = _scrape_until(served, wanted)
     line = next(ln for ln in text.splitlines() if ln.startswith("ray_vllm_time_to_first_token_seconds_count")
                 and 'config="tp8"' in ln)
     for label in ('model_name="tp8"', 'tp="8"', 'pp="1"', 'engine="sim"'):
@@ -192,8 +194,7 @@ def test_every_class_counter_is_exported_at_zero_before_its_first_request(served
     # (nothing in this module aborts a request on tp4pp2)
     wanted = [rf'ray_parallax_requests_total\{{.*config="tp4pp2".*sla_class="{k}".*status="aborted".*\}} 0\.0'
               for k in ("chat", "summarize")]
-    _, missing = _scrape_until(served, wanted)
-    assert not missing
+    _scrape_until(served, wanted)
 
 
 def _post(s: Served, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -250,8 +251,8 @@ def test_the_clients_request_id_is_kept_end_to_end(served: Served, tmp_path: Pat
                          api_key=KEY))
     ids = [rec.request_id for rec in read_records(tmp_path) if rec.status == "ok"]
     assert len(ids) >= 3
-    assert wait_until(lambda: all(_logged(served, server_deployment_name("tp8"), f"request {i} ")
-                                  for i in [*ids, "itest-trace-1"]), timeout_s=30, period_s=1), ids
+    wait_until(lambda: all(_logged(served, server_deployment_name("tp8"), f"request {i} ")
+                           for i in [*ids, "itest-trace-1"]), 30, f"tp8's log to name requests {ids}", 1)
 
 
 def test_replicas_survive_bad_requests(served: Served) -> None:
@@ -349,10 +350,7 @@ def test_a_deployment_stuck_pending_times_out_clearly(served: Served) -> None:
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     with pytest.raises(DeployError, match=r"stuck was not ready after 3 s.*NeedsAGpu"):
         wait_ready(served.resolved, 3.0, app_name="stuck")
-    deadline = time.monotonic() + 30
-    while "stuck" in serve.status().applications and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert "stuck" not in serve.status().applications
+    wait_until(lambda: "stuck" not in serve.status().applications, 30, "Serve to delete the stuck application", 0.5)
 
 
 def test_a_client_that_goes_away_aborts_its_request(served: Served) -> None:
@@ -364,11 +362,4 @@ def test_a_client_that_goes_away_aborts_its_request(served: Served) -> None:
     # the engine drops the request: it shows as aborted and pp8's batch empties long before 1500 tokens
     aborted = r'ray_parallax_requests_total\{.*config="pp8".*sla_class="summarize".*status="aborted".*\} 1\.0'
     running = r'ray_vllm_num_requests_running\{.*config="pp8".*\} 0\.0'
-    deadline = time.monotonic() + 30
-    text = ""
-    while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
-        if re.search(aborted, text) and re.search(running, text):
-            break
-        time.sleep(1)
-    assert re.search(aborted, text) and re.search(running, text)
+    _scrape_until(served, [aborted, running], 30)

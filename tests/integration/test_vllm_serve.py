@@ -38,7 +38,6 @@ from monitoring.ports import free_port
 from monitoring.prometheus import ScrapeTarget, start_prometheus, stop_prometheus
 from monitoring.promql import PromClient
 from schema.traffic import SLO, ClosedLoop, FixedLength, LoadConfig, TrafficClass
-from tests.support.metric_sources import wait_until
 from tests.support.vllm_tier import (
     REPO,
     TINY_MODEL,
@@ -48,6 +47,7 @@ from tests.support.vllm_tier import (
     scrape,
     set_cache_env,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
@@ -191,7 +191,7 @@ def settled_engine_metrics(served: Served) -> Samples:
         steady, previous = count == previous, count
         return steady and count == served_ok + 1
 
-    assert wait_until(settled, timeout_s=60, period_s=3)
+    wait_until(settled, 60, "the engine metrics to settle (TTFT count steady, one more than ok requests)", 3)
     return snapshot
 
 
@@ -216,7 +216,7 @@ def load_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             h = histogram(scrape(served.metrics_url), TTFT, match)
             return max(h.values(), default=0) - max(histogram(before, TTFT, match).values(), default=0) >= len(ok)
 
-        assert wait_until(counted, timeout_s=30)
+        wait_until(counted, 30, "every ok request in the TTFT histogram", 0.5)
         yield LoadRun(records, before, scrape(served.metrics_url), prom.url)
     finally:
         stop_prometheus(prom)
@@ -300,5 +300,4 @@ def test_a_dead_engine_gets_its_replica_replaced(served: Served) -> None:
     assert cores, "the replica's vLLM engine core"
     for p in cores:
         p.kill()
-    assert wait_until(lambda: _served_by(served) not in (None, before), timeout_s=400, period_s=2), \
-        "no new replica took over"
+    wait_until(lambda: _served_by(served) not in (None, before), 400, "a new replica to take over", 2)

@@ -332,11 +332,3 @@ def plain_vllm_source() -> PromClientSource:
     return PromClientSource(engine_specs("vllm:"), lambda rec, rnd: emit_engine(rec, "vllm:", rnd))
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.5) -> bool:
-    """Poll `predicate` until true (True) or the time is up (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period_s)
-    return predicate()

@@ -1,5 +1,6 @@
 """Imports point one way: the import graph, built from the sources (every import statement, those inside
-functions too), has no cycle between modules nor between packages."""
+functions too, and the command modules the command line imports by name), has no cycle between modules nor
+between packages."""
 
 import ast
 from collections.abc import Iterable, Mapping
@@ -13,6 +14,24 @@ LAYERS = ("schema", "monitoring", "loadgen", "deployments", "controllers", "benc
 # Project modules that may be imported inside a function: their top level imports an optional extra.
 OPTIONAL = {"deployments.engines.vllm.stat_logger": "imports vllm (the [vllm] / [cpu] extra)",
             "deployments.engines.sim.profiler": "imports torch (installed where a GPU is profiled)"}
+
+
+# Modules imported by name, when needed, rather than by an import statement: the command modules. The command
+# line's table (controllers.cli.app.COMMANDS, read by controllers.cli.lazy.LazyCommandGroup) imports a command's
+# module only when that command runs, so that `parallax --help` and `parallax validate` do not load Ray Serve,
+# matplotlib and the report (seconds). They are the modules of controllers.cli but these, which every command uses.
+CLI = "controllers.cli"
+CLI_SHARED = {f"{CLI}.app": "the entry point: the table of commands",
+              f"{CLI}.lazy": "the group that loads a command's module when it runs",
+              f"{CLI}.terminal": "the consoles and the error printer of every command"}
+
+
+def lazy_modules() -> set[str]:
+    """The modules controllers.cli.app's command table names (by AST, without importing the command line)."""
+    tree = ast.parse((ROOT / "controllers" / "cli" / "app.py").read_text())
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LazyCommand"
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
 
 
 def modules() -> dict[str, Path]:
@@ -43,6 +62,7 @@ def import_graph() -> dict[str, set[str]]:
             else:
                 continue
             graph[m] |= {o for n in names if n.split(".")[0] in PACKAGES and (o := owner(n)) and o != m}
+    graph[f"{CLI}.app"] |= lazy_modules()  # imported by name, when their command runs
     return graph
 
 
@@ -105,6 +125,22 @@ def test_the_graph_sees_imports_inside_functions() -> None:
     g = import_graph()
     assert "monitoring.metrics" in g["deployments.telemetry"]
     assert "deployments.engines.vllm.stat_logger" in g["deployments.engines.vllm.engine"]  # inside a function
+
+
+def test_the_command_modules_are_the_ones_loaded_lazily() -> None:
+    """Every command module is reached through the command table, and nothing imports one by a statement
+    (which would load it, and what it imports, for every command)."""
+    cli = {m for m in modules() if m.startswith(f"{CLI}.")}
+    assert lazy_modules() == cli - set(CLI_SHARED)
+    statically: dict[str, set[str]] = {m: set() for m in modules()}
+    for m, f in modules().items():
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                statically[m] |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                statically[m] |= {a.name for a in node.names}
+    importers = {m: sorted(lazy_modules() & names) for m, names in statically.items() if lazy_modules() & names}
+    assert importers == {}, importers
 
 
 def test_no_import_cycle_between_modules() -> None:

@@ -13,11 +13,9 @@ from deployments.cluster import (
     CODE_PACKAGES,
     CapacityError,
     cluster_runtime_env,
-    detected_gpus,
-    local_gpus,
-    local_run_problems,
     start_local_ray,
 )
+from deployments.local_gpus import detected_gpus, local_gpus, local_run_problems
 from deployments.resolve import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
