@@ -1,0 +1,193 @@
+"""The re-partitioning decision (pure): is the planner's best split worth moving to, now?
+
+Every `repartition.interval_s` the policy (controllers/repartitioner.py) forecasts the traffic, re-plans the GPU
+budget for it (a `Replanner`) with the simulator corrected by what it measured, and plans the transition to the
+best split (controllers/transition). This module values that move and decides:
+
+- **Value over the forecast horizon H** (wall seconds; goodput in requests/s meeting their SLO, wall clock):
+  staying put serves `current_goodput × H`; moving serves `best_goodput × H` less the transition's cost:
+  its lost GPU-seconds priced at the best split's goodput per GPU (pessimistic: the move is charged what the
+  split it moves to would have served on those GPUs) and each held class's arrival rate × its held seconds (a
+  held request waits in the ingress queue; counted as lost). The relative gain is (move − stay) ÷ stay.
+- **Move only when** the gain is ≥ `min_gain` and has been at every re-plan for at least `min_dwell_s`, at
+  least `min_dwell_s` have passed since the last move, and fewer than `max_moves_per_hour` moves were made in
+  the last hour. A gain that drops below `min_gain` restarts the dwell: noise around a flat mix never moves.
+- **Realised gain**: goodput measured after a move ÷ the goodput predicted for staying, minus 1.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from controllers.correction import Corrections, Observation
+from controllers.plan.candidates import Pool, Shape
+from controllers.plan.parallel import Runner
+from controllers.scoreboard import Scoreboard
+from controllers.transition.cost import TransitionCost
+from deployments.resolve import Resolved
+from deployments.routing import Weights
+from schema.controller import RepartitionConfig
+from schema.deployment import ParallelConfig
+
+HOUR_S = 3600.0
+
+Factors = Mapping[tuple[int, int], tuple[float, float]]   # (tp, pp) -> (TTFT factor, TPOT factor)
+
+
+class Replan(Protocol):
+    """What a re-plan answers (controllers/plan/replan.py's `Replan` has exactly these fields)."""
+
+    @property
+    def best(self) -> tuple[Pool, ...]: ...          # the planner's best deployment for the traffic
+    @property
+    def best_goodput(self) -> float: ...             # its predicted goodput at the traffic's rate (req/s, wall)
+    @property
+    def current_goodput(self) -> float: ...          # the same figure for the running deployment
+    @property
+    def rate(self) -> float: ...                     # the offered rate planned for (req/s, wall)
+    @property
+    def elapsed_s(self) -> float: ...
+    @property
+    def evaluated(self) -> int: ...                  # deployments considered
+    @property
+    def why(self) -> str: ...                        # one line
+
+
+class Replanner(Protocol):
+    """`controllers/plan/replan.py: replan`'s signature: `resolved` carries the traffic to plan for
+    (`Scenario.with_mix`), `current` the running pools, `factors` the correction factors per shape."""
+
+    def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Factors, budget_s: float,
+                 runner: Runner) -> Replan: ...
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """A move against staying put, over the horizon (requests meeting their SLO)."""
+
+    horizon_s: float
+    stay: float                 # current_goodput × horizon
+    gross: float                # best_goodput × horizon
+    cost: float                 # the transition's cost, in requests
+    same: bool                  # the best split is the running one: nothing to move
+
+    @property
+    def move(self) -> float:
+        return self.gross - self.cost
+
+    @property
+    def gain(self) -> float:
+        """(move − stay) ÷ stay; 0 when there is nothing to move, +inf when staying serves nothing and moving does."""
+        if self.same:
+            return 0.0
+        if self.stay <= 0:
+            return math.inf if self.move > 0 else 0.0
+        return (self.move - self.stay) / self.stay
+
+
+def same_split(a: Sequence[Pool], b: Sequence[Pool]) -> bool:
+    """The same pools (shape, replicas, classes), in any order."""
+    return sorted(a) == sorted(b)
+
+
+def value_move(replan: Replan, current: Sequence[Pool], cost: TransitionCost | None, budget_gpus: int,
+               class_rates: Mapping[str, float], horizon_s: float) -> Valuation:
+    """The move to `replan.best` valued against staying on `current` (module docstring); `cost` None: no
+    transition (the best split is the current one); `class_rates`: requests/s per class, wall clock."""
+    same = cost is None or same_split(replan.best, current)
+    price = 0.0
+    if cost is not None and not same:
+        per_gpu = replan.best_goodput / budget_gpus if budget_gpus > 0 else 0.0
+        price = cost.lost_gpu_s * per_gpu + sum(class_rates.get(c, 0.0) * s for c, s in cost.held_s.items())
+    return Valuation(horizon_s, replan.current_goodput * horizon_s, replan.best_goodput * horizon_s, price, same)
+
+
+@dataclass(frozen=True)
+class Dwell:
+    """What the decision remembers between re-plans."""
+
+    gain_since: float | None = None      # since when the gain has been ≥ min_gain at every re-plan
+    last_move: float | None = None
+    moves: tuple[float, ...] = ()        # times of the moves (the last hour's matter)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    move: bool
+    reason: str                          # one line
+
+
+def decide(dwell: Dwell, now: float, valuation: Valuation, cfg: RepartitionConfig) -> tuple[Verdict, Dwell]:
+    """Move or stay (rules in the module docstring), and the dwell state after this re-plan."""
+    gain = valuation.gain
+    if valuation.same:
+        return Verdict(False, "stay: the best split is the running one"), replace(dwell, gain_since=None)
+    if gain < cfg.min_gain:
+        return (Verdict(False, f"stay: predicted gain {_pct(gain)} < min_gain {_pct(cfg.min_gain)}"),
+                replace(dwell, gain_since=None))
+    since = dwell.gain_since if dwell.gain_since is not None else now
+    held = now - since
+    waiting = replace(dwell, gain_since=since)
+    if held < cfg.min_dwell_s:
+        return (Verdict(False, f"stay: gain {_pct(gain)} held {held:.0f} s of min_dwell_s {cfg.min_dwell_s:g} s"),
+                waiting)
+    if dwell.last_move is not None and now - dwell.last_move < cfg.min_dwell_s:
+        return (Verdict(False, f"stay: gain {_pct(gain)}, but the last move was {now - dwell.last_move:.0f} s ago "
+                               f"(< min_dwell_s {cfg.min_dwell_s:g} s)"), waiting)
+    recent = tuple(t for t in dwell.moves if now - t < HOUR_S)
+    if len(recent) >= cfg.max_moves_per_hour:
+        return (Verdict(False, f"stay: gain {_pct(gain)}, but {len(recent)} moves in the last hour "
+                               f"(max_moves_per_hour {cfg.max_moves_per_hour})"), replace(waiting, moves=recent))
+    return (Verdict(True, f"move: gain {_pct(gain)} ≥ min_gain {_pct(cfg.min_gain)} held {held:.0f} s"),
+            Dwell(None, now, (*recent, now)))
+
+
+def realised_gain(measured_goodput: float, stay_goodput: float) -> float | None:
+    """Goodput measured after a move ÷ the goodput predicted for staying, minus 1 (None when staying was
+    predicted to serve nothing)."""
+    return measured_goodput / stay_goodput - 1.0 if stay_goodput > 0 else None
+
+
+def measured_goodput(board: Scoreboard) -> float:
+    """Requests/s meeting their class's SLO over the scoreboard's window, every configuration and class."""
+    return sum(p.goodput for p in board.pairs.values())
+
+
+def pools_of(configs: Sequence[ParallelConfig], weights: Weights) -> tuple[Pool, ...]:
+    """The running split as the planner's pools: each class in the pool of the configuration that has its
+    largest weight (the first on a tie); a configuration that carries no class this way is left out."""
+    classes: dict[str, list[str]] = {c.name: [] for c in configs}
+    for cls, row in weights.items():
+        live = {n: w for n, w in row.items() if w > 0 and n in classes}
+        if live:
+            classes[max(live, key=lambda n: live[n])].append(cls)
+    return tuple(Pool(Shape(c.tp, c.pp), c.replicas, tuple(classes[c.name])) for c in configs if classes[c.name])
+
+
+def factor_pairs(corrections: Corrections) -> dict[tuple[int, int], tuple[float, float]]:
+    """The correction factors in the re-planner's form: (tp, pp) -> (TTFT, TPOT)."""
+    return {shape: (f.ttft, f.tpot) for shape, f in corrections.items()}
+
+
+Predicted = Mapping[tuple[str, str], tuple[float | None, float | None]]  # (config, class) -> (TTFT s, TPOT s)
+
+
+def observations(board: Scoreboard, configs: Sequence[ParallelConfig], predicted: Predicted, q: float
+                 ) -> list[Observation]:
+    """Per (configuration, class) seen in the window: the measured `q`-quantile TTFT and TPOT against the
+    simulator's prediction of them at the load the configuration saw (`predicted`), for correction.correct."""
+    shapes = {c.name: (c.tp, c.pp) for c in configs}
+    out = []
+    for (cfg, cls), p in board.pairs.items():
+        if cfg not in shapes or (cfg, cls) not in predicted or p.samples <= 0:
+            continue
+        tp, pp = shapes[cfg]
+        ttft, tpot = predicted[(cfg, cls)]
+        out.append(Observation(tp, pp, "ttft", p.ttft.at(q), ttft, p.samples))
+        out.append(Observation(tp, pp, "tpot", p.tpot.at(q), tpot, p.samples))
+    return out
+
+
+def _pct(x: float) -> str:
+    return "∞" if math.isinf(x) else f"{x:+.1%}"
