@@ -31,7 +31,7 @@ def planner(resolved: Resolved, runner: Runner) -> tuple[Pool, ...]:
 def records(live_met: bool) -> list[RequestRecord]:
     """Phase batch: bulk at 2 req/s for 300 s; phase interactive: fast at 2 req/s for 300 s (Poisson)."""
     rnd = random.Random(3)
-    out = []
+    out: list[RequestRecord] = []
     t = 1000.0
     for phase, cls, prompt in (("batch", "bulk", 4000), ("interactive", "fast", 128)):
         end = t + 300.0
