@@ -9,6 +9,7 @@ from pathlib import Path
 from controllers import figures
 from controllers.records import Rec
 from controllers.repartition_log import DecisionLine, RealisedLine, StepLine, TransitionLine, read_lines
+from controllers.shift_compare import ShiftComparison, comparison_lines, ratios, read_comparison
 from schema.scenario import Scenario
 
 TIMELINE_PNG = "repartition_timeline.png"
@@ -41,8 +42,9 @@ def timeline_series(records: Sequence[Rec], classes: Sequence[str], time_scale: 
 def repartition_section(folder: Path, scenario: Scenario, records: Sequence[Rec]) -> str:
     """The section's HTML (empty when the run has no repartition.jsonl); draws the timeline into `folder`."""
     lines = read_lines(folder)
+    comparison = read_comparison(folder)
     if not lines:
-        return ""
+        return f"<h2>Re-partitioning</h2>{_comparison_table(comparison)}" if comparison else ""
     decisions = [x for x in lines if isinstance(x, DecisionLine)]
     k = scenario.engine.clock_scale
     t0 = min([r.start_s * k for r in records] + [x.time for x in lines])
@@ -94,6 +96,22 @@ def repartition_section(folder: Path, scenario: Scenario, records: Sequence[Rec]
             f"{len(moves)} moves. Predicted gain: (goodput of the best split − the transition's cost − goodput "
             "staying) ÷ goodput staying; realised: goodput measured over a window after the move ÷ the goodput "
             f"predicted for staying − 1 (repartition.jsonl).</p>{table}{step_table}{folded}"
+            f"{_comparison_table(comparison) if comparison else ''}"
             f"<h3>Timeline</h3><img src='{fig.name}' alt='re-partitioning timeline'>")
 
 
+
+
+def _comparison_table(c: ShiftComparison) -> str:
+    """The live run beside the best static deployment and the per-phase oracle, replayed on its requests."""
+    head = "".join(f"<th>{html.escape(p)}</th>" for p in c.phases)
+    rows = "".join(f"<tr><td class=l>{html.escape(what)}</td>{''.join(f'<td>{g:.2f}</td>' for g in per_phase)}"
+                   f"<td><b>{overall:.2f}</b></td><td class=l>{html.escape(dep)}</td></tr>"
+                   for what, per_phase, overall, dep in comparison_lines(c))
+    r = ratios(c)
+    said = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
+    return ("<h3>Against the offline references</h3><p class=note>Goodput (req/s meeting their SLO, engine clock) "
+            "per phase and overall: this run as measured; the best static deployment for the whole schedule and "
+            "the per-phase oracle (moves free), each replayed offline on this run's requests "
+            f"(`parallax compare-shift`, shift_compare.json). Overall: {said}.</p>"
+            f"<table><tr><th class=l></th>{head}<th>overall</th><th class=l>deployment</th></tr>{rows}</table>")

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from controllers.cli.calibration import calibrate_cmd, profile_cmd
-from controllers.cli.experiment import compare_cmd, report_cmd, run_cmd
+from controllers.cli.experiment import compare_cmd, compare_shift_cmd, report_cmd, run_cmd
 from controllers.cli.kuberay import kuberay_cmd
 from controllers.cli.load import load_cmd, summarize_cmd
 from controllers.cli.monitoring import dashboards_app, prometheus_app
@@ -82,6 +82,7 @@ app.add_typer(dashboards_app, name="dashboards")
 app.command("run")(run_cmd)
 app.command("report")(report_cmd)
 app.command("compare")(compare_cmd)
+app.command("compare-shift")(compare_shift_cmd)
 app.command("tiny-model")(tiny_model_cmd)
 
 def main() -> None:

@@ -3,10 +3,14 @@ realised gain and its transition's outcome, the steps (rollbacks marked), every 
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from controllers.cli.app import app
 from controllers.records import load_records
 from controllers.repartition_log import DecisionLine, RealisedLine, StepLine, TransitionLine, append_line, read_lines
 from controllers.repartition_report import timeline_series
 from controllers.report import read_run, render_report
+from controllers.shift_compare import ShiftComparison, write_comparison
 from tests.fake_run import make_run
 
 
@@ -61,3 +65,19 @@ def test_the_timeline_bins_arrivals_and_attainment_by_send_time(tmp_path: Path) 
     assert sum(rates["chat"]) * 10.0 == len(chat)
     first = [r for r in chat if r.start_s * k - t0 < 10.0]
     assert att["chat"][0] == (sum(r.slo_met for r in first) / len(first) if first else None)
+
+
+def test_the_offline_references_stand_beside_the_live_result(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "r")
+    write_comparison(folder, ShiftComparison(["day", "night"], [900.0, 900.0], [5.0, 4.0], [5.0, 2.0], [5.5, 4.5],
+                                             "1×TP8 [chat, summarize]", ["1×TP8 [chat, summarize]", "2×PP4 [..]"]))
+    page = render_report(folder).read_text()
+    assert "Against the offline references" in page
+    assert "<td class=l>best static</td><td>5.00</td><td>2.00</td><td><b>3.50</b></td>" in page
+    assert "live/static 1.29, live/oracle 0.90" in page
+
+
+def test_compare_shift_refuses_a_run_without_phases(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "r")
+    res = CliRunner().invoke(app, ["compare-shift", str(folder)])
+    assert res.exit_code != 0 and "load.phases" in res.output and "Traceback" not in res.output
