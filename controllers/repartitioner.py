@@ -20,11 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controllers.controller import ControllerMetrics
+from controllers.controller import Controller, ControllerMetrics
 from controllers.correction import Corrections, correct
 from controllers.forecast import forecast_traffic
 from controllers.plan.candidates import Pool, Shape
-from controllers.plan.parallel import Runner
+from controllers.plan.parallel import InProcess, Runner
+from controllers.plan.search_replan import search_replan
 from controllers.repartition import (
     Dwell,
     Predicted,
@@ -56,6 +57,7 @@ from schema.deployment import ParallelConfig
 
 log = logging.getLogger(__name__)
 
+REPLANNER: Replanner = search_replan   # controllers/plan/replan.py's `replan` once branch planner-speed lands
 MIN_SHARE = 0.01        # the least share of the planned mix a scenario class keeps
 HISTORY = 20            # traffic readings the forecast sees
 CORRECTION_QUANTILE = 0.9
@@ -262,3 +264,29 @@ class Repartitioner:
 
 def _label(p: Pool) -> str:
     return f"{p.label} [{', '.join(p.classes)}]"
+
+
+def hardware_nodes(resolved: Resolved) -> list[Node]:
+    """The scenario's nodes as the transition planner sees them (ids `node-0`, …), the budget's GPUs only."""
+    hw = resolved.scenario.hardware
+    budget = resolved.scenario.controller.repartition.gpus or hw.total_gpus
+    out = []
+    for i in range(hw.nodes):
+        gpus = min(hw.gpus_per_node, budget - i * hw.gpus_per_node)
+        if gpus > 0:
+            out.append(Node(f"node-{i}", float(gpus)))
+    return out
+
+
+def for_run(resolved: Resolved, controller: Controller, fleet: Fleet, start_s: StartSeconds, drain_s: float,
+            folder: Path | None, replanner: Replanner = REPLANNER, nodes: Sequence[Node] | None = None
+            ) -> Repartitioner:
+    """The policy beside a running controller: the scenario's configurations as the first split, routed as the
+    controller routes them now; the controller's Prometheus queries, scoreboard and metrics; re-plans in this
+    process (the machine's cores serve the run)."""
+    s = resolved.scenario
+    view = SetView({c.name: c for c in s.configurations},
+                   {cls: dict(row) for cls, row in (controller.applied or controller.state.weights).items()})
+    return Repartitioner(resolved, view, controller.query, lambda: controller.board, replanner, InProcess(), fleet,
+                         start_s, nodes if nodes is not None else hardware_nodes(resolved), drain_s, folder,
+                         controller.metrics)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from controllers.controller import ControllerMetrics
+from controllers.controller import Controller, ControllerMetrics
 from controllers.plan.candidates import Pool, Shape
 from controllers.plan.parallel import InProcess, Runner
 from controllers.repartition_log import DecisionLine, RealisedLine, StepLine, TransitionLine, read_lines
-from controllers.repartitioner import MIN_SHARE, Repartitioner, planned_mix
+from controllers.repartitioner import MIN_SHARE, Repartitioner, for_run, hardware_nodes, planned_mix
 from controllers.scoreboard import ClassTraffic, PairStats, Sample, Scoreboard, traffic_queries
 from controllers.transition.steps import Deploy, SetView, Step, apply
 from deployments.placement import Node
@@ -176,3 +176,23 @@ def test_the_planned_mix_keeps_every_class() -> None:
     assert total == 3.0 and shares["bulk"] == pytest.approx(MIN_SHARE / (1 + MIN_SHARE))
     assert sum(shares.values()) == pytest.approx(1.0)
     assert planned_mix({}, CLASSES) == ({"fast": 0.5, "bulk": 0.5}, 0.0)
+
+
+class Router:
+    def __init__(self) -> None:
+        self.tables: list[dict[str, dict[str, float]]] = []
+
+    def set_weights(self, weights: dict[str, dict[str, float]]) -> None:
+        self.tables.append(weights)
+
+
+def test_beside_a_controller_it_starts_from_the_deployed_split_as_routed(tmp_path: Path) -> None:
+    resolved = parse_scenario(SCENARIO)
+    controller = Controller(resolved.scenario, traffic({"fast": 2.0}), Router(), folder=tmp_path)
+    controller.apply_initial()
+    r = for_run(resolved, controller, FakeFleet(START), lambda c: 5.0, 2.0, tmp_path, replanner=Physics())
+    assert r.view == START and r.nodes == [Node("node-0", 2.0)] and r.metrics is controller.metrics
+    assert r.tick().outcome == "stay"     # a gain seen once has not held yet
+    assert hardware_nodes(parse_scenario({**SCENARIO, "hardware": {"gpu": "h100-sxm", "gpus_per_node": 2,
+                                                                    "nodes": 3}})) == [
+        Node("node-0", 2.0), Node("node-1", 2.0), Node("node-2", 2.0)]
