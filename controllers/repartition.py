@@ -4,11 +4,13 @@ Every `repartition.interval_s` the policy (controllers/repartitioner.py) forecas
 budget for it (a `Replanner`) with the simulator corrected by what it measured, and plans the transition to the
 best split (controllers/transition). This module values that move and decides:
 
-- **Value over the forecast horizon H** (wall seconds; goodput in requests/s meeting their SLO, wall clock):
-  staying put serves `current_goodput × H`; moving serves `best_goodput × H` less the transition's cost:
-  its lost GPU-seconds priced at the best split's goodput per GPU (pessimistic: the move is charged what the
-  split it moves to would have served on those GPUs) and each held class's arrival rate × its held seconds (a
-  held request waits in the ingress queue; counted as lost). The relative gain is (move − stay) ÷ stay.
+- **Value over the forecast horizon H** (wall seconds; goodput G in requests/s meeting their SLO, wall clock;
+  the forecast says nothing beyond H, so nothing beyond it is counted): staying put serves `G_stay × H`. Moving
+  takes the transition's T seconds (cost.py, at most H), during which the GPUs that serve (old or new
+  configurations) serve at the running split's goodput per GPU — `G_stay × (T − lost_gpu_s ÷ budget)` —, then
+  serves `G_best × (H − T)`. So move = `G_best × H − cost` with cost = `(G_best − G_stay) × T + G_stay ×
+  lost_gpu_s ÷ budget`. A held class is inside the lost GPU-seconds (no GPU serves it while held), so its
+  held seconds are not charged again. The relative gain is (move − stay) ÷ stay.
 - **Move only when** the gain is ≥ `min_gain` and has been at every re-plan for at least `min_dwell_s`, at
   least `min_dwell_s` have passed since the last move, and fewer than `max_moves_per_hour` moves were made in
   the last hour. A gain that drops below `min_gain` restarts the dwell: noise around a flat mix never moves.
@@ -92,14 +94,16 @@ def same_split(a: Sequence[Pool], b: Sequence[Pool]) -> bool:
 
 
 def value_move(replan: Replan, current: Sequence[Pool], cost: TransitionCost | None, budget_gpus: int,
-               class_rates: Mapping[str, float], horizon_s: float) -> Valuation:
+               horizon_s: float) -> Valuation:
     """The move to `replan.best` valued against staying on `current` (module docstring); `cost` None: no
-    transition (the best split is the current one); `class_rates`: requests/s per class, wall clock."""
+    transition (the best split is the current one)."""
     same = cost is None or same_split(replan.best, current)
     price = 0.0
     if cost is not None and not same:
-        per_gpu = replan.best_goodput / budget_gpus if budget_gpus > 0 else 0.0
-        price = cost.lost_gpu_s * per_gpu + sum(class_rates.get(c, 0.0) * s for c, s in cost.held_s.items())
+        t = min(cost.duration_s, horizon_s)
+        lost = cost.lost_gpu_s * (t / cost.duration_s) if cost.duration_s > 0 else 0.0
+        per_gpu = replan.current_goodput / budget_gpus if budget_gpus > 0 else 0.0
+        price = (replan.best_goodput - replan.current_goodput) * t + per_gpu * lost
     return Valuation(horizon_s, replan.current_goodput * horizon_s, replan.best_goodput * horizon_s, price, same)
 
 

@@ -201,8 +201,7 @@ class Repartitioner:
             except TransitionError as e:   # e.g. a target the nodes cannot hold
                 return self._decided(base.model_copy(update={
                     "reason": f"stay: the best split cannot be reached ({e})"}))
-        rates = {c: shares[c] * rate for c in shares}
-        valuation = value_move(replan, current, transition.cost if transition else None, self.budget_gpus, rates,
+        valuation = value_move(replan, current, transition.cost if transition else None, self.budget_gpus,
                                self.cfg.forecast.horizon_s)
         verdict, self.dwell = decide(self.dwell, now, valuation, self.cfg)
         gain = valuation.gain

@@ -51,25 +51,30 @@ def valuation(gain: float) -> Valuation:
     return Valuation(120.0, 100.0, 100.0 * (1 + gain), 0.0, same=False)
 
 
-def test_the_move_is_charged_its_lost_gpu_seconds_and_held_requests() -> None:
-    r = FakeReplan(SPLIT, best_goodput=8.0, current_goodput=5.0)
-    # 8 GPUs; 80 GPU-s lost at 1 req/s per GPU (the best split's goodput per GPU), chat held 10 s at 3 req/s
-    v = value_move(r, TP8, cost(80.0, {"chat": 10.0, "summarize": 0.0}), 8, {"chat": 3.0, "summarize": 2.0}, 120.0)
-    assert v.stay == 600.0 and v.gross == 960.0 and v.cost == pytest.approx(80.0 + 30.0)
-    assert v.gain == pytest.approx((960 - 110 - 600) / 600)
+def test_the_move_serves_the_old_rate_on_the_gpus_left_while_it_lasts_then_the_new() -> None:
+    r = FakeReplan(SPLIT, best_goodput=8.0, current_goodput=4.0)
+    # 8 GPUs; a 60 s transition losing 240 GPU-s (half the budget on average): 4 req/s × (60 − 30) s, then 8 × 60
+    v = value_move(r, TP8, cost(240.0, {"chat": 10.0}), 8, 120.0)
+    assert v.stay == 480.0 and v.gross == 960.0 and v.move == pytest.approx(4.0 * 30 + 8.0 * 60)
+    assert v.gain == pytest.approx((600 - 480) / 480)
+    # a full hold (every GPU lost throughout): nothing served for 60 s, the held class not charged twice
+    assert value_move(r, TP8, cost(480.0, {"chat": 60.0, "summarize": 60.0}), 8, 120.0).move == pytest.approx(480.0)
+    # a transition longer than the horizon: only the horizon's part counts
+    long = TransitionCost(240.0, 8 * 240.0, {}, ())
+    assert value_move(r, TP8, long, 8, 120.0).move == pytest.approx(0.0)
 
 
 def test_staying_on_the_best_split_has_no_gain() -> None:
     r = FakeReplan(tuple(reversed(SPLIT)), best_goodput=9.0, current_goodput=5.0)   # the same pools, reordered
-    v = value_move(r, SPLIT, cost(80.0), 8, {}, 120.0)
+    v = value_move(r, SPLIT, cost(80.0), 8, 120.0)
     assert v.same and v.gain == 0.0
     assert not decide(Dwell(), 0.0, v, CFG)[0].move
 
 
 def test_moving_from_a_split_that_serves_nothing_is_an_infinite_gain() -> None:
-    v = value_move(FakeReplan(SPLIT, 4.0, 0.0), TP8, cost(10.0), 8, {}, 120.0)
+    v = value_move(FakeReplan(SPLIT, 4.0, 0.0), TP8, cost(10.0), 8, 120.0)
     assert math.isinf(v.gain)
-    assert not value_move(FakeReplan(SPLIT, 0.0, 0.0), TP8, cost(10.0), 8, {}, 120.0).gain > 0
+    assert not value_move(FakeReplan(SPLIT, 0.0, 0.0), TP8, cost(10.0), 8, 120.0).gain > 0
 
 
 def run(gains: list[float], cfg: RepartitionConfig = CFG) -> list[float]:
@@ -95,7 +100,7 @@ def test_noise_around_a_flat_mix_never_moves() -> None:
 
 def test_a_real_shift_moves_once_after_the_dwell() -> None:
     dwell = Dwell()
-    moved = []
+    moved: list[float] = []
     shift_at = 10
     for i in range(60):
         now = i * CFG.interval_s
