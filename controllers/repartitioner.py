@@ -18,12 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from controllers.controller import Controller, ControllerMetrics
 from controllers.correction import Corrections, correct
 from controllers.forecast import forecast_traffic
 from controllers.plan.candidates import Pool, Shape
+from controllers.plan.observed import predict_at_load
 from controllers.plan.parallel import InProcess, Runner
 from controllers.plan.search_replan import search_replan
 from controllers.repartition import (
@@ -281,11 +283,12 @@ def for_run(resolved: Resolved, controller: Controller, fleet: Fleet, start_s: S
             folder: Path | None, replanner: Replanner = REPLANNER, nodes: Sequence[Node] | None = None
             ) -> Repartitioner:
     """The policy beside a running controller: the scenario's configurations as the first split, routed as the
-    controller routes them now; the controller's Prometheus queries, scoreboard and metrics; re-plans in this
-    process (the machine's cores serve the run)."""
+    controller routes them now; the controller's Prometheus queries, scoreboard and metrics; the simulator's
+    latencies at the load seen for the correction factors; re-plans in this process (the machine's cores serve
+    the run)."""
     s = resolved.scenario
     view = SetView({c.name: c for c in s.configurations},
                    {cls: dict(row) for cls, row in (controller.applied or controller.state.weights).items()})
     return Repartitioner(resolved, view, controller.query, lambda: controller.board, replanner, InProcess(), fleet,
                          start_s, nodes if nodes is not None else hardware_nodes(resolved), drain_s, folder,
-                         controller.metrics)
+                         controller.metrics, predict=partial(predict_at_load, resolved))

@@ -14,7 +14,7 @@ from controllers.plan.candidates import Pool, Shape
 from controllers.plan.parallel import InProcess, Runner
 from controllers.repartition_log import DecisionLine, RealisedLine, StepLine, TransitionLine, read_lines
 from controllers.repartitioner import MIN_SHARE, Repartitioner, for_run, hardware_nodes, planned_mix
-from controllers.scoreboard import ClassTraffic, PairStats, Sample, Scoreboard, traffic_queries
+from controllers.scoreboard import ClassTraffic, PairStats, Quantiles, Sample, Scoreboard, traffic_queries
 from controllers.transition.steps import Deploy, SetView, Step, apply
 from deployments.placement import Node
 from deployments.resolve import Resolved, parse_scenario
@@ -196,3 +196,23 @@ def test_beside_a_controller_it_starts_from_the_deployed_split_as_routed(tmp_pat
     assert hardware_nodes(parse_scenario({**SCENARIO, "hardware": {"gpu": "h100-sxm", "gpus_per_node": 2,
                                                                     "nodes": 3}})) == [
         Node("node-0", 2.0), Node("node-1", 2.0), Node("node-2", 2.0)]
+
+
+def test_a_shape_measured_slower_than_simulated_gets_its_factor_and_the_planner_sees_it(tmp_path: Path) -> None:
+    seen: list[Mapping[tuple[int, int], tuple[float, float]]] = []
+
+    class Recording(Physics):
+        def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int],
+                     tuple[float, float]], budget_s: float, runner: Runner) -> Answer:
+            seen.append(dict(factors))
+            return super().__call__(resolved, current, factors, budget_s, runner)
+
+    r = make(tmp_path, {"fast": 2.0}, Recording(), FakeFleet(START), Clock())
+    board = Scoreboard(0.0, {("tp1", "fast"): PairStats("tp1", "fast", samples=100, request_rate=2.0,
+                                                         ttft=Quantiles(p90=0.2), tpot=Quantiles(p90=0.02))})
+    r.board = lambda: board
+    r.predict = lambda b, configs: {("tp1", "fast"): (0.1, 0.02)}     # TTFT twice the prediction, TPOT as predicted
+    r.tick()
+    ttft, tpot = seen[-1][(1, 1)]
+    s = r.cfg.correction.smoothing
+    assert ttft == pytest.approx(2 ** s) and tpot == pytest.approx(1.0)
