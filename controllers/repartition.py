@@ -11,9 +11,11 @@ best split (controllers/transition). This module values that move and decides:
   serves `G_best × (H − T)`. So move = `G_best × H − cost` with cost = `(G_best − G_stay) × T + G_stay ×
   lost_gpu_s ÷ budget`. A held class is inside the lost GPU-seconds (no GPU serves it while held), so its
   held seconds are not charged again. The relative gain is (move − stay) ÷ stay.
-- **Move only when** the gain is ≥ `min_gain` and has been at every re-plan for at least `min_dwell_s`, at
-  least `min_dwell_s` have passed since the last move, and fewer than `max_moves_per_hour` moves were made in
-  the last hour. A gain that drops below `min_gain` restarts the dwell: noise around a flat mix never moves.
+- **Move only when** the gain of moving to the same split is ≥ `min_gain` at every re-plan for at least
+  `min_dwell_s`, at least `min_dwell_s` have passed since the last move, and fewer than `max_moves_per_hour`
+  moves were made in the last hour. A gain that drops below `min_gain`, or a best split that changes, restarts
+  the dwell: noise around a flat mix never moves, and a forecast that overshoots a step (Holt's trend) for a
+  re-plan or two does not move to the split it overshoots to.
 - **Realised gain**: goodput measured after a move ÷ the goodput predicted for staying, minus 1.
 """
 
@@ -73,6 +75,7 @@ class Valuation:
     gross: float                # best_goodput × horizon
     cost: float                 # the transition's cost, in requests
     same: bool                  # the best split is the running one: nothing to move
+    target: tuple[Pool, ...] = ()   # the split it would move to
 
     @property
     def move(self) -> float:
@@ -104,14 +107,16 @@ def value_move(replan: Replan, current: Sequence[Pool], cost: TransitionCost | N
         lost = cost.lost_gpu_s * (t / cost.duration_s) if cost.duration_s > 0 else 0.0
         per_gpu = replan.current_goodput / budget_gpus if budget_gpus > 0 else 0.0
         price = (replan.best_goodput - replan.current_goodput) * t + per_gpu * lost
-    return Valuation(horizon_s, replan.current_goodput * horizon_s, replan.best_goodput * horizon_s, price, same)
+    return Valuation(horizon_s, replan.current_goodput * horizon_s, replan.best_goodput * horizon_s, price, same,
+                     tuple(replan.best))
 
 
 @dataclass(frozen=True)
 class Dwell:
     """What the decision remembers between re-plans."""
 
-    gain_since: float | None = None      # since when the gain has been ≥ min_gain at every re-plan
+    gain_since: float | None = None      # since when the gain of moving to `target` has been ≥ min_gain
+    target: tuple[Pool, ...] = ()
     last_move: float | None = None
     moves: tuple[float, ...] = ()        # times of the moves (the last hour's matter)
 
@@ -130,9 +135,10 @@ def decide(dwell: Dwell, now: float, valuation: Valuation, cfg: RepartitionConfi
     if gain < cfg.min_gain:
         return (Verdict(False, f"stay: predicted gain {_pct(gain)} < min_gain {_pct(cfg.min_gain)}"),
                 replace(dwell, gain_since=None))
-    since = dwell.gain_since if dwell.gain_since is not None else now
+    same_target = dwell.gain_since is not None and same_split(dwell.target, valuation.target)
+    since = dwell.gain_since if same_target and dwell.gain_since is not None else now
     held = now - since
-    waiting = replace(dwell, gain_since=since)
+    waiting = replace(dwell, gain_since=since, target=valuation.target)
     if held < cfg.min_dwell_s:
         return (Verdict(False, f"stay: gain {_pct(gain)} held {held:.0f} s of min_dwell_s {cfg.min_dwell_s:g} s"),
                 waiting)
@@ -144,7 +150,7 @@ def decide(dwell: Dwell, now: float, valuation: Valuation, cfg: RepartitionConfi
         return (Verdict(False, f"stay: gain {_pct(gain)}, but {len(recent)} moves in the last hour "
                                f"(max_moves_per_hour {cfg.max_moves_per_hour})"), replace(waiting, moves=recent))
     return (Verdict(True, f"move: gain {_pct(gain)} ≥ min_gain {_pct(cfg.min_gain)} held {held:.0f} s"),
-            Dwell(None, now, (*recent, now)))
+            Dwell(last_move=now, moves=(*recent, now)))
 
 
 def realised_gain(measured_goodput: float, stay_goodput: float) -> float | None:

@@ -150,3 +150,16 @@ def test_observations_pair_measured_and_predicted_per_shape() -> None:
     assert [(o.shape, o.metric, o.ratio, o.samples) for o in obs] == [((4, 1), "ttft", pytest.approx(1.5), 40),
                                                                         ((4, 1), "tpot", pytest.approx(2.0), 40)]
     assert factor_pairs({(4, 1): Factors(1.5, 2.0)}) == {(4, 1): (1.5, 2.0)}
+
+
+def test_a_best_split_that_changes_restarts_the_dwell() -> None:
+    other = (Pool(Shape(2, 1), 1, ("chat",)), Pool(Shape(1, 6), 1, ("summarize",)))
+    dwell = Dwell()
+    moved = []
+    targets = [SPLIT, SPLIT, other, other, other]     # a large gain throughout, but to SPLIT, then to `other`
+    for i, target in enumerate(targets):
+        v = Valuation(120.0, 100.0, 200.0, 0.0, same=False, target=target)
+        verdict, dwell = decide(dwell, i * CFG.interval_s, v, CFG)
+        if verdict.move:
+            moved.append((i * CFG.interval_s, target))
+    assert moved == [(4 * CFG.interval_s, other)]      # `other` seen from 60 s: held 60 s at 120 s
