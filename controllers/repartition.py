@@ -164,12 +164,14 @@ def measured_goodput(board: Scoreboard) -> float:
     return sum(p.goodput for p in board.pairs.values())
 
 
-def pools_of(configs: Sequence[ParallelConfig], weights: Weights) -> tuple[Pool, ...]:
+def pools_of(configs: Sequence[ParallelConfig], weights: Weights, order: Sequence[str] = ()) -> tuple[Pool, ...]:
     """The running split as the planner's pools: each class in the pool of the configuration that has its
-    largest weight (the first on a tie); a configuration that carries no class this way is left out."""
+    largest weight (the first on a tie), the classes of a pool in `order` (the scenario's, as the planner puts
+    them; default: the routing's); a configuration that carries no class this way is left out."""
     classes: dict[str, list[str]] = {c.name: [] for c in configs}
-    for cls, row in weights.items():
-        live = {n: w for n, w in row.items() if w > 0 and n in classes}
+    rank = {c: i for i, c in enumerate(order)}
+    for cls in sorted(weights, key=lambda c: rank.get(c, len(rank))):
+        live = {n: w for n, w in weights[cls].items() if w > 0 and n in classes}
         if live:
             classes[max(live, key=lambda n: live[n])].append(cls)
     return tuple(Pool(Shape(c.tp, c.pp), c.replicas, tuple(classes[c.name])) for c in configs if classes[c.name])

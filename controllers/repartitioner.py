@@ -170,7 +170,7 @@ class Repartitioner:
         n = self.decisions
         board = self.board()
         self._realise(now, board)
-        current = pools_of(tuple(self.view.configs.values()), self.view.weights)
+        current = pools_of(tuple(self.view.configs.values()), self.view.weights, self.classes)
         base = DecisionLine(time=now, decision=n, outcome="stay", reason="", current=[_label(p) for p in current],
                             gpus=gpus_by_shape(self.view))
         try:
@@ -224,7 +224,7 @@ class Repartitioner:
 
     def _move(self, n: int, transition: Transition, stay_goodput: float) -> None:
         start = self.view
-        back_to = pools_of(tuple(start.configs.values()), start.weights)
+        back_to = pools_of(tuple(start.configs.values()), start.weights, self.classes)
         t0 = self.clock()
 
         def on_step(d: StepDone) -> None:

@@ -139,6 +139,8 @@ def test_the_running_split_as_pools_each_class_where_most_of_it_goes() -> None:
     configs = [ParallelConfig(name="tp4", tp=4), ParallelConfig(name="pp4", pp=4), ParallelConfig(name="idle", tp=1)]
     weights = {"chat": {"tp4": 0.9, "pp4": 0.1}, "summarize": {"pp4": 1.0}, "batch": {"tp4": 0.5, "pp4": 0.5}}
     assert pools_of(configs, weights) == (Pool(Shape(4, 1), 1, ("chat", "batch")), Pool(Shape(1, 4), 1, ("summarize",)))
+    # in the scenario's order, as the planner lists a pool's classes
+    assert pools_of(configs, weights, ("batch", "summarize", "chat"))[0].classes == ("batch", "chat")
 
 
 def test_observations_pair_measured_and_predicted_per_shape() -> None:
