@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controllers import runfolder
 from controllers.policies import Decision, PolicyState, Weights, equal_weights, step
@@ -55,6 +55,17 @@ class ControllerMetrics:
         self.stale = Gauge(p + m.STALE, "1 while Prometheus data is missing or stale", registry=self.registry)
         self.headroom = Gauge(p + m.PREDICTED_HEADROOM, "Simulator-predicted SLO headroom",
                               ["sla_class", "config"], registry=self.registry)
+        self.repartition_decisions = Counter(p + m.REPARTITION_DECISIONS, "Re-partitioning decisions by outcome",
+                                             ["outcome"], registry=self.registry)
+        self.repartition_moves = Counter(p + m.REPARTITION_MOVES, "Re-partitioning moves by result", ["result"],
+                                         registry=self.registry)
+        self.step_seconds = Histogram(p + m.TRANSITION_STEP_SECONDS, "Seconds a transition step took", ["step"],
+                                      buckets=(0.1, 1, 5, 10, 30, 60, 120, 300, 600), registry=self.registry)
+        self.predicted_gain = Gauge(p + m.PREDICTED_GAIN, "The last re-plan's predicted relative gain of moving",
+                                    registry=self.registry)
+        self.realised_gain = Gauge(p + m.REALISED_GAIN, "The last move's realised relative gain over staying",
+                                   registry=self.registry)
+        self.shape_gpus = Gauge(p + m.SHAPE_GPUS, "GPUs serving in each shape now", ["shape"], registry=self.registry)
 
     def show(self, weights: Weights, stale: bool) -> None:
         for cls, ws in weights.items():

@@ -182,3 +182,40 @@ def goodput_with_faults(times: Sequence[float], goodput: Mapping[str, Sequence[f
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     return save_figure(fig, path)
+
+
+def repartition_timeline(times: Sequence[float], rates: Mapping[str, Sequence[float]],
+                         attainment: Mapping[str, Sequence[float | None]],
+                         gpus: Sequence[tuple[float, Mapping[str, int]]], moves: Sequence[tuple[float, float, bool]],
+                         end: float, path: Path) -> Path:
+    """Three panels over the same time axis (seconds, to `end`): each class's arrival rate per bin starting at
+    `times` (the mix), the GPUs per shape (a step at each change), each class's SLO attainment per bin; each
+    transition a band from its decision to its end (green: reached, red: rolled back)."""
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True)
+    edges = [*times, end]
+    for cls, ys in rates.items():
+        axes[0].step(edges, [*ys, ys[-1]], where="post", label=cls)
+    axes[0].set_ylabel("arrivals (req/s)")
+    shapes = sorted({s for _, g in gpus for s in g})
+    if gpus:
+        xs = [t for t, _ in gpus] + [end]
+        bottom = np.zeros(len(xs))
+        for s in shapes:
+            held = np.array([g.get(s, 0) for _, g in gpus] + [gpus[-1][1].get(s, 0)], dtype=float)
+            axes[1].fill_between(xs, bottom, bottom + held, step="post", alpha=0.6, label=s)
+            bottom += held
+    axes[1].set_ylabel("GPUs by shape")
+    for cls, att in attainment.items():
+        ys = [np.nan if y is None else y for y in att]
+        axes[2].step(edges, [*ys, ys[-1]], where="post", label=cls)
+    axes[2].set_ylabel("SLO attainment")
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_xlabel("seconds since the load started (wall)")
+    for ax in axes:
+        for start, end, reached in moves:
+            ax.axvspan(start, max(end, start + 1), color="green" if reached else "red", alpha=0.15)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_title("Re-partitioning: class mix, GPUs by shape, attainment; transitions shaded")
+    return save_figure(fig, path)

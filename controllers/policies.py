@@ -258,7 +258,7 @@ def step(policy: str, board: Scoreboard, slos: Mapping[str, SLO], configs: Seque
     the heaviest on its incumbent goes first (requests/s × tokens per request): moving it relieves most.
     Draining a failing configuration and first choices are never held back.
     """
-    if policy == "observe" or board.stale:
+    if policy in ("observe", "repartition") or board.stale:   # repartition: the transitions' Route steps route
         return state, []
     weights: Weights = {}
     classes = dict(state.classes)

@@ -16,6 +16,7 @@ from controllers.faults.blast_radius import WINDOWS, FaultImpact, impacts, load_
 from controllers.faults.record import FAULTS_JSONL, FaultRecord, read_faults
 from controllers.plan.live import compare
 from controllers.records import Rec, Summary, load_records, summarize
+from controllers.repartition_report import repartition_section
 from loadgen.lengths import mean_lengths
 from loadgen.records import read_records
 from loadgen.summary import rescore
@@ -487,6 +488,7 @@ its own TTFT in each response's usage; the difference is what the path added (be
 {_path_table(run)}
 <h2>Study vs simulation</h2>{study}
 {_faults_section(run, folder)}
+{repartition_section(folder, run.scenario, run.records)}
 <h2>Routing decisions</h2>{_decisions_table(run)}
 <h2>Figures</h2>{_figures_html(_figures(run, folder))}
 <p class=note>Files: scenario.yaml, records.jsonl, scoreboard.csv, weights.csv, decisions.jsonl, whatif.json,

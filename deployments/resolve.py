@@ -18,7 +18,7 @@ from schema.deployment import ParallelConfig, ReplicaGroup
 from schema.faults import fault_problems
 from schema.plan import PlanSection
 from schema.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_data
-from schema.traffic import schedule_problems
+from schema.traffic import PHASE_ARRIVALS, schedule_problems
 
 
 @dataclass(frozen=True)
@@ -218,18 +218,31 @@ def _check_load(s: Scenario, base_dir: Path | None) -> Problems:
 
 
 def _check_repartition(s: Scenario) -> Problems:
-    """The GPU budget the repartition policy splits is on the hardware and holds the first split."""
-    budget = s.controller.repartition.gpus
-    if s.controller.policy != "repartition" or budget is None:
+    """What the repartition policy needs: one open arrival stream to plan the traffic's rate for, configurations it
+    can re-plan (aggregated TP×PP), and a GPU budget on the hardware that holds the first split."""
+    if s.controller.policy != "repartition":
         return []
+    problems: Problems = []
+    if s.load.arrival.kind not in PHASE_ARRIVALS:
+        problems.append(("load.arrival.kind", f"policy repartition plans for the traffic's rate as one open arrival "
+                         f"stream; a {s.load.arrival.kind} arrival has no rate: use {', '.join(PHASE_ARRIVALS)}, or "
+                         "another policy"))
+    for i, c in enumerate(s.configurations):
+        if c.disagg is not None:
+            problems.append((f"configurations.{i}.disagg", f"{c.name} is disaggregated: policy repartition re-plans "
+                             "TP×PP pools and cannot price or move a prefill/decode pair; give it tp, pp and replicas, "
+                             "or use another policy"))
+    budget = s.controller.repartition.gpus
+    if budget is None:
+        return problems
     if budget > s.hardware.total_gpus:
-        return [("controller.repartition.gpus", f"{budget} GPUs, but the hardware has {s.hardware.total_gpus}; give "
-                 f"1 to {s.hardware.total_gpus}")]
+        return [*problems, ("controller.repartition.gpus", f"{budget} GPUs, but the hardware has "
+                            f"{s.hardware.total_gpus}; give 1 to {s.hardware.total_gpus}")]
     used = sum(c.gpus for c in s.configurations)
     if used > budget:
-        return [("controller.repartition.gpus", f"the configurations, the first split, need {used} GPUs but the "
-                 f"budget is {budget}; raise gpus or deploy fewer configurations")]
-    return []
+        problems.append(("controller.repartition.gpus", f"the configurations, the first split, need {used} GPUs but "
+                         f"the budget is {budget}; raise gpus or deploy fewer configurations"))
+    return problems
 
 
 def _check_engine(s: Scenario, gpu: GpuSpec | None, base_dir: Path | None) -> Problems:

@@ -86,6 +86,12 @@ ROUTING_WEIGHT = "routing_weight"             # gauge, labels sla_class, config
 DECISIONS = "decisions"                       # counter, labels sla_class, config, policy
 STALE = "stale"                               # gauge, 1 while Prometheus data is missing/stale
 PREDICTED_HEADROOM = "predicted_headroom"     # gauge, labels sla_class, config (what-if)
+REPARTITION_DECISIONS = "repartition_decisions"  # counter, label outcome (move, stay, error)
+REPARTITION_MOVES = "repartition_moves"       # counter, label result (reached, rolled_back)
+TRANSITION_STEP_SECONDS = "transition_step_seconds"  # histogram, label step (deploy, scale, route, drain, remove)
+PREDICTED_GAIN = "predicted_gain"             # gauge, the last re-plan's relative gain of moving (cost counted)
+REALISED_GAIN = "realised_gain"               # gauge, the last move's measured gain over the prediction of staying
+SHAPE_GPUS = "shape_gpus"                     # gauge, label shape (TP4, PP4, ...): GPUs serving in that shape now
 
 # --- faults (a run's scheduled faults, controllers/faults/; exported in the controller's registry) ---
 FAULT_PREFIX = "parallax_fault_"

@@ -54,6 +54,9 @@ COMMANDS: dict[str, LazyCommand] = {
                           "Re-render report.html (and its figures) from a run folder."),
     "compare": LazyCommand("controllers.cli.experiment", "compare_cmd",
                            "Set several runs side by side (outcome per class and configuration)."),
+    "compare-shift": LazyCommand("controllers.cli.experiment", "compare_shift_cmd",
+                                 "Set a shifting run beside the best static split and the per-phase oracle, both "
+                                 "replayed offline on its requests."),
     "tiny-model": LazyCommand("controllers.cli.tiny_model", "tiny_model_cmd",
                               "Write a tiny random-weight Llama (hidden 256, 4 layers, vocab 1024) for CPU runs of "
                               "real vLLM."),

@@ -5,11 +5,16 @@ from pathlib import Path
 
 import typer
 
+from controllers import runfolder as rf
 from controllers.browser_check import check_page
 from controllers.cli.terminal import console, fail
-from controllers.report import RunFolderError, compare_runs, render_report
+from controllers.plan.evaluate import PlanError
+from controllers.plan.parallel import runner
+from controllers.report import RunFolderError, compare_runs, read_run, render_report
 from controllers.run import RunRefused, run_scenario
+from controllers.shift_compare import compare_shift, comparison_lines, write_comparison
 from deployments.resolve import load_scenario
+from loadgen.records import read_records
 from schema.scenario import ScenarioError
 
 
@@ -27,6 +32,30 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="run folder written by `
             fail(f"{page}: the page does not render cleanly: broken figures {result.broken}, "
                  f"console errors {result.console_errors}")
         console.print(f"checked in Chromium: {result.images} figures render, no console errors")
+
+
+def compare_shift_cmd(run_dir: Path = typer.Argument(..., help="run folder of a scenario with load.phases"),
+                      workers: int | None = typer.Option(None, help="planner worker processes (default: one per "
+                                                         "CPU core)")) -> None:
+    """Replay a shifting run's requests offline on the best static deployment and on the per-phase oracle, write
+    shift_compare.json and re-render the report beside the live result."""
+    try:
+        read_run(run_dir)
+        resolved = load_scenario(run_dir / rf.SCENARIO_YAML)
+    except (RunFolderError, ScenarioError) as e:
+        fail(str(e))
+    if not resolved.scenario.load.phases:
+        fail(f"{run_dir}: load.phases: the comparison is per phase of a schedule, and this run had none")
+    try:
+        with runner(workers) as r:
+            c = compare_shift(resolved, read_records(run_dir / rf.RECORDS_JSONL), r)
+    except PlanError as e:
+        fail(f"{run_dir}: planning a reference failed: {e}")
+    for what, per_phase, overall, deployment in comparison_lines(c):
+        console.print(f"{what}: {overall:.2f} req/s overall; per phase "
+                      + ", ".join(f"{n} {g:.2f}" for n, g in zip(c.phases, per_phase, strict=True))
+                      + f" ({deployment})", highlight=False)
+    console.print(f"written: {write_comparison(run_dir, c)}; report: {render_report(run_dir)}")
 
 
 def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="two or more run folders"),

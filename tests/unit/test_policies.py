@@ -130,6 +130,8 @@ def test_step_logs_decisions_only_on_change_and_observe_never_changes() -> None:
     b = board(pair("tp8", 0.99, ttft90=0.1), pair("tp4pp2", 0.95), pair("pp8", 0.9, ttft90=0.4))
     same, ds = step("observe", b, slos, CONFIGS, st, CFG, now=0)
     assert same.weights == st.weights and ds == []
+    same, ds = step("repartition", b, slos, CONFIGS, st, CFG, now=0)   # its transitions route, not the policy
+    assert same.weights == st.weights and ds == []
     st1, ds = step("best-per-class", b, slos, CONFIGS, st, CFG, now=0)
     assert len(ds) == 1 and ds[0].chosen == "tp8" and ds[0].previous == st.weights["chat"]
     st2, ds = step("best-per-class", b, slos, CONFIGS, st1, CFG, now=2)

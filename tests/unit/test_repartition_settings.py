@@ -76,3 +76,17 @@ def test_run_refuses_the_policy_in_one_line_until_it_exists(tmp_path: Path) -> N
                                                "(its settings validate, but no live policy implements it); use "
                                                "best-per-class, proportional or observe")
     assert not (tmp_path / "runs").exists()   # refused before anything started
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    ({"load": {"arrival": {"kind": "closed", "concurrency": 4}, "duration_s": 60}}, "load.arrival.kind",
+     "policy repartition plans for the traffic's rate as one open arrival stream; a closed arrival has no rate: "
+     "use poisson, gamma, constant, or another policy"),
+    ({"configurations": [{"name": "pd", "disagg": {"prefill": {"tp": 1, "replicas": 2}, "decode": {"tp": 2}}}]},
+     "configurations.0.disagg", "pd is disaggregated: policy repartition re-plans TP×PP pools and cannot price or "
+     "move a prefill/decode pair; give it tp, pp and replicas, or use another policy"),
+])
+def test_what_the_live_policy_cannot_plan_or_price_is_refused(change: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario({**copy.deepcopy(BASE), **change}, "s.yaml")
+    assert any(f == field and words in m for f, m in e.value.problems), e.value.problems
