@@ -1,7 +1,10 @@
 """The OpenAI-compatible, SLA-aware ingress: routes each request to a configuration's LLMServer.
 
-`model` naming a configuration goes there; `auto` (or the scenario's base model name) goes where the
-routing weights of the request's SLA class (header `x-sla-class`) send it. Responses carry
+`model` naming a live configuration goes there; `auto` (or the scenario's base model name) goes where the
+routing weights of the request's SLA class (header `x-sla-class`) send it; a class routed nowhere (a
+transition replacing its pool) waits in the bounded hold queue (hold.py) until a routing serves it.
+The live configurations come with the routing from the RoutingStore: each has an application of its own
+(app_args.config_app_name), whose handle this replica makes when a routing version first lists it. Responses carry
 `x-parallax-config` (who served) and echo `x-sla-class`; the client's `x-request-id` (Serve's proxy makes
 one up when absent, and echoes it) names the request in the replicas' logs and the response's `id`
 (loadgen/wire.py).
@@ -24,7 +27,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
-from deployments.app_args import AppArgs
+from deployments.app_args import AppArgs, config_app_name, server_deployment_name
+from deployments.hold import HoldQueue
 from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights
 from deployments.routing_store import Routing, UpdateResult
 from loadgen.wire import (
@@ -83,23 +87,21 @@ class Ingress:
     follows from the RoutingStore (routing_store.py); a change, from `PUT /v1/routing` on any replica
     (the controller's) or `set_routing` through a handle, goes through the store and reaches every replica."""
 
-    async def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle],  # type: ignore[misc]
-                       store: DeploymentHandle):
+    async def __init__(self, args: dict[str, Any], store: DeploymentHandle):  # type: ignore[misc]
         resolved = AppArgs.model_validate(args).resolve()
         s = resolved.scenario
         self.base_model = s.model
-        self.configs = {c.name: c for c in s.configurations}
         self.classes = [c.name for c in s.classes]
         self.default_class = s.default_class
         self.engine = s.engine.kind
         self.created = int(time.time())
-        # Serve's gRPC transport to the replicas (not Ray object refs): half the ingress's and the replica's
-        # CPU per request, and a third of the added TTFT, in bench/path_cost.py
-        self.handles = {name: h.options(_by_reference=False) for name, h in servers.items()}
-        self.streams = {name: h.options(stream=True, _by_reference=False) for name, h in servers.items()}
+        self.hold = HoldQueue(s.server.hold_queue_size, s.server.hold_max_wait_s)
+        self.handles: dict[str, DeploymentHandle] = {}
+        self.streams: dict[str, DeploymentHandle] = {}
         self.store = store
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.routing: Routing = await store.watch.remote(self.replica, None, 0.0)
+        self._follow_set(self.routing)
         self.router = WeightedRoundRobin(self.routing.weights)
         self._follower = asyncio.get_running_loop().create_task(self._follow())
         key_env = s.server.api_key_env
@@ -108,13 +110,32 @@ class Ingress:
             logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
 
     # --- the routing, shared through the store ------------------------------------------------------
+    @property
+    def configs(self) -> dict[str, Any]:
+        """The live configurations (name → ParallelConfig), as the routing in force lists them."""
+        return self.routing.configs
+
+    def _follow_set(self, routing: Routing) -> None:
+        """Handles for the configurations `routing` lists, made before its weights apply; none for the others.
+        Serve's gRPC transport to the replicas (not Ray object refs): half the ingress's and the replica's CPU
+        per request, and a third of the added TTFT, in bench/path_cost.py."""
+        for name in routing.configs.keys() - self.handles.keys():
+            h = serve.get_deployment_handle(server_deployment_name(name), app_name=config_app_name(name))
+            self.handles[name] = h.options(_by_reference=False)
+            self.streams[name] = h.options(stream=True, _by_reference=False)
+        for name in self.handles.keys() - routing.configs.keys():
+            del self.handles[name], self.streams[name]
+
     def _apply(self, routing: Routing) -> None:
-        """Take a newer version: only the classes whose rows changed restart their round-robin."""
+        """Take a newer version: the set first (handles), then the weights (only the classes whose rows changed
+        restart their round-robin); held requests look again."""
         if routing.version <= self.routing.version:
             return
+        self._follow_set(routing)
         changed = {c: row for c, row in routing.weights.items() if self.routing.weights.get(c) != row}
         self.router.update(changed)
         self.routing = routing
+        self.hold.release()
 
     async def _follow(self) -> None:
         """Long-poll the store for new versions (each poll also acknowledges the version applied)."""
@@ -136,14 +157,20 @@ class Ingress:
     async def set_routing(self, weights: Weights) -> dict[str, Any]:
         """Replace the weights of the classes given (raises RoutingError naming what is wrong); returns once
         every ingress replica honours them (at most routing_store.ACK_S)."""
-        checked = check_weights(weights, self.classes, list(self.configs))
+        checked = check_weights(weights, self.classes, None)  # the store checks the names against the live set
         try:
             result: UpdateResult = await self.store.update.remote(checked, self.routing)
+        except RoutingError:
+            raise
         except Exception as e:
             raise api.OpenAIError(503, f"the routing store is unavailable ({type(e).__name__}); retry",
                                   "server_error", code="routing_unavailable") from None
         self._apply(result.routing)
         return self.get_routing() | {"replicas": {"applied": result.applied, "live": result.replicas}}
+
+    def held(self) -> dict[str, Any]:
+        """The classes held by the routing in force and the requests waiting for them at this replica."""
+        return {"classes": self.routing.held(), "waiting": self.hold.waiting, "replica": self.replica}
 
     async def check_health(self) -> None:
         """Serve's health check: the routing follower must still be running."""
@@ -197,10 +224,12 @@ class Ingress:
     async def chat_completions(self, request: Request) -> Response:
         return await self._serve("chat", request)
 
-    def _route(self, model: str, sla_class: str) -> str:
+    async def _route(self, model: str, sla_class: str) -> str:
+        """The configuration that serves the request; a held class waits for one (HoldFull / HoldExpired)."""
         if model in self.configs:
             return model
         if model in (api.AUTO_MODEL, self.base_model):
+            await self.hold.wait(sla_class, lambda: not self.router.held(sla_class))
             return self.router.choose(sla_class)
         raise api.OpenAIError(404, f"model {model!r} does not exist; use one of "
                               f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
@@ -218,7 +247,8 @@ class Ingress:
             raise api.OpenAIError(400, f"header {REQUEST_ID_HEADER}: give at most {MAX_REQUEST_ID} printable ASCII "
                                   "characters without spaces, or leave it out", param=REQUEST_ID_HEADER)
         body = api.parse_request(kind, await request.body())
-        config = self._route(body.model, sla_class)
+        config = await self._route(body.model, sla_class)
+        handles, streams = self.handles[config], self.streams[config]  # a removed configuration's stay usable
         job = Job(request_id=request_id, kind=kind, model=config, prompt=body.prompt_text(),
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
@@ -226,10 +256,10 @@ class Ingress:
         headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class, INGRESS_HEADER: self.replica}
         try:
             if not body.stream:
-                out = await self.handles[config].complete.remote(job)
+                out = await handles.complete.remote(job)
                 headers[REPLICA_HEADER] = out["replica"]
                 return JSONResponse(out["body"], status_code=out["status"], headers=headers)
-            gen = self.streams[config].generate.remote(job)
+            gen = streams.generate.remote(job)
             assert isinstance(gen, DeploymentResponseGenerator)
             first = await gen.__anext__()
         except BackPressureError:
