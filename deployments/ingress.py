@@ -45,6 +45,8 @@ from loadgen.wire import (
 
 logger = logging.getLogger("ray.serve")
 RETRY_S = 0.5  # wait before polling the routing store again after a failed call
+BURST_RETRY_S = 0.05  # how soon a request released from the hold tries again when the configuration's queue is full
+HANDLE_READY_S = 10.0  # the longest a new configuration's handle may take to learn its replicas
 
 fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -115,23 +117,33 @@ class Ingress:
         """The live configurations (name → ParallelConfig), as the routing in force lists them."""
         return self.routing.configs
 
-    def _follow_set(self, routing: Routing) -> None:
+    def _follow_set(self, routing: Routing) -> list[str]:
         """Handles for the configurations `routing` lists, made before its weights apply; none for the others.
-        Serve's gRPC transport to the replicas (not Ray object refs): half the ingress's and the replica's CPU
-        per request, and a third of the added TTFT, in bench/path_cost.py."""
-        for name in routing.configs.keys() - self.handles.keys():
+        Returns the names of the new ones. Serve's gRPC transport to the replicas (not Ray object refs): half the
+        ingress's and the replica's CPU per request, and a third of the added TTFT, in bench/path_cost.py."""
+        new = sorted(routing.configs.keys() - self.handles.keys())
+        for name in new:
             h = serve.get_deployment_handle(server_deployment_name(name), app_name=config_app_name(name))
-            self.handles[name] = h.options(_by_reference=False)
+            self.handles[name] = h.options(_by_reference=False)   # creates the handle's router (shared)
             self.streams[name] = h.options(stream=True, _by_reference=False)
         for name in self.handles.keys() - routing.configs.keys():
             del self.handles[name], self.streams[name]
+        return new
+
+    async def _handles_ready(self, names: list[str]) -> None:
+        """Wait (at most HANDLE_READY_S) until the handles of `names` know their running replicas: a request sent
+        before that waits in the handle's queue, and a burst (the hold released at once) would overflow it."""
+        deadline = time.monotonic() + HANDLE_READY_S
+        while time.monotonic() < deadline and not all(self.handles[n].running_replicas_populated()
+                                                      for n in names if n in self.handles):
+            await asyncio.sleep(0.02)
 
     def _apply(self, routing: Routing) -> None:
         """Take a newer version: the set first (handles), then the weights (only the classes whose rows changed
         restart their round-robin); held requests look again."""
         if routing.version <= self.routing.version:
             return
-        self._follow_set(routing)
+        self._follow_set(routing)  # nothing new where _follow readied the handles first
         changed = {c: row for c, row in routing.weights.items() if self.routing.weights.get(c) != row}
         self.router.update(changed)
         self.routing = routing
@@ -141,7 +153,10 @@ class Ingress:
         """Long-poll the store for new versions (each poll also acknowledges the version applied)."""
         while True:
             try:
-                self._apply(await self.store.watch.remote(self.replica, self.routing))
+                routing = await self.store.watch.remote(self.replica, self.routing)
+                if routing.version > self.routing.version:
+                    await self._handles_ready(self._follow_set(routing))
+                self._apply(routing)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store restarts (Serve brings it back): keep the routing, retry
@@ -224,13 +239,14 @@ class Ingress:
     async def chat_completions(self, request: Request) -> Response:
         return await self._serve("chat", request)
 
-    async def _route(self, model: str, sla_class: str) -> str:
-        """The configuration that serves the request; a held class waits for one (HoldFull / HoldExpired)."""
+    async def _route(self, model: str, sla_class: str) -> tuple[str, float]:
+        """The configuration that serves the request, and the seconds it was held: a held class waits for one
+        (HoldFull / HoldExpired)."""
         if model in self.configs:
-            return model
+            return model, 0.0
         if model in (api.AUTO_MODEL, self.base_model):
-            await self.hold.wait(sla_class, lambda: not self.router.held(sla_class))
-            return self.router.choose(sla_class)
+            held_s = await self.hold.wait(sla_class, lambda: not self.router.held(sla_class))
+            return self.router.choose(sla_class), held_s
         raise api.OpenAIError(404, f"model {model!r} does not exist; use one of "
                               f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
                               code="model_not_found")
@@ -247,21 +263,31 @@ class Ingress:
             raise api.OpenAIError(400, f"header {REQUEST_ID_HEADER}: give at most {MAX_REQUEST_ID} printable ASCII "
                                   "characters without spaces, or leave it out", param=REQUEST_ID_HEADER)
         body = api.parse_request(kind, await request.body())
-        config = await self._route(body.model, sla_class)
+        config, held_s = await self._route(body.model, sla_class)
         handles, streams = self.handles[config], self.streams[config]  # a removed configuration's stay usable
         job = Job(request_id=request_id, kind=kind, model=config, prompt=body.prompt_text(),
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
                   arrival_wall=arrival)
         headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class, INGRESS_HEADER: self.replica}
+        # a request the hold released arrives with the whole queue at once, a burst that may overflow the
+        # configuration's queue at this replica (max_queued_requests): it keeps its place in the hold's time
+        retry_until = time.monotonic() + self.hold.max_wait_s - held_s if held_s > 0 else 0.0
         try:
-            if not body.stream:
-                out = await handles.complete.remote(job)
-                headers[REPLICA_HEADER] = out["replica"]
-                return JSONResponse(out["body"], status_code=out["status"], headers=headers)
-            gen = streams.generate.remote(job)
-            assert isinstance(gen, DeploymentResponseGenerator)
-            first = await gen.__anext__()
+            while True:
+                try:
+                    if not body.stream:
+                        out = await handles.complete.remote(job)
+                        headers[REPLICA_HEADER] = out["replica"]
+                        return JSONResponse(out["body"], status_code=out["status"], headers=headers)
+                    gen = streams.generate.remote(job)
+                    assert isinstance(gen, DeploymentResponseGenerator)
+                    first = await gen.__anext__()
+                    break
+                except BackPressureError:
+                    if time.monotonic() >= retry_until:
+                        raise
+                    await asyncio.sleep(BURST_RETRY_S)
         except BackPressureError:
             return _error(api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry "
                                           "later", "server_overloaded", code="overloaded"), headers)
