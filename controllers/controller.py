@@ -6,12 +6,18 @@ force and `parallax_controller_stale` is 1 until fresh data returns.
 A configuration that cannot serve (the `health` callable names it: no running replica) is drained —
 its share of every class goes to the others — and restored as soon as it is back; the policy's own
 weights are kept throughout, so restoring needs no new measurement.
+
+The serving set may change under it (deployments/fleet.py executes a transition): `follow_set` adopts a new
+set of configurations and the routing in force, and the `serving_set` callable, when given, is read every
+step so that a configuration that appears is queried, health-checked and routed, and one that disappears is
+forgotten (its policy state, its gauges' series, its capacities).
 """
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +62,14 @@ class ControllerMetrics:
         self.headroom = Gauge(p + m.PREDICTED_HEADROOM, "Simulator-predicted SLO headroom",
                               ["sla_class", "config"], registry=self.registry)
 
+    def forget(self, classes: Iterable[str], configs: Iterable[str]) -> None:
+        """Drop the per-class series of configurations no longer live."""
+        for gauge in (self.weight, self.headroom):
+            for cls in classes:
+                for cfg in configs:
+                    with contextlib.suppress(KeyError):   # never shown
+                        gauge.remove(cls, cfg)
+
     def show(self, weights: Weights, stale: bool) -> None:
         for cls, ws in weights.items():
             for cfg, w in ws.items():
@@ -68,7 +82,8 @@ class Controller:
 
     def __init__(self, scenario: Scenario, query: Query, router: RoutingEndpoint, folder: Path | None = None,
                  metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
-                 engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None):
+                 engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None,
+                 serving_set: Callable[[], tuple[list[str], Weights]] | None = None):
         self.scenario = scenario
         self.cfg = scenario.controller
         self.query = query
@@ -89,6 +104,7 @@ class Controller:
         self.decisions: list[Decision] = []
         self.router_error: str | None = None
         self.health = health
+        self.serving_set = serving_set
         self.down: set[str] = set()
         self.applied: Weights | None = None
         self._stop = threading.Event()
@@ -124,8 +140,35 @@ class Controller:
             log.warning("health check failed: %s: %s", type(e).__name__, e)
             return self.down
 
+    def follow_set(self, configs: Sequence[str], weights: Weights) -> None:
+        """Adopt a new serving set and the routing in force on it (after a transition): the policy starts from
+        that routing, and what it knew of configurations no longer live is dropped."""
+        gone = set(self.configs) - set(configs)
+        with self._lock:
+            self.configs = list(configs)
+            routed = {cls: {c: w for c, w in row.items() if c in configs} for cls, row in weights.items()}
+            classes = {cls: st for cls, st in self.state.classes.items() if st.incumbent not in gone}
+            self.state = PolicyState(routed, classes, self.state.last_switch)
+            self.applied = _copy(routed)
+            self.down &= set(configs)
+            self.capacities = {k: v for k, v in self.capacities.items() if k[1] not in gone}
+        self.metrics.forget(self.slos, gone)
+
+    def _read_set(self) -> None:
+        """Follow the serving set when it changed (a failing read keeps the one known)."""
+        if self.serving_set is None:
+            return
+        try:
+            configs, weights = self.serving_set()
+        except Exception as e:
+            log.warning("serving set unreadable: %s: %s", type(e).__name__, e)
+            return
+        if set(configs) != set(self.configs):
+            self.follow_set(configs, weights)
+
     def tick(self) -> list[Decision]:
         """One controller step; returns the routing changes applied."""
+        self._read_set()
         now = self.clock()
         board = self.read(now)
         down = self.read_health()

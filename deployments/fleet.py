@@ -27,7 +27,7 @@ the reason says; nothing it started is left half-way, except where the reason sa
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -41,7 +41,7 @@ from deployments.app_args import APP_NAME, ROUTING_STORE_NAME, config_app_name, 
 from deployments.deploy import DeployError, ProgressCallback, config_placements, config_target, delete_apps, wait_ready
 from deployments.replicas import ongoing_requests, running_replicas
 from deployments.resolve import Resolved
-from deployments.routing import RoutingError
+from deployments.routing import RoutingError, Weights
 from deployments.routing_store import Routing, UpdateResult
 from deployments.steps import Deploy, Drain, Remove, Route, Scale, Step
 from schema.deployment import ParallelConfig
@@ -67,6 +67,17 @@ def serving_set() -> Routing:
     """The routing in force: the live configurations and the weights, with their version."""
     routing: Routing = store().routing.remote().result()
     return routing
+
+
+def live_set_reader(timeout_s: float = 5.0) -> Callable[[], tuple[list[str], Weights]]:
+    """A reader of the live configurations and the routing in force (what the controller follows every step),
+    over one handle to the store."""
+    handle = store()
+
+    def read() -> tuple[list[str], Weights]:
+        routing: Routing = handle.routing.remote().result(timeout_s=timeout_s)
+        return list(routing.configs), routing.weights
+    return read
 
 
 def _publish(what: str, call: Any, timeout_s: float) -> UpdateResult:

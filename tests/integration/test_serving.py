@@ -20,7 +20,7 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.app_args import server_deployment_name
+from deployments.app_args import replica_name_prefix, server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
 from deployments.progress import ConfigProgress
@@ -142,7 +142,7 @@ def test_openai_client_streams_completions_and_chat(served: Served, model: str) 
 def test_placement_groups_hold_tp_times_pp_bundles(served: Served) -> None:
     table = ray.util.placement_group_table()
     for cfg in CONFIGS:
-        pgs = [pg for pg in table.values() if pg["name"].startswith(f"SERVE_REPLICA::parallax#llm-{cfg}#")
+        pgs = [pg for pg in table.values() if pg["name"].startswith(replica_name_prefix(cfg))
                and pg["state"] == "CREATED"]
         assert len(pgs) == 1, cfg
         bundles = list(pgs[0]["bundles"].values())
