@@ -7,10 +7,11 @@ and its GPUs reused by the next configuration."""
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import ray
 
@@ -21,7 +22,7 @@ from deployments.deploy import DeployedApp, config_placements, deployed_locally
 from deployments.placement import gpu_nodes
 from deployments.resolve import Resolved, parse_scenario
 from deployments.startup import start_seconds
-from deployments.steps import Deploy, Remove, Route
+from deployments.steps import Deploy, Remove, Route, Scale, Step
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from schema.traffic import LoadConfig
@@ -76,8 +77,8 @@ class Executed:
     done_at: float                                     # wall time the last step ended
 
 
-def _execute_under_load(f: Fleet, t: Transition, out: Path) -> Executed:
-    """Run a constant load, execute the steps of `t` once it flows, stop the load 2 s after the last step."""
+def _execute_under_load(f: Fleet, steps_to_take: Sequence[Step], out: Path) -> Executed:
+    """Run a constant load, execute the steps once it flows, stop the load 2 s after the last step."""
     stop = asyncio.Event()
     loop_ready = threading.Event()
     holder: dict[str, asyncio.AbstractEventLoop] = {}
@@ -96,7 +97,7 @@ def _execute_under_load(f: Fleet, t: Transition, out: Path) -> Executed:
     assert loop_ready.wait(30)
     time.sleep(2.0)   # the load flows before the first step
     steps = []
-    for step in t.steps:
+    for step in steps_to_take:
         t0 = time.time()
         took = fleet.execute(step, f.resolved, STEP_TIMEOUT_S)
         steps.append((step, t0, time.time(), took))
@@ -138,7 +139,7 @@ def _check_target(t: Transition, f: Fleet) -> None:
 def test_make_before_break_tp2_to_two_tp1_and_back(live: Fleet, tmp_path: Path) -> None:
     there = _transition(live, Pool(Shape(1, 1), 2, CLASSES))
     assert not there.held and isinstance(there.steps[0], Deploy)   # 2 GPUs are free: no class waits
-    ex = _execute_under_load(live, there, tmp_path / "there")
+    ex = _execute_under_load(live, there.steps, tmp_path / "there")
     _check_nothing_lost(ex)
     _check_removed_released(there)
     _check_target(there, live)
@@ -149,12 +150,19 @@ def test_make_before_break_tp2_to_two_tp1_and_back(live: Fleet, tmp_path: Path) 
 
     back = _transition(live, Pool(Shape(2, 1), 1, CLASSES))
     assert not back.held
-    ex = _execute_under_load(live, back, tmp_path / "back")
+    ex = _execute_under_load(live, back.steps, tmp_path / "back")
     _check_nothing_lost(ex)
     _check_removed_released(back)
     _check_target(back, live)
     # the new TP2 reuses the GPUs the first TP2 gave back (4 in all: it could only go there or on tp1's)
     assert {"tp1", back.names[0]} <= {r.config for r in ex.records if r.status == "ok"}
+    # a removed configuration can no longer be routed to, through the controller's endpoint either
+    r = httpx.put(f"{live.app.url}/v1/routing", json={"weights": {"chat": {"tp1": 1}}}, timeout=30)
+    assert r.status_code == 400 and "configuration tp1 is not live" in r.json()["error"]["message"]
+    step = Route({"chat": {"tp1": 1.0}}, "test")
+    with pytest.raises(fleet.FleetError, match=r"^route chat → tp1: test: configuration tp1 is not live") as e:
+        fleet.execute(step, live.resolved, 10.0)
+    assert e.value.step == step
 
 
 def test_hold_when_the_target_needs_every_gpu_and_when_one_replica_holds_them_all(live: Fleet, tmp_path: Path
@@ -162,7 +170,7 @@ def test_hold_when_the_target_needs_every_gpu_and_when_one_replica_holds_them_al
     for i, target in enumerate([Pool(Shape(4, 1), 1, CLASSES), Pool(Shape(2, 1), 2, CLASSES)]):
         t = _transition(live, target)
         assert sorted(t.held) == sorted(CLASSES), [s.line for s in t.steps]
-        ex = _execute_under_load(live, t, tmp_path / f"hold{i}")
+        ex = _execute_under_load(live, t.steps, tmp_path / f"hold{i}")
         _check_nothing_lost(ex)
         _check_removed_released(t)
         _check_target(t, live)
@@ -175,3 +183,17 @@ def test_hold_when_the_target_needs_every_gpu_and_when_one_replica_holds_them_al
         for r in held:   # each waited at least until the routing that released its class: in its TTFT
             assert r.status == "ok" and r.ttft_s is not None
             assert r.ttft_s >= released - r.send_time, (r.request_id, r.ttft_s, released - r.send_time)
+
+
+def test_scale_in_place_under_load(live: Fleet, tmp_path: Path) -> None:
+    """The replicas of the configuration serving every class go 2 → 1 → 2 in place; none of its requests fail."""
+    routing = fleet.serving_set()
+    name, config = max(routing.configs.items(), key=lambda kv: kv[1].gpus)
+    replicas = config.replicas
+    assert replicas >= 2, "the earlier tests end on 2×TP2"
+    ex = _execute_under_load(live, [Scale(name, replicas - 1, "test"), Scale(name, replicas, "test")],
+                             tmp_path / "scale")
+    _check_nothing_lost(ex)
+    assert ex.steps[1][3] >= STARTUP_S                       # the new replica's simulated start is waited
+    assert fleet.serving_set().configs[name].replicas == replicas
+    assert len(config_placements([name])[name]) == replicas
