@@ -41,7 +41,7 @@ from deployments.app_args import APP_NAME, ROUTING_STORE_NAME, config_app_name, 
 from deployments.deploy import DeployError, ProgressCallback, config_placements, config_target, delete_apps, wait_ready
 from deployments.replicas import ongoing_requests, running_replicas
 from deployments.resolve import Resolved
-from deployments.routing import RoutingError, Weights
+from deployments.routing import RoutingError, Weights, routing_error_message
 from deployments.routing_store import Routing, UpdateResult
 from deployments.steps import Deploy, Drain, Remove, Route, Scale, Step
 from schema.deployment import ParallelConfig
@@ -85,7 +85,7 @@ def _publish(what: str, call: Any, timeout_s: float) -> UpdateResult:
     try:
         result: UpdateResult = call.result()
     except RoutingError as e:
-        raise FleetError(what, str(e)) from None
+        raise FleetError(what, routing_error_message(e)) from None
     if result.applied < result.replicas:
         result = store().applied.remote(result.routing.version, timeout_s).result()
         if result.applied < result.replicas:

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments import openai_api as api
 from deployments.app_args import AppArgs, config_app_name, server_deployment_name
 from deployments.hold import HoldQueue
-from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights, routing_error_message
 from deployments.routing_store import Routing, UpdateResult
 from loadgen.wire import (
     CLASS_HEADER,
@@ -229,7 +229,7 @@ class Ingress:
         try:
             return await self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
         except RoutingError as e:
-            raise api.OpenAIError(400, str(e), param="weights") from None
+            raise api.OpenAIError(400, routing_error_message(e), param="weights") from None
 
     @fastapi_app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:

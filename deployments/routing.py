@@ -13,6 +13,13 @@ class RoutingError(ValueError):
     """Weights that cannot be applied; the message names the class / configuration at fault."""
 
 
+def routing_error_message(e: RoutingError) -> str:
+    """The message of a RoutingError, also when it was raised in the routing store and arrives through a
+    Serve call (Ray's RayTaskError, which is a RoutingError too and names the original as `cause`)."""
+    cause = getattr(e, "cause", None)
+    return str(cause if isinstance(cause, RoutingError) else e)
+
+
 def uniform_weights(classes: list[str], configs: list[str]) -> Weights:
     return {c: dict.fromkeys(configs, 1.0) for c in classes}
 
