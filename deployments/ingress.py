@@ -183,10 +183,6 @@ class Ingress:
         self._apply(result.routing)
         return self.get_routing() | {"replicas": {"applied": result.applied, "live": result.replicas}}
 
-    def held(self) -> dict[str, Any]:
-        """The classes held by the routing in force and the requests waiting for them at this replica."""
-        return {"classes": self.routing.held(), "waiting": self.hold.waiting, "replica": self.replica}
-
     async def check_health(self) -> None:
         """Serve's health check: the routing follower must still be running."""
         if self._follower.done():
