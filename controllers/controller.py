@@ -9,8 +9,9 @@ weights are kept throughout, so restoring needs no new measurement.
 
 The serving set may change under it (deployments/fleet.py executes a transition): `follow_set` adopts a new
 set of configurations and the routing in force, and the `serving_set` callable, when given, is read every
-step so that a configuration that appears is queried, health-checked and routed, and one that disappears is
-forgotten (its policy state, its gauges' series, its capacities).
+SET_POLL_S in a thread of its own and followed at the next step, so that a configuration that appears is
+queried, health-checked and routed, and one that disappears is forgotten (its policy state, its gauges'
+series, its capacities).
 """
 
 import contextlib
@@ -33,6 +34,7 @@ from monitoring.rules import REQUEST_RATE
 from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
+SET_POLL_S = 1.0   # how often the controller reads the serving set (beside its steps)
 
 
 def prom_query(client: PromClient) -> Query:
@@ -105,6 +107,8 @@ class Controller:
         self.router_error: str | None = None
         self.health = health
         self.serving_set = serving_set
+        self._latest_set: tuple[list[str], Weights] | None = None
+        self._set_thread: threading.Thread | None = None
         self.down: set[str] = set()
         self.applied: Weights | None = None
         self._stop = threading.Event()
@@ -154,21 +158,24 @@ class Controller:
             self.capacities = {k: v for k, v in self.capacities.items() if k[1] not in gone}
         self.metrics.forget(self.slos, gone)
 
-    def _read_set(self) -> None:
-        """Follow the serving set when it changed (a failing read keeps the one known)."""
+    def refresh_set(self) -> None:
+        """Read the serving set (a failing read keeps the last one); the next step follows it if it changed. The
+        loop does this in a thread of its own every SET_POLL_S, so a step never waits for the store."""
         if self.serving_set is None:
             return
         try:
-            configs, weights = self.serving_set()
+            self._latest_set = self.serving_set()
         except Exception as e:
             log.warning("serving set unreadable: %s: %s", type(e).__name__, e)
-            return
-        if set(configs) != set(self.configs):
-            self.follow_set(configs, weights)
+
+    def _follow_latest_set(self) -> None:
+        latest = self._latest_set
+        if latest is not None and set(latest[0]) != set(self.configs):
+            self.follow_set(*latest)
 
     def tick(self) -> list[Decision]:
         """One controller step; returns the routing changes applied."""
-        self._read_set()
+        self._follow_latest_set()
         now = self.clock()
         board = self.read(now)
         down = self.read_health()
@@ -227,16 +234,24 @@ class Controller:
                 log.exception("controller step failed")
             self.last_step = time.monotonic()
 
+    def _watch_set(self) -> None:
+        while not self._stop.wait(SET_POLL_S):
+            self.refresh_set()
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="parallax-controller", daemon=True)
         self._thread.start()
+        if self.serving_set is not None:
+            self._set_thread = threading.Thread(target=self._watch_set, name="parallax-serving-set", daemon=True)
+            self._set_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        for thread in (self._thread, self._set_thread):
+            if thread is not None:
+                thread.join(timeout=30)
+        self._thread = self._set_thread = None
 
 
 def _copy(weights: Weights) -> Weights:

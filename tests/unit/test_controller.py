@@ -156,12 +156,17 @@ def test_the_controller_follows_a_serving_set_that_changes(tmp_path: Path) -> No
     c = Controller(scenario, prom, router, folder=tmp_path, clock=lambda: now[0], serving_set=lambda: live[-1],
                    health=lambda: {"tp4"})
     c.apply_initial()
+    c.refresh_set()
     c.capacities = {("chat", "pp8"): 3.0, ("chat", "tp8"): 5.0}
     prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 0.5, ("tp4pp2", "chat"): 0.5})
     c.tick()
     assert 'config="pp8"' in generate_latest(c.metrics.registry).decode()
     after = {"chat": {"tp8": 1.0, "tp4": 0.0}, "summarize": {"tp4": 1.0}}
     live.append((["tp8", "tp4"], after))
+    now[0] += 2
+    c.tick()
+    assert c.configs == ["tp8", "tp4pp2", "pp8"]            # not read yet: the loop reads it beside its steps
+    c.refresh_set()
     now[0] += 2
     prom.data = answers({("tp8", "chat"): 1.0, ("tp4", "summarize"): 1.0})
     c.tick()
