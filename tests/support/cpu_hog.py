@@ -14,6 +14,7 @@ from types import FrameType
 def hog(core: int) -> None:
     """Spin on `core` until SIGTERM or SIGINT."""
     os.sched_setaffinity(0, {core})
+    print(f"cpu_hog: pid {os.getpid()} spinning on core {core}", flush=True)  # pinned by now
     running = True
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -34,7 +35,6 @@ def main() -> None:
     core = parser.parse_args().core
     if core not in allowed:
         sys.exit(f"--core {core}: this process may use cores {allowed}; give one of them")
-    print(f"cpu_hog: pid {os.getpid()} spinning on core {core}", flush=True)
     hog(core)
 
 
