@@ -12,7 +12,9 @@ from types import FrameType
 
 
 def hog(core: int) -> None:
-    """Spin on `core` (this process already pinned to it) until SIGTERM or SIGINT."""
+    """Spin on `core` until SIGTERM or SIGINT."""
+    os.sched_setaffinity(0, {core})
+    print(f"cpu_hog: pid {os.getpid()} spinning on core {core}", flush=True)  # pinned by now
     running = True
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -33,8 +35,6 @@ def main() -> None:
     core = parser.parse_args().core
     if core not in allowed:
         sys.exit(f"--core {core}: this process may use cores {allowed}; give one of them")
-    os.sched_setaffinity(0, {core})   # pinned before it says so: a reader of the line finds it pinned
-    print(f"cpu_hog: pid {os.getpid()} spinning on core {core}", flush=True)
     hog(core)
 
 
