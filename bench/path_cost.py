@@ -40,7 +40,7 @@ import numpy as np
 from ray import serve
 
 from bench.fast_sse import start_fast_sse
-from deployments.app_args import APP_NAME, server_deployment_name
+from deployments.app_args import APP_NAME, config_app_name, server_deployment_name
 from deployments.deploy import deployed_locally
 from deployments.resolve import Resolved, parse_scenario
 from loadgen.wire import Job
@@ -88,7 +88,7 @@ def _descendants(root: int) -> dict[int, str]:
 
 
 ROLES = {"proxy": "ray::ProxyActor", "ingress": f"ray::ServeReplica:{APP_NAME}:ingress",
-         "replica": f"ray::ServeReplica:{APP_NAME}:{server_deployment_name('tp8')}"}
+         "replica": f"ray::ServeReplica:{config_app_name('tp8')}:{server_deployment_name('tp8')}"}
 
 
 def serve_processes() -> dict[str, list[int]]:
@@ -180,7 +180,7 @@ def _job(tokens: int) -> Job:
 async def run_all(url: str, direct: list[str], floor_url: str, n: int, tokens: int, scale: float) -> list[Figures]:
     body = {"model": "tp8", "prompt": PROMPT, "stream": True, "stream_options": {"include_usage": True},
             "ignore_eos": True}
-    handle = serve.get_deployment_handle(server_deployment_name("tp8"), app_name=APP_NAME).options(
+    handle = serve.get_deployment_handle(server_deployment_name("tp8"), app_name=config_app_name("tp8")).options(
         stream=True, _by_reference=False)   # as the ingress calls it
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:

@@ -6,12 +6,19 @@ force and `parallax_controller_stale` is 1 until fresh data returns.
 A configuration that cannot serve (the `health` callable names it: no running replica) is drained —
 its share of every class goes to the others — and restored as soon as it is back; the policy's own
 weights are kept throughout, so restoring needs no new measurement.
+
+The serving set may change under it (deployments/fleet.py executes a transition): `follow_set` adopts a new
+set of configurations and the routing in force, and the `serving_set` callable, when given, is read every
+SET_POLL_S in a thread of its own and followed at the next step, so that a configuration that appears is
+queried, health-checked and routed, and one that disappears is forgotten (its policy state, its gauges'
+series, its capacities).
 """
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +34,7 @@ from monitoring.rules import REQUEST_RATE
 from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
+SET_POLL_S = 1.0   # how often the controller reads the serving set (beside its steps)
 
 
 def prom_query(client: PromClient) -> Query:
@@ -67,6 +75,14 @@ class ControllerMetrics:
                                    registry=self.registry)
         self.shape_gpus = Gauge(p + m.SHAPE_GPUS, "GPUs serving in each shape now", ["shape"], registry=self.registry)
 
+    def forget(self, classes: Iterable[str], configs: Iterable[str]) -> None:
+        """Drop the per-class series of configurations no longer live."""
+        for gauge in (self.weight, self.headroom):
+            for cls in classes:
+                for cfg in configs:
+                    with contextlib.suppress(KeyError):   # never shown
+                        gauge.remove(cls, cfg)
+
     def show(self, weights: Weights, stale: bool) -> None:
         for cls, ws in weights.items():
             for cfg, w in ws.items():
@@ -79,7 +95,8 @@ class Controller:
 
     def __init__(self, scenario: Scenario, query: Query, router: RoutingEndpoint, folder: Path | None = None,
                  metrics: ControllerMetrics | None = None, clock: Callable[[], float] = time.time,
-                 engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None):
+                 engine_prefix: str = "ray_vllm_", health: Callable[[], set[str]] | None = None,
+                 serving_set: Callable[[], tuple[list[str], Weights]] | None = None):
         self.scenario = scenario
         self.cfg = scenario.controller
         self.query = query
@@ -100,6 +117,9 @@ class Controller:
         self.decisions: list[Decision] = []
         self.router_error: str | None = None
         self.health = health
+        self.serving_set = serving_set
+        self._latest_set: tuple[list[str], Weights] | None = None
+        self._set_thread: threading.Thread | None = None
         self.down: set[str] = set()
         self.applied: Weights | None = None
         self._stop = threading.Event()
@@ -135,8 +155,38 @@ class Controller:
             log.warning("health check failed: %s: %s", type(e).__name__, e)
             return self.down
 
+    def follow_set(self, configs: Sequence[str], weights: Weights) -> None:
+        """Adopt a new serving set and the routing in force on it (after a transition): the policy starts from
+        that routing, and what it knew of configurations no longer live is dropped."""
+        gone = set(self.configs) - set(configs)
+        with self._lock:
+            self.configs = list(configs)
+            routed = {cls: {c: w for c, w in row.items() if c in configs} for cls, row in weights.items()}
+            classes = {cls: st for cls, st in self.state.classes.items() if st.incumbent not in gone}
+            self.state = PolicyState(routed, classes, self.state.last_switch)
+            self.applied = _copy(routed)
+            self.down &= set(configs)
+            self.capacities = {k: v for k, v in self.capacities.items() if k[1] not in gone}
+        self.metrics.forget(self.slos, gone)
+
+    def refresh_set(self) -> None:
+        """Read the serving set (a failing read keeps the last one); the next step follows it if it changed. The
+        loop does this in a thread of its own every SET_POLL_S, so a step never waits for the store."""
+        if self.serving_set is None:
+            return
+        try:
+            self._latest_set = self.serving_set()
+        except Exception as e:
+            log.warning("serving set unreadable: %s: %s", type(e).__name__, e)
+
+    def _follow_latest_set(self) -> None:
+        latest = self._latest_set
+        if latest is not None and set(latest[0]) != set(self.configs):
+            self.follow_set(*latest)
+
     def tick(self) -> list[Decision]:
         """One controller step; returns the routing changes applied."""
+        self._follow_latest_set()
         now = self.clock()
         board = self.read(now)
         down = self.read_health()
@@ -195,16 +245,24 @@ class Controller:
                 log.exception("controller step failed")
             self.last_step = time.monotonic()
 
+    def _watch_set(self) -> None:
+        while not self._stop.wait(SET_POLL_S):
+            self.refresh_set()
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="parallax-controller", daemon=True)
         self._thread.start()
+        if self.serving_set is not None:
+            self._set_thread = threading.Thread(target=self._watch_set, name="parallax-serving-set", daemon=True)
+            self._set_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        for thread in (self._thread, self._set_thread):
+            if thread is not None:
+                thread.join(timeout=30)
+        self._thread = self._set_thread = None
 
 
 def _copy(weights: Weights) -> Weights:

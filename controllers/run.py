@@ -35,6 +35,7 @@ from controllers.scoreboard import scoreboard_rules
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.cluster import connect, start_local_ray
 from deployments.deploy import deploy, teardown
+from deployments.fleet import live_set_reader
 from deployments.health import unhealthy_configs
 from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved
@@ -217,8 +218,8 @@ def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
     client = stack.enter_context(PromClient(prom.url))
     router = HttpRouter(url, api_key=os.environ.get(s.server.api_key_env) if s.server.api_key_env else None)
     stack.callback(router.close)
-    names = [c.name for c in s.configurations]
-    controller = Controller(s, prom_query(client), router, folder, metrics, health=lambda: unhealthy_configs(names))
+    controller = Controller(s, prom_query(client), router, folder, metrics,
+                            health=lambda: unhealthy_configs(controller.configs), serving_set=live_set_reader())
     controller.capacities = capacities
     controller.apply_initial()
     controller.start()

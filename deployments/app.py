@@ -1,8 +1,10 @@
-"""The Serve application of a scenario: one LLMServer deployment per configuration behind the ingress
-replicas, which share one routing through the RoutingStore.
+"""The Serve applications of a scenario: the front application (the ingress replicas, which share one routing
+and one serving set through the RoutingStore) and one application per configuration (its LLMServer
+deployment), so that a configuration can be added or deleted while the others serve (deployments/fleet.py).
 
-`build_app` is the importable builder that `serve deploy` configs name
-(`import_path: deployments.app:build_app`, `args: {scenario: ..., base_dir: ...}`).
+`build_app` (the front) and `build_config_app` (one configuration) are the importable builders that
+`serve deploy` configs name (`import_path: deployments.app:build_app`, `args: {scenario: ..., base_dir: ...}`;
+a configuration's args add `config: NAME`).
 """
 
 from typing import Any, cast
@@ -57,10 +59,14 @@ def server_options(resolved: Resolved, config: ParallelConfig) -> dict[str, Any]
 
 
 def ingress_options(resolved: Resolved) -> dict[str, Any]:
-    """Enough room at each ingress replica for every configuration's ongoing + queued requests, then 503."""
-    srv = resolved.scenario.server
-    capacity = sum(c.replicas * srv.max_ongoing_requests + srv.max_queued_requests
-                   for c in resolved.scenario.configurations)
+    """Enough room at each ingress replica for every configuration's ongoing + queued requests, then 503; the
+    set may change, so the room is for the largest set the GPU budget holds (a replica has at least one
+    GPU), or the scenario's if larger, plus the hold queue."""
+    s = resolved.scenario
+    srv = s.server
+    per_replica = srv.max_ongoing_requests + srv.max_queued_requests
+    capacity = max(sum(c.replicas * srv.max_ongoing_requests + srv.max_queued_requests for c in s.configurations),
+                   s.hardware.total_gpus * per_replica) + srv.hold_queue_size
     env = SERVE_REPLICA_ENV | (DIRECT_INGRESS_ENV if srv.direct_ingress else {})
     return dict(name=INGRESS_NAME, num_replicas=srv.ingress_replicas, max_ongoing_requests=capacity + 64,
                 max_queued_requests=capacity, ray_actor_options={"num_cpus": INGRESS_CPUS, **_env(env)})
@@ -77,14 +83,28 @@ def _deployment(cls: type, options: dict[str, Any]) -> Deployment:
     return cast(Deployment, serve.deployment(cls)).options(**options)  # decorator used as a call
 
 
+def config_app(resolved: Resolved, config: ParallelConfig, joins: bool = False) -> Application:
+    """One configuration's application: its LLMServer deployment. `joins`: the replicas join a running fleet,
+    so a simulated engine waits its modelled start first (deployments/startup.py)."""
+    plain = AppArgs.from_resolved(resolved).model_dump()
+    return _deployment(LLMServer, server_options(resolved, config)).bind(plain, config.model_dump(mode="json"), joins)
+
+
+def build_config_app(args: dict[str, Any]) -> Application:
+    """Serve application builder of one configuration: `args` is AppArgs as a dict plus `config` (its name)."""
+    rest = dict(args)
+    name = rest.pop("config")
+    resolved = AppArgs.model_validate(rest).resolve()
+    return config_app(resolved, next(c for c in resolved.scenario.configurations if c.name == name))
+
+
 def build_app(args: dict[str, Any]) -> Application:
-    """Serve application builder: `args` is AppArgs as a dict."""
+    """Serve application builder of the front: `args` is AppArgs as a dict. The routing store starts with
+    the scenario's configurations live and every class spread evenly over them."""
     app_args = AppArgs.model_validate(args)
     resolved = app_args.resolve()
-    plain = app_args.model_dump()
     s = resolved.scenario
-    servers = {c.name: _deployment(LLMServer, server_options(resolved, c)).bind(plain, c.name)
-               for c in s.configurations}
     weights = uniform_weights([c.name for c in s.classes], [c.name for c in s.configurations])
-    store = _deployment(RoutingStore, store_options()).bind(weights)
-    return _deployment(Ingress, ingress_options(resolved)).bind(plain, servers, store)
+    live = [c.model_dump(mode="json") for c in s.configurations]
+    store = _deployment(RoutingStore, store_options()).bind(weights, live)
+    return _deployment(Ingress, ingress_options(resolved)).bind(app_args.model_dump(), store)

@@ -1,4 +1,6 @@
-"""The JSON-serialisable arguments of the Serve application (what `serve deploy` configs carry)."""
+"""The JSON-serialisable arguments of the Serve applications (what `serve deploy` configs carry), and their
+names: the front application `parallax` (the ingress and the routing store), and one application per
+configuration, `parallax-<configuration>`, holding its LLMServer deployment `llm-<configuration>`."""
 
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,27 @@ INGRESS_NAME = "ingress"
 ROUTING_STORE_NAME = "routing-store"
 
 
+CONFIG_APP_PREFIX = f"{APP_NAME}-"
+# How Serve names a replica (its actor, its placement group): PREFIX + app#deployment#…
+REPLICA_NAME_PREFIX = "SERVE_REPLICA::"
+
+
 def server_deployment_name(config: str) -> str:
     return f"llm-{config}"
+
+
+def config_app_name(config: str) -> str:
+    """The Serve application that holds one configuration (added and deleted on its own)."""
+    return f"{CONFIG_APP_PREFIX}{config}"
+
+
+def is_config_app(app_name: str) -> bool:
+    return app_name.startswith(CONFIG_APP_PREFIX)
+
+
+def replica_name_prefix(config: str) -> str:
+    """The start of the name of every replica actor of `config`, and of each one's placement group."""
+    return f"{REPLICA_NAME_PREFIX}{config_app_name(config)}#{server_deployment_name(config)}#"
 
 
 class AppArgs(BaseModel):

@@ -1,14 +1,18 @@
 """Library API: deploy a scenario's configurations on the connected Ray cluster, wait, report, tear down.
 
     deploy(resolved) -> DeployedApp   # after ray.init / cluster.start_local_ray / cluster.connect
-    teardown()                        # removes the Serve application and Serve itself
+    teardown()                        # removes the Serve applications and Serve itself
+
+A scenario is several Serve applications (app.py): the front (`parallax`: ingress and routing store) and one
+per configuration (`parallax-<configuration>`), started together by one `serve.run_many`; the fleet
+(fleet.py) adds and deletes configuration applications later.
 """
 
 import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +24,23 @@ from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, ServeInstanceDetails
 
-from deployments.app import DIRECT_INGRESS_ENV, build_app
-from deployments.app_args import APP_NAME, INGRESS_NAME, AppArgs, server_deployment_name
+from deployments.app import DIRECT_INGRESS_ENV, build_app, config_app
+from deployments.app_args import (
+    APP_NAME,
+    INGRESS_NAME,
+    REPLICA_NAME_PREFIX,
+    AppArgs,
+    config_app_name,
+    is_config_app,
+    replica_name_prefix,
+    server_deployment_name,
+)
 from deployments.cluster import check_capacity, start_local_ray
 from deployments.progress import ConfigProgress, config_progress
 from deployments.resolve import Resolved
 from monitoring.ports import free_port
+from schema.deployment import ParallelConfig
 
-REPLICA_PG_PREFIX = "SERVE_REPLICA::"
 ProgressCallback = Callable[[list[ConfigProgress]], None]
 
 
@@ -81,19 +94,20 @@ def deploy(resolved: Resolved, *, host: str | None = None, port: int | None = No
     srv = resolved.scenario.server
     host = host or srv.host
     port = srv.port if port is None else port
-    running = APP_NAME in serve.status().applications
+    running = parallax_apps()
     check_capacity(resolved, credit=held_resources() if running else None)
     if running:
         if not replace:
             raise DeployError(f"an application {APP_NAME!r} already runs on this cluster; take it down first "
                               "(`parallax down`)")
-        serve.delete(APP_NAME)
-    app = build_app(AppArgs.from_resolved(resolved).model_dump())
+        delete_apps(running)
+    front = build_app(AppArgs.from_resolved(resolved).model_dump())
     controller = {"runtime_env": {"env_vars": DIRECT_INGRESS_ENV}} if srv.direct_ingress else None
     try:
         serve.start(http_options={"host": host, "port": port}, controller_options=controller)
-        serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/",
-                                        logging_config={"enable_access_log": False})],
+        serve.run_many([serve.RunTarget(front, name=APP_NAME, route_prefix="/",
+                                        logging_config={"enable_access_log": False}),
+                        *(config_target(resolved, c) for c in resolved.scenario.configurations)],
                        wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     except ray.exceptions.RayError as e:  # e.g. the HTTP proxy cannot bind its port
         if "Failed to bind" in str(e):
@@ -127,40 +141,55 @@ def ingress_urls(host: str, replicas: int, timeout_s: float = 10.0) -> list[str]
         time.sleep(0.2)
 
 
-def wait_ready(resolved: Resolved, timeout_s: float, app_name: str = APP_NAME,
-               on_progress: ProgressCallback | None = None) -> None:
-    """Poll Serve until the app runs; on failure or timeout remove it and raise a clear DeployError.
-    `on_progress` gets every configuration's state (progress.py) each time it changes."""
+def config_target(resolved: Resolved, config: ParallelConfig, joins: bool = False) -> serve.RunTarget:
+    """The Serve application of one configuration: no HTTP route of its own (the ingress calls it by handle);
+    its replica count can be changed in place (`external_scaler_enabled`: fleet.scale_config)."""
+    return serve.RunTarget(config_app(resolved, config, joins), name=config_app_name(config.name), route_prefix=None,
+                           logging_config={"enable_access_log": False}, external_scaler_enabled=True)
+
+
+def wait_ready(resolved: Resolved, timeout_s: float, app_name: str | None = None,
+               on_progress: ProgressCallback | None = None,
+               configs: Sequence[ParallelConfig] | None = None) -> None:
+    """Poll Serve until the applications run: `app_name` alone, else the front and those of `configs` (default:
+    the scenario's). On failure or timeout remove them and raise a clear DeployError. `on_progress` gets every
+    configuration's state (progress.py) each time it changes."""
+    watched = resolved.scenario.configurations if configs is None else list(configs)
+    apps = [app_name] if app_name is not None else [
+        *([APP_NAME] if configs is None else []), *(config_app_name(c.name) for c in watched)]
     deadline = time.monotonic() + timeout_s
     shown: list[ConfigProgress] = []
     while True:
-        st = serve.status().applications.get(app_name)
-        if st is not None and on_progress is not None:
-            now = _progress(resolved, st)
+        status = serve.status().applications
+        found = {a: status[a] for a in apps if a in status}
+        if found and on_progress is not None:
+            now = _progress(watched, found)
             if now != shown:
                 on_progress(now)
                 shown = now
-        if st is not None and st.status == ApplicationStatus.RUNNING:
+        if len(found) == len(apps) and all(st.status == ApplicationStatus.RUNNING for st in found.values()):
             return
-        failed = st is not None and st.status == ApplicationStatus.DEPLOY_FAILED
+        failed = [a for a, st in found.items() if st.status == ApplicationStatus.DEPLOY_FAILED]
         if failed or time.monotonic() > deadline:
             detail = "; ".join(f"{name}: {d.status.value} {d.message}".strip()
-                               for name, d in (st.deployments.items() if st else [])
+                               for st in found.values() for name, d in st.deployments.items()
                                if d.status.value != "HEALTHY")
-            serve.delete(app_name)
+            delete_apps(apps)
             why = "failed" if failed else f"was not ready after {timeout_s:g} s"
-            raise DeployError(f"{resolved.source}: deploying {app_name} {why}"
+            what = ", ".join(failed) if failed else app_name or ", ".join(c.name for c in watched)
+            raise DeployError(f"{resolved.source}: deploying {what} {why}"
                               + (f": {detail}" if detail else "")
                               + ("" if failed else "; a replica may be waiting for GPUs/CPUs the cluster lacks"))
         time.sleep(0.25)
 
 
-def _progress(resolved: Resolved, st: ApplicationStatusOverview) -> list[ConfigProgress]:
+def _progress(configs: Sequence[ParallelConfig], found: dict[str, ApplicationStatusOverview]) -> list[ConfigProgress]:
     """Each configuration's replicas and what they wait for, from Serve's status and the placement groups."""
-    groups = placements(resolved)
+    groups = config_placements([c.name for c in configs])
     out = []
-    for c in resolved.scenario.configurations:
-        d = st.deployments.get(server_deployment_name(c.name))
+    for c in configs:
+        st = found.get(config_app_name(c.name))
+        d = st.deployments.get(server_deployment_name(c.name)) if st is not None else None
         if d is not None:
             states = {getattr(state, "value", state): n for state, n in d.replica_states.items()}  # str at run time
             out.append(config_progress(c.name, c.replicas, states, d.status.value, d.message,
@@ -169,29 +198,44 @@ def _progress(resolved: Resolved, st: ApplicationStatusOverview) -> list[ConfigP
 
 
 def placements(resolved: Resolved) -> dict[str, list[PlacedReplica]]:
-    """Each configuration's replica placement groups, from Ray's placement group table."""
+    """Each of the scenario's configurations' replica placement groups."""
+    return config_placements([c.name for c in resolved.scenario.configurations])
+
+
+def config_placements(configs: Sequence[str]) -> dict[str, list[PlacedReplica]]:
+    """Each configuration's replica placement groups (not yet removed), from Ray's placement group table."""
     table = ray.util.placement_group_table()
-    out: dict[str, list[PlacedReplica]] = {c.name: [] for c in resolved.scenario.configurations}
-    by_deployment = {server_deployment_name(c): c for c in out}
+    out: dict[str, list[PlacedReplica]] = {c: [] for c in configs}
     for pg in table.values():
         name = pg.get("name", "")
-        if not name.startswith(f"{REPLICA_PG_PREFIX}{APP_NAME}#") or pg["state"] == "REMOVED":
+        config = next((c for c in configs if name.startswith(replica_name_prefix(c))), None)
+        if config is None or pg["state"] == "REMOVED":
             continue
-        deployment = name.split("#")[1]
-        if deployment in by_deployment:
-            bundles = [pg["bundles"][i] for i in sorted(pg["bundles"])]
-            nodes = [pg["bundles_to_node_id"].get(i, "") for i in sorted(pg["bundles"])]
-            out[by_deployment[deployment]].append(
-                PlacedReplica(placement_group=name, strategy=pg["strategy"], state=pg["state"],
-                                 bundles=bundles, nodes=nodes))
+        bundles = [pg["bundles"][i] for i in sorted(pg["bundles"])]
+        nodes = [pg["bundles_to_node_id"].get(i, "") for i in sorted(pg["bundles"])]
+        out[config].append(PlacedReplica(placement_group=name, strategy=pg["strategy"], state=pg["state"],
+                                         bundles=bundles, nodes=nodes))
     return out
 
 
+def parallax_apps() -> list[str]:
+    """The Serve applications parallax runs on this cluster: the front, then each configuration's."""
+    names = serve.status().applications
+    return [a for a in names if a == APP_NAME] + sorted(a for a in names if is_config_app(a))
+
+
+def delete_apps(names: Sequence[str]) -> None:
+    """Delete Serve applications together (each replica's graceful stop runs meanwhile) and wait until gone."""
+    client = _get_global_client()
+    assert client is not None  # it raises when Serve is not running
+    client.delete_apps(list(names), blocking=True)
+
+
 def held_resources() -> dict[str, float]:
-    """GPUs and CPUs reserved by the placement groups of the running parallax application."""
+    """GPUs and CPUs reserved by the placement groups of the running parallax applications."""
     held: dict[str, float] = {}
     for pg in ray.util.placement_group_table().values():
-        if pg.get("name", "").startswith(f"{REPLICA_PG_PREFIX}{APP_NAME}#") and pg["state"] == "CREATED":
+        if _is_parallax_pg(pg.get("name", "")) and pg["state"] == "CREATED":
             for bundle in pg["bundles"].values():
                 for key, value in bundle.items():
                     held[key] = held.get(key, 0.0) + value
@@ -220,9 +264,15 @@ def deployed_locally(resolved: Resolved, timeout_s: float | None = None) -> Iter
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _is_parallax_pg(name: str) -> bool:
+    app = name.removeprefix(REPLICA_NAME_PREFIX).split("#")[0]
+    return name.startswith(REPLICA_NAME_PREFIX) and (app == APP_NAME or is_config_app(app))
+
+
 def teardown() -> None:
-    """Remove the application and shut Serve down (the Ray cluster stays)."""
+    """Remove the applications and shut Serve down (the Ray cluster stays)."""
     if ray.is_initialized():
-        if APP_NAME in serve.status().applications:
-            serve.delete(APP_NAME)  # blocks while each replica's __del__ stops its engine (vLLM's processes)
+        apps = parallax_apps()
+        if apps:
+            delete_apps(apps)  # blocks while each replica's __del__ stops its engine (vLLM's processes)
         serve.shutdown()

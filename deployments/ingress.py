@@ -1,7 +1,10 @@
 """The OpenAI-compatible, SLA-aware ingress: routes each request to a configuration's LLMServer.
 
-`model` naming a configuration goes there; `auto` (or the scenario's base model name) goes where the
-routing weights of the request's SLA class (header `x-sla-class`) send it. Responses carry
+`model` naming a live configuration goes there; `auto` (or the scenario's base model name) goes where the
+routing weights of the request's SLA class (header `x-sla-class`) send it; a class routed nowhere (a
+transition replacing its pool) waits in the bounded hold queue (hold.py) until a routing serves it.
+The live configurations come with the routing from the RoutingStore: each has an application of its own
+(app_args.config_app_name), whose handle this replica makes when a routing version first lists it. Responses carry
 `x-parallax-config` (who served) and echo `x-sla-class`; the client's `x-request-id` (Serve's proxy makes
 one up when absent, and echoes it) names the request in the replicas' logs and the response's `id`
 (loadgen/wire.py).
@@ -24,8 +27,9 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import openai_api as api
-from deployments.app_args import AppArgs
-from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights
+from deployments.app_args import AppArgs, config_app_name, server_deployment_name
+from deployments.hold import HoldQueue
+from deployments.routing import RoutingError, WeightedRoundRobin, Weights, check_weights, routing_error_message
 from deployments.routing_store import Routing, UpdateResult
 from loadgen.wire import (
     CLASS_HEADER,
@@ -41,6 +45,8 @@ from loadgen.wire import (
 
 logger = logging.getLogger("ray.serve")
 RETRY_S = 0.5  # wait before polling the routing store again after a failed call
+BURST_RETRY_S = 0.05  # how soon a request released from the hold tries again when the configuration's queue is full
+HANDLE_READY_S = 10.0  # the longest a new configuration's handle may take to learn its replicas
 
 fastapi_app = FastAPI(title="Parallax ingress", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -83,23 +89,21 @@ class Ingress:
     follows from the RoutingStore (routing_store.py); a change, from `PUT /v1/routing` on any replica
     (the controller's) or `set_routing` through a handle, goes through the store and reaches every replica."""
 
-    async def __init__(self, args: dict[str, Any], servers: dict[str, DeploymentHandle],  # type: ignore[misc]
-                       store: DeploymentHandle):
+    async def __init__(self, args: dict[str, Any], store: DeploymentHandle):  # type: ignore[misc]
         resolved = AppArgs.model_validate(args).resolve()
         s = resolved.scenario
         self.base_model = s.model
-        self.configs = {c.name: c for c in s.configurations}
         self.classes = [c.name for c in s.classes]
         self.default_class = s.default_class
         self.engine = s.engine.kind
         self.created = int(time.time())
-        # Serve's gRPC transport to the replicas (not Ray object refs): half the ingress's and the replica's
-        # CPU per request, and a third of the added TTFT, in bench/path_cost.py
-        self.handles = {name: h.options(_by_reference=False) for name, h in servers.items()}
-        self.streams = {name: h.options(stream=True, _by_reference=False) for name, h in servers.items()}
+        self.hold = HoldQueue(s.server.hold_queue_size, s.server.hold_max_wait_s)
+        self.handles: dict[str, DeploymentHandle] = {}
+        self.streams: dict[str, DeploymentHandle] = {}
         self.store = store
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.routing: Routing = await store.watch.remote(self.replica, None, 0.0)
+        self._follow_set(self.routing)
         self.router = WeightedRoundRobin(self.routing.weights)
         self._follower = asyncio.get_running_loop().create_task(self._follow())
         key_env = s.server.api_key_env
@@ -108,19 +112,51 @@ class Ingress:
             logger.warning("server.api_key_env names %s but it is not set: the API is open", key_env)
 
     # --- the routing, shared through the store ------------------------------------------------------
+    @property
+    def configs(self) -> dict[str, Any]:
+        """The live configurations (name → ParallelConfig), as the routing in force lists them."""
+        return self.routing.configs
+
+    def _follow_set(self, routing: Routing) -> list[str]:
+        """Handles for the configurations `routing` lists, made before its weights apply; none for the others.
+        Returns the names of the new ones. Serve's gRPC transport to the replicas (not Ray object refs): half the
+        ingress's and the replica's CPU per request, and a third of the added TTFT, in bench/path_cost.py."""
+        new = sorted(routing.configs.keys() - self.handles.keys())
+        for name in new:
+            h = serve.get_deployment_handle(server_deployment_name(name), app_name=config_app_name(name))
+            self.handles[name] = h.options(_by_reference=False)   # creates the handle's router (shared)
+            self.streams[name] = h.options(stream=True, _by_reference=False)
+        for name in self.handles.keys() - routing.configs.keys():
+            del self.handles[name], self.streams[name]
+        return new
+
+    async def _handles_ready(self, names: list[str]) -> None:
+        """Wait (at most HANDLE_READY_S) until the handles of `names` know their running replicas: a request sent
+        before that waits in the handle's queue, and a burst (the hold released at once) would overflow it."""
+        deadline = time.monotonic() + HANDLE_READY_S
+        while time.monotonic() < deadline and not all(self.handles[n].running_replicas_populated()
+                                                      for n in names if n in self.handles):
+            await asyncio.sleep(0.02)
+
     def _apply(self, routing: Routing) -> None:
-        """Take a newer version: only the classes whose rows changed restart their round-robin."""
+        """Take a newer version: the set first (handles), then the weights (only the classes whose rows changed
+        restart their round-robin); held requests look again."""
         if routing.version <= self.routing.version:
             return
+        self._follow_set(routing)  # nothing new where _follow readied the handles first
         changed = {c: row for c, row in routing.weights.items() if self.routing.weights.get(c) != row}
         self.router.update(changed)
         self.routing = routing
+        self.hold.release()
 
     async def _follow(self) -> None:
         """Long-poll the store for new versions (each poll also acknowledges the version applied)."""
         while True:
             try:
-                self._apply(await self.store.watch.remote(self.replica, self.routing))
+                routing = await self.store.watch.remote(self.replica, self.routing)
+                if routing.version > self.routing.version:
+                    await self._handles_ready(self._follow_set(routing))
+                self._apply(routing)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store restarts (Serve brings it back): keep the routing, retry
@@ -136,9 +172,11 @@ class Ingress:
     async def set_routing(self, weights: Weights) -> dict[str, Any]:
         """Replace the weights of the classes given (raises RoutingError naming what is wrong); returns once
         every ingress replica honours them (at most routing_store.ACK_S)."""
-        checked = check_weights(weights, self.classes, list(self.configs))
+        checked = check_weights(weights, self.classes, None)  # the store checks the names against the live set
         try:
             result: UpdateResult = await self.store.update.remote(checked, self.routing)
+        except RoutingError:
+            raise
         except Exception as e:
             raise api.OpenAIError(503, f"the routing store is unavailable ({type(e).__name__}); retry",
                                   "server_error", code="routing_unavailable") from None
@@ -187,7 +225,7 @@ class Ingress:
         try:
             return await self.set_routing(body.get("weights", body) if isinstance(body, dict) else body)
         except RoutingError as e:
-            raise api.OpenAIError(400, str(e), param="weights") from None
+            raise api.OpenAIError(400, routing_error_message(e), param="weights") from None
 
     @fastapi_app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
@@ -197,11 +235,14 @@ class Ingress:
     async def chat_completions(self, request: Request) -> Response:
         return await self._serve("chat", request)
 
-    def _route(self, model: str, sla_class: str) -> str:
+    async def _route(self, model: str, sla_class: str) -> tuple[str, float]:
+        """The configuration that serves the request, and the seconds it was held: a held class waits for one
+        (HoldFull / HoldExpired)."""
         if model in self.configs:
-            return model
+            return model, 0.0
         if model in (api.AUTO_MODEL, self.base_model):
-            return self.router.choose(sla_class)
+            held_s = await self.hold.wait(sla_class, lambda: not self.router.held(sla_class))
+            return self.router.choose(sla_class), held_s
         raise api.OpenAIError(404, f"model {model!r} does not exist; use one of "
                               f"{', '.join([*self.configs, api.AUTO_MODEL])}", param="model",
                               code="model_not_found")
@@ -218,20 +259,31 @@ class Ingress:
             raise api.OpenAIError(400, f"header {REQUEST_ID_HEADER}: give at most {MAX_REQUEST_ID} printable ASCII "
                                   "characters without spaces, or leave it out", param=REQUEST_ID_HEADER)
         body = api.parse_request(kind, await request.body())
-        config = self._route(body.model, sla_class)
+        config, held_s = await self._route(body.model, sla_class)
+        handles, streams = self.handles[config], self.streams[config]  # a removed configuration's stay usable
         job = Job(request_id=request_id, kind=kind, model=config, prompt=body.prompt_text(),
                   max_tokens=body.output_limit, min_tokens=body.min_tokens, temperature=body.temperature,
                   ignore_eos=body.ignore_eos, sla_class=sla_class, include_usage=body.include_usage,
                   arrival_wall=arrival)
         headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class, INGRESS_HEADER: self.replica}
+        # a request the hold released arrives with the whole queue at once, a burst that may overflow the
+        # configuration's queue at this replica (max_queued_requests): it keeps its place in the hold's time
+        retry_until = time.monotonic() + self.hold.max_wait_s - held_s if held_s > 0 else 0.0
         try:
-            if not body.stream:
-                out = await self.handles[config].complete.remote(job)
-                headers[REPLICA_HEADER] = out["replica"]
-                return JSONResponse(out["body"], status_code=out["status"], headers=headers)
-            gen = self.streams[config].generate.remote(job)
-            assert isinstance(gen, DeploymentResponseGenerator)
-            first = await gen.__anext__()
+            while True:
+                try:
+                    if not body.stream:
+                        out = await handles.complete.remote(job)
+                        headers[REPLICA_HEADER] = out["replica"]
+                        return JSONResponse(out["body"], status_code=out["status"], headers=headers)
+                    gen = streams.generate.remote(job)
+                    assert isinstance(gen, DeploymentResponseGenerator)
+                    first = await gen.__anext__()
+                    break
+                except BackPressureError:
+                    if time.monotonic() >= retry_until:
+                        raise
+                    await asyncio.sleep(BURST_RETRY_S)
         except BackPressureError:
             return _error(api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry "
                                           "later", "server_overloaded", code="overloaded"), headers)

@@ -5,13 +5,14 @@ deployment lives (its application and deployment name) is stated once here.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.serve._private.common import ReplicaState
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeInstanceDetails
 
-from deployments.app_args import APP_NAME, server_deployment_name
+from deployments.app_args import config_app_name, server_deployment_name
 
 SERVE_NAMESPACE = "serve"   # where Serve names its replica actors
 
@@ -37,7 +38,7 @@ def config_replicas(config: str) -> list[ReplicaRef]:
     client = _get_global_client()
     assert client is not None  # it raises when Serve is not running
     details = ServeInstanceDetails(**client.get_serve_details())
-    app = details.applications.get(APP_NAME)
+    app = details.applications.get(config_app_name(config))
     deployment = app.deployments.get(server_deployment_name(config)) if app is not None else None
     if deployment is None:
         return []
@@ -54,4 +55,27 @@ def running_replicas(config: str) -> list[ReplicaRef]:
 def kill_replica(replica: ReplicaRef) -> None:
     """Kill the replica's actor at once, without a restart of the same actor (its GPUs gone): Serve notices
     at its next health check or call and starts a replacement."""
-    ray.kill(ray.get_actor(replica.actor_name, namespace=SERVE_NAMESPACE), no_restart=True)
+    ray.kill(replica_actor(replica), no_restart=True)
+
+
+def replica_actor(replica: ReplicaRef) -> Any:
+    """The replica's Ray actor (Serve's ReplicaActor)."""
+    return ray.get_actor(replica.actor_name, namespace=SERVE_NAMESPACE)
+
+
+def ongoing_requests(config: str, timeout_s: float = 10.0) -> int:
+    """Requests in flight in `config`'s replicas, by Serve's own count (each replica's queue length, what
+    Serve's router probes; streams count until they end); a replica that does not answer counts none."""
+    refs = []
+    for r in config_replicas(config):
+        try:
+            refs.append(replica_actor(r).get_num_ongoing_requests.remote())
+        except ValueError:  # the actor is gone already
+            continue
+    total = 0
+    for ref in refs:
+        try:
+            total += int(ray.get(ref, timeout=timeout_s))
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            continue
+    return total

@@ -24,8 +24,10 @@ from deployments.engines.base import Engine, GenerationRequest, TokenChunk
 from deployments.engines.factory import create_engine
 from deployments.fault_board import follow_orders
 from deployments.resolve import Resolved
+from deployments.startup import modelled_start_s
 from deployments.telemetry import ReplicaMetrics, RequestTiming
 from loadgen.wire import CLASS_HEADER, Job
+from schema.deployment import ParallelConfig
 from schema.faults import ENGINE_ACTIONS
 
 logger = logging.getLogger("ray.serve")
@@ -62,10 +64,15 @@ class _Progress:
 class LLMServer:
     """One replica of one configuration; its engine runs inside this actor's event loop."""
 
-    async def __init__(self, args: dict[str, Any], config_name: str):  # type: ignore[misc]  # Serve awaits it
+    async def __init__(self, args: dict[str, Any], config: dict[str, Any],  # type: ignore[misc]  # Serve awaits it
+                       joins: bool = False):
+        """`config`: the ParallelConfig as JSON (it may be one the scenario does not list: a transition's new
+        shape); `joins`: the replica joins a running fleet, so a simulated engine first waits its modelled
+        start (deployments/startup.py) on its clock, as a real engine's start would take."""
         self.resolved: Resolved = AppArgs.model_validate(args).resolve()
         s = self.resolved.scenario
-        self.config = next(c for c in s.configurations if c.name == config_name)
+        self.config = ParallelConfig.model_validate(config)
+        config_name = self.config.name
         self.scale = s.engine.clock_scale
         self.stream_interval_ms = s.engine.stream_interval_ms
         self.context = s.engine.max_model_len or self.resolved.model.max_context
@@ -75,6 +82,8 @@ class LLMServer:
         self.metrics.declare(self.slos)
         self.engine: Engine = create_engine(self.resolved, self.config)
         self._engine_ids = itertools.count()
+        if joins and s.engine.kind == "sim":
+            await asyncio.sleep(modelled_start_s(self.resolved, self.config) * self.scale)
         await self.engine.start()
         loop = asyncio.get_running_loop()
         self._stats_task = loop.create_task(self._export_stats())

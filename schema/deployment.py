@@ -20,6 +20,11 @@ SCENARIO_FILE = "scenario.yaml"
 DEFAULT_DEPLOY_TIMEOUT_S = {"sim": 120.0, "vllm": 3600.0}
 
 
+def shape_label(tp: int, pp: int) -> str:
+    """How a replica's parallel shape is written everywhere: `TP4`, `PP2`, `TP2×PP2`."""
+    return f"TP{tp}" if pp == 1 else f"PP{pp}" if tp == 1 else f"TP{tp}×PP{pp}"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,6 +162,11 @@ class EngineConfig(_Strict):
     stream_interval_ms: float = Field(
         default=0.0, ge=0, description="coalesce streamed tokens into one SSE event per interval"
     )
+    startup_s: float | None = Field(
+        default=None, ge=0, description="sim only: engine-clock seconds a replica that joins a running fleet "
+        "takes to become ready (default: its weights per GPU ÷ the GPU's host-to-device bandwidth, plus "
+        "deployments/startup.py's warm-up)"
+    )
     model_path: str | None = Field(default=None, description="vllm only: local model folder")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm only: extra engine args")
     seed: int = 0
@@ -201,6 +211,14 @@ class ServerConfig(_Strict):
     deploy_timeout_s: float | None = Field(
         default=None, gt=0, description="seconds to wait for every configuration to serve before giving up "
         "(default per engine: 120 for sim, 3600 for vllm, whose start downloads, loads and compiles the model)"
+    )
+    hold_queue_size: int = Field(
+        default=256, gt=0, description="requests of held classes (no configuration routed) each ingress replica "
+        "queues while a transition frees their GPUs; more are refused with 503"
+    )
+    hold_max_wait_s: float = Field(
+        default=120.0, gt=0, description="wall seconds a held request waits for a routing before it is refused "
+        "with 503"
     )
 
 

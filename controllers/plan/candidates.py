@@ -16,7 +16,7 @@ from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import check_parallelism, plan_engine_memory
 from deployments.catalog.models import ModelSpec
 from deployments.placement import Node, PlacementError, plan_nodes
-from schema.deployment import EngineConfig, ParallelConfig
+from schema.deployment import EngineConfig, ParallelConfig, shape_label
 from schema.dtypes import Dtype
 
 
@@ -33,7 +33,7 @@ class Shape:
 
     @property
     def label(self) -> str:
-        return f"TP{self.tp}" if self.pp == 1 else f"PP{self.pp}" if self.tp == 1 else f"TP{self.tp}×PP{self.pp}"
+        return shape_label(self.tp, self.pp)
 
 
 @dataclass(frozen=True, order=True)

@@ -57,6 +57,10 @@ class GpuSpec(BaseModel):
     # here: the middle of the tens to hundreds of µs that NIXL/UCX-class transfers take (shared/LIVE-CONTROL.md);
     # the wait for the decode replica's next step is the simulator's own (its event core), not in this figure.
     kv_transfer_us: float = Field(default=100.0, ge=0, description="fixed time of one KV-cache handoff, µs")
+    # Host-to-device bandwidth, one direction, what a replica's weight loading is bounded by: PCIe Gen5 x16 is
+    # 128 GB/s bidirectional (64 each way) on H100/H200/B200 SXM and the MI300-class OAMs (their datasheets);
+    # the A100 has PCIe Gen4 (32 GB/s each way).
+    host_to_device_gbps: float = Field(default=64.0, gt=0, description="host→GPU GB/s, one direction")
     source: str = ""
 
     @property
@@ -107,7 +111,7 @@ GPUS: dict[str, GpuSpec] = {
         # NVIDIA A100 Tensor Core GPU datasheet (80GB SXM): 2,039 GB/s, BF16 312 TF dense,
         # NVLink 600 GB/s; no FP8 tensor cores.
         _nvidia("a100-80g", "ampere", 80, 2.039, {Dtype.bf16: 312, Dtype.fp16: 312, Dtype.fp32: 19.5},
-                600, "NVIDIA A100 datasheet"),
+                600, "NVIDIA A100 datasheet").model_copy(update={"host_to_device_gbps": 32.0}),
         # NVIDIA H100 Tensor Core GPU datasheet (SXM): 80 GB HBM3, 3.35 TB/s, BF16 989 TF / FP8 1,979 TF
         # dense (the datasheet's 1,979 / 3,958 are with sparsity), NVLink 900 GB/s.
         _nvidia("h100-sxm", "hopper", 80, 3.35,

@@ -38,7 +38,7 @@ from ray import serve
 from controllers.controller import Controller, prom_query
 from controllers.router_client import HttpRouter
 from controllers.scoreboard import scoreboard_rules
-from deployments.app_args import APP_NAME, server_deployment_name
+from deployments.app_args import APP_NAME, replica_name_prefix
 from deployments.cluster import start_local_ray
 from deployments.deploy import deploy, teardown
 from deployments.health import unhealthy_configs
@@ -131,7 +131,7 @@ class Stack:
 
 
 def _replica_actors(config: str) -> list[str]:
-    prefix = f"SERVE_REPLICA::{APP_NAME}#{server_deployment_name(config)}#"
+    prefix = replica_name_prefix(config)
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
 
 

@@ -69,7 +69,7 @@ def test_local_up_listens_on_loopback_only(tmp_path: Path) -> None:
         gcs_port = int(st.ray_address.rsplit(":", 1)[1])
         by_port = {s.port: s for s in sockets}
         assert {gcs_port, port, metrics_port} <= by_port.keys(), sorted(by_port)
-        assert {"ray::ProxyActor", "ray::ServeReplica:parallax:ingress", "ray::ServeReplica:parallax:llm-tp1"} \
+        assert {"ray::ProxyActor", "ray::ServeReplica:parallax:ingress", "ray::ServeReplica:parallax-tp1:llm-tp1"} \
             <= processes, processes
 
         wide = [s for s in sockets if not s.loopback]

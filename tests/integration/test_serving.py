@@ -20,7 +20,7 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.app_args import server_deployment_name
+from deployments.app_args import config_app_name, replica_name_prefix, server_deployment_name
 from deployments.cluster import CapacityError, check_capacity, start_local_ray
 from deployments.deploy import DeployedApp, DeployError, deploy, ingress_handle, teardown, wait_ready
 from deployments.progress import ConfigProgress
@@ -142,7 +142,7 @@ def test_openai_client_streams_completions_and_chat(served: Served, model: str) 
 def test_placement_groups_hold_tp_times_pp_bundles(served: Served) -> None:
     table = ray.util.placement_group_table()
     for cfg in CONFIGS:
-        pgs = [pg for pg in table.values() if pg["name"].startswith(f"SERVE_REPLICA::parallax#llm-{cfg}#")
+        pgs = [pg for pg in table.values() if pg["name"].startswith(replica_name_prefix(cfg))
                and pg["state"] == "CREATED"]
         assert len(pgs) == 1, cfg
         bundles = list(pgs[0]["bundles"].values())
@@ -223,10 +223,11 @@ def test_bad_requests_get_openai_errors(served: Served, path: str, body: bytes, 
     assert err["param"] == param
 
 
-def _logged(s: Served, deployment: str, text: str) -> bool:
-    """Whether a log file of one of `deployment`'s replicas names `text`."""
+def _logged(s: Served, config: str, text: str) -> bool:
+    """Whether a log file of one of `config`'s replicas names `text`."""
     logs = s.folder / "ray" / "session_latest" / "logs" / "serve"
-    return any(text in f.read_text(errors="replace") for f in logs.glob(f"replica_parallax_{deployment}_*.log"))
+    pattern = f"replica_{config_app_name(config)}_{server_deployment_name(config)}_*.log"
+    return any(text in f.read_text(errors="replace") for f in logs.glob(pattern))
 
 
 def test_the_clients_request_id_is_kept_end_to_end(served: Served, tmp_path: Path) -> None:
@@ -251,7 +252,7 @@ def test_the_clients_request_id_is_kept_end_to_end(served: Served, tmp_path: Pat
                          api_key=KEY))
     ids = [rec.request_id for rec in read_records(tmp_path) if rec.status == "ok"]
     assert len(ids) >= 3
-    wait_until(lambda: all(_logged(served, server_deployment_name("tp8"), f"request {i} ")
+    wait_until(lambda: all(_logged(served, "tp8", f"request {i} ")
                            for i in [*ids, "itest-trace-1"]), 30, f"tp8's log to name requests {ids}", 1)
 
 

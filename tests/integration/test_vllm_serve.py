@@ -23,9 +23,9 @@ import ray
 import yaml
 from ray import serve
 
-from deployments.app_args import APP_NAME
+from deployments.app_args import replica_name_prefix
 from deployments.cluster import start_local_ray
-from deployments.deploy import deploy
+from deployments.deploy import deploy, teardown
 from deployments.engines.vllm.tiny_model import write_tiny_model
 from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
@@ -114,8 +114,7 @@ def served(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Served]
         c = r.scenario.configurations[0]
         yield Served(name, c.tp, c.pp, d.target, cluster.metrics_url)   # the ingress replica itself
     finally:
-        if APP_NAME in serve.status().applications:
-            serve.delete(APP_NAME)
+        teardown()
     left = Residue.now().new_since(before)
     assert not left.processes and not left.files, f"{name} left behind: {left}"
 
@@ -294,7 +293,7 @@ def test_a_dead_engine_gets_its_replica_replaced(served: Served) -> None:
     assert before is not None
     (replica,) = [ray.get_actor(a["name"], namespace=a["namespace"])
                   for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#llm-{served.config}#")]
+                  if a["name"].startswith(replica_name_prefix(served.config))]
     pid = ray.get(replica.__ray_call__.remote(lambda _: os.getpid()))
     cores = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
     assert cores, "the replica's vLLM engine core"

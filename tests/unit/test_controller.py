@@ -144,3 +144,35 @@ def test_predicted_headroom_is_exported_from_the_simulators_capacity(
     rate = 4.0 * c.time_scale                                           # engine clock
     assert f'parallax_controller_predicted_headroom{{config="tp8",sla_class="chat"}} {1 - rate / 40}' in text
     assert 'parallax_controller_predicted_headroom{config="pp8",sla_class="chat"} -1.0' in text
+
+
+def test_the_controller_follows_a_serving_set_that_changes(tmp_path: Path) -> None:
+    """A transition replaces tp4pp2 and pp8 by tp4: the controller queries, routes and checks the health of the
+    new set; the old configurations' weights, gauges and capacities are gone."""
+    scenario = load_scenario(ROOT / "scenarios/demo.yaml").scenario
+    now = [1000.0]
+    live: list[tuple[list[str], Weights]] = [(["tp8", "tp4pp2", "pp8"], {})]
+    prom, router = Prom(), RecordingEndpoint()
+    c = Controller(scenario, prom, router, folder=tmp_path, clock=lambda: now[0], serving_set=lambda: live[-1],
+                   health=lambda: {"tp4"})
+    c.apply_initial()
+    c.refresh_set()
+    c.capacities = {("chat", "pp8"): 3.0, ("chat", "tp8"): 5.0}
+    prom.data = answers({("tp8", "chat"): 1.0, ("pp8", "chat"): 0.5, ("tp4pp2", "chat"): 0.5})
+    c.tick()
+    assert 'config="pp8"' in generate_latest(c.metrics.registry).decode()
+    after = {"chat": {"tp8": 1.0, "tp4": 0.0}, "summarize": {"tp4": 1.0}}
+    live.append((["tp8", "tp4"], after))
+    now[0] += 2
+    c.tick()
+    assert c.configs == ["tp8", "tp4pp2", "pp8"]            # not read yet: the loop reads it beside its steps
+    c.refresh_set()
+    now[0] += 2
+    prom.data = answers({("tp8", "chat"): 1.0, ("tp4", "summarize"): 1.0})
+    c.tick()
+    assert c.configs == ["tp8", "tp4"] and c.capacities == {("chat", "tp8"): 5.0}
+    assert "tp4" in c.down                                   # its health is checked: it is a live configuration
+    assert all(set(row) <= {"tp8", "tp4"} for row in c.state.weights.values())
+    assert all(set(row) <= {"tp8", "tp4"} for row in router.applied[-1].values())
+    text = generate_latest(c.metrics.registry).decode()
+    assert 'config="pp8"' not in text and 'config="tp4pp2"' not in text

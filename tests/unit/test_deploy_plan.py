@@ -6,7 +6,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.app import REPLICA_CPUS, build_app, ingress_options, server_options
+from deployments.app import REPLICA_CPUS, build_app, build_config_app, ingress_options, server_options
 from deployments.app_args import AppArgs
 from deployments.cluster import Capacity, capacity_problems
 from deployments.placement import replica_placement
@@ -43,18 +43,25 @@ def test_serve_config_is_valid_and_rebuilds_the_scenario() -> None:
     r = load_scenario(DEMO)
     cfg = yaml.safe_load(yaml.safe_dump(serve_config(r, port=9123)))
     schema = ServeDeploySchema.model_validate(cfg)
-    app = schema.applications[0]
+    app, *configs = schema.applications
     assert app.import_path == "deployments.app:build_app" and schema.http_options.port == 9123
+    assert [(c.name, c.route_prefix, c.external_scaler_enabled) for c in configs] == [
+        (f"parallax-{c.name}", None, True) for c in r.scenario.configurations]
+    tp8 = build_config_app(configs[0].args)._bound_deployment
+    assert tp8.name == "llm-tp8" and tp8.init_args[1]["name"] == "tp8"
     # clients of a `serve deploy` cluster come through Serve's proxy: no ports of the ingress's own
     no_direct = r.scenario.server.model_copy(update={"direct_ingress": False})
     assert AppArgs.model_validate(app.args).resolve().scenario == r.scenario.model_copy(update={"server": no_direct})
 
 
-def test_build_app_binds_one_server_per_configuration_behind_the_ingress() -> None:
+def test_one_application_per_configuration_and_the_store_lists_them_live() -> None:
     r = load_scenario(DEMO)
-    ingress = build_app(AppArgs.from_resolved(r).model_dump())._bound_deployment
+    args = AppArgs.from_resolved(r).model_dump()
+    ingress = build_app(args)._bound_deployment
     assert ingress.name == "ingress" and ingress.num_replicas == 1
-    servers = {name: app._bound_deployment for name, app in ingress.init_args[1].items()}
+    store = ingress.init_args[1]._bound_deployment
+    assert [c["name"] for c in store.init_args[1]] == ["tp8", "tp4pp2", "pp8"]
+    servers = {c: build_config_app(args | {"config": c})._bound_deployment for c in ("tp8", "tp4pp2", "pp8")}
     assert {name: d.name for name, d in servers.items()} == {c: f"llm-{c}" for c in ("tp8", "tp4pp2", "pp8")}
     for d in servers.values():
         rc = d._replica_config
@@ -74,6 +81,7 @@ def test_ingress_replicas_share_a_routing_store_and_the_queue(direct: bool) -> N
     env = ingress.ray_actor_options["runtime_env"]["env_vars"]
     assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
     assert (env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1") is direct
-    store = ingress.init_args[2]._bound_deployment
+    store = ingress.init_args[1]._bound_deployment
     assert store.name == "routing-store" and store.num_replicas == 1 and store.ray_actor_options["num_cpus"] == 0
-    assert all(app._bound_deployment.max_queued_requests == 3 for app in ingress.init_args[1].values())  # ⌈5/2⌉
+    args = AppArgs.model_validate({"scenario": data, "base_dir": str(DEMO.parent)}).model_dump()
+    assert build_config_app(args | {"config": "tp8"})._bound_deployment.max_queued_requests == 3  # ⌈5/2⌉

@@ -81,15 +81,17 @@ def test_manifest_structure_and_resource_sums(r: Resolved) -> None:
 def test_serve_config_names_an_importable_app_of_this_scenario(r: Resolved) -> None:
     serve_cfg = yaml.safe_load(manifest_of(r)["spec"]["serveConfigV2"])
     assert serve_cfg["http_options"] == {"host": "0.0.0.0", "port": 8000}  # reachable through the Service
-    (app,) = serve_cfg["applications"]
-    module, _, attr = app["import_path"].partition(":")
-    builder = getattr(importlib.import_module(module), attr)
-    args = AppArgs.model_validate(app["args"])
-    assert args.base_dir == str(Path(r.source).parent.resolve())  # relative files: same path on the pods
-    # the pods' clients come through the Service to Serve's proxy: no direct ingress ports
-    no_direct = r.scenario.server.model_copy(update={"direct_ingress": False})
-    assert args.resolve().scenario == r.scenario.model_copy(update={"server": no_direct})
-    assert isinstance(builder(app["args"]), Application)
+    front, *configs = serve_cfg["applications"]   # the ingress and store, then one per configuration
+    assert [c["name"] for c in configs] == [f"parallax-{c.name}" for c in r.scenario.configurations]
+    for app in (front, *configs):
+        module, _, attr = app["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module), attr)
+        args = AppArgs.model_validate({k: v for k, v in app["args"].items() if k != "config"})
+        assert args.base_dir == str(Path(r.source).parent.resolve())  # relative files: same path on the pods
+        # the pods' clients come through the Service to Serve's proxy: no direct ingress ports
+        no_direct = r.scenario.server.model_copy(update={"direct_ingress": False})
+        assert args.resolve().scenario == r.scenario.model_copy(update={"server": no_direct})
+        assert isinstance(builder(app["args"]), Application)
 
 
 def test_api_key_comes_from_a_secret_never_the_manifest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
