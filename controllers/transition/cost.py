@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from controllers.transition.steps import Deploy, Drain, Remove, Route, Scale, SetView, Step, apply
 from schema.deployment import ParallelConfig
 
-StartSeconds = Callable[[ParallelConfig], float]  # seconds until a new replica of the configuration is healthy
+# seconds until a new replica of the configuration is healthy: deployments.startup.start_seconds(resolved, measured)
+StartSeconds = Callable[[ParallelConfig], float]
 
 
 @dataclass(frozen=True)
