@@ -13,6 +13,8 @@ import os
 import resource
 import time
 
+import psutil
+
 from controllers.plan.parallel import runner
 from controllers.plan.search import PlanOptions, search
 from deployments.resolve import parse_scenario
@@ -36,8 +38,16 @@ SCENARIO = {
 
 
 def cpu_seconds() -> float:
+    """CPU seconds of this process and its worker processes, those still running (a pool's) included."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        live += t.user + t.system
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def main() -> None:
