@@ -14,7 +14,7 @@ shape in the estimate and in every simulated run (`Setup.corrected`).
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from controllers.plan.candidates import Budget, Candidate, Knobs, Pool, candidates, shapes
@@ -77,10 +77,11 @@ def _serving(current: Sequence[Pool], names: Sequence[str]) -> tuple[Pool, ...]:
 
 
 def replan(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int], tuple[float, float]],
-           budget_s: float, runner: Runner) -> Replan:
+           budget_s: float, runner: Runner, clock: Callable[[], float] = time.perf_counter) -> Replan:
     """The best deployment of the hardware's GPUs for `resolved`'s traffic (`Scenario.with_mix` applied), the
-    running one evaluated first; PlanError when no deployment fits the hardware."""
-    t0 = time.perf_counter()
+    running one evaluated first; PlanError when no deployment fits the hardware. The search never starts an
+    evaluation that the longest so far says would end past `budget_s` (by `clock`, seconds)."""
+    t0 = clock()
     s = resolved.scenario
     spread = any(c.spread_pp_over_nodes for c in s.configurations)
     setup = Setup.of(resolved, spread).corrected(factors)
@@ -122,13 +123,13 @@ def replan(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[i
         if best is not None and e is not now and e.upper < best.max_rate:
             stop = "every other candidate's estimate is below the best simulated rate"
             break
-        spent = time.perf_counter() - t0
+        spent = clock() - t0
         if evaluated and spent + longest > budget_s:
             stop = f"stopped at the {budget_s:g} s budget with {len(order) - evaluated} candidates left"
             break
-        t1 = time.perf_counter()
+        t1 = clock()
         _simulate(runner, setup, e, table, estimates, seed)
-        longest = max(longest, time.perf_counter() - t1)
+        longest = max(longest, clock() - t1)
         evaluated += 1
         if whole(e) and (best is None or (-e.max_rate, e.candidate.gpus) < (-best.max_rate,
                                                                                         best.candidate.gpus)):
@@ -146,7 +147,7 @@ def replan(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[i
            + (f"; running {running.label(len(names))}: {now.max_rate / s.engine.clock_scale:.2f}" if now else "")
            + (f"; {stop}" if stop else "; every contender simulated"))
     return Replan(best.candidate.pools, best_goodput / s.engine.clock_scale, current_goodput / s.engine.clock_scale,
-                  wall_rate, time.perf_counter() - t0, evaluated, why)
+                  wall_rate, clock() - t0, evaluated, why)
 
 
 def _simulate(runner: Runner, setup: Setup, e: Evaluated, table: dict[tuple[PoolKey, int], Capacity],
