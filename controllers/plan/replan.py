@@ -26,7 +26,7 @@ from controllers.plan.search import (
     PoolKey,
     PoolsTask,
     budget_of,
-    estimated_rate,
+    estimate_deployment,
     pool_capacities,
     pool_estimates,
     screen,
@@ -105,7 +105,7 @@ def replan(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[i
     estimates = pool_estimates(setup, {PoolKey(p.shape, p.classes, knobs) for e in every for p in e.candidate.pools},
                                seed)
     for e in every:
-        e.estimated = estimated_rate(e, estimates)
+        estimate_deployment(e, estimates)
     kept, _ = screen(every, "max-rate", 0.0)
     order = sorted(kept, key=lambda e: -e.estimated)
     if now is not None:

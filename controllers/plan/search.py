@@ -27,7 +27,7 @@ from controllers.plan.candidates import (
     shapes,
     smallest_fitting,
 )
-from controllers.plan.estimate import ERROR, Estimate, Lengths, estimate, lengths
+from controllers.plan.estimate import Estimate, Lengths, estimate, lengths
 from controllers.plan.evaluate import (
     COARSE,
     REFINE,
@@ -136,17 +136,9 @@ class Evaluated:
     figures: list[RunFigures] = field(default_factory=list)   # per pool at max_rate (refined candidates)
     goodput_at: dict[float, float] = field(default_factory=dict)   # scenario rate -> goodput per GPU
     availability: Availability | None = None
-    estimated: float = 0.0                           # max_rate by the steady-state estimate (its error bar: ERROR)
-
-    @property
-    def lower(self) -> float:
-        """The lowest max_rate the estimate's error bar allows."""
-        return self.estimated * math.exp(-ERROR)
-
-    @property
-    def upper(self) -> float:
-        """The highest max_rate the estimate's error bar allows."""
-        return self.estimated * math.exp(ERROR)
+    estimated: float = 0.0                           # max_rate by the steady-state estimate
+    lower: float = 0.0                               # the lowest max_rate its error bar allows
+    upper: float = math.inf                          # the highest
 
     @property
     def pools_up(self) -> list[PoolUp]:
@@ -342,11 +334,15 @@ def pool_estimates(setup: Setup, keys: Iterable[PoolKey], seed: int) -> dict[Poo
     return out
 
 
-def estimated_rate(e: "Evaluated", table: Mapping[PoolKey, Estimate]) -> float:
-    """A deployment's max_rate by its pools' estimates: the lowest of (capacity ÷ its classes' share)."""
+def estimate_deployment(e: "Evaluated", table: Mapping[PoolKey, Estimate]) -> None:
+    """A deployment's max_rate by its pools' estimates, and its error bar: the lowest over its pools of
+    (capacity ÷ its classes' share), at the estimate and at either end of the bar."""
     c = e.candidate
-    return min(table[PoolKey(p.shape, p.classes, c.knobs)].rate * p.replicas / sh
-               for p, sh in zip(c.pools, e.shares, strict=True))
+    pools = [(table[PoolKey(p.shape, p.classes, c.knobs)], p.replicas / sh) for p, sh in zip(c.pools, e.shares,
+                                                                                            strict=True)]
+    e.estimated = min(est.rate * k for est, k in pools)
+    e.lower = min(est.lower * k for est, k in pools)
+    e.upper = min(est.upper * k for est, k in pools)
 
 
 def screen(evaluated: Sequence["Evaluated"], objective: Objective, required: float
@@ -398,7 +394,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
                 if opts.gpus is None and budget.gpus > budget.gpus_per_node else "")
     estimates = pool_estimates(setup, _pools_of(every), seed)
     for e in every:
-        e.estimated = estimated_rate(e, estimates)
+        estimate_deployment(e, estimates)
     every, dropped = (every, []) if opts.exhaustive else screen(every, opts.objective, required)
     wanted = _pools_of(every)
     progress(f"{len(cands):,} candidate deployments of up to {budget.gpus} GPUs{one_node}; "
