@@ -33,6 +33,7 @@ def question(name: str, phase: int | None) -> Resolved:
     return r if phase is None else replace(r, scenario=r.scenario.phase_mix(phase))
 
 
+@pytest.mark.timeout(2400)     # two whole searches, one of them exhaustive (minutes on a busy 2-core machine)
 @pytest.mark.parametrize(("name", "phase"), QUESTIONS)
 def test_the_screened_search_finds_the_exhaustive_searchs_winner(name: str, phase: int | None, pool: Runner) -> None:
     r = question(name, phase)
