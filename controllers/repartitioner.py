@@ -27,7 +27,7 @@ from controllers.forecast import forecast_traffic
 from controllers.plan.candidates import Pool, Shape
 from controllers.plan.observed import predict_at_load
 from controllers.plan.parallel import InProcess, Runner
-from controllers.plan.search_replan import search_replan
+from controllers.plan.replan import replan
 from controllers.repartition import (
     Dwell,
     Predicted,
@@ -59,7 +59,7 @@ from schema.deployment import ParallelConfig
 
 log = logging.getLogger(__name__)
 
-REPLANNER: Replanner = search_replan   # controllers/plan/replan.py's `replan` once branch planner-speed lands
+REPLANNER: Replanner = replan
 MIN_SHARE = 0.01        # the least share of the planned mix a scenario class keeps
 HISTORY = 20            # traffic readings the forecast sees
 CORRECTION_QUANTILE = 0.9

@@ -29,9 +29,12 @@ from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.faults.record import FAULTS_JSONL
 from controllers.faults.schedule import FOLLOW_S, FaultSchedule
 from controllers.live_view import render
+from controllers.repartition_log import REPARTITION_JSONL
+from controllers.repartitioner import for_run
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scoreboard import scoreboard_rules
+from controllers.transition.serve_fleet import ServeFleet
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.cluster import connect, start_local_ray
 from deployments.deploy import deploy, teardown
@@ -56,18 +59,6 @@ from monitoring.rules import write_rules
 from schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
-
-
-class RunRefused(ValueError):
-    """A valid scenario that `parallax run` cannot run (yet); the message says why in one line."""
-
-
-def check_runnable(s: Scenario) -> None:
-    """What `parallax run` cannot do yet with a scenario `parallax validate` accepts: the one place that says so
-    (the live repartition policy, once built, removes its refusal here)."""
-    if s.controller.policy == "repartition":
-        raise RunRefused("controller.policy: repartition is not available yet (its settings validate, but no live "
-                         "policy implements it); use best-per-class, proportional or observe")
 
 
 @dataclass(frozen=True)
@@ -136,11 +127,9 @@ class _Ports:
 
 def run_scenario(resolved: Resolved, root: Path = Path("runs"), console: Console | None = None,
                  live: bool = True, on_started: Callable[[Controller], None] | None = None) -> RunResult:
-    """Run a whole scenario and write its run folder; returns where it is. RunRefused, before anything starts,
-    for a scenario it cannot run."""
+    """Run a whole scenario and write its run folder; returns where it is."""
     console = console or Console()
     s = resolved.scenario
-    check_runnable(s)
     folder = run_folder(root, s.name)
     (folder / rf.SCENARIO_YAML).write_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False))
     console.print(f"run folder: {folder}")
@@ -224,6 +213,13 @@ def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
     controller.apply_initial()
     controller.start()
     stack.callback(controller.stop)
+    if s.controller.policy == "repartition":
+        serve_fleet = ServeFleet(resolved)
+        policy = for_run(resolved, controller, serve_fleet, serve_fleet.start_s, serve_fleet.drain_s, folder)
+        policy.start()
+        stack.callback(policy.stop)   # before the controller stops: a transition under way finishes or rolls back
+        console.print(f"repartition: re-planning every {s.controller.repartition.interval_s:g} s; decisions in "
+                      f"{folder / REPARTITION_JSONL}")
     return controller, prom
 
 

@@ -11,7 +11,7 @@ from controllers.cli.terminal import console, fail
 from controllers.plan.evaluate import PlanError
 from controllers.plan.parallel import runner
 from controllers.report import RunFolderError, compare_runs, read_run, render_report
-from controllers.run import RunRefused, run_scenario
+from controllers.run import run_scenario
 from controllers.shift_compare import compare_shift, comparison_lines, write_comparison
 from deployments.resolve import load_scenario
 from loadgen.records import read_records
@@ -81,8 +81,6 @@ def run_cmd(scenario: Path = typer.Argument(..., help="scenario YAML file"),
         result = run_scenario(resolved, out, console, live=live)
     except ScenarioError as e:
         fail(str(e))
-    except RunRefused as e:
-        fail(f"{scenario}: {e}")
     if result.error:
         fail(f"run failed: {result.error}; what was recorded is in {result.folder}")
     if result.interrupted:

@@ -66,6 +66,8 @@ def plan_cmd(
     restart_s: float = typer.Option(DEFAULT_RESTART_S, "--restart-s", min=0.0,
                                     help="seconds a replica stays down after one of its GPUs failed (detection and "
                                          "restart)"),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every candidate (default: those the "
+                                    "steady-state estimate cannot rule out)"),
     phase: str = typer.Option(None, "--phase", help="plan this phase of load.phases (its name, or its number from "
                               "1): its classes' shares at its rate (default: the whole schedule's mix)"),
 ) -> None:
@@ -76,7 +78,7 @@ def plan_cmd(
     opts = PlanOptions(gpus=gpus, objective=obj, top=top, kv_dtypes=_dtypes(kv_dtypes),
                        max_num_seqs=comma_ints("--max-num-seqs", max_num_seqs),
                        max_num_batched_tokens=comma_ints("--max-num-batched-tokens", max_num_batched_tokens),
-                       heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds,
+                       heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds, exhaustive=exhaustive,
                        availability=Availability(gpu_failure_rate, restart_s) if gpu_failure_rate > 0 else None)
     progress_to = err_console if as_json else console
     try:
@@ -181,7 +183,8 @@ def _show(plan: Plan, resolved: Resolved, top: int) -> None:
     console.print(table)
     for line in why(plan, len(names)):
         console.print(f"• {escape(line)}", highlight=False)
-    console.print(f"[dim]{plan.candidates:,} candidates, {plan.pool_evaluations} pool capacities, "
+    console.print(f"[dim]{plan.candidates:,} candidates ({len(plan.screened_out):,} screened out by the steady-state "
+                  f"estimate), {plan.pool_evaluations} pool capacities, "
                   f"{plan.simulations:,} simulations in {plan.seconds:.1f} s on {plan.where}. Rates are requests/s "
                   f"on the engine clock. {NOISE_NOTE}[/]", highlight=False)
     for note in plan.notes:

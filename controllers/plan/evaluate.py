@@ -10,7 +10,7 @@ rates are compared on the same requests and the capacity search sees a monotone 
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -66,6 +66,9 @@ class Setup:
     gpu: GpuSpec
     base_dir: Path | None
     spread_pp: bool
+    # Per shape (tp, pp): (TTFT, TPOT) correction factors, measured ÷ predicted (controllers/correction.py);
+    # every judged TTFT and TPOT of that shape is multiplied by them. Shapes not named: (1, 1).
+    corrections: tuple[tuple[tuple[int, int], tuple[float, float]], ...] = ()
 
     @classmethod
     def of(cls, resolved: Resolved, spread_pp: bool) -> "Setup":
@@ -89,6 +92,15 @@ class Setup:
         a = self.spec.load.arrival
         assert isinstance(a, OpenArrival)
         return a
+
+    def corrected(self, factors: Mapping[tuple[int, int], tuple[float, float]]) -> "Setup":
+        """This setup with the predicted TTFT and TPOT of each shape multiplied by its (TTFT, TPOT) factors."""
+        return replace(self, corrections=tuple(sorted((k, (float(a), float(b))) for k, (a, b) in factors.items()
+                                                      if (a, b) != (1.0, 1.0))))
+
+    def factors(self, shape: Shape) -> tuple[float, float]:
+        """(TTFT, TPOT) correction factors of a shape: (1, 1) unless `corrections` names it."""
+        return next((f for k, f in self.corrections if k == (shape.tp, shape.pp)), (1.0, 1.0))
 
     def group(self, names: Sequence[str]) -> list[TrafficClass]:
         """The classes of a pool, their shares renormalised to the pool's own traffic."""
@@ -189,14 +201,15 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: OfflineResult | None,
-          tp: int, warmup_s: float = 0.0) -> RunFigures:
+          tp: int, warmup_s: float = 0.0, factors: tuple[float, float] = (1.0, 1.0)) -> RunFigures:
     """Per-class attainment and latencies of a run's records, those that arrived in its first `warmup_s`
-    left out (never more than the first half of the run)."""
+    left out (never more than the first half of the run); each TTFT and TPOT multiplied by `factors` (and the
+    E2E with them)."""
     if records and warmup_s > 0:
         t0 = records[0].arrival
         cut = t0 + min(warmup_s, (records[-1].arrival - t0) / 2)
         records = [r for r in records if r.arrival >= cut]
-    judged = records
+    judged = [_corrected(r, factors) for r in records] if factors != (1.0, 1.0) else records
     classes = {}
     met_total = 0
     for tc in setup.classes:
@@ -237,6 +250,12 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
                       gpu_ms_per_token={k: per_token.get(k, 0.0) for k in TERMS})
 
 
+def _corrected(r: RequestRecord, factors: tuple[float, float]) -> RequestRecord:
+    """The record with its TTFT times factors[0] and its decoding time (hence TPOT) times factors[1]."""
+    first = r.arrival + r.ttft * factors[0]
+    return replace(r, first_token=first, finish=first + (r.finish - r.first_token) * factors[1])
+
+
 def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | None:
     worst = max(reqs, key=lambda r: r.prompt_len + r.output_len)
     if worst.prompt_len + worst.output_len <= limit:
@@ -255,7 +274,7 @@ def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: in
         return RunFigures(rate, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {})
     result = run_offline(factory, reqs, replicas=pool.replicas)
     median_e2e = float(np.median([r.e2e for r in result.records]))
-    return judge(setup, result.records, rate, result, pool.shape.tp, warmup * median_e2e)
+    return judge(setup, result.records, rate, result, pool.shape.tp, warmup * median_e2e, setup.factors(pool.shape))
 
 
 def run_requests(setup: Setup, pool: Pool, knobs: Knobs, reqs: Sequence[RequestSpec]) -> list[RequestRecord] | Miss:

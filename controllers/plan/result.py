@@ -53,7 +53,8 @@ def entries(plan: Plan, top: int | None = None) -> list[dict[str, Any]]:
 
 
 def write_plan_json(plan: Plan, path: Path, classes: int) -> Path:
-    """plan.json: the ranked deployments, every candidate's screening estimate, and how the search ran."""
+    """plan.json: the ranked deployments, every simulated candidate's screening figures, the candidates the
+    steady-state estimate ruled out (never simulated), and how the search ran."""
     doc = {
         "scenario": plan.scenario,
         "objective": plan.objective,
@@ -70,6 +71,8 @@ def write_plan_json(plan: Plan, path: Path, classes: int) -> Path:
         "ranked": entries(plan),
         "screened": [{"deployment": e.candidate.label(classes), "gpus": e.candidate.gpus,
                       "max_rate": e.max_rate, "refined": e.refined} for e in plan.screened],
+        "screened_out": [{"deployment": e.candidate.label(classes), "gpus": e.candidate.gpus,
+                          "estimated_rate": e.estimated, "upper": e.upper} for e in plan.screened_out],
     }
     path.write_text(json.dumps(doc, indent=1))
     return path

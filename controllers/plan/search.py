@@ -10,7 +10,7 @@ shared by every deployment that holds that pool.
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +27,7 @@ from controllers.plan.candidates import (
     shapes,
     smallest_fitting,
 )
+from controllers.plan.estimate import Estimate, Lengths, estimate, lengths
 from controllers.plan.evaluate import (
     COARSE,
     REFINE,
@@ -66,6 +67,7 @@ class PlanOptions:
     seeds: int = 3
     refine_pools: int = 12                            # distinct pools of the front-runners refined over seeds
     availability: Availability | None = None          # rank by expected capacity when GPUs fail (None: they don't)
+    exhaustive: bool = False                          # simulate every candidate (no screen by the estimate)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Evaluated:
     figures: list[RunFigures] = field(default_factory=list)   # per pool at max_rate (refined candidates)
     goodput_at: dict[float, float] = field(default_factory=dict)   # scenario rate -> goodput per GPU
     availability: Availability | None = None
+    estimated: float = 0.0                           # max_rate by the steady-state estimate
+    lower: float = 0.0                               # the lowest max_rate its error bar allows
+    upper: float = math.inf                          # the highest
 
     @property
     def pools_up(self) -> list[PoolUp]:
@@ -191,7 +196,7 @@ class Plan:
     objective: Objective
     budget: Budget
     ranked: list[Evaluated]           # refined candidates, best first
-    screened: list[Evaluated]         # every candidate (screening figures), best first
+    screened: list[Evaluated]         # every candidate simulated (screening figures), best first
     required_rate: float              # the scenario's highest rate (engine clock): min-gpus must reach it
     scenario_rates: list[float]       # engine clock
     pool_evaluations: int
@@ -200,10 +205,11 @@ class Plan:
     where: str
     seeds: int
     notes: list[str] = field(default_factory=list)
+    screened_out: list[Evaluated] = field(default_factory=list)   # dropped by the estimate, never simulated
 
     @property
     def candidates(self) -> int:
-        return len(self.screened)
+        return len(self.screened) + len(self.screened_out)
 
 
 def _knobs(resolved: Resolved, opts: PlanOptions) -> list[Knobs]:
@@ -317,6 +323,50 @@ def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
     return out
 
 
+def pool_estimates(setup: Setup, keys: Iterable[PoolKey], seed: int) -> dict[PoolKey, Estimate]:
+    """The steady-state estimate of one replica of each pool (a pool of R replicas serves R times its rate)."""
+    groups: dict[tuple[str, ...], list[Lengths]] = {}
+    out = {}
+    for k in keys:
+        if k.classes not in groups:
+            groups[k.classes] = lengths(setup, k.classes, seed)
+        out[k] = estimate(setup, Pool(k.shape, 1, k.classes), k.knobs, groups[k.classes])
+    return out
+
+
+def estimate_deployment(e: "Evaluated", table: Mapping[PoolKey, Estimate]) -> None:
+    """A deployment's max_rate by its pools' estimates, and its error bar: the lowest over its pools of
+    (capacity ÷ its classes' share), at the estimate and at either end of the bar."""
+    c = e.candidate
+    pools = [(table[PoolKey(p.shape, p.classes, c.knobs)], p.replicas / sh) for p, sh in zip(c.pools, e.shares,
+                                                                                            strict=True)]
+    e.estimated = min(est.rate * k for est, k in pools)
+    e.lower = min(est.lower * k for est, k in pools)
+    e.upper = min(est.upper * k for est, k in pools)
+
+
+def screen(evaluated: Sequence["Evaluated"], objective: Objective, required: float
+           ) -> tuple[list["Evaluated"], list["Evaluated"]]:
+    """(kept, dropped): a candidate is dropped when even the top of its estimate's error bar cannot reach what
+    the bottom of another's guarantees (by the objective), both among every candidate and among the
+    homogeneous ones (the reference a split is shown against)."""
+    def kept(group: Sequence[Evaluated]) -> set[int]:
+        if not group:
+            return set()
+        per_gpu = objective == "goodput-per-gpu"
+
+        def of(e: Evaluated, rate: float) -> float:
+            return rate / e.candidate.gpus if per_gpu else rate
+        floor = max(of(e, e.lower) for e in group)
+        out = {id(e) for e in group if of(e, e.upper) >= floor}
+        if objective == "min-gpus":    # the fewest GPUs that surely reach the rate, and any fewer that may
+            fewest = min((e.candidate.gpus for e in group if e.lower >= required), default=math.inf)
+            out |= {id(e) for e in group if e.upper >= required and e.candidate.gpus <= fewest}
+        return out
+    keep = kept(evaluated) | kept([e for e in evaluated if e.candidate.homogeneous])
+    return [e for e in evaluated if id(e) in keep], [e for e in evaluated if id(e) not in keep]
+
+
 def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
            progress: Callable[[str], None] = lambda _: None) -> Plan:
     """Enumerate, screen, refine and rank every deployment of the budget; PlanError when nothing fits.
@@ -340,11 +390,16 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     seed = s.engine.seed
     every = [Evaluated(c, [setup.share(p.classes) for p in c.pools], 0.0, [], availability=opts.availability)
              for c in cands]
-    wanted = _pools_of(every)
     one_node = (f" (a budget of {len(budget.nodes)} nodes; `--gpus {budget.gpus_per_node}` plans one)"
                 if opts.gpus is None and budget.gpus > budget.gpus_per_node else "")
-    progress(f"{len(cands):,} candidate deployments of up to {budget.gpus} GPUs{one_node}; coarse capacities of "
-             f"{sum(map(len, wanted.values()))} pools")
+    estimates = pool_estimates(setup, _pools_of(every), seed)
+    for e in every:
+        estimate_deployment(e, estimates)
+    every, dropped = (every, []) if opts.exhaustive else screen(every, opts.objective, required)
+    wanted = _pools_of(every)
+    progress(f"{len(cands):,} candidate deployments of up to {budget.gpus} GPUs{one_node}; "
+             + ("" if opts.exhaustive else f"{len(dropped):,} screened out by the steady-state estimate; ")
+             + f"coarse capacities of {sum(map(len, wanted.values()))} pools")
     coarse = _capacities(runner, setup, wanted, COARSE, seed)
     ranked = _rank(every, coarse, opts.objective, required)
     if ranked[0].max_rate <= 0:
@@ -401,7 +456,8 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     ranked = sorted(every, key=lambda e: score(e, opts.objective, required))
     return Plan(s.name, setup, opts.objective, budget, finalists, ranked, required, rates,
                 len(coarse) + len(screened) + len(seeds) * sum(map(len, wanted.values())), sims,
-                time.perf_counter() - t0, runner.where, len(seeds), notes)
+                time.perf_counter() - t0, runner.where, len(seeds), notes,
+                sorted(dropped, key=lambda e: -e.estimated))
 
 
 def _deployment_rate(caps: Sequence[Capacity], shares: Sequence[float]) -> float:

@@ -143,6 +143,24 @@ def comparison() -> Dashboard:
                   (Target(f'{m.CONTROLLER_PREFIX}{m.PREDICTED_HEADROOM}{{{CLASS_SEL}}}', "{{sla_class}} @ {{config}}"),
                    Target(f"{m.CONTROLLER_PREFIX}{m.STALE}", "stale")), unit="percentunit"),
         )),
+        Row("Re-partitioning (controller.policy: repartition)", (
+            Panel("GPUs by shape", "GPUs serving in each shape (TP×PP) now: a move shows as GPUs changing shape",
+                  (Target(f"{m.CONTROLLER_PREFIX}{m.SHAPE_GPUS}", "{{shape}}"),)),
+            Panel("Gain of moving", "The last re-plan's predicted relative gain of moving to its best split, the "
+                  "transition's cost counted, and the last move's realised gain over the prediction of staying",
+                  (Target(f"{m.CONTROLLER_PREFIX}{m.PREDICTED_GAIN}", "predicted"),
+                   Target(f"{m.CONTROLLER_PREFIX}{m.REALISED_GAIN}", "realised")), unit="percentunit"),
+            Panel("Re-plans and moves", "Re-plans in the last minute by outcome (move, stay, error), and moves "
+                  "by result (reached, rolled back)",
+                  (Target(f"sum by (outcome) (increase({m.CONTROLLER_PREFIX}{m.REPARTITION_DECISIONS}_total[1m]))",
+                          "{{outcome}}"),
+                   Target(f"sum by (result) (increase({m.CONTROLLER_PREFIX}{m.REPARTITION_MOVES}_total[1m]))",
+                          "move {{result}}"))),
+            Panel("Transition step time p90", "Seconds a transition step took, by step (deploy, scale, route, "
+                  "drain, remove)",
+                  (Target(f"histogram_quantile(0.9, sum by (step, le) (rate({m.CONTROLLER_PREFIX}"
+                          f"{m.TRANSITION_STEP_SECONDS}_bucket[$__rate_interval])))", "{{step}}"),), unit="s"),
+        )),
     )
     return Dashboard(COMPARISON_UID, "Parallax · configuration comparison",
                      "TP / PP / hybrid / replicated configurations side by side, per SLA class", rows,

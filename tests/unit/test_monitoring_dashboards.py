@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from controllers.controller import ControllerMetrics
+from monitoring import metrics as m
 from monitoring.dashboards.export import export, rendered_dashboards
 from monitoring.dashboards.render import DATASOURCE_UID, SCHEMA_VERSION
 
@@ -106,6 +108,24 @@ def test_comparison_dashboard_covers_the_issue(dashboards: list[dict[str, Any]])
         assert needle in text, needle
     assert {a["name"] for a in comp["annotations"]["list"]} >= {"controller decisions"}
     assert {v["name"] for v in comp["templating"]["list"]} >= {"config", "sla_class", "engine_prefix"}
+
+
+REPARTITION = (m.REPARTITION_DECISIONS, m.REPARTITION_MOVES, m.TRANSITION_STEP_SECONDS, m.PREDICTED_GAIN,
+               m.REALISED_GAIN, m.SHAPE_GPUS)
+SERIES = {"counter": "_total", "histogram": "_bucket", "gauge": ""}   # the series each kind is queried by
+
+
+def test_the_repartition_row_reads_every_series_the_policy_exports(dashboards: list[dict[str, Any]]) -> None:
+    comp = next(d for d in dashboards if d["uid"] == "parallax-comparison")
+    panels = comp["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"].startswith("Re-partitioning"))
+    end = next((i for i, p in enumerate(panels) if i > start and p["type"] == "row"), len(panels))
+    row = json.dumps(panels[start:end] + panels[start].get("panels", []))
+    exported = {f.name + SERIES[f.type] for f in ControllerMetrics().registry.collect()
+                if any(f.name.endswith(name) for name in REPARTITION)}
+    assert len(exported) == len(REPARTITION)
+    for series in exported:   # as the controller's registry names them on /metrics
+        assert series in row, series
 
 
 def test_export_writes_dashboards_and_provisioning(tmp_path: Path) -> None:

@@ -77,7 +77,10 @@ def test_json_is_the_contract_best_first(planned: tuple[list[dict[str, Any]], Pa
 def test_plan_json_and_figure_are_written(planned: tuple[list[dict[str, Any]], Path, Path]) -> None:
     out, _, folder = planned
     doc = json.loads((folder / "plan.json").read_text())
-    assert doc["ranked"][:len(out)] == out and doc["candidates"] == len(doc["screened"]) > len(out)
+    assert doc["ranked"][:len(out)] == out and len(doc["screened"]) > len(out)
+    assert doc["candidates"] == len(doc["screened"]) + len(doc["screened_out"])
+    best = doc["screened"][0]["max_rate"]
+    assert all(e["upper"] < best for e in doc["screened_out"])     # ruled out: could not have won
     assert doc["objective"] == "max-rate" and doc["gpus"] == 4 and doc["seeds"] == 2
     assert (folder / "pareto.png").stat().st_size > 1000
 

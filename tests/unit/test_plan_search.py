@@ -68,8 +68,9 @@ def test_lax_targets_under_heavy_load_pick_replicas_of_small_tp(pool: Runner) ->
     best = plan.ranked[0]
     shape = best.candidate.pools[0].shape
     assert shape.tp < 4 and (best.candidate.pools[0].replicas > 1 or shape.pp > 1)
-    tp4 = next(e for e in plan.screened if e.candidate.pools[0].shape == Shape(4, 1))
-    assert best.max_rate > tp4.max_rate                      # more copies batch more than one wide copy
+    tp4 = next(e for e in [*plan.screened, *plan.screened_out] if e.candidate.pools[0].shape == Shape(4, 1))
+    # more copies batch more than one wide copy (simulated, or ruled out by the top of its estimate's error bar)
+    assert best.max_rate > (tp4.max_rate if tp4 in plan.screened else tp4.upper)
 
 
 def test_opposite_needs_get_a_split_that_beats_every_homogeneous_deployment(pool: Runner) -> None:

@@ -1,15 +1,11 @@
 """The repartition policy's knobs: defaults, and knobs that make no sense refused at `parallax validate` with the
-field and the fix; `parallax run` says in one line that the policy is not available yet."""
+field and the fix (`parallax run` runs the policy: tests/integration/test_run_repartition.py)."""
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from controllers.cli.app import app
 from deployments.resolve import parse_scenario
 from schema.scenario import ScenarioError
 
@@ -64,18 +60,6 @@ def test_knobs_that_make_no_sense_name_the_field_and_the_fix(controller: dict[st
     with pytest.raises(ScenarioError) as e:
         parse_scenario(with_controller(**controller), "s.yaml")
     assert any(f == field and words in m for f, m in e.value.problems), e.value.problems
-
-
-def test_run_refuses_the_policy_in_one_line_until_it_exists(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(BASE))
-    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs")])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert " ".join(result.output.split()) == (f"error: {path}: controller.policy: repartition is not available yet "
-                                               "(its settings validate, but no live policy implements it); use "
-                                               "best-per-class, proportional or observe")
-    assert not (tmp_path / "runs").exists()   # refused before anything started
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [

@@ -1,7 +1,8 @@
 """The live re-partitioning loop over fakes: Prometheus answers the traffic queries with a mix that shifts, the
 re-planner answers what physics says for an 8B model on two GPUs (a strict-TPOT class wants TP2, a long-prompt
-class two TP1 replicas), and the fleet is an in-memory fake (the real one, `deployments/fleet.py`, is on branch
-`fleet`). Every decision, step, transition and realised gain must be in repartition.jsonl."""
+class two TP1 replicas), and the fleet is an in-memory fake (the real one, over Ray Serve, in
+tests/integration/test_run_repartition.py). Every decision, step, transition and realised gain must be in
+repartition.jsonl."""
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
