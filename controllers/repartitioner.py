@@ -89,7 +89,8 @@ def gpus_by_shape(view: SetView) -> dict[str, int]:
 
 @dataclass
 class _Pending:
-    """A move whose realised gain is to be measured once a whole scoreboard window has passed after it."""
+    """A move whose realised gain is to be measured over the second scoreboard window after it (the first holds
+    the requests a hold released)."""
 
     decision: int
     stay_goodput: float
@@ -242,7 +243,9 @@ class Repartitioner:
                                  gpus=gpus_by_shape(self.view)))
         self.metrics.repartition_moves.labels("reached" if out.reached else "rolled_back").inc()
         if out.reached:
-            self.pending = _Pending(n, stay_goodput, end + self.window_s)
+            # Measured over a window that starts one window after the move: the requests a hold released finish
+            # in the first window (late by the hold), which says what the move cost, not what the split serves.
+            self.pending = _Pending(n, stay_goodput, end + 2 * self.window_s)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval_s):
