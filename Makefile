@@ -9,7 +9,7 @@ EXTRAS ?= dev,cpu
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo test test-stress lint unit clean prometheus chromium
+.PHONY: setup demo test test-stress test-slow lint unit clean prometheus chromium
 
 # scenarios/cpu-vllm-tiny.yaml serves a tiny random-weight Llama written here (needs the [cpu] extra).
 TINY_MODEL := .cache/tiny-llama/config.json
@@ -63,6 +63,10 @@ test-stress: $(STAMP) prometheus chromium
 	  start=$$(date +%s); \
 	  PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -p no:cacheprovider $(STRESS_PYTEST); rc=$$?; \
 	  echo "test-stress: pytest exited $$rc after $$(( $$(date +%s) - start )) s with one core busy"; exit $$rc
+
+# The slow tier (exhaustive planner searches, minutes each): outside `make test` and `.ci/run`.
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

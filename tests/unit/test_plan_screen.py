@@ -17,9 +17,15 @@ from deployments.resolve import Resolved, load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 OPTIONS = PlanOptions(seeds=2, refine_pools=3, top=1)
-QUESTIONS = [("plan-70b-h200.yaml", None), ("plan-70b-h200-1k1k.yaml", None), ("plan-70b-h100-2k200.yaml", None),
-             ("paper-70b-mi325x.yaml", None), ("demo.yaml", None), ("shift.yaml", 0), ("shift.yaml", 1),
-             ("shift.yaml", 2)]
+# Every shipped planning question; the exhaustive search of most takes minutes on 2 cores, so `make test` runs the
+# two cheapest and `make test-slow` the rest (marker slow).
+SLOW = pytest.mark.slow
+QUESTIONS = [pytest.param("plan-70b-h200.yaml", None, marks=SLOW),
+             pytest.param("plan-70b-h200-1k1k.yaml", None, marks=SLOW),
+             ("plan-70b-h100-2k200.yaml", None),
+             pytest.param("paper-70b-mi325x.yaml", None, marks=SLOW),
+             ("demo.yaml", None),
+             *(pytest.param("shift.yaml", k, marks=SLOW) for k in range(3))]
 
 
 @pytest.fixture(scope="module")
