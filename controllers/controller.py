@@ -68,7 +68,7 @@ class ControllerMetrics:
         self.repartition_moves = Counter(p + m.REPARTITION_MOVES, "Re-partitioning moves by result", ["result"],
                                          registry=self.registry)
         self.step_seconds = Histogram(p + m.TRANSITION_STEP_SECONDS, "Seconds a transition step took", ["step"],
-                                      buckets=(0.1, 1, 5, 10, 30, 60, 120, 300, 600), registry=self.registry)
+                                      buckets=m.TRANSITION_STEP_BUCKETS, registry=self.registry)
         self.predicted_gain = Gauge(p + m.PREDICTED_GAIN, "The last re-plan's predicted relative gain of moving",
                                     registry=self.registry)
         self.realised_gain = Gauge(p + m.REALISED_GAIN, "The last move's realised relative gain over staying",

@@ -89,6 +89,7 @@ PREDICTED_HEADROOM = "predicted_headroom"     # gauge, labels sla_class, config 
 REPARTITION_DECISIONS = "repartition_decisions"  # counter, label outcome (move, stay, error)
 REPARTITION_MOVES = "repartition_moves"       # counter, label result (reached, rolled_back)
 TRANSITION_STEP_SECONDS = "transition_step_seconds"  # histogram, label step (deploy, scale, route, drain, remove)
+TRANSITION_STEP_BUCKETS = (0.1, 1, 5, 10, 30, 60, 120, 300, 600)  # seconds: a route (0.01 s) to a vLLM start (minutes)
 PREDICTED_GAIN = "predicted_gain"             # gauge, the last re-plan's relative gain of moving (cost counted)
 REALISED_GAIN = "realised_gain"               # gauge, the last move's measured gain over the prediction of staying
 SHAPE_GPUS = "shape_gpus"                     # gauge, label shape (TP4, PP4, ...): GPUs serving in that shape now

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from monitoring import metrics as m
 from monitoring.ports import free_port
-from schema.deployment import ParallelConfig
+from schema.deployment import ParallelConfig, shape_label
 
 CONFIGS = (ParallelConfig(name="tp8", tp=8), ParallelConfig(name="tp2", tp=2, replicas=2))
 CLASSES = ("chat", "summarize")
@@ -94,6 +94,12 @@ def controller_specs() -> list[Spec]:
             (p + m.DECISIONS, "counter", ("sla_class", "config", "policy"), ()),
             (p + m.STALE, "gauge", (), ()),
             (p + m.PREDICTED_HEADROOM, "gauge", ("sla_class", "config"), ()),
+            (p + m.REPARTITION_DECISIONS, "counter", ("outcome",), ()),
+            (p + m.REPARTITION_MOVES, "counter", ("result",), ()),
+            (p + m.TRANSITION_STEP_SECONDS, "histogram", ("step",), m.TRANSITION_STEP_BUCKETS),
+            (p + m.PREDICTED_GAIN, "gauge", (), ()),
+            (p + m.REALISED_GAIN, "gauge", (), ()),
+            (p + m.SHAPE_GPUS, "gauge", ("shape",), ()),
             (m.FAULT_PREFIX + m.FAULT_APPLIED, "counter", m.FAULT_LABELS, ()),
             (m.FAULT_PREFIX + m.FAULT_ACTIVE, "gauge", m.FAULT_LABELS, ())]
 
@@ -166,6 +172,14 @@ def emit_controller(rec: Recorder, rnd: random.Random) -> None:
             rec.set(p + m.PREDICTED_HEADROOM, rnd.uniform(0, 1), {"sla_class": k, "config": c.name})
         rec.inc(p + m.DECISIONS, 1, {"sla_class": k, "config": best, "policy": "best-per-class"})
     rec.set(p + m.STALE, 0, {})
+    # the repartition policy: a re-plan per round, a move now and then, its steps timed
+    rec.inc(p + m.REPARTITION_DECISIONS, 1, {"outcome": rnd.choice(("move", "stay"))})
+    rec.inc(p + m.REPARTITION_MOVES, 1, {"result": "reached"})
+    rec.observe(p + m.TRANSITION_STEP_SECONDS, rnd.uniform(0.1, 20), {"step": rnd.choice(("deploy", "drain"))})
+    rec.set(p + m.PREDICTED_GAIN, rnd.uniform(-0.5, 1), {})
+    rec.set(p + m.REALISED_GAIN, rnd.uniform(-0.5, 1), {})
+    for c in CONFIGS:
+        rec.set(p + m.SHAPE_GPUS, c.gpus, {"shape": shape_label(c.tp, c.pp)})
     for i, (action, target) in enumerate((("kill_replica", "tp8"), ("restart_prometheus", ""))):
         labels = {"fault": str(i), "action": action, "target": target}
         rec.inc(m.FAULT_PREFIX + m.FAULT_APPLIED, 1, labels)
