@@ -168,6 +168,7 @@ VLLM_SCENARIO = {
 
 
 @pytest.mark.vllm
+@pytest.mark.slow   # ~7 min on 2 cores (two vLLM starts and a 240 s load): `make test-slow`, outside CI's time
 def test_real_vllm_moves_tp2_to_two_tp1_under_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same on the CPU build of vLLM with the tiny model: the move's new engines really start (the start
     the fleet measured prices later moves), nothing is lost, no vLLM process or file is left."""
