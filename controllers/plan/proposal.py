@@ -27,7 +27,7 @@ from controllers.plan.search import Evaluated, Plan
 from deployments.engines.sim.offline import RequestSpec
 from deployments.resolve import Resolved
 from deployments.routing import WeightedRoundRobin
-from schema.deployment import EngineConfig, ParallelConfig
+from schema.deployment import EngineConfig
 from schema.plan import PlannedDeployment, PlannedPool, PlanSection
 from schema.scenario import Scenario
 from schema.traffic import TrafficClass
@@ -133,7 +133,7 @@ def predict_steps(plan: Plan, section: PlanSection, best: list[Evaluated], rungs
                     met[j] = False
                     continue
                 at_step = [rec for (step, _), rec in zip(mine, records, strict=True) if step == j]
-                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.shape.tp).met
+                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.tps).met
         out.append(met)
     return out
 
@@ -144,8 +144,7 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
     best = chosen(plan, k)
     section = planned(plan, k, len(s.classes))
     gpn = plan.budget.gpus_per_node
-    configs = [ParallelConfig(name=pool.config, tp=p.shape.tp, pp=p.shape.pp, replicas=p.replicas,
-                              spread_pp_over_nodes=p.shape.gpus > gpn)
+    configs = [p.config(pool.config, gpn, True)
                for d, e in zip(section.deployments, best, strict=True)
                for pool, p in zip(d.pools, e.candidate.pools, strict=True)]
     rungs = ladder(section)

@@ -94,7 +94,7 @@ def pool_capacities(task: PoolsTask) -> list[Capacity]:
     """Each replica count's search starts from a guess: the cheaper stage's answer, else the previous count's
     capacity scaled by the replicas. One saturation run serves them all."""
     k = task.key
-    sat = task.saturation or saturation(task.setup, k.shape, k.knobs, k.classes, task.seed)
+    sat = task.saturation or saturation(task.setup, Pool(k.shape, 1, k.classes), k.knobs, task.seed)
     out: list[Capacity] = []
     for i, r in enumerate(task.replicas):
         guess = task.guesses[i] if task.guesses else 0.0
