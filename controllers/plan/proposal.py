@@ -42,8 +42,10 @@ STEP_E2E = 2.0                # a step spans this many median E2E latencies (eng
 
 def _name(rank: int, pool_index: int, c: Candidate) -> str:
     p = c.pools[pool_index]
-    shape = re.sub(r"[^a-z0-9]+", "", p.shape.label.lower())
     suffix = "" if c.homogeneous else "abcdefgh"[pool_index]
+    if p.prefill is not None:   # 3P(TP2)+1D(TP2): p1-3p-tp2-1d-tp2
+        return f"p{rank}{suffix}-" + re.sub(r"[^a-z0-9]+", "-", p.label.lower()).strip("-")
+    shape = re.sub(r"[^a-z0-9]+", "", p.shape.label.lower())
     return f"p{rank}{suffix}-{p.replicas}x{shape}"
 
 
