@@ -10,9 +10,10 @@ rate-matched, screened with the fluid estimate, the contenders simulated.
   y·GPUs(decode) within the budget), packed on its nodes (the roles' placement prices every KV handoff:
   inside a node or through the NICs).
 - Screening: `disagg_steady_state.estimate` on the traffic's mean prompt and output lengths, the decode
-  batch held to the tightest TPOT target, its rate within the tightest TTFT target; the `CONTENDERS` best by
-  the objective are simulated (`DisaggregatedReplicas`, through `evaluate.capacity`: the same SLO judgment as
-  an aggregated pool), the `REFINED` best of those again at the refining fidelity over the search's seeds.
+  batch held to the tightest TPOT target, its rate within the tightest TTFT target; `CONTENDERS` of them,
+  the best of each role shape first, are simulated (`DisaggregatedReplicas`, through `evaluate.capacity`:
+  the same SLO judgment as an aggregated pool), the `REFINED` best of those again at the refining fidelity
+  over the search's seeds.
 Scope: one disaggregated pool serving every class; a disaggregated pool beside other pools (a class split)
 is not searched.
 """
@@ -34,7 +35,7 @@ from deployments.resolve import role_problem
 from loadgen.lengths import mean_lengths
 from schema.deployment import ReplicaGroup, Role
 
-CONTENDERS = 6     # disaggregated candidates simulated (the best by the fluid estimate)
+CONTENDERS = 8     # disaggregated candidates simulated (chosen by the fluid estimate: `Enumeration.contenders`)
 REFINED = 3        # of those, refined over seeds (the best simulated)
 
 
@@ -78,8 +79,20 @@ class Enumeration:
     rejected: list[str]
 
     def contenders(self) -> list[Screened]:
-        """The best `CONTENDERS` that the estimate gives some rate, one per (roles, replicas) pool."""
-        return [s for s in self.screened if s.rate > 0][:CONTENDERS]
+        """The `CONTENDERS` to simulate, of those the estimate gives some rate: the best of each prefill shape,
+        then the best of each decode shape, then the rest, each in the estimate's order. The estimate ranks
+        the roles' shapes roughly (it leaves out queueing under batching, chunking, the decode admission), so
+        the simulator sees every shape that leads somewhere before a shape's variants."""
+        live = [s for s in self.screened if s.rate > 0]
+        prefill: dict[Shape, Screened] = {}
+        decode: dict[Shape, Screened] = {}
+        for s in live:
+            p = s.candidate.pools[0]
+            assert p.prefill is not None
+            prefill.setdefault(p.prefill.shape, s)
+            decode.setdefault(p.shape, s)
+        order = dict.fromkeys([*prefill.values(), *decode.values(), *live])
+        return list(order)[:CONTENDERS]
 
 
 def fluid_key(objective: str, required: float) -> Callable[[float, int], tuple[float, ...]]:
@@ -233,16 +246,25 @@ def comparison(setup: Setup, disagg: Candidate, disagg_rate: float, agg: Candida
             f"{disagg_rate:.2f} vs {agg_rate:.2f} req/s ({gain:+.0%}), {td:,.0f} vs {ta:,.0f} output tok/s/GPU, "
             f"on {disagg.gpus} vs {agg.gpus} GPUs")
     kv_seqs = kv_capacity_seqs(replicas.decode, t.isl, t.osl)
-    cap = "its KV cache" if kv_seqs < disagg.knobs.max_num_seqs else "max_num_seqs"
-    held = " held to the TPOT target" if fluid.decode_running < min(kv_seqs, disagg.knobs.max_num_seqs) - 0.5 else ""
+    most = min(kv_seqs, disagg.knobs.max_num_seqs)
+    cap = f"its KV cache holds {kv_seqs}" if kv_seqs < disagg.knobs.max_num_seqs else f"max_num_seqs {most}"
+    held = fluid.decode_running < most - 0.5
     busy_p = disagg_rate / fluid.prefill_rate if fluid.prefill_rate > 0 else 0.0
     busy_d = disagg_rate / fluid.decode_rate if fluid.decode_rate > 0 else 0.0
-    pools = (f"at that rate (fluid estimate, ISL {t.isl} / OSL {t.osl}) its {pool.prefill.gpus} prefill GPUs are "
-             f"{busy_p:.0%} busy ({1 - min(busy_p, 1):.0%} idle) and its {pool.shape.gpus * pool.replicas} decode "
-             f"GPUs {busy_d:.0%}; a decode replica runs {fluid.decode_running:.0f} sequences{held} (at most "
-             f"{min(kv_seqs, disagg.knobs.max_num_seqs)}: {cap}) at {fluid.tpot_s * 1e3:.1f} ms per token")
+    pools = (f"at that rate (fluid estimate, ISL {t.isl} / OSL {t.osl}) its prefill pool ({pool.prefill.gpus} GPUs) "
+             f"is {busy_p:.0%} busy, its decode pool ({pool.shape.gpus * pool.replicas} GPUs) {busy_d:.0%}; at full "
+             f"load a decode replica runs {fluid.decode_running:.0f} sequences ({'held to the TPOT target; ' * held}"
+             f"{cap}) at {fluid.tpot_s * 1e3:.1f} ms per token")
     handoff = f"each KV handoff takes {fluid.transfer_s * 1e3:.1f} ms"
+    share = fluid.transfer_s / t.ttft_s if math.isfinite(t.ttft_s) else 0.0
     if math.isfinite(t.ttft_s):
-        handoff += (f", {fluid.transfer_s / t.ttft_s:.0%} of the {t.ttft_s * 1e3:.0f} ms TTFT target, beside a "
+        handoff += (f", {share:.0%} of the {t.ttft_s * 1e3:.0f} ms TTFT target, beside a "
                     f"{fluid.prefill_s * 1e3:.0f} ms prefill")
+    reasons = [why for why, holds in (
+        (f"its prefill GPUs idle {1 - busy_p:.0%} of the time", busy_p < 0.5),
+        (f"the KV handoff takes {share:.0%} of the TTFT target", share > 0.1),
+        (f"the decode pool's KV cache caps a replica at {kv_seqs} sequences", kv_seqs < disagg.knobs.max_num_seqs
+         and not held)) if holds]
+    if disagg_rate <= agg_rate and reasons:
+        head += "; mainly because " + " and ".join(reasons)
     return [head, pools, handoff]
