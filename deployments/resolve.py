@@ -146,29 +146,39 @@ def _check_memory(s: Scenario, i: int, name: str, g: ReplicaGroup, model: ModelS
 
 def _check_roles(s: Scenario, i: int, c: ParallelConfig, model: ModelSpec, gpu: GpuSpec,
                  base_dir: Path | None) -> Problems:
-    """A prefill replica holds the longest prompt's KV cache until its decode replica has it; a decode replica
-    holds the longest prompt and output together."""
+    """Each role's replicas hold what they must (`role_problem`)."""
+    problems: Problems = []
+    for g in c.groups:
+        problem = role_problem(s, g, c.name, model, gpu, base_dir)
+        if problem is not None:
+            problems.append((f"configurations[{i}].{g.field}".rstrip("."), problem))
+    return problems
+
+
+def role_problem(s: Scenario, g: ReplicaGroup, config: str, model: ModelSpec, gpu: GpuSpec,
+                 base_dir: Path | None) -> str | None:
+    """Why a replica of one role of configuration `config` cannot serve the scenario's classes, if it cannot: a
+    prefill replica holds the longest prompt's KV cache until its decode replica has it; a decode replica holds
+    the longest prompt and output together. (None too when a lengths file is unreadable: `_check_classes`
+    reports that.)"""
     try:
         prompt = max(longest_length(tc.input, 0, base_dir) for tc in s.classes)
         output = max(longest_length(tc.output, 1, base_dir) for tc in s.classes)
     except LoadError:
-        return []   # the lengths file's own problem is reported by _check_classes
-    problems: Problems = []
-    for g in c.groups:
-        plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, g.tp, g.pp)
-        limits = {"KV cache": plan.kv_tokens, "engine.max_model_len": s.engine.max_model_len or model.max_context}
-        limit = min(limits, key=lambda k: limits[k])
-        fix = (f"raise {g.field}tp or {g.field}pp, or use a smaller kv_dtype" if limit == "KV cache"
-               else "raise engine.max_model_len" if s.engine.max_model_len else "use a longer-context model")
-        if g.role == "prefill":
-            need, what = prompt + 1, f"the longest prompt ({prompt:,} tokens) and its first token"
-        else:
-            need, what = prompt + output, f"the longest request ({prompt:,} prompt + {output:,} output tokens)"
-        if limits[limit] < need:
-            problems.append((f"configurations[{i}].{g.field}".rstrip("."),
-                             f"a replica of {g.label(c.name)} holds {limits[limit]:,} tokens ({limit}) but must "
-                             f"hold {what}; {fix}, or shorten the classes' lengths"))
-    return problems
+        return None
+    plan = plan_engine_memory(s.engine, model, gpu, s.dtype, s.resolved_kv_dtype, g.tp, g.pp)
+    limits = {"KV cache": plan.kv_tokens, "engine.max_model_len": s.engine.max_model_len or model.max_context}
+    limit = min(limits, key=lambda k: limits[k])
+    fix = (f"raise {g.field}tp or {g.field}pp, or use a smaller kv_dtype" if limit == "KV cache"
+           else "raise engine.max_model_len" if s.engine.max_model_len else "use a longer-context model")
+    if g.role == "prefill":
+        need, what = prompt + 1, f"the longest prompt ({prompt:,} tokens) and its first token"
+    else:
+        need, what = prompt + output, f"the longest request ({prompt:,} prompt + {output:,} output tokens)"
+    if limits[limit] >= need:
+        return None
+    return (f"a replica of {g.label(config)} holds {limits[limit]:,} tokens ({limit}) but must hold {what}; {fix}, "
+            "or shorten the classes' lengths")
 
 
 def _check_dtype(s: Scenario, gpu: GpuSpec | None) -> Problems:

@@ -53,6 +53,7 @@ def plan_cmd(
     max_num_batched_tokens: str = typer.Option(None, "--max-num-batched-tokens",
                                                help="also search max_num_batched_tokens, e.g. 4096,8192"),
     homogeneous_only: bool = typer.Option(False, "--homogeneous-only", help="no split of the classes over pools"),
+    aggregated_only: bool = typer.Option(False, "--aggregated-only", help="no prefill/decode disaggregation"),
     spread_pp: bool = typer.Option(None, "--spread-pp/--no-spread-pp", help="let pipelines span nodes (default: "
                                    "as the scenario's configurations allow)"),
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds of the front-runners' capacity estimate"),
@@ -71,14 +72,16 @@ def plan_cmd(
     phase: str = typer.Option(None, "--phase", help="plan this phase of load.phases (its name, or its number from "
                               "1): its classes' shares at its rate (default: the whole schedule's mix)"),
 ) -> None:
-    """Search every TP×PP split of the GPU budget, homogeneous or per SLA class, for the scenario's traffic."""
+    """Search every TP×PP split of the GPU budget, homogeneous or per SLA class, aggregated or disaggregated (xP
+    prefill + yD decode replicas), for the scenario's traffic."""
     if objective not in OBJECTIVES:
         fail(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     obj = cast(Objective, objective)
     opts = PlanOptions(gpus=gpus, objective=obj, top=top, kv_dtypes=_dtypes(kv_dtypes),
                        max_num_seqs=comma_ints("--max-num-seqs", max_num_seqs),
                        max_num_batched_tokens=comma_ints("--max-num-batched-tokens", max_num_batched_tokens),
-                       heterogeneous=not homogeneous_only, spread_pp=spread_pp, seeds=seeds, exhaustive=exhaustive,
+                       heterogeneous=not homogeneous_only, disaggregated=not aggregated_only,
+                       spread_pp=spread_pp, seeds=seeds, exhaustive=exhaustive,
                        availability=Availability(gpu_failure_rate, restart_s) if gpu_failure_rate > 0 else None)
     progress_to = err_console if as_json else console
     try:

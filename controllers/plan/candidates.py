@@ -16,7 +16,7 @@ from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.memory import check_parallelism, plan_engine_memory
 from deployments.catalog.models import ModelSpec
 from deployments.placement import Node, PlacementError, plan_nodes
-from schema.deployment import EngineConfig, ParallelConfig, shape_label
+from schema.deployment import Disaggregation, EngineConfig, ParallelConfig, RoleConfig, shape_label
 from schema.dtypes import Dtype
 
 
@@ -51,20 +51,55 @@ class Knobs:
 
 
 @dataclass(frozen=True, order=True)
-class Pool:
-    """`replicas` copies of one shape serving `classes` (in scenario order)."""
+class Prefill:
+    """The prefill role of a disaggregated pool: `replicas` copies of `shape`."""
 
     shape: Shape
     replicas: int
-    classes: tuple[str, ...]
 
     @property
     def gpus(self) -> int:
         return self.shape.gpus * self.replicas
 
+
+@dataclass(frozen=True, order=True)
+class Pool:
+    """`replicas` copies of one shape serving `classes` (in scenario order); with `prefill`, disaggregated:
+    those replicas only decode, and `prefill`'s replicas compute every prompt and hand its KV cache over."""
+
+    shape: Shape
+    replicas: int
+    classes: tuple[str, ...]
+    prefill: Prefill | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.shape.gpus * self.replicas + (self.prefill.gpus if self.prefill else 0)
+
     @property
     def label(self) -> str:
-        return f"{self.replicas}×{self.shape.label}"
+        """`4×TP2`, or `3P(TP2)+1D(TP2)` when disaggregated."""
+        if self.prefill is None:
+            return f"{self.replicas}×{self.shape.label}"
+        return f"{self.prefill.replicas}P({self.prefill.shape.label})+{self.replicas}D({self.shape.label})"
+
+    @property
+    def tps(self) -> list[int]:
+        """The TP of each replica, in the simulator's order (prefill replicas first)."""
+        first = [self.prefill.shape.tp] * self.prefill.replicas if self.prefill else []
+        return first + [self.shape.tp] * self.replicas
+
+    def config(self, name: str, gpus_per_node: int, spread_pp: bool) -> ParallelConfig:
+        """The pool as a scenario's configuration (`disagg:` when disaggregated); pipelines spread over nodes
+        where a replica is larger than a node and `spread_pp` allows it."""
+        spread = spread_pp and max(self.shape.gpus, self.prefill.shape.gpus if self.prefill else 0) > gpus_per_node
+        if self.prefill is None:
+            return ParallelConfig(name=name, tp=self.shape.tp, pp=self.shape.pp, replicas=self.replicas,
+                                  spread_pp_over_nodes=spread)
+        roles = Disaggregation(
+            prefill=RoleConfig(tp=self.prefill.shape.tp, pp=self.prefill.shape.pp, replicas=self.prefill.replicas),
+            decode=RoleConfig(tp=self.shape.tp, pp=self.shape.pp, replicas=self.replicas))
+        return ParallelConfig(name=name, disagg=roles, spread_pp_over_nodes=spread)
 
 
 @dataclass(frozen=True)
@@ -81,6 +116,14 @@ class Candidate:
     @property
     def homogeneous(self) -> bool:
         return len(self.pools) == 1
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(p.prefill is not None for p in self.pools)
+
+    @property
+    def kind(self) -> str:
+        return "disaggregated" if self.disaggregated else "aggregated"
 
     def label(self, all_classes: int) -> str:
         """`2×TP4`, or `1×TP4 [chat] + 2×TP2 [summarize]` when the classes are split over pools."""
@@ -155,9 +198,7 @@ def packs(pools: Sequence[Pool], budget: Budget, spread_pp: bool) -> bool:
         return False
     if len(budget.nodes) == 1:   # one node: every shape here fits it, so the total decides
         return True
-    configs = [ParallelConfig(name=f"p{i}", tp=p.shape.tp, pp=p.shape.pp, replicas=p.replicas,
-                              spread_pp_over_nodes=spread_pp and p.shape.gpus > budget.gpus_per_node)
-               for i, p in enumerate(pools)]
+    configs = [p.config(f"p{i}", budget.gpus_per_node, spread_pp) for i, p in enumerate(pools)]
     try:
         plan_nodes(configs, [Node(str(i), float(g)) for i, g in enumerate(budget.nodes)])
     except PlacementError:

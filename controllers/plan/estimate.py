@@ -17,12 +17,13 @@ least-loaded dispatch on queueing. `LOW` and `HIGH` bound how far the simulator'
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from controllers.plan.candidates import Knobs, Pool
 from controllers.plan.evaluate import Setup, stream
+from deployments.engines.sim.configuration import AggregatedReplicas
 from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.steady_state import kv_capacity_seqs
 from deployments.engines.sim.work import BatchShape
@@ -194,7 +195,9 @@ def estimate(setup: Setup, pool: Pool, knobs: Knobs, classes: Sequence[Lengths])
     factors of the pool's shape multiply the predicted TTFT and TPOT."""
     high = HIGH_PP if pool.shape.pp > 1 else HIGH
     factors = setup.factors(pool.shape)
-    factory = setup.factory(pool.shape, knobs)
+    replicas = setup.replicas(replace(pool, replicas=1), knobs)
+    assert isinstance(replicas, AggregatedReplicas), "the steady-state estimate screens aggregated pools"
+    factory = replicas.factory
     if max(c.isl_q + c.osl_q for c in classes) > factory.max_model_len:
         return Estimate(0.0, "length", high)
     isl = sum(c.share * c.isl for c in classes)

@@ -19,13 +19,14 @@ import numpy as np
 from controllers.plan.candidates import Knobs, Pool, Shape
 from deployments.catalog.gpus import GpuSpec
 from deployments.catalog.models import ModelSpec
-from deployments.engines.sim.offline import OfflineResult, RequestRecord, RequestSpec, run_offline
+from deployments.engines.sim.configuration import Replicas, configuration_replicas
+from deployments.engines.sim.disagg import DisaggregatedReplicas
+from deployments.engines.sim.offline import OfflineResult, RequestRecord, RequestSpec
 from deployments.engines.sim.perf_model import TERMS
-from deployments.engines.sim.replica import ReplicaFactory
 from deployments.engines.sim.stats import summarize
 from deployments.engines.sim.workload import class_mix
 from deployments.resolve import Resolved
-from schema.deployment import EngineConfig, ParallelConfig
+from schema.deployment import EngineConfig
 from schema.scenario import Scenario
 from schema.traffic import ConstantArrival, GammaArrival, PoissonArrival, TrafficClass
 
@@ -102,6 +103,12 @@ class Setup:
         """(TTFT, TPOT) correction factors of a shape: (1, 1) unless `corrections` names it."""
         return next((f for k, f in self.corrections if k == (shape.tp, shape.pp)), (1.0, 1.0))
 
+    def pool_factors(self, pool: Pool) -> tuple[float, float]:
+        """(TTFT, TPOT) correction factors of a pool: its shape's; a disaggregated pool's TTFT factor is its
+        prefill shape's (the prefill replicas produce the first token), its TPOT factor its decode shape's."""
+        first = pool.prefill.shape if pool.prefill is not None else pool.shape
+        return self.factors(first)[0], self.factors(pool.shape)[1]
+
     def group(self, names: Sequence[str]) -> list[TrafficClass]:
         """The classes of a pool, their shares renormalised to the pool's own traffic."""
         chosen = [c for c in self.classes if c.name in names]
@@ -117,13 +124,16 @@ class Setup:
         """Fraction of all requests that belong to these classes."""
         return sum(c.share for c in self.classes if c.name in names)
 
-    def factory(self, shape: Shape, knobs: Knobs) -> ReplicaFactory:
-        """Replicas of `shape` with the engine options `knobs`, built exactly as the live simulated engine builds
-        them (every other engine setting, calibration and memory model of the scenario included)."""
-        spec = self.spec.model_copy(update={"kv_dtype": knobs.kv_dtype, "engine": knobs.engine(self.spec.engine)})
-        cfg = ParallelConfig(name="plan", tp=shape.tp, pp=shape.pp,
-                             spread_pp_over_nodes=self.spread_pp and shape.gpus > self.spec.hardware.gpus_per_node)
-        return ReplicaFactory.for_deployment(spec, cfg, self.model, self.gpu)
+    def spec_with(self, knobs: Knobs) -> Scenario:
+        """The scenario with the engine options `knobs`; every other setting flows through unchanged."""
+        return self.spec.model_copy(update={"kv_dtype": knobs.kv_dtype, "engine": knobs.engine(self.spec.engine)})
+
+    def replicas(self, pool: Pool, knobs: Knobs) -> Replicas:
+        """The pool's replicas with the engine options `knobs`, built exactly as the live simulated engine builds
+        them (every other engine setting, calibration and memory model of the scenario included); a
+        disaggregated pool's roles packed on the scenario's nodes in order, which prices each KV handoff."""
+        cfg = pool.config("plan", self.spec.hardware.gpus_per_node, self.spread_pp)
+        return configuration_replicas(self.spec_with(knobs), cfg, self.model, self.gpu)
 
 
 def stream(setup: Setup, names: Sequence[str], n: int, seed: int) -> list[RequestSpec]:
@@ -201,10 +211,10 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: OfflineResult | None,
-          tp: int, warmup_s: float = 0.0, factors: tuple[float, float] = (1.0, 1.0)) -> RunFigures:
+          tps: Sequence[int], warmup_s: float = 0.0, factors: tuple[float, float] = (1.0, 1.0)) -> RunFigures:
     """Per-class attainment and latencies of a run's records, those that arrived in its first `warmup_s`
-    left out (never more than the first half of the run); each TTFT and TPOT multiplied by `factors` (and the
-    E2E with them)."""
+    left out (never more than the first half of the run); `tps`: the TP of each of `result`'s cores; each TTFT
+    and TPOT multiplied by `factors` (and the E2E with them)."""
     if records and warmup_s > 0:
         t0 = records[0].arrival
         cut = t0 + min(warmup_s, (records[-1].arrival - t0) / 2)
@@ -240,7 +250,7 @@ def judge(setup: Setup, records: Sequence[RequestRecord], rate: float, result: O
     if result is not None:
         breakdown = summarize(result)["breakdown"]
         total_out = sum(r.output_len for r in result.records)
-        for core in result.cores:
+        for core, tp in zip(result.cores, tps, strict=True):
             for k, v in core.term_seconds.items():
                 per_token[k] = per_token.get(k, 0.0) + v * tp * 1e3 / max(1, total_out)
     n = max(1, len(judged))
@@ -256,56 +266,67 @@ def _corrected(r: RequestRecord, factors: tuple[float, float]) -> RequestRecord:
     return replace(r, first_token=first, finish=first + (r.finish - r.first_token) * factors[1])
 
 
-def _too_long(setup: Setup, reqs: Sequence[RequestSpec], limit: int) -> Miss | None:
+def _too_long(setup: Setup, reqs: Sequence[RequestSpec], replicas: Replicas) -> Miss | None:
+    """The longest request no replica can hold (a disaggregated pool's prefill replicas hold each prompt and its
+    first token, its decode replicas the whole request), if any."""
+    prompt_limit = replicas.prefill.max_model_len - 1 if isinstance(replicas, DisaggregatedReplicas) else math.inf
     worst = max(reqs, key=lambda r: r.prompt_len + r.output_len)
-    if worst.prompt_len + worst.output_len <= limit:
-        return None
+    if worst.prompt_len + worst.output_len > replicas.max_model_len:
+        tokens, limit = worst.prompt_len + worst.output_len, replicas.max_model_len
+    else:
+        worst = max(reqs, key=lambda r: r.prompt_len)
+        if worst.prompt_len <= prompt_limit:
+            return None
+        tokens, limit = worst.prompt_len + 1, int(prompt_limit) + 1
     tc = next(c for c in setup.classes if c.name == worst.tag)
-    return Miss(tc.name, "length", worst.prompt_len + worst.output_len, limit, 0.0, tc.slo.attainment)
+    return Miss(tc.name, "length", tokens, limit, 0.0, tc.slo.attainment)
 
 
 def run_at(setup: Setup, pool: Pool, knobs: Knobs, rate: float, n: int, seed: int, warmup: float) -> RunFigures:
     """Simulate `n` requests of the pool's classes at `rate` requests/s through its replicas; the first `warmup`
     median E2E latencies of arrivals are not judged."""
-    factory = setup.factory(pool.shape, knobs)
+    replicas = setup.replicas(pool, knobs)
     reqs = at_rate(stream(setup, pool.classes, n, seed), rate)
-    long = _too_long(setup, reqs, factory.max_model_len)
+    long = _too_long(setup, reqs, replicas)
     if long is not None:
         return RunFigures(rate, {long.sla_class: ClassFigures(0, 0.0, {}, {}, (long,))}, 0.0, 0.0, {})
-    result = run_offline(factory, reqs, replicas=pool.replicas)
+    result = replicas.run(reqs)
     median_e2e = float(np.median([r.e2e for r in result.records]))
-    return judge(setup, result.records, rate, result, pool.shape.tp, warmup * median_e2e, setup.factors(pool.shape))
+    return judge(setup, result.records, rate, result, pool.tps, warmup * median_e2e, setup.pool_factors(pool))
 
 
 def run_requests(setup: Setup, pool: Pool, knobs: Knobs, reqs: Sequence[RequestSpec]) -> list[RequestRecord] | Miss:
     """Given requests through the pool's replicas (records in request order), or the miss of a request no
     replica can hold."""
-    factory = setup.factory(pool.shape, knobs)
     if not reqs:
         return []
-    long = _too_long(setup, reqs, factory.max_model_len)
-    return long if long is not None else run_offline(factory, reqs, replicas=pool.replicas).records
+    replicas = setup.replicas(pool, knobs)
+    long = _too_long(setup, reqs, replicas)
+    return long if long is not None else replicas.run(reqs).records
 
 
 @dataclass(frozen=True)
 class Saturation:
     """What one replica of a shape serves for a class group with every slot busy (a closed loop of
-    `max_num_seqs` users): requests/s."""
+    `max_num_seqs` users): requests/s. Of a disaggregated pool: what the whole pool serves with every decode
+    slot busy, per decode replica."""
 
     rate: float
 
 
-def saturation(setup: Setup, shape: Shape, knobs: Knobs, names: Sequence[str], seed: int) -> Saturation:
-    factory = setup.factory(shape, knobs)
-    users = knobs.max_num_seqs
-    reqs = stream(setup, names, 4 * users, seed)
-    if _too_long(setup, reqs, factory.max_model_len) is not None:
+def saturation(setup: Setup, pool: Pool, knobs: Knobs, seed: int) -> Saturation:
+    """One replica of an aggregated pool (whatever its replica count), or the whole disaggregated pool."""
+    unit = pool if pool.prefill is not None else replace(pool, replicas=1)
+    replicas = setup.replicas(unit, knobs)
+    users = knobs.max_num_seqs * unit.replicas
+    reqs = stream(setup, pool.classes, 4 * users, seed)
+    if _too_long(setup, reqs, replicas) is not None:
         return Saturation(0.0)
-    result = run_offline(factory, reqs, replicas=1, concurrency=users)
+    result = replicas.run(reqs, concurrency=users)
     finish = sorted(r.finish for r in result.records)
     span = finish[-users - 1] - finish[users - 1]    # every slot busy: after the first wave, before the tail
     rate = (len(finish) - 2 * users) / span if span > 0 else len(finish) / max(finish[-1], 1e-9)
-    return Saturation(rate)
+    return Saturation(rate / unit.replicas)
 
 
 @dataclass(frozen=True)
@@ -341,11 +362,10 @@ def capacity(setup: Setup, pool: Pool, knobs: Knobs, fid: Fidelity, seed: int, g
     from `guess` (wide ones without) until a rate that meets and one that fails bracket it, then bisection
     down to `fid.tolerance`. Never above the saturation throughput: a rate the replicas cannot serve is not
     sustainable, however lax the SLO."""
-    sat = sat or saturation(setup, pool.shape, knobs, pool.classes, seed)
+    sat = sat or saturation(setup, pool, knobs, seed)
     top = sat.rate * pool.replicas
     if top <= 0:
-        factory = setup.factory(pool.shape, knobs)
-        miss = _too_long(setup, stream(setup, pool.classes, 4 * knobs.max_num_seqs, seed), factory.max_model_len)
+        miss = _too_long(setup, stream(setup, pool.classes, 4 * knobs.max_num_seqs, seed), setup.replicas(pool, knobs))
         return Capacity(0.0, 0.0, 0.0, (miss,) if miss else (), 0.0, 0)
     floor = top / 256
     step = 1 + 3 * fid.tolerance if guess else 4.0

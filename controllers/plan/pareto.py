@@ -41,7 +41,9 @@ def pareto_figure(plan: Plan, classes: list[str], path: Path) -> Path:
                     pts.append((x, e.output_tokens_per_s_per_gpu))
                     who.append(e)
             for (x, y), e in zip(pts, who, strict=True):
-                ax.scatter([x], [y], color="tab:blue" if e.candidate.homogeneous else "tab:orange", zorder=3)
+                color = ("tab:green" if e.candidate.disaggregated else "tab:blue" if e.candidate.homogeneous
+                         else "tab:orange")
+                ax.scatter([x], [y], color=color, zorder=3)
                 ax.annotate(labels[id(e)], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if pts:
                 idx = front(pts)
@@ -49,5 +51,6 @@ def pareto_figure(plan: Plan, classes: list[str], path: Path) -> Path:
             ax.set_xlabel(f"{name}: {title}")
             ax.set_ylabel("output tokens/s per GPU")
             ax.grid(alpha=0.3)
-    fig.suptitle(f"{plan.scenario}: deployments at their max rate\n(#rank; blue homogeneous, orange split)")
+    fig.suptitle(f"{plan.scenario}: deployments at their max rate\n(#rank; blue homogeneous, orange split, green "
+                 "disaggregated)")
     return save_figure(fig, path)

@@ -27,7 +27,7 @@ from controllers.plan.search import Evaluated, Plan
 from deployments.engines.sim.offline import RequestSpec
 from deployments.resolve import Resolved
 from deployments.routing import WeightedRoundRobin
-from schema.deployment import EngineConfig, ParallelConfig
+from schema.deployment import EngineConfig
 from schema.plan import PlannedDeployment, PlannedPool, PlanSection
 from schema.scenario import Scenario
 from schema.traffic import TrafficClass
@@ -42,8 +42,10 @@ STEP_E2E = 2.0                # a step spans this many median E2E latencies (eng
 
 def _name(rank: int, pool_index: int, c: Candidate) -> str:
     p = c.pools[pool_index]
-    shape = re.sub(r"[^a-z0-9]+", "", p.shape.label.lower())
     suffix = "" if c.homogeneous else "abcdefgh"[pool_index]
+    if p.prefill is not None:   # 3P(TP2)+1D(TP2): p1-3p-tp2-1d-tp2
+        return f"p{rank}{suffix}-" + re.sub(r"[^a-z0-9]+", "-", p.label.lower()).strip("-")
+    shape = re.sub(r"[^a-z0-9]+", "", p.shape.label.lower())
     return f"p{rank}{suffix}-{p.replicas}x{shape}"
 
 
@@ -133,7 +135,8 @@ def predict_steps(plan: Plan, section: PlanSection, best: list[Evaluated], rungs
                     met[j] = False
                     continue
                 at_step = [rec for (step, _), rec in zip(mine, records, strict=True) if step == j]
-                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.shape.tp).met
+                met[j] = met[j] and judge(setup, at_step, rungs[j], None, pool.tps,
+                                             factors=setup.pool_factors(pool)).met
         out.append(met)
     return out
 
@@ -144,8 +147,7 @@ def proposal(resolved: Resolved, plan: Plan, k: int, duration_s: float | None = 
     best = chosen(plan, k)
     section = planned(plan, k, len(s.classes))
     gpn = plan.budget.gpus_per_node
-    configs = [ParallelConfig(name=pool.config, tp=p.shape.tp, pp=p.shape.pp, replicas=p.replicas,
-                              spread_pp_over_nodes=p.shape.gpus > gpn)
+    configs = [p.config(pool.config, gpn, True)
                for d, e in zip(section.deployments, best, strict=True)
                for pool, p in zip(d.pools, e.candidate.pools, strict=True)]
     rungs = ladder(section)

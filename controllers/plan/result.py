@@ -1,13 +1,14 @@
 """What a plan says, as data: the `--json` contract (other tools read it), plan.json, and why the winner wins.
 
 One entry per deployment, best first:
-`{"deployment": [{"tp", "pp", "replicas", "classes"}], "gpus", "max_rate", "goodput_per_gpu",
-"output_tokens_per_s_per_gpu", "classes": {NAME: {"ttft_ms": {"p50", "p90"}, "tpot_ms": {"p50", "p90"},
-"attainment"}}}` — `classes` of a pool: the classes routed to it; the per-GPU figures and the class figures
-at `max_rate` (requests/s of the whole traffic, engine clock). Extra keys: `rank`, `max_rate_std` (over
-seeds), `binding` (what stops each pool), engine options, `goodput_per_gpu_at` (at the scenario's rates),
-`expected_max_rate` and `available_share` (with GPU failures: max_rate over the states of the replicas, and
-its share of max_rate; the ranking's figure, controllers/plan/availability.py).
+`{"kind": "aggregated" | "disaggregated", "deployment": [{"tp", "pp", "replicas", "classes"}] (disaggregated:
+[{"label", "prefill": {"tp", "pp", "replicas"}, "decode": {"tp", "pp", "replicas"}, "classes"}]), "gpus",
+"max_rate", "goodput_per_gpu", "output_tokens_per_s_per_gpu", "classes": {NAME: {"ttft_ms": {"p50", "p90"},
+"tpot_ms": {"p50", "p90"}, "attainment"}}}` — `classes` of a pool: the classes routed to it; the per-GPU
+figures and the class figures at `max_rate` (requests/s of the whole traffic, engine clock). Extra keys:
+`rank`, `max_rate_std` (over seeds), `binding` (what stops each pool), engine options, `goodput_per_gpu_at`
+(at the scenario's rates), `expected_max_rate` and `available_share` (with GPU failures: max_rate over the
+states of the replicas, and its share of max_rate; the ranking's figure, controllers/plan/availability.py).
 """
 
 import json
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from controllers.plan.availability import one_failure
+from controllers.plan.candidates import Pool
+from controllers.plan.disagg import comparison
 from controllers.plan.search import Evaluated, Plan
 from deployments.engines.sim.perf_model import TERMS
 
@@ -30,8 +33,8 @@ def entry(e: Evaluated, rank: int) -> dict[str, Any]:
             classes[name] = {"ttft_ms": cf.ttft_ms, "tpot_ms": cf.tpot_ms, "attainment": cf.attainment}
     return {
         "rank": rank,
-        "deployment": [{"tp": p.shape.tp, "pp": p.shape.pp, "replicas": p.replicas, "classes": list(p.classes)}
-                       for p in c.pools],
+        "kind": c.kind,
+        "deployment": [_pool(p) for p in c.pools],
         "gpus": c.gpus,
         "max_rate": e.max_rate,
         "max_rate_std": e.max_rate_std,
@@ -46,6 +49,15 @@ def entry(e: Evaluated, rank: int) -> dict[str, Any]:
         "expected_max_rate": e.expected_rate,
         "available_share": e.available_share,
     }
+
+
+def _pool(p: Pool) -> dict[str, Any]:
+    """One pool of an entry: its shape and replicas, or (disaggregated) each role's."""
+    if p.prefill is None:
+        return {"tp": p.shape.tp, "pp": p.shape.pp, "replicas": p.replicas, "classes": list(p.classes)}
+    return {"label": p.label, "prefill": {"tp": p.prefill.shape.tp, "pp": p.prefill.shape.pp,
+                                          "replicas": p.prefill.replicas},
+            "decode": {"tp": p.shape.tp, "pp": p.shape.pp, "replicas": p.replicas}, "classes": list(p.classes)}
 
 
 def entries(plan: Plan, top: int | None = None) -> list[dict[str, Any]]:
@@ -106,6 +118,7 @@ def why(plan: Plan, classes: int) -> list[str]:
         lines.append(f"{a} is ahead on {ahead} of {len(diffs)} seeds (same requests for both), by "
                      f"{np.mean(diffs):+.2f} ± {np.std(diffs):.2f} req/s")
     lines += [line for e in (best, ref) for line in failure_lines(e, classes)]
+    lines += kinds(plan, classes)
     ta, tb = _per_token(best), _per_token(ref)
     keys = sorted((k for k in TERMS if abs(ta.get(k, 0.0) - tb.get(k, 0.0)) > 1e-9),
                   key=lambda k: -abs(ta.get(k, 0.0) - tb.get(k, 0.0)))[:3]
@@ -114,6 +127,17 @@ def why(plan: Plan, classes: int) -> list[str]:
             f"{k} {ta.get(k, 0.0):.2f} vs {tb.get(k, 0.0):.2f}" for k in keys)
             + f"; all terms {sum(ta.values()):.2f} vs {sum(tb.values()):.2f}")
     return lines
+
+
+def kinds(plan: Plan, classes: int) -> list[str]:
+    """What the best disaggregated deployment gains over the best aggregated one, or why it loses (when the
+    plan ranks both)."""
+    d = next((e for e in plan.ranked if e.candidate.disaggregated), None)
+    a = next((e for e in plan.ranked if not e.candidate.disaggregated), None)
+    if d is None or a is None:
+        return []
+    return comparison(plan.setup, d.candidate, d.max_rate, a.candidate, a.max_rate,
+                      (d.output_tokens_per_s_per_gpu, a.output_tokens_per_s_per_gpu))
 
 
 def failure_lines(e: Evaluated, classes: int) -> list[str]:

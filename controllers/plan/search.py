@@ -27,6 +27,7 @@ from controllers.plan.candidates import (
     shapes,
     smallest_fitting,
 )
+from controllers.plan.disagg import Enumeration, Simulated, enumerate_disaggregated, simulate
 from controllers.plan.estimate import Estimate, Lengths, estimate, lengths
 from controllers.plan.evaluate import (
     COARSE,
@@ -63,6 +64,7 @@ class PlanOptions:
     max_num_seqs: tuple[int, ...] = ()
     max_num_batched_tokens: tuple[int, ...] = ()
     heterogeneous: bool = True
+    disaggregated: bool = True                        # also search prefill/decode disaggregation
     spread_pp: bool | None = None                     # default: as the scenario's configurations allow
     seeds: int = 3
     refine_pools: int = 12                            # distinct pools of the front-runners refined over seeds
@@ -96,7 +98,7 @@ def pool_capacities(task: PoolsTask) -> list[Capacity]:
     """Each replica count's search starts from a guess: the cheaper stage's answer, else the previous count's
     capacity scaled by the replicas. One saturation run serves them all."""
     k = task.key
-    sat = task.saturation or saturation(task.setup, k.shape, k.knobs, k.classes, task.seed)
+    sat = task.saturation or saturation(task.setup, Pool(k.shape, 1, k.classes), k.knobs, task.seed)
     out: list[Capacity] = []
     for i, r in enumerate(task.replicas):
         guess = task.guesses[i] if task.guesses else 0.0
@@ -305,9 +307,14 @@ def _front_runners(ranked: Sequence["Evaluated"], pools: int) -> list["Evaluated
 
 
 def _with_homogeneous(chosen: list["Evaluated"], ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
-    """`chosen` and the best homogeneous deployment of `ranked` (the reference a split has to beat)."""
-    best = next((e for e in ranked if e.candidate.homogeneous), None)
-    return [*chosen, best] if best is not None and all(e is not best for e in chosen) else chosen
+    """`chosen`, the best homogeneous aggregated deployment of `ranked` (the reference a split has to beat) and
+    the best disaggregated one (the reference of the other kind)."""
+    out = list(chosen)
+    for best in (next((e for e in ranked if e.candidate.homogeneous and not e.candidate.disaggregated), None),
+                 next((e for e in ranked if e.candidate.disaggregated), None)):
+        if best is not None and all(e is not best for e in out):
+            out.append(best)
+    return out
 
 
 def _undominated(ranked: Sequence["Evaluated"]) -> list["Evaluated"]:
@@ -388,6 +395,9 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         raise PlanError(_nothing_fits(resolved, opts, budget))
     required = max(engine_clock_rates(resolved), default=0.0)
     seed = s.engine.seed
+    seeds = [seed + i for i in range(opts.seeds)]
+    split = (enumerate_disaggregated(setup, _knobs(resolved, opts), budget, opts.objective, required)
+             if opts.disaggregated else Enumeration([], []))
     every = [Evaluated(c, [setup.share(p.classes) for p in c.pools], 0.0, [], availability=opts.availability)
              for c in cands]
     one_node = (f" (a budget of {len(budget.nodes)} nodes; `--gpus {budget.gpus_per_node}` plans one)"
@@ -402,8 +412,12 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
              + f"coarse capacities of {sum(map(len, wanted.values()))} pools")
     coarse = _capacities(runner, setup, wanted, COARSE, seed)
     ranked = _rank(every, coarse, opts.objective, required)
-    if ranked[0].max_rate <= 0:
-        raise PlanError(_nothing_meets(ranked, len(names)))
+    contenders = split.contenders()
+    progress(f"{len(split.screened)} disaggregated candidates (rate-matched roles) estimated; simulating the best "
+             f"{len(contenders)}")
+    disagg = simulate(runner, setup, contenders, seeds, opts.objective, required) if contenders else []
+    if ranked[0].max_rate <= 0 and not any(d.rate > 0 for d in disagg):
+        raise PlanError(_nothing_meets(ranked, len(names)) + "".join(f"; {r}" for r in split.rejected))
     promising = _with_homogeneous(ranked[:PROMISING_PER_POOL * max(opts.refine_pools, opts.top)], ranked)
     wanted = _pools_of(promising)
     progress(f"screening the {len(promising)} most promising: {sum(map(len, wanted.values()))} pools")
@@ -411,7 +425,6 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     promising = _rank(promising, screened, opts.objective, required)
     finalists = _with_homogeneous(_front_runners(promising, max(opts.refine_pools, opts.top)), promising)
 
-    seeds = [seed + i for i in range(opts.seeds)]
     wanted = _pools_of(finalists)
     progress(f"refining {len(finalists)} front-runners: {sum(map(len, wanted.values()))} pools × {len(seeds)} seeds")
     per_seed = [_capacities(runner, setup, wanted, REFINE, sd, screened) for sd in seeds]
@@ -421,6 +434,7 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         e.seed_rates = [_deployment_rate(cs, e.shares) for cs in caps]
         e.max_rate = float(np.mean(e.seed_rates))
         e.capacities = caps[0]
+    finalists += [_evaluated(d, opts) for d in disagg if d.per_seed]
     finalists.sort(key=lambda e: score(e, opts.objective, required))
     finalists = _with_homogeneous(_undominated(finalists)[:FIGURED], finalists)
 
@@ -442,8 +456,9 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
     for e in shown:
         per_pool = [[next(figs).goodput for _ in rates] for _p in e.candidate.pools]
         e.goodput_at = {r: sum(g[i] for g in per_pool) / e.candidate.gpus for i, r in enumerate(rates)}
-    sims = (sum(c.runs + 1 for t in (coarse, screened, *per_seed) for c in t.values()) + len(ftasks) + len(atasks))
-    notes = []
+    sims = (sum(c.runs + 1 for t in (coarse, screened, *per_seed) for c in t.values()) + len(ftasks) + len(atasks)
+            + sum(d.runs for d in disagg))
+    notes = [_disagg_note(split, disagg)] if opts.disaggregated else []
     if opts.kv_dtypes or opts.max_num_seqs or opts.max_num_batched_tokens:
         notes.append("engine options searched: " + ", ".join(
             f"{k.kv_dtype.value} KV, max_num_seqs {k.max_num_seqs}, max_num_batched_tokens {k.max_num_batched_tokens}"
@@ -453,11 +468,27 @@ def search(resolved: Resolved, opts: PlanOptions, runner: Runner,
         raise PlanError(f"no deployment of up to {budget.gpus} GPUs meets every SLO at the scenario's highest rate, "
                         f"{required:.2f} req/s (engine clock); the closest, {best.candidate.label(len(names))}, "
                         f"reaches {best.max_rate:.2f} req/s: {_limit_text(best)}; raise --gpus or lower the rate")
+    every += [Evaluated(d.candidate, [1.0], d.screen.rate, [d.screen], availability=opts.availability)
+              for d in disagg]
     ranked = sorted(every, key=lambda e: score(e, opts.objective, required))
     return Plan(s.name, setup, opts.objective, budget, finalists, ranked, required, rates,
-                len(coarse) + len(screened) + len(seeds) * sum(map(len, wanted.values())), sims,
+                len(coarse) + len(screened) + len(seeds) * sum(map(len, wanted.values()))
+                + sum(1 + len(d.per_seed) for d in disagg), sims,
                 time.perf_counter() - t0, runner.where, len(seeds), notes,
                 sorted(dropped, key=lambda e: -e.estimated))
+
+
+def _evaluated(d: Simulated, opts: PlanOptions) -> Evaluated:
+    """A refined disaggregated contender as the search ranks it: one pool for all the traffic."""
+    return Evaluated(d.candidate, [1.0], d.rate, [d.capacity], d.seed_rates, availability=opts.availability)
+
+
+def _disagg_note(split: Enumeration, disagg: Sequence[Simulated]) -> str:
+    refined = sum(bool(d.per_seed) for d in disagg)
+    why_not = "".join(f"; {r}" for r in split.rejected)
+    return (f"disaggregated: {len(split.screened)} rate-matched candidates estimated (fluid), {len(disagg)} simulated, "
+            f"{refined} refined over seeds; one disaggregated pool serves every class (none beside a class split)"
+            f"{why_not}")
 
 
 def _deployment_rate(caps: Sequence[Capacity], shares: Sequence[float]) -> float:

@@ -60,13 +60,19 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, An
     return out, written, next((d / "runs").glob("plan-small-*"))
 
 
+def groups(pool: dict[str, Any]) -> list[dict[str, int]]:
+    """A `--json` pool's replica groups: itself (aggregated), or its prefill and decode roles."""
+    return [pool["prefill"], pool["decode"]] if "prefill" in pool else [pool]
+
+
 def test_json_is_the_contract_best_first(planned: tuple[list[dict[str, Any]], Path, Path]) -> None:
     out, _, _ = planned
     assert 1 <= len(out) <= 2
     for e in out:
         assert {"deployment", "gpus", "max_rate", "goodput_per_gpu", "output_tokens_per_s_per_gpu", "classes"} <= set(e)
-        assert all(set(p) >= {"tp", "pp", "replicas", "classes"} for p in e["deployment"])
-        assert e["gpus"] == sum(p["tp"] * p["pp"] * p["replicas"] for p in e["deployment"]) <= 4
+        assert e["kind"] in ("aggregated", "disaggregated")
+        assert all("classes" in p for p in e["deployment"])
+        assert e["gpus"] == sum(g["tp"] * g["pp"] * g["replicas"] for p in e["deployment"] for g in groups(p)) <= 4
         c = e["classes"]["x"]
         assert set(c["ttft_ms"]) == {"p50", "p90"} and set(c["tpot_ms"]) == {"p50", "p90"}
         assert c["attainment"] >= 0.9 and c["ttft_ms"]["p90"] <= 1500 and c["tpot_ms"]["p90"] <= 60
@@ -92,8 +98,8 @@ def test_written_scenario_deploys_the_top_k_side_by_side(planned: tuple[list[dic
     assert s.plan is not None and [d.rank for d in s.plan.deployments] == list(range(1, len(out) + 1))
     for d, e in zip(s.plan.deployments, out, strict=True):
         assert d.max_rate == pytest.approx(e["max_rate"])
-        shapes = sorted((c.tp, c.pp, c.replicas) for c in s.configurations if c.name in d.configs)
-        assert shapes == sorted((p["tp"], p["pp"], p["replicas"]) for p in e["deployment"])
+        shapes = sorted((g.tp, g.pp, g.replicas) for c in s.configurations if c.name in d.configs for g in c.groups)
+        assert shapes == sorted((g["tp"], g["pp"], g["replicas"]) for p in e["deployment"] for g in groups(p))
     assert s.hardware.total_gpus >= sum(c.gpus for c in s.configurations)
     assert s.controller.policy == "observe" and s.classes == parse_scenario(SMALL, need_configurations=False
                                                                             ).scenario.classes
