@@ -80,10 +80,13 @@ def plan_cmd(
     opts = PlanOptions(gpus=gpus, objective=obj, top=top, kv_dtypes=_dtypes(kv_dtypes),
                        max_num_seqs=comma_ints("--max-num-seqs", max_num_seqs),
                        max_num_batched_tokens=comma_ints("--max-num-batched-tokens", max_num_batched_tokens),
-                       heterogeneous=not homogeneous_only, disaggregated=not aggregated_only,
+                       heterogeneous=not homogeneous_only, disaggregated=not (aggregated_only or verify_k),
                        spread_pp=spread_pp, seeds=seeds, exhaustive=exhaustive,
                        availability=Availability(gpu_failure_rate, restart_s) if gpu_failure_rate > 0 else None)
     progress_to = err_console if as_json else console
+    if verify_k and not aggregated_only:
+        progress_to.print("[dim]--verify: aggregated candidates only (`parallax run` cannot serve a disaggregated "
+                          "split yet)[/]", highlight=False)
     try:
         resolved = _traffic(load_scenario(scenario, need_configurations=False), phase, progress_to)
         t0 = time.perf_counter()

@@ -33,7 +33,9 @@ SCENARIO = {
 def test_the_live_ranking_of_the_top_two_agrees_with_the_plan(tmp_path: Path) -> None:
     resolved = parse_scenario(SCENARIO, str(tmp_path / "verify.yaml"), tmp_path, need_configurations=False)
     with runner() as pool:
-        plan = search(resolved, PlanOptions(gpus=2, refine_pools=2, seeds=1, heterogeneous=False), pool)
+        # aggregated only, as `parallax plan --verify` plans: live serving has no disaggregated split yet
+        opts = PlanOptions(gpus=2, refine_pools=2, seeds=1, heterogeneous=False, disaggregated=False)
+        plan = search(resolved, opts, pool)
     top = plan.ranked[:2]
     assert len(top) == 2 and top[0].max_rate > 1.5 * top[1].max_rate   # e.g. 2×TP1 against 1×PP2
     with open(os.devnull, "w") as quiet:
