@@ -20,6 +20,11 @@ def routing_error_message(e: RoutingError) -> str:
     return str(cause if isinstance(cause, RoutingError) else e)
 
 
+def held_classes(weights: Weights) -> list[str]:
+    """The classes whose row routes nowhere (no configuration of weight > 0): the ingress holds their requests."""
+    return [c for c, row in weights.items() if not any(w > 0 for w in row.values())]
+
+
 def uniform_weights(classes: list[str], configs: list[str]) -> Weights:
     return {c: dict.fromkeys(configs, 1.0) for c in classes}
 

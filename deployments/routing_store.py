@@ -28,7 +28,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from deployments.routing import RoutingError, Weights, check_weights
+from deployments.routing import RoutingError, Weights, check_weights, held_classes
 from schema.deployment import ParallelConfig
 
 POLL_S = 5.0     # a watch with nothing new returns after this long (and the replica polls again)
@@ -70,7 +70,7 @@ class Routing:
 
     def held(self) -> list[str]:
         """The classes whose row routes nowhere."""
-        return [c for c, row in self.weights.items() if not any(w > 0 for w in row.values())]
+        return held_classes(self.weights)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Each step carries a one-line `reason`.
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from deployments.routing import Weights
+from deployments.routing import Weights, held_classes
 from schema.deployment import ParallelConfig, shape_label
 
 
@@ -64,7 +64,7 @@ class Route:
     @property
     def held(self) -> list[str]:
         """The classes this routing holds (no configuration of weight > 0)."""
-        return [c for c, row in self.weights.items() if not any(w > 0 for w in row.values())]
+        return held_classes(self.weights)
 
     @property
     def line(self) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controllers.transition.steps import Deploy, Drain, Remove, Route, Scale, SetView, Step, apply
+from deployments.routing import held_classes
 from schema.deployment import ParallelConfig
 
 # seconds until a new replica of the configuration is healthy: deployments.startup.start_seconds(resolved, measured)
@@ -90,7 +91,7 @@ def serving_gpus(view: SetView, step: Step) -> int:
 
 def held(view: SetView) -> tuple[str, ...]:
     """The classes whose row routes nowhere."""
-    return tuple(c for c, row in view.weights.items() if not any(w > 0 for w in row.values()))
+    return tuple(held_classes(view.weights))
 
 
 def transition_cost(current: SetView, steps: Sequence[Step], budget_gpus: int, start_s: StartSeconds,
