@@ -26,6 +26,7 @@ from controllers import run as run_module
 from controllers.controller import Controller
 from controllers.plan.candidates import Pool, Shape
 from controllers.plan.parallel import Runner
+from controllers.plan.replan import Replan
 from controllers.repartition_log import DecisionLine, Line, RealisedLine, StepLine, TransitionLine, read_lines
 from controllers.repartitioner import for_run
 from controllers.run import run_scenario
@@ -58,25 +59,16 @@ TP2 = (Pool(Shape(2, 1), 1, CLASSES),)
 TWO_TP1 = (Pool(Shape(1, 1), 2, CLASSES),)
 
 
-@dataclass(frozen=True)
-class Answer:
-    best: tuple[Pool, ...]
-    best_goodput: float
-    current_goodput: float
-    rate: float
-    elapsed_s: float = 0.0
-    evaluated: int = 2
-    why: str = "given"
-
 
 def physics(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int], tuple[float, float]],
-            budget_s: float, runner: Runner) -> Answer:
+            budget_s: float, runner: Runner) -> Replan:
     """TP2 for a mix mostly of `fast`, 2×TP1 otherwise; the right split serves the whole rate, the other half."""
     s = resolved.scenario
     shares = {c.name: c.share for c in s.classes}
     rate = float(getattr(s.load.arrival, "rate", 0.0))
     best = TP2 if shares.get("fast", 0.0) > 0.5 else TWO_TP1
-    return Answer(best, rate, rate if sorted(current) == sorted(best) else rate / 2, rate)
+    return Replan(best, rate, rate if sorted(current) == sorted(best) else rate / 2, rate,
+                  elapsed_s=0.0, evaluated=2, why="given")
 
 
 @dataclass(frozen=True)

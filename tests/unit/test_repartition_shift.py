@@ -9,12 +9,12 @@ of one phase, none."""
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from controllers.controller import ControllerMetrics
 from controllers.plan.candidates import Pool, Shape
 from controllers.plan.parallel import InProcess, Runner
+from controllers.plan.replan import Replan
 from controllers.repartition_log import TransitionLine, read_lines
 from controllers.repartitioner import Repartitioner, hardware_nodes
 from controllers.scoreboard import Sample, Scoreboard, traffic_queries
@@ -28,24 +28,15 @@ EVENING = (Pool(Shape(4, 1), 1, ("chat",)), Pool(Shape(1, 4), 1, ("summarize",))
 NIGHT = (Pool(Shape(2, 1), 1, ("chat",)), Pool(Shape(1, 6), 1, ("summarize",)))
 
 
-@dataclass(frozen=True)
-class Answer:
-    best: tuple[Pool, ...]
-    best_goodput: float
-    current_goodput: float
-    rate: float
-    elapsed_s: float = 1.0
-    evaluated: int = 1
-    why: str = "the per-phase answers"
-
 
 def answers(resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int], tuple[float, float]],
-            budget_s: float, runner: Runner) -> Answer:
+            budget_s: float, runner: Runner) -> Replan:
     s = resolved.scenario
     chat = next((c.share for c in s.classes if c.name == "chat"), 0.0)
     rate = float(getattr(s.load.arrival, "rate", 0.0))
     best = DAY if chat > 0.7 else EVENING if chat > 0.3 else NIGHT
-    return Answer(best, rate, rate if sorted(current) == sorted(best) else 0.4 * rate, rate)
+    return Replan(best, rate, rate if sorted(current) == sorted(best) else 0.4 * rate, rate,
+                  elapsed_s=1.0, evaluated=1, why="the per-phase answers")
 
 
 class Fleet:

@@ -5,7 +5,6 @@ tests/integration/test_run_repartition.py). Every decision, step, transition and
 repartition.jsonl."""
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from controllers.controller import Controller, ControllerMetrics
 from controllers.plan.candidates import Pool, Shape
 from controllers.plan.parallel import InProcess, Runner
+from controllers.plan.replan import Replan
 from controllers.repartition_log import DecisionLine, RealisedLine, StepLine, TransitionLine, read_lines
 from controllers.repartitioner import MIN_SHARE, Repartitioner, for_run, hardware_nodes, planned_mix
 from controllers.scoreboard import ClassTraffic, PairStats, Quantiles, Sample, Scoreboard, traffic_queries
@@ -41,16 +41,6 @@ TP2 = (Pool(Shape(2, 1), 1, CLASSES),)
 TWO_TP1 = (Pool(Shape(1, 1), 2, CLASSES),)
 
 
-@dataclass(frozen=True)
-class Answer:
-    best: tuple[Pool, ...]
-    best_goodput: float
-    current_goodput: float
-    rate: float
-    elapsed_s: float = 0.5
-    evaluated: int = 3
-    why: str = "fake"
-
 
 class Physics:
     """TP2 for a mix mostly of `fast`, two TP1 replicas otherwise; the right split serves all, the wrong half."""
@@ -60,14 +50,14 @@ class Physics:
         self.mixes: list[dict[str, float]] = []
 
     def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int],
-                 tuple[float, float]], budget_s: float, runner: Runner) -> Answer:
+                 tuple[float, float]], budget_s: float, runner: Runner) -> Replan:
         s = resolved.scenario
         shares = {c.name: c.share for c in s.classes}
         self.mixes.append(shares)
         rate = float(getattr(s.load.arrival, "rate", 0.0))
         best = self.forced or (TP2 if shares.get("fast", 0) > 0.5 else TWO_TP1)
         right = sorted(current) == sorted(best)
-        return Answer(best, rate, rate if right else rate / 2, rate)
+        return Replan(best, rate, rate if right else rate / 2, rate, elapsed_s=0.5, evaluated=3, why="fake")
 
 
 class FakeFleet:
@@ -165,7 +155,7 @@ def test_a_target_the_nodes_cannot_hold_is_refused_with_the_reason(tmp_path: Pat
 def test_a_failing_replan_is_an_error_decision_not_a_crash(tmp_path: Path) -> None:
     class Broken(Physics):
         def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int],
-                     tuple[float, float]], budget_s: float, runner: Runner) -> Answer:
+                     tuple[float, float]], budget_s: float, runner: Runner) -> Replan:
             raise RuntimeError("planner bug")
     r = make(tmp_path, {"fast": 2.0}, Broken(), FakeFleet(START), Clock())
     line = r.tick()
@@ -204,7 +194,7 @@ def test_a_shape_measured_slower_than_simulated_gets_its_factor_and_the_planner_
 
     class Recording(Physics):
         def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int],
-                     tuple[float, float]], budget_s: float, runner: Runner) -> Answer:
+                     tuple[float, float]], budget_s: float, runner: Runner) -> Replan:
             seen.append(dict(factors))
             return super().__call__(resolved, current, factors, budget_s, runner)
 
