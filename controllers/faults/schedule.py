@@ -191,8 +191,15 @@ class FaultSchedule:
         elif f.action == "restart_prometheus" and self.controller is not None:
             controller = self.controller
             ready_at = applied + rec.phases["ready"]
-            self._phase(rec, "stale", lambda: controller.board.stale and controller.board.time > applied)
-            self._phase(rec, "fresh", lambda: not controller.board.stale and controller.board.time > ready_at)
+
+            def fresh() -> bool:
+                """Fresh data read after Prometheus was ready again; a stale read before it, if any, is `stale`
+                (a quick restart with its series kept may never make the controller's data stale)."""
+                board = controller.board
+                if board.stale and board.time > applied and "stale" not in rec.phases:
+                    rec.phases["stale"] = time.time() - applied
+                return not board.stale and board.time > ready_at
+            self._phase(rec, "fresh", fresh)
         elif f.action == "pause_controller":
             assert self.controller is not None and f.duration_s is not None
             controller = self.controller
