@@ -1,6 +1,7 @@
-"""How fast the live controller's re-plan answers (target ≤ 10 s): each phase of scenarios/shift.yaml.
+"""How fast the live controller's re-plan answers (targets: ≤ 10 s for one 8-GPU node, ≤ 30 s for 16 GPUs on
+two nodes): each phase of scenarios/shift.yaml.
 
-    .venv/bin/python -m bench.replan_speed [--workers N] [--budget-s 10] [--current tp8]
+    .venv/bin/python -m bench.replan_speed [--workers N] [--budget-s 10] [--nodes 2]
 
 For each phase, the traffic of that phase (`Scenario.phase_mix`) re-planned from the scenario's running
 deployment (its first configuration, all classes): the re-plan's wall and CPU seconds, deployments
@@ -27,14 +28,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     ap.add_argument("--budget-s", type=float, default=10.0)
+    ap.add_argument("--nodes", type=int, default=1, help="nodes of the scenario's hardware (2: 16 GPUs)")
     a = ap.parse_args()
     resolved = load_scenario(SCENARIO, need_configurations=False)
     s = resolved.scenario
+    if a.nodes != s.hardware.nodes:
+        s = s.model_copy(update={"hardware": s.hardware.model_copy(update={"nodes": a.nodes})})
+        resolved = replace(resolved, scenario=s)
     first = s.configurations[0]
     names = tuple(c.name for c in s.classes)
     current = (Pool(Shape(first.tp, first.pp), first.replicas, names),)
-    print(f"{SCENARIO.name}: re-plan of each phase from {first.replicas}×TP{first.tp}×PP{first.pp} "
-          f"(budget {a.budget_s:g} s, {os.cpu_count()} cores)")
+    print(f"{SCENARIO.name}: re-plan of each phase of {s.hardware.nodes}×{s.hardware.gpus_per_node} GPUs from "
+          f"{first.replicas}×TP{first.tp}×PP{first.pp} (budget {a.budget_s:g} s, {os.cpu_count()} cores)")
     with runner(a.workers) as pool:
         for i, name in enumerate(s.load.phase_names):
             mix = replace(resolved, scenario=s.phase_mix(i))

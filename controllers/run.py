@@ -50,6 +50,7 @@ from monitoring.prometheus import (
     PrometheusHandle,
     ScrapeTarget,
     attach_prometheus,
+    reload_rules,
     restart_prometheus,
     start_prometheus,
     stop_prometheus,
@@ -214,7 +215,7 @@ def _start_controller(resolved: Resolved, folder: Path, url: str, ports: _Ports,
     controller.start()
     stack.callback(controller.stop)
     if s.controller.policy == "repartition":
-        serve_fleet = ServeFleet(resolved)
+        serve_fleet = ServeFleet(resolved, on_set=lambda configs: reload_rules(prom, scoreboard_rules(s, configs)))
         policy = for_run(resolved, controller, serve_fleet, serve_fleet.start_s, serve_fleet.drain_s, folder)
         policy.start()
         stack.callback(policy.stop)   # before the controller stops: a transition under way finishes or rolls back

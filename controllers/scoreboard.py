@@ -17,6 +17,7 @@ from typing import Any
 from monitoring import metrics as m
 from monitoring import rules as r
 from monitoring.duration import prometheus_duration
+from schema.deployment import ParallelConfig
 from schema.scenario import Scenario
 
 Labels = Mapping[str, str]
@@ -84,11 +85,12 @@ class Scoreboard:
         return self.pairs.get((config, sla_class), PairStats(config, sla_class))
 
 
-def scoreboard_rules(s: Scenario) -> dict[str, Any]:
-    """The recording rules a scenario's scoreboard reads: its configurations, at the controller's window,
-    evaluated at the scrape interval. Load them into the Prometheus the controller queries."""
-    return r.recording_rules(s.configurations, prometheus_duration(s.controller.window_s),
-                             s.monitoring.scrape_interval_s)
+def scoreboard_rules(s: Scenario, configs: Sequence[ParallelConfig] | None = None) -> dict[str, Any]:
+    """The recording rules a scenario's scoreboard reads: its configurations (or `configs`, the ones serving
+    now once a re-partition changed them), at the controller's window, evaluated at the scrape interval. Load
+    them into the Prometheus the controller queries."""
+    return r.recording_rules(s.configurations if configs is None else configs,
+                             prometheus_duration(s.controller.window_s), s.monitoring.scrape_interval_s)
 
 
 def _recorded(record: str, source: str = "server", **labels: str) -> str:

@@ -202,6 +202,15 @@ def restart_prometheus(handle: PrometheusHandle, ready_timeout_s: float = 20.0) 
     return stopped, time.monotonic() - t0
 
 
+def reload_rules(handle: PrometheusHandle, rules: dict[str, Any]) -> Path:
+    """Rewrite the rules file of a Prometheus this process started and have it load them (SIGHUP, as
+    Prometheus documents for a configuration reload); an attached server's file is written for its owner to load."""
+    path = write_rules(Path(handle.folder) / "rules.yml", rules)
+    if not handle.attached and handle.pid is not None and _alive(handle.pid):
+        os.kill(handle.pid, signal.SIGHUP)
+    return path
+
+
 def attach_prometheus(url: str, run_dir: Path | None = None, timeout_s: float = 5.0) -> PrometheusHandle:
     """Use a Prometheus that already runs at `url`; fails clearly when it is not ready."""
     url = url.rstrip("/")

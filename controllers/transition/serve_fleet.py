@@ -10,12 +10,13 @@ Start times: `deployments.startup.start_seconds` — the modelled start (`engine
 engine), or, on vLLM, the start the fleet measured for a configuration once it was deployed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployments import fleet
 from deployments.resolve import Resolved
 from deployments.startup import start_seconds
-from deployments.steps import Deploy, Drain, Scale, Step
+from deployments.steps import Deploy, Drain, Remove, Scale, Step
 from schema.deployment import ParallelConfig
 
 # The longest a configuration's in-flight requests may take to finish once it has weight 0. Not measured here:
@@ -30,6 +31,8 @@ class ServeFleet:
     resolved: Resolved
     drain_s: float = DRAIN_BOUND_S
     measured: dict[str, float] = field(default_factory=dict)   # vLLM: a configuration's measured start
+    # told the configurations serving after every step that changed them (their GPUs, for the recording rules)
+    on_set: Callable[[list[ParallelConfig]], object] = lambda _: None
 
     def timeout_s(self, step: Step) -> float:
         """How long `step` may take before it fails (module docstring)."""
@@ -44,6 +47,8 @@ class ServeFleet:
         took = fleet.execute(step, self.resolved, self.timeout_s(step))
         if isinstance(step, Deploy) and self.resolved.scenario.engine.kind == "vllm":
             self.measured[step.config.name] = took
+        if isinstance(step, (Deploy, Scale, Remove)):
+            self.on_set(list(fleet.serving_set().configs.values()))
         return took
 
     def start_s(self, config: ParallelConfig) -> float:

@@ -15,6 +15,7 @@ from monitoring.prometheus import (
     ScrapeTarget,
     attach_prometheus,
     read_state,
+    reload_rules,
     restart_prometheus,
     running_prometheus,
     start_prometheus,
@@ -61,6 +62,25 @@ def test_a_restart_comes_back_on_the_same_port_with_its_series(tmp_path: Path) -
     assert not _alive(handle.pid or 0)
     with pytest.raises(PrometheusLaunchError, match="was not started here"):
         restart_prometheus(PrometheusHandle(url="http://127.0.0.1:9", port=9, folder="", attached=True))
+
+
+def test_reloaded_rules_record_the_configurations_serving_now(tmp_path: Path) -> None:
+    """A re-partition deployed configuration b beside a (and scaled a to two replicas): once the rules are
+    reloaded, `parallax:config_gpus` has b's GPUs and a's new count, without a restart."""
+    handle = start_prometheus(tmp_path, [ScrapeTarget("ray", 1)], recording_rules([ParallelConfig(name="a")]),
+                              scrape_interval_s=1)
+    first = handle.pid
+    try:
+        with PromClient(handle.url, timeout_s=5) as client:
+            def gpus() -> dict[str, float]:
+                return {x.labels["config"]: x.value for x in client.query("parallax:config_gpus")}
+            wait_until(lambda: gpus() == {"a": 1.0}, 60, "a's GPUs recorded")
+            reload_rules(handle, recording_rules([ParallelConfig(name="a", replicas=2),
+                                                  ParallelConfig(name="b", tp=2, pp=2)]))
+            wait_until(lambda: gpus() == {"a": 2.0, "b": 4.0}, 60, "the reloaded rules' GPUs recorded")
+            assert handle.pid == first
+    finally:
+        stop_prometheus(handle)
 
 
 def test_start_writes_everything_into_the_run_folder_and_stops_cleanly(tmp_path: Path) -> None:

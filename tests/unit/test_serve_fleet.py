@@ -51,7 +51,7 @@ def test_the_step_goes_to_the_fleet_with_its_bound(monkeypatch: pytest.MonkeyPat
     assert seen == [(Drain("tp1", "r"), 9.0)]
 
 
-def test_a_simulated_start_is_the_scenarios_startup_s(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_simulated_start_is_the_scenarios_startup_s(monkeypatch: pytest.MonkeyPatch, live_set: None) -> None:
     monkeypatch.setattr(serve_fleet.fleet, "execute", lambda step, r, timeout_s: 12.0)
     f = ServeFleet(resolved({"kind": "sim", "startup_s": 3}))
     tp2 = ParallelConfig(name="tp2", tp=2)
@@ -59,7 +59,7 @@ def test_a_simulated_start_is_the_scenarios_startup_s(monkeypatch: pytest.Monkey
     assert f.start_s(tp2) == 3.0   # the simulated engine's start is the scenario's, not Ray's overhead
 
 
-def test_a_vllm_start_once_measured_wins_over_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_vllm_start_once_measured_wins_over_the_model(monkeypatch: pytest.MonkeyPatch, live_set: None) -> None:
     monkeypatch.setattr(serve_fleet.fleet, "execute", lambda step, r, timeout_s: 12.0)
     f = ServeFleet(resolved({"kind": "vllm", "model_path": "/nonexistent"}))
     tp2 = ParallelConfig(name="tp2", tp=2)
@@ -67,3 +67,16 @@ def test_a_vllm_start_once_measured_wins_over_the_model(monkeypatch: pytest.Monk
     f.execute(Deploy(tp2, "r"))
     assert modelled != 12.0 and f.start_s(tp2) == 12.0
     assert f.start_s(ParallelConfig(name="tp2b", tp=2)) == modelled
+
+
+def test_the_configurations_serving_are_told_after_each_step_that_changes_them(
+        monkeypatch: pytest.MonkeyPatch, live_set: None) -> None:
+    """What the recording rules' GPU counts follow (controllers/run.py reloads them): the live set after a
+    Deploy, Scale or Remove; a Route or Drain changes no configuration."""
+    monkeypatch.setattr(serve_fleet.fleet, "execute", lambda step, r, timeout_s: 1.0)
+    told: list[list[ParallelConfig]] = []
+    f = ServeFleet(resolved({"kind": "sim", "startup_s": 3}), on_set=told.append)
+    for step in (Route({"chat": {"tp1": 1.0}}, "r"), Drain("tp1", "r"), Deploy(ParallelConfig(name="tp2", tp=2), "r"),
+                 Scale("tp1", 1, "r"), Remove("tp1", "r")):
+        f.execute(step)
+    assert told == [[TP1]] * 3
