@@ -8,8 +8,9 @@ the routing policy of the controller stays out of it.
 
 The traffic planned for is each class's forecast rate (engine clock, put back on the wall's) at the forecast
 mix; every scenario class keeps at least `MIN_SHARE` of it, so a class that goes quiet keeps a pool and its
-rare requests are still answered. Request lengths are the scenario's (the forecast lengths are not planned
-for yet).
+rare requests are still answered. Request lengths are the forecast means where they differ from the scenario
+class's by more than `LENGTH_TOLERANCE` (each distribution rescaled to that mean, its spread kept:
+loadgen/lengths.with_means), else the scenario's.
 """
 
 import logging
@@ -55,7 +56,10 @@ from controllers.transition.planner import ServingSet, Transition, TransitionErr
 from controllers.transition.steps import Deploy, SetView
 from deployments.placement import Node
 from deployments.resolve import Resolved
+from loadgen.lengths import with_means
 from schema.deployment import ParallelConfig
+from schema.scenario import Scenario
+from schema.traffic import TrafficClass
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,10 @@ REPLANNER: Replanner = replan
 MIN_SHARE = 0.01        # the least share of the planned mix a scenario class keeps
 HISTORY = 20            # traffic readings the forecast sees
 CORRECTION_QUANTILE = 0.9
+# A window of ~100-200 requests measures a class's mean length to within ~5% (lognormal sigma 0.5-0.6: the
+# standard error is sigma-ish ÷ √n); the scenario's distribution is kept within twice that, so sampling noise
+# never changes what is planned for.
+LENGTH_TOLERANCE = 0.10
 
 Predictor = Callable[[Scoreboard, Sequence[ParallelConfig]], Predicted]  # the simulator at the load seen
 
@@ -76,6 +84,16 @@ def planned_mix(forecast: Mapping[str, ClassTraffic], classes: Sequence[str]) ->
     floored = {c: max(MIN_SHARE, s) for c, s in raw.items()}
     norm = sum(floored.values())
     return {c: s / norm for c, s in floored.items()}, total
+
+
+def planned_lengths(scenario: Scenario, forecast: Mapping[str, ClassTraffic], base_dir: Path | None) -> Scenario:
+    """`scenario` with each class's lengths at the forecast means (module docstring)."""
+    def lengths(c: TrafficClass) -> TrafficClass:
+        f = forecast.get(c.name)
+        if f is None:
+            return c
+        return with_means(c, f.prompt_tokens.mean, f.output_tokens.mean, LENGTH_TOLERANCE, base_dir)
+    return scenario.model_copy(update={"classes": [lengths(c) for c in scenario.classes]})
 
 
 def gpus_by_shape(view: SetView) -> dict[str, int]:
@@ -183,13 +201,15 @@ class Repartitioner:
             configs = tuple(self.view.configs.values())
             obs = observations(board, configs, self.predict(board, configs), CORRECTION_QUANTILE)
             self.corrections = correct(self.corrections, obs, self.cfg.correction)
-        shares, engine_rate = planned_mix(forecast_traffic(self.history, self.cfg.forecast), self.classes)
+        ahead = forecast_traffic(self.history, self.cfg.forecast)
+        shares, engine_rate = planned_mix(ahead, self.classes)
         rate = engine_rate / self.time_scale
         base = base.model_copy(update={"shares": shares, "rate": rate})
         if rate <= 0:
             return self._decided(base.model_copy(update={"reason": "stay: no traffic forecast"}))
-        mix = Resolved(self.resolved.scenario.with_mix(shares, rate), self.resolved.model, self.resolved.gpu,
-                       self.resolved.source)
+        planned = planned_lengths(self.resolved.scenario.with_mix(shares, rate), ahead,
+                                  Path(self.resolved.source).parent)
+        mix = Resolved(planned, self.resolved.model, self.resolved.gpu, self.resolved.source)
         try:
             replan = self.replanner(mix, current, factor_pairs(self.corrections), self.cfg.plan_budget_s, self.runner)
         except Exception as e:  # a planner failure (nothing fits, a bug) must not stop serving

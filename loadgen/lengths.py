@@ -73,6 +73,39 @@ def mean_lengths(tc: TrafficClass, base_dir: Path | None = None) -> tuple[float,
     return mean_length(tc.input, 0, base_dir), mean_length(tc.output, 1, base_dir)
 
 
+def with_mean(dist: Dist, which: int, mean: float, base_dir: Path | None = None) -> Dist:
+    """`dist` with every length scaled so that its mean is `mean` (its spread relative to the mean kept; a preset
+    becomes that fixed length). A lengths file cannot be rescaled: an empirical distribution is returned as is."""
+    if isinstance(dist, EmpiricalLength):
+        return dist
+    f = mean / mean_length(dist, which, base_dir)
+
+    def n(x: int) -> int:
+        return max(1, round(x * f))
+    match dist:
+        case FixedLength() | PresetLength():
+            return FixedLength(value=max(1, round(mean)))
+        case UniformLength(min=lo, max=hi):
+            return UniformLength(min=n(lo), max=n(hi))
+        case NormalLength(std=sd, min=lo, max=hi):
+            return NormalLength(mean=mean, std=sd * f, min=n(lo), max=None if hi is None else n(hi))
+        case LognormalLength(sigma=sg, min=lo, max=hi):
+            return LognormalLength(mean=mean, sigma=sg, min=n(lo), max=None if hi is None else n(hi))
+    raise AssertionError(dist)
+
+
+def with_means(tc: TrafficClass, prompt: float | None, output: float | None, tolerance: float,
+               base_dir: Path | None = None) -> TrafficClass:
+    """The class with its input and output lengths at the given means where one is given and differs from the
+    class's own by more than `tolerance` (relative); within it the class's own distribution is kept."""
+    update: dict[str, Dist] = {}
+    for field, which, mean in (("input", 0, prompt), ("output", 1, output)):
+        dist = getattr(tc, field)
+        if mean is not None and mean > 0 and abs(mean / mean_length(dist, which, base_dir) - 1) > tolerance:
+            update[field] = with_mean(dist, which, mean, base_dir)
+    return tc.model_copy(update=update) if update else tc
+
+
 # A distribution without an upper bound (normal, lognormal without `max`) is taken to its 99.9th percentile:
 # the longest of a thousand requests. z of the standard normal at 0.999:
 _Z_999 = 3.090

@@ -7,13 +7,15 @@ import pytest
 
 from deployments.engines.sim.workload import draw_lengths
 from loadgen.errors import LoadError
-from loadgen.lengths import make_sampler
+from loadgen.lengths import make_sampler, with_mean, with_means
 from schema.traffic import (
+    SLO,
     EmpiricalLength,
     FixedLength,
     LognormalLength,
     NormalLength,
     PresetLength,
+    TrafficClass,
     UniformLength,
 )
 
@@ -76,3 +78,22 @@ def test_empirical_bad_rows_are_named(tmp_path):
         make_sampler(EmpiricalLength(path=tmp_path / "b.csv", column="n"), 0)
     with pytest.raises(LoadError, match="cannot read lengths file"):
         make_sampler(EmpiricalLength(path=tmp_path / "none.txt"), 0)
+
+
+def test_a_distribution_rescaled_to_a_mean_keeps_its_spread() -> None:
+    """What a re-plan does with a class's measured mean length (controllers/repartitioner.planned_lengths)."""
+    rng = np.random.default_rng(0)
+    logn = LognormalLength(mean=500, sigma=0.5, min=10, max=4000)
+    twice = with_mean(logn, 1, 1000.0)
+    assert isinstance(twice, LognormalLength)
+    assert (twice.mean, twice.sigma, twice.min, twice.max) == (1000, 0.5, 20, 8000)
+    sampled = [make_sampler(twice, 1)(rng) for _ in range(20000)]
+    assert np.mean(sampled) == pytest.approx(1000, rel=0.03)
+    assert with_mean(NormalLength(mean=100, std=10, min=50), 0, 50.0) == NormalLength(mean=50, std=5, min=25)
+    assert with_mean(UniformLength(min=10, max=30), 0, 40.0) == UniformLength(min=20, max=60)
+    assert with_mean(PresetLength(name="longalpaca"), 0, 1000.4) == FixedLength(value=1000)
+    tc = TrafficClass(name="c", share=1.0, slo=SLO(ttft_ms=100), input=FixedLength(value=100),
+                      output=FixedLength(value=100))
+    assert with_means(tc, 105.0, None, 0.1) is tc                       # within the tolerance: kept
+    assert with_means(tc, 150.0, 95.0, 0.1).input == FixedLength(value=150)
+    assert with_means(tc, 150.0, 95.0, 0.1).output == FixedLength(value=100)

@@ -207,3 +207,25 @@ def test_a_shape_measured_slower_than_simulated_gets_its_factor_and_the_planner_
     ttft, tpot = seen[-1][(1, 1)]
     s = r.cfg.correction.smoothing
     assert ttft == pytest.approx(2 ** s) and tpot == pytest.approx(1.0)
+
+
+def test_the_replan_sees_the_measured_lengths_once_they_leave_the_scenarios(tmp_path: Path) -> None:
+    """`bulk` prompts measured at 8,000 tokens (the scenario says 4,000): the re-plan plans for 8,000; `fast`
+    outputs measured at 66 (64 in the scenario, within the tolerance): its distribution is kept."""
+    seen: list[dict[str, tuple[int, int]]] = []
+
+    class Recording(Physics):
+        def __call__(self, resolved: Resolved, current: Sequence[Pool], factors: Mapping[tuple[int, int],
+                     tuple[float, float]], budget_s: float, runner: Runner) -> Replan:
+            seen.append({c.name: (getattr(c.input, "value", 0), getattr(c.output, "value", 0))
+                         for c in resolved.scenario.classes})
+            return super().__call__(resolved, current, factors, budget_s, runner)
+
+    q = traffic_queries()
+    answers = {q["rate"]: [({"sla_class": "fast"}, 1.0), ({"sla_class": "bulk"}, 1.0)],
+               q["prompt_mean"]: [({"sla_class": "fast"}, 128.0), ({"sla_class": "bulk"}, 8000.0)],
+               q["output_mean"]: [({"sla_class": "fast"}, 66.0), ({"sla_class": "bulk"}, 64.0)]}
+    r = make(tmp_path, {}, Recording(), FakeFleet(START), Clock())
+    r.query = lambda expr: answers.get(expr, [])
+    r.tick()
+    assert seen == [{"fast": (128, 64), "bulk": (8000, 64)}]
