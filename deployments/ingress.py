@@ -98,6 +98,7 @@ class Ingress:
         self.engine = s.engine.kind
         self.created = int(time.time())
         self.hold = HoldQueue(s.server.hold_queue_size, s.server.hold_max_wait_s)
+        self._bursting: dict[str, int] = {}   # per configuration: released requests still waiting for queue room
         self.handles: dict[str, DeploymentHandle] = {}
         self.streams: dict[str, DeploymentHandle] = {}
         self.store = store
@@ -267,8 +268,12 @@ class Ingress:
                   arrival_wall=arrival)
         headers = {CONFIG_HEADER: config, CLASS_HEADER: sla_class, INGRESS_HEADER: self.replica}
         # a request the hold released arrives with the whole queue at once, a burst that may overflow the
-        # configuration's queue at this replica (max_queued_requests): it keeps its place in the hold's time
-        retry_until = time.monotonic() + self.hold.max_wait_s - held_s if held_s > 0 else 0.0
+        # configuration's queue at this replica (max_queued_requests): it keeps its place in the hold's time, and
+        # so does a request that arrives while released ones still wait for room (it queues behind the burst,
+        # as it would have behind the hold); outside a burst a full queue is a 503 at once
+        burst = held_s > 0 or self._bursting.get(config, 0) > 0
+        retry_until = time.monotonic() + self.hold.max_wait_s - held_s if burst else 0.0
+        counted = False
         try:
             while True:
                 try:
@@ -283,6 +288,9 @@ class Ingress:
                 except BackPressureError:
                     if time.monotonic() >= retry_until:
                         raise
+                    if held_s > 0 and not counted:
+                        self._bursting[config] = self._bursting.get(config, 0) + 1
+                        counted = True
                     await asyncio.sleep(BURST_RETRY_S)
         except BackPressureError:
             return _error(api.OpenAIError(503, f"configuration {config} is overloaded (its queue is full); retry "
@@ -291,6 +299,9 @@ class Ingress:
             logger.warning("request %s: a replica of %s failed: %s", request_id, config, type(e).__name__)
             return _error(api.OpenAIError(502, f"a replica of configuration {config} failed ({type(e).__name__}); "
                                           "retry", "server_error", code="replica_failed"), headers)
+        finally:
+            if counted:
+                self._bursting[config] -= 1
         headers[REPLICA_HEADER] = first["replica"]
         if first["status"] != 200:
             return JSONResponse(first["body"], status_code=first["status"], headers=headers)
