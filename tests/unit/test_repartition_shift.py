@@ -1,4 +1,4 @@
-"""The policy over scenarios/shift.yaml's schedule (its knobs as shipped: EWMA forecast 120 s ahead, 30 s
+"""The policy over scenarios/shift.yaml's schedule (its knobs as shipped: EWMA forecast 600 s ahead, 30 s
 re-plans, 60 s dwell, 15% margin), offline: Prometheus reads each class's arrivals over a 30 s window with
 Poisson noise; the re-planner answers the planner's per-phase splits (README, "Traffic that shifts": TP8 by day,
 TP4 [chat] + PP4 [summarize] in the evening, TP2 [chat] + PP6 [summarize] at night), the right split serving what
