@@ -147,11 +147,18 @@ def failure_lines(e: Evaluated, classes: int) -> list[str]:
     if a is None or a.gpu_failure_rate <= 0:
         return []
     pools = e.pools_up
+    roles = []   # in pools_up's order: a disaggregated pool's decode role, then its prefill role
+    for p in e.candidate.pools:
+        if p.prefill is None:
+            roles.append((p, "", p.shape, p.gpus))
+        else:
+            roles += [(p, "decode ", p.shape, p.shape.gpus * p.replicas),
+                      (p, "prefill ", p.prefill.shape, p.prefill.gpus)]
     parts = []
-    for i, p in enumerate(e.candidate.pools):
+    for i, (p, role, shape, gpus) in enumerate(roles):
         where = "" if e.candidate.homogeneous else f" of its pool [{', '.join(p.classes)}]"
-        parts.append(f"a failed GPU takes down one {p.shape.label} replica{where}, {one_failure(pools, i):.0%} of its "
-                     f"capacity for {a.restart_s:g} s, {a.failures_per_day(p.gpus):.2g} times a day")
+        parts.append(f"a failed GPU takes down one {role}{shape.label} replica{where}, {one_failure(pools, i):.0%} of "
+                     f"its capacity for {a.restart_s:g} s, {a.failures_per_day(gpus):.2g} times a day")
     return [f"{e.candidate.label(classes)}: " + "; ".join(parts) + f"; expected {e.expected_rate:.3f} req/s, "
             f"{e.available_share:.4%} of {e.max_rate:.3f} (at {a.gpu_failure_rate:.3g} failures per GPU-hour)"]
 

@@ -144,9 +144,15 @@ class Evaluated:
 
     @property
     def pools_up(self) -> list[PoolUp]:
-        """Its pools as the availability model sees them."""
-        return [PoolUp(p.replicas, p.shape.gpus, c.rate / sh)
-                for p, c, sh in zip(self.candidate.pools, self.capacities, self.shares, strict=True)]
+        """Its pools as the availability model sees them, in pool order; a disaggregated pool as its decode
+        replicas then its prefill replicas, each role carrying the pool's rate (rate-matched roles both bind: with
+        u of r replicas of either role up, the pool carries about u/r of its capacity)."""
+        out = []
+        for p, c, sh in zip(self.candidate.pools, self.capacities, self.shares, strict=True):
+            out.append(PoolUp(p.replicas, p.shape.gpus, c.rate / sh))
+            if p.prefill is not None:
+                out.append(PoolUp(p.prefill.replicas, p.prefill.shape.gpus, c.rate / sh))
+        return out
 
     @property
     def available_share(self) -> float:

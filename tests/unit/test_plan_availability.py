@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from controllers.plan.availability import LLAMA3_GPU_FAILURE_RATE, Availability, PoolUp, expected_share, one_failure
-from controllers.plan.candidates import Candidate, Knobs, Pool, Shape
+from controllers.plan.candidates import Candidate, Knobs, Pool, Prefill, Shape
 from controllers.plan.evaluate import COARSE, Capacity, Setup, capacity
 from controllers.plan.parallel import Runner, runner
 from controllers.plan.result import entry, failure_lines
@@ -112,3 +112,20 @@ def test_enough_failures_make_8_tp1_beat_tp8_for_a_throughput_bound_class() -> N
     line, = failure_lines(tp8, 1)
     assert line.startswith("1×TP8: a failed GPU takes down one TP8 replica, 100% of its capacity for 300 s")
     assert "a failed GPU takes down one TP1 replica, 12% of its capacity for 300 s" in failure_lines(tp1, 1)[0]
+
+
+def test_a_disaggregated_pool_fails_with_either_role() -> None:
+    """2P(TP1)+1D(TP2): a decode GPU failing takes the whole pool down (its one decode replica), a prefill GPU
+    half of it (one of two prefill replicas); the expected capacity counts both roles' down time, as two pools
+    of the same rate would."""
+    knobs = Knobs("auto", 256, 8192)
+    p = Pool(Shape(2, 1), 1, ("x",), Prefill(Shape(1, 1), 2))
+    cap = Capacity(10.0, 12.0, 12.0, (), 60.0, 5)
+    e = Evaluated(Candidate((p,), knobs), [1.0], cap.rate, [cap])
+    assert e.pools_up == [PoolUp(1, 2, 10.0), PoolUp(2, 1, 10.0)]
+    e.availability = a = Availability(1e-3, 3600.0)
+    assert e.available_share == pytest.approx(expected_share([PoolUp(1, 2, 10.0), PoolUp(2, 1, 10.0)], a))
+    assert e.available_share < expected_share([PoolUp(1, 2, 10.0)], a)     # the prefill role fails too
+    line, = failure_lines(e, 1)
+    assert "one decode TP2 replica, 100% of its capacity for 3600 s, 0.048 times a day" in line
+    assert "one prefill TP1 replica, 50% of its capacity for 3600 s, 0.048 times a day" in line
