@@ -29,11 +29,13 @@ from controllers.controller import Controller, ControllerMetrics, prom_query
 from controllers.faults.record import FAULTS_JSONL
 from controllers.faults.schedule import FOLLOW_S, FaultSchedule
 from controllers.live_view import render
+from controllers.plan.parallel import runner
 from controllers.repartition_log import REPARTITION_JSONL
 from controllers.repartitioner import for_run
 from controllers.report import render_report
 from controllers.router_client import HttpRouter
 from controllers.scoreboard import scoreboard_rules
+from controllers.shift_compare import compare_shift, write_comparison
 from controllers.transition.serve_fleet import ServeFleet
 from controllers.whatif import planned_capacities, write_whatif
 from deployments.cluster import connect, start_local_ray
@@ -43,6 +45,7 @@ from deployments.health import unhealthy_configs
 from deployments.progress import ConfigProgress
 from deployments.resolve import Resolved
 from loadgen.control import LoadControl
+from loadgen.records import read_records
 from loadgen.runner import run_load
 from monitoring.dashboards.export import export as export_dashboards
 from monitoring.ports import free_port, port_or_free
@@ -238,11 +241,21 @@ def _start_faults(s: Scenario, folder: Path, controller: Controller, prom: Prome
 
 def _write_results(resolved: Resolved, folder: Path, console: Console, error: str | None
                    ) -> tuple[Path | None, str | None]:
-    """The what-if and the report, whatever happened before; the first error stays the one reported."""
+    """The what-if (and, for a re-partitioned schedule, the offline references) and the report, whatever happened
+    before; the first error stays the one reported."""
     try:
         write_whatif(resolved, folder)
     except Exception as e:  # the report is still worth having without the prediction
         error = error or f"the what-if failed: {type(e).__name__}: {e}"
+    s = resolved.scenario
+    if s.load.phases and s.controller.policy == "repartition" and s.controller.repartition.compare_offline:
+        console.print("replaying the run's requests on the best static deployment and the per-phase oracle "
+                      "(parallax compare-shift)")
+        try:
+            with runner() as pool:
+                write_comparison(folder, compare_shift(resolved, read_records(folder / rf.RECORDS_JSONL), pool))
+        except Exception as e:
+            error = error or f"the offline comparison failed: {type(e).__name__}: {e}"
     report = None
     try:
         report = render_report(folder)

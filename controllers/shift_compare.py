@@ -35,9 +35,10 @@ Planner = Callable[[Resolved, Runner], tuple[Pool, ...]]
 
 
 def best_pools(resolved: Resolved, runner: Runner) -> tuple[Pool, ...]:
-    """`parallax plan`'s best deployment for `resolved`'s traffic on the repartition policy's GPUs."""
+    """`parallax plan`'s best aggregated deployment for `resolved`'s traffic on the repartition policy's GPUs: the
+    splits the policy itself can move between (it re-plans TP×PP pools, never a disaggregated one)."""
     gpus = resolved.scenario.controller.repartition.gpus
-    return search(resolved, PlanOptions(gpus=gpus), runner).ranked[0].candidate.pools
+    return search(resolved, PlanOptions(gpus=gpus, disaggregated=False), runner).ranked[0].candidate.pools
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ class RepartitionConfig(_Strict):
     plan_budget_s: float = Field(default=10.0, gt=0, description="planner time one re-plan may take")
     forecast: Forecast = Field(default_factory=HoltForecast, description="the per-class rate and length predictor")
     correction: CorrectionConfig = Field(default_factory=CorrectionConfig)
+    compare_offline: bool = Field(default=True, description="after a run with load.phases, replay its requests "
+                                  "offline on the best static deployment and the per-phase oracle for the report "
+                                  "(`parallax compare-shift`; minutes of planning)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RepartitionConfig":

@@ -30,6 +30,7 @@ from controllers.plan.replan import Replan
 from controllers.repartition_log import DecisionLine, Line, RealisedLine, StepLine, TransitionLine, read_lines
 from controllers.repartitioner import for_run
 from controllers.run import run_scenario
+from controllers.shift_compare import read_comparison
 from deployments.resolve import Resolved, parse_scenario
 from loadgen.records import RequestRecord, read_records
 from tests.support.vllm_tier import TINY_MODEL, Residue, set_cache_env
@@ -136,6 +137,12 @@ def test_the_loop_moves_once_after_the_shift_and_loses_nothing(tmp_path: Path,
     assert "<h2>Re-partitioning</h2>" in moved.report.read_text()
     (new,) = moved.controller.configs
     assert moved.controller.board.pair(new, "bulk").request_rate > 0   # the recording rules cover the new label
+    # the run replayed its own requests on the best static split and the per-phase oracle, for the report
+    c = read_comparison(moved.report.parent)
+    assert c is not None and c.phases == ["interactive", "batch"]
+    assert c.oracle_deployments[1] == "2×TP1 [bulk]" and len(c.live) == len(c.static) == len(c.oracle) == 2
+    assert all(g > 0 for g in c.live + c.static + c.oracle)
+    assert c.static_deployment in moved.report.read_text()
 
 
 VLLM_SCENARIO = {
@@ -155,7 +162,9 @@ VLLM_SCENARIO = {
         {"name": "batch", "duration_s": 240, "rate": 1, "shares": {"bulk": 1.0}}]},
     "controller": {"policy": "repartition", "interval_s": 2, "window_s": 10, "min_samples": 3,
                    "repartition": {"interval_s": 4, "min_dwell_s": 8, "plan_budget_s": 4,
-                                   "forecast": {"kind": "ewma", "alpha": 0.9, "horizon_s": 1800}}},
+                                   "forecast": {"kind": "ewma", "alpha": 0.9, "horizon_s": 1800},
+                                   # the offline references are simulated H100s; this run's GPUs are CPU ranks
+                                   "compare_offline": False}},
 }
 
 
