@@ -80,7 +80,9 @@ def _source_rules(source: str, prefix: str, window: str, per_gpu: bool) -> list[
             rules.append(rule(record, f"histogram_quantile({q}, {buckets})", quantile=q))
     tokens = _rate(prefix + m.SERVER_OUTPUT_TOKENS + "_total", window)
     rules += [
-        rule(SLO_ATTAINMENT, f"{met_or_0} / {everything}"),
+        # both counters move at a request's end, but Ray exports a replica's metrics in batches, so a scrape can
+        # hold one's increment and not yet the other's: a share above 1 is that skew, never a fact
+        rule(SLO_ATTAINMENT, f"clamp_max({met_or_0} / {everything}, 1)"),
         rule(GOODPUT, met_or_0),
         rule(OUTPUT_TOKENS_RATE, tokens),
     ]

@@ -23,9 +23,12 @@ from deployments.placement import gpu_nodes
 from deployments.resolve import Resolved, parse_scenario
 from deployments.startup import start_seconds
 from deployments.steps import Deploy, Remove, Route, Scale, Step
+from loadgen.control import LoadControl
+from loadgen.plan import Workload, build_plan
 from loadgen.records import RequestRecord, read_records
 from loadgen.runner import run_load
 from schema.traffic import LoadConfig
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,18 +81,23 @@ class Executed:
 
 
 def _execute_under_load(f: Fleet, steps_to_take: Sequence[Step], out: Path) -> Executed:
-    """Run a constant load, execute the steps once it flows, stop the load 2 s after the last step."""
+    """Run a constant load, execute the steps once it flows, then stop the load once every request sent by the
+    last step's end has its answer (the backlog a hold released drains: on a busy machine that takes a while) and
+    at least 2 s after that step."""
     stop = asyncio.Event()
     loop_ready = threading.Event()
     holder: dict[str, asyncio.AbstractEventLoop] = {}
     classes = parse_scenario(SCENARIO).scenario.classes
     load = LoadConfig(arrival={"kind": "constant", "rate": RATE}, duration_s=600)
+    control = LoadControl()
+    answered: set[str] = set()
 
     def drive() -> None:
         async def main() -> None:
             holder["loop"] = asyncio.get_running_loop()
             loop_ready.set()
-            await run_load(f.app.target, classes, load, out, stop=stop)
+            await run_load(f.app.target, classes, load, out, stop=stop, control=control,
+                           on_record=lambda r: answered.add(r.request_id))
         asyncio.run(main())
 
     side = threading.Thread(target=drive, daemon=True)
@@ -102,7 +110,13 @@ def _execute_under_load(f: Fleet, steps_to_take: Sequence[Step], out: Path) -> E
         took = fleet.execute(step, f.resolved, STEP_TIMEOUT_S)
         steps.append((step, t0, time.time(), took))
     done_at = time.time()
-    time.sleep(2.0)
+    epoch = control.wait_start(0)
+    assert epoch is not None
+    due = {p.request_id for p in build_plan(list(classes), load, Workload(list(classes)))[0].requests
+           if epoch + p.at_s <= done_at}
+    wait_until(lambda: due <= answered, STEP_TIMEOUT_S,
+               lambda: f"answers to the {len(due - answered)} requests sent before the last step ended")
+    time.sleep(max(0.0, done_at + 2.0 - time.time()))   # the load goes on after the last step
     holder["loop"].call_soon_threadsafe(stop.set)
     side.join(timeout=120)
     assert not side.is_alive()
