@@ -58,6 +58,7 @@ def checkout(tmp_path: Path) -> Iterator[Path]:
     yield repo
 
 
+@pytest.mark.timeout(RUN_DEADLINE_S + 300)   # the run's own deadline governs, not the suite's 600 s
 def test_the_readme_vllm_run_works_on_a_fresh_checkout(checkout: Path) -> None:
     before = Residue.now()
     tmpdir = Path(tempfile.mkdtemp(prefix="pxf", dir="/tmp"))  # short: Ray's socket paths under it are limited
