@@ -147,18 +147,13 @@ def failure_lines(e: Evaluated, classes: int) -> list[str]:
     if a is None or a.gpu_failure_rate <= 0:
         return []
     pools = e.pools_up
-    roles = []   # in pools_up's order: a disaggregated pool's decode role, then its prefill role
-    for p in e.candidate.pools:
-        if p.prefill is None:
-            roles.append((p, "", p.shape, p.gpus))
-        else:
-            roles += [(p, "decode ", p.shape, p.shape.gpus * p.replicas),
-                      (p, "prefill ", p.prefill.shape, p.prefill.gpus)]
     parts = []
-    for i, (p, role, shape, gpus) in enumerate(roles):
-        where = "" if e.candidate.homogeneous else f" of its pool [{', '.join(p.classes)}]"
-        parts.append(f"a failed GPU takes down one {role}{shape.label} replica{where}, {one_failure(pools, i):.0%} of "
-                     f"its capacity for {a.restart_s:g} s, {a.failures_per_day(gpus):.2g} times a day")
+    for i, d in enumerate(e.failure_domains):
+        where = "" if e.candidate.homogeneous else f" of its pool [{', '.join(d.pool.classes)}]"
+        role = f"{d.role} " if d.role else ""
+        parts.append(f"a failed GPU takes down one {role}{d.shape.label} replica{where}, {one_failure(pools, i):.0%} "
+                     f"of its capacity for {a.restart_s:g} s, {a.failures_per_day(d.shape.gpus * d.replicas):.2g} "
+                     "times a day")
     return [f"{e.candidate.label(classes)}: " + "; ".join(parts) + f"; expected {e.expected_rate:.3f} req/s, "
             f"{e.available_share:.4%} of {e.max_rate:.3f} (at {a.gpu_failure_rate:.3g} failures per GPU-hour)"]
 

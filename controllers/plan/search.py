@@ -126,6 +126,25 @@ def pool_figures(task: FiguresTask) -> RunFigures:
     return run_at(task.setup, task.pool, task.knobs, task.rate, n, task.seed, fid.warmup)
 
 
+@dataclass(frozen=True)
+class FailureDomain:
+    """Replicas of one shape in one pool (one role of a disaggregated pool): any GPU of a replica failing takes
+    that replica down."""
+
+    pool: Pool
+    role: str            # "", or "decode" / "prefill" in a disaggregated pool
+    shape: Shape
+    replicas: int
+
+
+def failure_domains(p: Pool) -> list[FailureDomain]:
+    """A pool's failure domains: itself, or a disaggregated pool's decode role then its prefill role."""
+    if p.prefill is None:
+        return [FailureDomain(p, "", p.shape, p.replicas)]
+    return [FailureDomain(p, "decode", p.shape, p.replicas),
+            FailureDomain(p, "prefill", p.prefill.shape, p.prefill.replicas)]
+
+
 @dataclass
 class Evaluated:
     """One candidate with what the search learned about it."""
@@ -147,12 +166,14 @@ class Evaluated:
         """Its pools as the availability model sees them, in pool order; a disaggregated pool as its decode
         replicas then its prefill replicas, each role carrying the pool's rate (rate-matched roles both bind: with
         u of r replicas of either role up, the pool carries about u/r of its capacity)."""
-        out = []
-        for p, c, sh in zip(self.candidate.pools, self.capacities, self.shares, strict=True):
-            out.append(PoolUp(p.replicas, p.shape.gpus, c.rate / sh))
-            if p.prefill is not None:
-                out.append(PoolUp(p.prefill.replicas, p.prefill.shape.gpus, c.rate / sh))
-        return out
+        return [PoolUp(d.replicas, d.shape.gpus, c.rate / sh)
+                for p, c, sh in zip(self.candidate.pools, self.capacities, self.shares, strict=True)
+                for d in failure_domains(p)]
+
+    @property
+    def failure_domains(self) -> list["FailureDomain"]:
+        """Its replica groups that fail alike, in `pools_up`'s order."""
+        return [d for p in self.candidate.pools for d in failure_domains(p)]
 
     @property
     def available_share(self) -> float:
